@@ -1,0 +1,28 @@
+# sidegate dev recipes. `just --list` shows them.
+py := ".venv/bin/python"
+
+# Start the sidecar on a spec (default: the quickstart).
+serve spec="examples/quickstart.yaml":
+    {{py}} -m compiler.cli serve {{spec}}
+
+# Run the test suite.
+test *args:
+    {{py}} -m pytest -q {{args}}
+
+# Lint the examples and the code.
+lint:
+    {{py}} -m compiler.cli lint --strict examples/*.yaml
+    {{py}} -m ruff check .
+
+# Strict type check.
+typecheck:
+    {{py}} -m mypy
+
+# Format the code.
+fmt:
+    {{py}} -m ruff format .
+    {{py}} -m ruff check --fix .
+
+# Regenerate the golden compiler outputs after an intended change (review the diff!).
+golden-update:
+    SIDEGATE_GOLDEN_UPDATE=1 {{py}} -m pytest -q tests/test_golden.py

@@ -1,0 +1,1 @@
+"""sidegate compiler: spec text -> plan (parse, validate, resolve, check, lower) and the CLI."""

@@ -1,0 +1,3 @@
+"""sidegate runtime: executes a compiled plan as an LLM gateway sidecar (Trio + hypercorn)."""
+
+__all__: list[str] = []

@@ -1,0 +1,258 @@
+"""The plan: the frozen, executable form of a spec, and the only seam between compiler and runtime.
+
+The compiler targets these types; the runtime executes them. Every value is immutable (tuples,
+read-only mappings), durations are seconds as floats, closed sets are enums. Secrets appear only
+as references (:class:`Secret`), resolved by the runtime at start.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Union
+
+__all__ = [
+    "PLAN_VERSION",
+    "AuthScheme",
+    "Family",
+    "Header",
+    "JSONValue",
+    "LogFormat",
+    "LogLevel",
+    "Logs",
+    "Metrics",
+    "MockBehaviour",
+    "ModelGroup",
+    "Observability",
+    "Plan",
+    "Price",
+    "Provider",
+    "Secret",
+    "SecretPart",
+    "SecretSource",
+    "Server",
+    "Store",
+    "Target",
+]
+
+PLAN_VERSION = 1
+"""Bumped whenever a plan written by an older compiler could be misread by this runtime."""
+
+JSONValue = Union[None, bool, int, float, str, tuple["JSONValue", ...], Mapping[str, "JSONValue"]]
+"""A frozen JSON value: arrays are tuples, objects are read-only mappings."""
+
+class SecretSource(enum.Enum):
+    """Where one part of a secret's value comes from."""
+
+    TEXT = "text"
+    ENV = "env"
+    FILE = "file"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SecretPart:
+    """Literal text, or the name of an environment variable, or a file path."""
+
+    source: SecretSource
+    value: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Secret:
+    """A reference to a secret: its parts are concatenated once they are resolved at start."""
+
+    parts: tuple[SecretPart, ...]
+
+    def describe(self) -> str:
+        """Show where the secret comes from, never its value (safe for logs and `explain`)."""
+        out: list[str] = []
+        for part in self.parts:
+            if part.source is SecretSource.ENV:
+                out.append("${" + part.value + "}")
+            elif part.source is SecretSource.FILE:
+                out.append("{file:" + part.value + "}")
+            else:
+                out.append(part.value)
+        return "".join(out)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Header:
+    """An extra header sent upstream; its value may hold secret references."""
+
+    name: str
+    value: Secret
+
+
+class Family(enum.Enum):
+    """The adapter family that speaks to a provider's wire format."""
+
+    OPENAI = "openai"
+    AZURE = "azure"
+    MOCK = "mock"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthScheme:
+    """How the API key is presented upstream: `header: prefix + key`."""
+
+    header: str
+    prefix: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MockBehaviour:
+    """The deterministic built-in test double's behaviour (provider type `mock`)."""
+
+    text: str | None
+    """Canned reply; None echoes the last user message."""
+    latency: float
+    """Delay before the first token (seconds)."""
+    latency_per_token: float
+    error_rate: float
+    """Share of requests (0..1) answered with `error_status`, decided by a seeded generator."""
+    error_status: int
+    seed: int
+    embedding_dimensions: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Provider:
+    """A named upstream account or endpoint."""
+
+    name: str
+    type: str
+    """The provider type as the spec names it (a catalog type such as `groq`, or `openai`...)."""
+    family: Family
+    base_url: str
+    auth: AuthScheme | None
+    api_key: Secret | None
+    headers: tuple[Header, ...]
+    connect_timeout: float
+    stream_usage: bool
+    """Whether the upstream accepts `stream_options.include_usage`."""
+    api_version: str | None
+    """Azure's `api-version` query parameter."""
+    mock: MockBehaviour | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Price:
+    """USD per token, from the price table at compile time."""
+
+    input: float
+    output: float
+    cached_input: float | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Target:
+    """One deployment of a model group: a provider and the upstream model name."""
+
+    id: str
+    """Stable deployment id, `provider/model` (unique inside its group); used in metrics."""
+    provider: str
+    model: str
+    """Upstream model name; `*` in a wildcard group forwards the requested suffix."""
+    weight: float
+    rpm: int | None
+    tpm: int | None
+    max_parallel: int | None
+    headers: tuple[Header, ...]
+    extra_body: Mapping[str, JSONValue]
+    price: Price | None
+    max_input_tokens: int | None
+    max_output_tokens: int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelGroup:
+    """A public model name (or `prefix/*` wildcard) and the deployments that serve it."""
+
+    name: str
+    aliases: tuple[str, ...]
+    wildcard_prefix: str | None
+    """For a name like `groq/*`: `groq/`; None for an exact name."""
+    targets: tuple[Target, ...]
+    timeout: float
+    """The request's single deadline, in seconds."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Server:
+    """Where and how the sidecar listens."""
+
+    host: str
+    port: int
+    workers: int
+    max_body: int
+    drain_timeout: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Store:
+    """The embedded or shared database."""
+
+    database: Secret
+    """A `sqlite:///path` or `sqlite://:memory:` URL (may hold secret references)."""
+
+
+class LogFormat(enum.Enum):
+    """How log lines are written."""
+
+    JSON = "json"
+    TEXT = "text"
+
+
+class LogLevel(enum.Enum):
+    """The lowest level written."""
+
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Metrics:
+    """The Prometheus endpoint."""
+
+    enabled: bool
+    path: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Logs:
+    """Request and server logs."""
+
+    format: LogFormat
+    level: LogLevel
+    bodies: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Observability:
+    """Metrics and logs."""
+
+    metrics: Metrics
+    logs: Logs
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Plan:
+    """The whole executable plan."""
+
+    version: int
+    server: Server
+    providers: tuple[Provider, ...]
+    models: tuple[ModelGroup, ...]
+    store: Store
+    observability: Observability
+
+    def provider(self, name: str) -> Provider:
+        """The provider called `name` (the compiler guarantees every target's exists)."""
+        for p in self.providers:
+            if p.name == name:
+                return p
+        raise KeyError(name)

@@ -1,0 +1,172 @@
+"""The ASGI application: the HTTP surface and the one boundary where errors become responses."""
+
+from __future__ import annotations
+
+import uuid
+from time import perf_counter
+from typing import Any
+
+import orjson
+import trio
+
+from runtime.errors import GatewayError, ModelNotFound, NotFound, from_exception, openai_body
+from runtime.http import ClientGone, Receive, Scope, Send, header, read_body, respond
+from runtime.logs import Logger
+from runtime.metrics import Metrics
+from runtime.proxy import Call, parse_request, serve_call
+from runtime.state import Runtime, model_card
+from runtime.store import Store
+
+__all__ = ["App"]
+
+_JSON = b"application/json"
+_POST = {"/chat/completions": "chat", "/completions": "completions", "/embeddings": "embeddings"}
+
+
+class App:
+    """sidegate's ASGI app. `runtime` is swapped whole on reload; each request keeps the one it
+    started with."""
+
+    def __init__(self, runtime: Runtime, logger: Logger, metrics: Metrics) -> None:
+        self.runtime = runtime
+        self.logger = logger
+        self.metrics = metrics
+        self.store: Store | None = None
+        metrics.set_plan(runtime.digest)
+
+    def swap(self, runtime: Runtime) -> None:
+        """Serve a new plan from the next request on."""
+        self.runtime = runtime
+        self.metrics.set_plan(runtime.digest)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        if path.startswith("/v1/"):
+            path = path[3:]
+        method: str = scope["method"]
+        op = _POST.get(path)
+        if op is not None and method == "POST":
+            await self._model_call(op, scope, receive, send)
+            return
+        rid = (header(scope, b"x-request-id") or b"").decode("latin-1") or uuid.uuid4().hex
+        try:
+            await self._other(method, path, scope, send)
+        except GatewayError as err:
+            headers = [(b"x-request-id", rid.encode()), *err.headers()]
+            await respond(send, err.status, openai_body(err), headers, _JSON)
+
+    async def _other(self, method: str, path: str, scope: Scope, send: Send) -> None:
+        rt = self.runtime
+        obs = rt.plan.observability
+        if method != "GET":
+            raise NotFound(f"no route for {method} {scope['path']}")
+        if path == "/models":
+            await respond(send, 200, rt.models_body, (), _JSON)
+        elif path.startswith("/models/"):
+            name = path[len("/models/") :]
+            if rt.routes.resolve(name) is None:
+                raise ModelNotFound(f"model '{name}' is not served by this gateway", param="model")
+            await respond(send, 200, orjson.dumps(model_card(name)), (), _JSON)
+        elif scope["path"] == "/health/live":
+            await respond(send, 200, b'{"status":"ok"}', (), _JSON)
+        elif scope["path"] == "/health/ready":
+            ready = self.store is not None
+            body = orjson.dumps({"status": "ready" if ready else "starting", "plan": rt.digest})
+            await respond(send, 200 if ready else 503, body, (), _JSON)
+        elif obs.metrics.enabled and scope["path"] == obs.metrics.path:
+            await respond(send, 200, self.metrics.render(), (), b"text/plain; version=0.0.4; charset=utf-8")
+        else:
+            raise NotFound(f"no route for {method} {scope['path']}")
+
+    async def _model_call(self, op: str, scope: Scope, receive: Receive, send: Send) -> None:
+        rt = self.runtime
+        rid = (header(scope, b"x-request-id") or b"").decode("latin-1") or uuid.uuid4().hex
+        call = Call(request_id=rid, op=op, t0=perf_counter())
+        in_flight = None
+        try:
+            body = await read_body(scope, receive, rt.plan.server.max_body)
+            data = parse_request(op, body)
+            route = rt.routes.resolve(data["model"])
+            in_flight = self.metrics.in_flight.labels(route.group.name if route else "unknown")
+            in_flight.inc()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope, call)
+                try:
+                    await serve_call(rt, call, data, send)
+                finally:
+                    nursery.cancel_scope.cancel()
+            if call.status == 0:
+                call.status = 499
+                call.error = "client disconnected"
+        except ClientGone:
+            call.status, call.error = 499, "client disconnected"
+        except BaseException as exc:
+            if isinstance(exc, trio.Cancelled):
+                raise
+            err = from_exception(exc)
+            if err.code == "internal_error":
+                self.logger.error("internal_error", request_id=rid, error=repr(exc))
+            call.status, call.error = err.status, err.message
+            if not call.started:
+                headers = [*call.headers(), *err.headers()]
+                await respond(send, err.status, openai_body(err), headers, _JSON)
+        finally:
+            if in_flight is not None:
+                in_flight.dec()
+            self._account(call)
+
+    def _account(self, call: Call) -> None:
+        elapsed = perf_counter() - call.t0
+        m = self.metrics
+        m.requests.labels(call.group, call.deployment, str(call.status)).inc()
+        m.latency.labels(call.group, call.deployment).observe(elapsed)
+        if call.deployment:
+            m.upstream_latency.labels(call.group, call.deployment).observe(call.upstream)
+            if call.status >= 500 or call.status == 429:
+                m.upstream_errors.labels(call.group, call.deployment, str(call.status)).inc()
+        u = call.usage
+        if u is not None:
+            m.tokens.labels(call.group, call.deployment, "prompt").inc(u.prompt)
+            m.tokens.labels(call.group, call.deployment, "completion").inc(u.completion)
+        self.logger.info(
+            "request",
+            request_id=call.request_id,
+            op=call.op,
+            model=call.model,
+            group=call.group,
+            deployment=call.deployment,
+            stream=call.stream,
+            status=call.status,
+            latency_ms=round(elapsed * 1000, 2),
+            upstream_ms=round(call.upstream * 1000, 2),
+            prompt_tokens=u.prompt if u else None,
+            completion_tokens=u.completion if u else None,
+            **({"error": call.error} if call.error else {}),
+        )
+
+
+async def _cancel_on_disconnect(receive: Receive, scope: trio.CancelScope, call: Call) -> None:
+    """Cancel the request (and so its upstream call) when the client goes away first.
+
+    The server also reports a disconnect once the last byte of the answer is sent; cancelling
+    then would interrupt the server's own connection recycling, so a complete answer is left be.
+    """
+    while True:
+        message: Any = await receive()
+        if message["type"] == "http.disconnect":
+            if not call.complete:
+                scope.cancel()
+            return

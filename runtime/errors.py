@@ -1,0 +1,140 @@
+"""The runtime's small exception hierarchy and its translation into OpenAI's error envelope.
+
+Everything that can go wrong in a request is raised as a :class:`GatewayError` (or mapped to one at
+the single boundary in :func:`from_exception`), then rendered in the client's dialect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import orjson
+
+__all__ = [
+    "BadRequest",
+    "GatewayError",
+    "ModelNotFound",
+    "NotFound",
+    "PayloadTooLarge",
+    "RateLimited",
+    "Unavailable",
+    "UpstreamError",
+    "UpstreamTimeout",
+    "from_exception",
+    "openai_body",
+]
+
+
+class GatewayError(Exception):
+    """An error with an HTTP status and an OpenAI-style type and code."""
+
+    status = 500
+    type = "api_error"
+    code: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        retry_after: float | None = None,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        self.param = param
+        self.retry_after = retry_after
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """Extra response headers (Retry-After when known)."""
+        if self.retry_after is None:
+            return []
+        return [(b"retry-after", str(max(1, round(self.retry_after))).encode())]
+
+
+class BadRequest(GatewayError):
+    """Invalid JSON, missing or ill-typed fields."""
+
+    status = 400
+    type = "invalid_request_error"
+
+
+class NotFound(GatewayError):
+    """No such route."""
+
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class ModelNotFound(GatewayError):
+    """The requested model is not in the plan."""
+
+    status = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class PayloadTooLarge(GatewayError):
+    """The body is over `server.max_body`."""
+
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class RateLimited(GatewayError):
+    """The upstream (or a cap) refused for rate; carries Retry-After."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class UpstreamError(GatewayError):
+    """The upstream failed (5xx, a broken connection, an unreadable answer)."""
+
+    status = 502
+    type = "upstream_error"
+    code = "bad_gateway"
+
+
+class UpstreamTimeout(GatewayError):
+    """The request's deadline passed while waiting on the upstream."""
+
+    status = 504
+    type = "timeout_error"
+    code = "gateway_timeout"
+
+
+class Unavailable(GatewayError):
+    """No deployment can take the request right now."""
+
+    status = 503
+    type = "service_unavailable"
+    code = "service_unavailable"
+
+
+def from_exception(exc: BaseException) -> GatewayError:
+    """Map any exception to a GatewayError; unknown ones become a 500 that hides internals."""
+    if isinstance(exc, GatewayError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        leaves = exc.exceptions
+        for leaf in leaves:
+            if isinstance(leaf, GatewayError | BaseExceptionGroup):
+                return from_exception(leaf)
+    return GatewayError("internal error in sidegate", code="internal_error")
+
+
+def openai_body(err: GatewayError) -> bytes:
+    """OpenAI's error envelope: `{"error": {"message", "type", "param", "code"}}`."""
+    payload: Mapping[str, object] = {
+        "error": {"message": err.message, "type": err.type, "param": err.param, "code": err.code}
+    }
+    return orjson.dumps(payload)

@@ -1,0 +1,60 @@
+"""Prometheus metrics, in a registry owned by the app (not the global one).
+
+Label values are bounded: `model` is the group name from the plan (a wildcard group counts once,
+not per requested name; unknown names count as `unknown`), `deployment` a target id, `status` an
+HTTP status code.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["Metrics"]
+
+_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class Metrics:
+    """The sidecar's metrics."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "sidegate_requests", "Requests answered, by model group, deployment and status.",
+            ["model", "deployment", "status"], registry=r,
+        )
+        self.latency = Histogram(
+            "sidegate_request_duration_seconds", "Total time to answer a request (to the stream's end).",
+            ["model", "deployment"], buckets=_BUCKETS, registry=r,
+        )
+        self.upstream_latency = Histogram(
+            "sidegate_upstream_duration_seconds", "Time waiting on the upstream.",
+            ["model", "deployment"], buckets=_BUCKETS, registry=r,
+        )
+        self.in_flight = Gauge("sidegate_requests_in_flight", "Requests being served.", ["model"], registry=r)
+        self.upstream_errors = Counter(
+            "sidegate_upstream_errors", "Upstream failures, by kind (status code, connect, timeout, broken).",
+            ["model", "deployment", "kind"], registry=r,
+        )
+        self.tokens = Counter(
+            "sidegate_tokens", "Tokens reported by upstreams, by direction (prompt, completion).",
+            ["model", "deployment", "direction"], registry=r,
+        )
+        self.reloads = Counter("sidegate_reloads", "Plans reloaded successfully.", registry=r)
+        self.reload_failures = Counter(
+            "sidegate_reload_failures", "Reloads refused (spec errors); the last good plan keeps serving.",
+            registry=r,
+        )
+        self.plan_info = Gauge("sidegate_plan_info", "The plan being served (1), by digest.", ["digest"], registry=r)
+        self._digest: str | None = None
+
+    def set_plan(self, digest: str) -> None:
+        """Point `sidegate_plan_info` at the plan now serving."""
+        if self._digest is not None:
+            self.plan_info.remove(self._digest)
+        self.plan_info.labels(digest).set(1)
+        self._digest = digest
+
+    def render(self) -> bytes:
+        """Prometheus text exposition."""
+        return generate_latest(self.registry)

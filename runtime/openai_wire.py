@@ -1,0 +1,198 @@
+"""OpenAI wire format, both ways: upstream URLs, headers and bodies for the `openai` and `azure`
+families (and every OpenAI-compatible catalog type), usage extraction, the SSE relay, and the
+mapping of upstream error responses into the error hierarchy."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+
+from runtime.errors import BadRequest, GatewayError, RateLimited, UpstreamError, UpstreamTimeout
+from runtime.plan import Family, JSONValue, Provider
+
+__all__ = ["OPS", "SseRelay", "Usage", "error_from_upstream", "request_body", "upstream_url", "usage_from"]
+
+OPS = {"chat": "chat/completions", "completions": "completions", "embeddings": "embeddings"}
+"""Operation -> path under the provider's base URL."""
+
+
+def upstream_url(provider: Provider, model: str, op: str) -> str:
+    """The URL for `op` on `provider` (Azure puts the deployment and api-version in the URL)."""
+    if provider.family is Family.AZURE:
+        return (
+            f"{provider.base_url}/openai/deployments/{model}/{OPS[op]}?api-version={provider.api_version}"
+        )
+    return f"{provider.base_url}/{OPS[op]}"
+
+
+def thaw(value: JSONValue) -> Any:
+    """A frozen plan JSON value as plain, mutable JSON data."""
+    if isinstance(value, tuple):
+        return [thaw(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    return value
+
+
+def request_body(
+    body: dict[str, Any], model: str, extra: Mapping[str, JSONValue], stream_usage: bool
+) -> bytes:
+    """The upstream body: the client's fields (unknown ones pass through) over the target's
+    `extra_body`, `model` rewritten, and usage requested on streams when the upstream supports it."""
+    out = {k: thaw(v) for k, v in extra.items()} if extra else {}
+    out.update(body)
+    out["model"] = model
+    if stream_usage and body.get("stream") is True:
+        options = body.get("stream_options")
+        out["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+    return orjson.dumps(out)
+
+
+@dataclass(slots=True)
+class Usage:
+    """Token counts reported by the upstream."""
+
+    prompt: int = 0
+    completion: int = 0
+    cached: int = 0
+    reasoning: int = 0
+
+
+def usage_from(obj: Any) -> Usage | None:
+    """Usage from a response or chunk object, when it carries one."""
+    if not isinstance(obj, dict):
+        return None
+    u = obj.get("usage")
+    if not isinstance(u, dict):
+        return None
+    prompt_details = u.get("prompt_tokens_details") or {}
+    completion_details = u.get("completion_tokens_details") or {}
+    return Usage(
+        prompt=int(u.get("prompt_tokens") or 0),
+        completion=int(u.get("completion_tokens") or 0),
+        cached=int(prompt_details.get("cached_tokens") or 0) if isinstance(prompt_details, dict) else 0,
+        reasoning=int(completion_details.get("reasoning_tokens") or 0)
+        if isinstance(completion_details, dict)
+        else 0,
+    )
+
+
+_USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
+_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+_USAGE_NULL = re.compile(rb',\s*"usage"\s*:\s*null')
+
+
+class SseRelay:
+    """Re-frames an upstream SSE byte stream into whole events for the client.
+
+    Bytes pass through untouched except the events that carry a usage object: those are parsed to
+    record usage, and the usage-only final chunk is dropped when the client did not ask for it
+    (sidegate always asks upstream). Complete events from one read are returned together so they
+    go out in one write.
+    """
+
+    __slots__ = ("_buf", "done", "keep_usage", "usage")
+
+    def __init__(self, keep_usage: bool) -> None:
+        self._buf = b""
+        self.keep_usage = keep_usage
+        self.usage: Usage | None = None
+        self.done = False
+
+    def feed(self, data: bytes) -> bytes:
+        """Bytes to send now: every complete event received so far."""
+        buf = self._buf + data
+        last = None
+        for last in _EVENT_END.finditer(buf):
+            pass
+        if last is None:
+            self._buf = buf
+            return b""
+        complete, self._buf = buf[: last.end()], buf[last.end() :]
+        if b"[DONE]" in complete:
+            self.done = True
+        if not self.keep_usage:
+            # Usage was asked upstream on the client's behalf; chunks go back as it would see them.
+            complete = _USAGE_NULL.sub(b"", complete)
+        if _USAGE_OBJECT.search(complete) is None:
+            return complete
+        return b"".join(self._inspect(e) for e in _split(complete))
+
+    def _inspect(self, event: bytes) -> bytes:
+        if _USAGE_OBJECT.search(event) is None:
+            return event
+        data = b"".join(
+            line[5:].lstrip(b" ") for line in event.splitlines() if line.startswith(b"data:")
+        )
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return event
+        usage = usage_from(obj)
+        if usage is not None:
+            self.usage = usage
+            if not self.keep_usage and obj.get("choices") == []:
+                return b""
+        return event
+
+
+def _split(block: bytes) -> list[bytes]:
+    events, start = [], 0
+    for m in _EVENT_END.finditer(block):
+        events.append(block[start : m.end()])
+        start = m.end()
+    return events
+
+
+def _message(body: bytes) -> tuple[str, str | None]:
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        text = body[:300].decode("utf-8", "replace").strip()
+        return (text or "no body"), None
+    err = obj.get("error") if isinstance(obj, dict) else None
+    if isinstance(err, dict):
+        param = err.get("param")
+        return str(err.get("message") or "no message"), param if isinstance(param, str) else None
+    if isinstance(err, str):
+        return err, None
+    if isinstance(obj, dict) and isinstance(obj.get("message"), str):
+        return obj["message"], None
+    return body[:300].decode("utf-8", "replace"), None
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return float(ms) / 1000.0
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value:
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def error_from_upstream(status: int, headers: httpx.Headers, body: bytes) -> GatewayError:
+    """Map an upstream error response to the error the client gets."""
+    message, param = _message(body)
+    if status == 429:
+        return RateLimited(f"upstream rate limit: {message}", retry_after=_retry_after(headers) or 1.0)
+    if status in (408, 504):
+        return UpstreamTimeout(f"upstream timed out (HTTP {status}): {message}")
+    if status in (401, 403):
+        return UpstreamError(
+            f"upstream rejected sidegate's credentials (HTTP {status}): {message}", code="upstream_auth_error"
+        )
+    if status >= 500 or status < 400:
+        return UpstreamError(f"upstream returned HTTP {status}: {message}")
+    return BadRequest(message, param=param, status=status, code="upstream_rejected")

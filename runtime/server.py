@@ -1,0 +1,212 @@
+"""Serving a plan: the process's root nursery (hypercorn, reload watcher, log writer), signals,
+graceful drain, and `--workers N` as N processes sharing the port through SO_REUSEPORT."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+import trio
+from hypercorn.config import Config, Sockets
+from hypercorn.trio.run import worker_serve
+from hypercorn.utils import wrap_app
+
+from runtime.app import App
+from runtime.logs import Logger
+from runtime.metrics import Metrics
+from runtime.plan import Plan
+from runtime.secrets import SecretError, resolve
+from runtime.state import build_runtime
+from runtime.store import Store
+from runtime.transport import HttpxTransport
+
+__all__ = ["Handle", "run", "serve"]
+
+_WORKER_ENV = "SIDEGATE_WORKER"
+
+
+@dataclass
+class Handle:
+    """What `serve` hands its starter: the app, where it listens, and controls for tests."""
+
+    app: App
+    port: int
+    shutdown: trio.Event
+    reload: Callable[[], trio.Event]
+    """Ask for a reload; the returned event is set when it has been tried."""
+
+
+def _socket(host: str, port: int, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+async def serve(
+    plan: Plan,
+    *,
+    load_plan: Callable[[], Plan],
+    watch_path: str | None,
+    reuse_port: bool = False,
+    handle_signals: bool = True,
+    poll_interval: float = 1.0,
+    port: int | None = None,
+    task_status: trio.TaskStatus[Handle] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve `plan` until shut down (SIGTERM/SIGINT or `Handle.shutdown`), then drain and return."""
+    logger = Logger(plan.observability.logs)
+    metrics = Metrics()
+    transport = HttpxTransport()
+    runtime = await trio.to_thread.run_sync(build_runtime, plan, transport)
+    app = App(runtime, logger, metrics)
+    config = Config()
+    config.graceful_timeout = plan.server.drain_timeout
+    config.accesslog = None
+    config.loglevel = "WARNING"
+    config.keep_alive_timeout = 75
+    sock = _socket(plan.server.host, plan.server.port if port is None else port, reuse_port)
+    bound_port = sock.getsockname()[1]
+    shutdown = trio.Event()
+    reload_requests: list[trio.Event] = []
+    wake = trio.Event()
+
+    def ask_reload() -> trio.Event:
+        nonlocal wake
+        done = trio.Event()
+        reload_requests.append(done)
+        wake.set()
+        return done
+
+    async def do_reload() -> None:
+        try:
+            new_plan = await trio.to_thread.run_sync(load_plan)
+            new_rt = await trio.to_thread.run_sync(build_runtime, new_plan, transport, app.runtime)
+        except (ValueError, SecretError, OSError) as exc:
+            metrics.reload_failures.inc()
+            logger.error("reload_failed", error=str(exc), serving=app.runtime.digest)
+            return
+        if (new_plan.server.host, new_plan.server.port) != (plan.server.host, plan.server.port):
+            logger.warning("reload_listen_ignored", detail="a new listen address needs a restart")
+        if new_rt.digest != app.runtime.digest:
+            app.swap(new_rt)
+            metrics.reloads.inc()
+            logger.info("reloaded", digest=new_rt.digest)
+
+    async def reloader() -> None:
+        nonlocal wake
+        while True:
+            await wake.wait()
+            wake = trio.Event()
+            pending, reload_requests[:] = list(reload_requests), []
+            await do_reload()
+            for done in pending:
+                done.set()
+
+    async def watch_file(path: str) -> None:
+        last = await _mtime(path)
+        while True:
+            await trio.sleep(poll_interval)
+            now = await _mtime(path)
+            if now != last:
+                last = now
+                ask_reload()
+
+    async def signals() -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as received:
+            async for signum in received:
+                if signum == signal.SIGHUP:
+                    ask_reload()
+                else:
+                    logger.info("draining", signal=signal.Signals(signum).name, timeout=plan.server.drain_timeout)
+                    shutdown.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(logger.run)
+        if handle_signals:
+            nursery.start_soon(signals)
+        app.store = await Store.open(await trio.to_thread.run_sync(resolve, plan.store.database))
+
+        async def run_server(task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+            await worker_serve(
+                wrap_app(app, config.wsgi_max_body_size, "asgi"),
+                config,
+                sockets=Sockets([], [sock], []),
+                shutdown_trigger=shutdown.wait,
+                task_status=task_status,
+            )
+            nursery.cancel_scope.cancel()
+
+        await nursery.start(run_server)
+        nursery.start_soon(reloader)
+        if watch_path is not None:
+            nursery.start_soon(watch_file, watch_path)
+        logger.info(
+            "started",
+            listen=f"{plan.server.host}:{bound_port}",
+            plan=runtime.digest,
+            pid=os.getpid(),
+            models=len(plan.models),
+        )
+        task_status.started(Handle(app, bound_port, shutdown, ask_reload))
+    await app.store.aclose()
+    await transport.aclose()
+    logger.info("stopped")
+    logger.flush_nowait()
+
+
+async def _mtime(path: str) -> float | None:
+    try:
+        return (await trio.Path(path).stat()).st_mtime
+    except OSError:
+        return None
+
+
+def run(plan: Plan, *, load_plan: Callable[[], Plan], watch_path: str | None, workers: int | None) -> int:
+    """Serve until signalled; with several workers, start one process per worker and wait."""
+    n = workers or plan.server.workers
+    if n > 1 and os.environ.get(_WORKER_ENV) is None:
+        return _supervise(n)
+    try:
+        trio.run(
+            partial(serve, plan, load_plan=load_plan, watch_path=watch_path, reuse_port=n > 1 or _is_worker())
+        )
+    except SecretError as exc:
+        print(f"sidegate: cannot start: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"sidegate: cannot listen on {plan.server.host}:{plan.server.port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _is_worker() -> bool:
+    return os.environ.get(_WORKER_ENV) is not None
+
+
+def _supervise(n: int) -> int:
+    """Run `n` copies of this command as workers; forward signals; exit when all have."""
+    env = {**os.environ, _WORKER_ENV: "1"}
+    argv = [sys.executable, sys.argv[0], *sys.argv[1:]]
+    children = [subprocess.Popen(argv, env=env) for _ in range(n)]
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    codes = [child.wait() for child in children]
+    return max(codes)

@@ -1,0 +1,118 @@
+"""A loaded plan, ready to serve: routes, deployments with resolved credentials and precomputed
+URLs and headers, and their counters. Built once per plan (at start and on reload), off the loop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+from runtime.balance import DeploymentState
+from runtime.mock import MockTransport
+from runtime.openai_wire import OPS, upstream_url
+from runtime.plan import Family, ModelGroup, Plan, Provider, Target
+from runtime.plan_json import digest
+from runtime.routes import RouteTable
+from runtime.secrets import resolve
+from runtime.transport import Transport
+
+__all__ = ["Deployment", "Runtime", "build_runtime", "model_card", "public_names"]
+
+
+class Deployment:
+    """One target of one group, with everything a request needs precomputed."""
+
+    __slots__ = ("group", "headers", "provider", "state", "target", "transport", "urls")
+
+    def __init__(
+        self,
+        group: ModelGroup,
+        target: Target,
+        provider: Provider,
+        transport: Transport,
+        headers: tuple[tuple[str, str], ...],
+        state: DeploymentState,
+    ) -> None:
+        self.group = group
+        self.target = target
+        self.provider = provider
+        self.transport = transport
+        self.headers = headers
+        self.state = state
+        self.urls = {op: upstream_url(provider, target.model, op) for op in OPS} if target.model != "*" else {}
+
+    def url(self, op: str, model: str) -> str:
+        """The upstream URL for `op`; wildcard targets build it for the forwarded model name."""
+        url = self.urls.get(op)
+        return url if url is not None else upstream_url(self.provider, model, op)
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """Everything derived from one plan; swapped whole on reload."""
+
+    plan: Plan
+    digest: str
+    routes: RouteTable
+    deployments: dict[str, tuple[Deployment, ...]]
+    """Group name -> its deployments, in target order."""
+    models_body: bytes
+    """The `GET /v1/models` answer, serialised once."""
+
+
+def _headers(provider: Provider, target: Target) -> tuple[tuple[str, str], ...]:
+    out: list[tuple[str, str]] = [("content-type", "application/json")]
+    if provider.auth is not None and provider.api_key is not None:
+        out.append((provider.auth.header, provider.auth.prefix + resolve(provider.api_key)))
+    out.extend((h.name, resolve(h.value)) for h in provider.headers)
+    out.extend((h.name, resolve(h.value)) for h in target.headers)
+    return tuple(out)
+
+
+def build_runtime(plan: Plan, shared: Transport, previous: Runtime | None = None) -> Runtime:
+    """Resolve secrets and precompute deployments (blocking: run in a worker thread).
+
+    Counters of deployments that survive a reload (same group and target id) are kept.
+    Raises SecretError when a referenced secret is missing.
+    """
+    old: dict[tuple[str, str], DeploymentState] = {}
+    mocks: dict[str, MockTransport] = {}
+    if previous is not None:
+        for deps in previous.deployments.values():
+            for d in deps:
+                old[(d.group.name, d.target.id)] = d.state
+                if isinstance(d.transport, MockTransport) and d.provider in plan.providers:
+                    mocks[d.provider.name] = d.transport
+    deployments: dict[str, tuple[Deployment, ...]] = {}
+    for group in plan.models:
+        deps = []
+        for target in group.targets:
+            provider = plan.provider(target.provider)
+            transport: Transport
+            if provider.family is Family.MOCK:
+                assert provider.mock is not None
+                transport = mocks.setdefault(provider.name, MockTransport(provider.mock))
+            else:
+                transport = shared
+            state = old.get((group.name, target.id)) or DeploymentState()
+            deps.append(Deployment(group, target, provider, transport, _headers(provider, target), state))
+        deployments[group.name] = tuple(deps)
+    return Runtime(
+        plan=plan,
+        digest=digest(plan),
+        routes=RouteTable(plan),
+        deployments=deployments,
+        models_body=orjson.dumps({"object": "list", "data": [model_card(n) for n in public_names(plan)]}),
+    )
+
+
+def public_names(plan: Plan) -> list[str]:
+    """Names a client can send as `model`: group names and aliases (wildcards are patterns)."""
+    names = [g.name for g in plan.models if g.wildcard_prefix is None]
+    names.extend(a for g in plan.models for a in g.aliases)
+    return sorted(names)
+
+
+def model_card(name: str) -> dict[str, object]:
+    """One entry of the model list, in OpenAI's shape."""
+    return {"id": name, "object": "model", "created": 0, "owned_by": "sidegate"}

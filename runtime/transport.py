@@ -1,0 +1,150 @@
+"""The upstream transport seam: every upstream HTTP exchange goes through :class:`Transport`.
+
+Kept small so the benchmark can measure and swap the client. Timeouts are explicit: connect and
+pool waits come from the provider; reads have no timeout of their own because the request's
+single deadline (a Trio cancel scope around the whole exchange) bounds them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import Protocol
+
+import httpx
+
+from runtime.errors import UpstreamError
+
+__all__ = ["HttpxTransport", "Transport", "UpstreamRequest", "UpstreamResponse", "UpstreamStream"]
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamRequest:
+    """One request to an upstream: a POST (or GET) with ready-made headers and body bytes."""
+
+    method: str
+    url: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    connect_timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamResponse:
+    """A whole upstream response."""
+
+    status: int
+    headers: httpx.Headers
+    body: bytes
+
+
+class UpstreamStream(Protocol):
+    """An upstream response whose body is read incrementally."""
+
+    status: int
+    headers: httpx.Headers
+
+    def iter_bytes(self) -> AsyncIterator[bytes]:
+        """Body bytes as they arrive (chunk boundaries are arbitrary)."""
+        ...
+
+    async def read(self) -> bytes:
+        """The rest of the body at once."""
+        ...
+
+
+class Transport(Protocol):
+    """What the proxy needs from an upstream client."""
+
+    async def send(self, request: UpstreamRequest) -> UpstreamResponse:
+        """Send and read the whole response."""
+        ...
+
+    def stream(self, request: UpstreamRequest) -> AbstractAsyncContextManager[UpstreamStream]:
+        """Send and open the response for incremental reading."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close pooled connections."""
+        ...
+
+
+class _HttpxStream:
+    __slots__ = ("_response", "headers", "status")
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self.status = response.status_code
+        self.headers = response.headers
+
+    async def iter_bytes(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._response.aiter_raw():
+                yield chunk
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"upstream connection broke: {type(exc).__name__}") from None
+
+    async def read(self) -> bytes:
+        try:
+            return await self._response.aread()
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"upstream connection broke: {type(exc).__name__}") from None
+
+
+def _timeout(request: UpstreamRequest) -> httpx.Timeout:
+    return httpx.Timeout(connect=request.connect_timeout, pool=request.connect_timeout, read=None, write=None)
+
+
+class HttpxTransport:
+    """The default transport: one pooled `httpx.AsyncClient` per process."""
+
+    def __init__(self, *, max_connections: int = 1000, keepalive: int = 200) -> None:
+        self._client = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=keepalive),
+            timeout=httpx.Timeout(10.0, read=None, write=None),
+            follow_redirects=False,
+            trust_env=False,
+        )
+
+    def _build(self, request: UpstreamRequest) -> httpx.Request:
+        return self._client.build_request(
+            request.method,
+            request.url,
+            headers=request.headers,
+            content=request.body if request.method != "GET" else None,
+            timeout=_timeout(request),
+        )
+
+    async def send(self, request: UpstreamRequest) -> UpstreamResponse:
+        """Send and read the whole response; connection failures become UpstreamError."""
+        try:
+            response = await self._client.send(self._build(request))
+            body = await response.aread()
+        except httpx.ConnectError:
+            raise UpstreamError("could not connect to the upstream", code="upstream_connect_error") from None
+        except httpx.TimeoutException:
+            raise UpstreamError("timed out connecting to the upstream", code="upstream_connect_error") from None
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"upstream connection failed: {type(exc).__name__}") from None
+        return UpstreamResponse(response.status_code, response.headers, body)
+
+    @asynccontextmanager
+    async def stream(self, request: UpstreamRequest) -> AsyncIterator[UpstreamStream]:
+        """Send and yield the open response; it is closed when the block exits."""
+        try:
+            response = await self._client.send(self._build(request), stream=True)
+        except httpx.ConnectError:
+            raise UpstreamError("could not connect to the upstream", code="upstream_connect_error") from None
+        except httpx.TimeoutException:
+            raise UpstreamError("timed out connecting to the upstream", code="upstream_connect_error") from None
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"upstream connection failed: {type(exc).__name__}") from None
+        try:
+            yield _HttpxStream(response)
+        finally:
+            await response.aclose()
+
+    async def aclose(self) -> None:
+        """Close the pool."""
+        await self._client.aclose()

@@ -1,0 +1,93 @@
+"""Plans built directly from the plan types, for runtime tests that must not depend on the compiler."""
+
+from __future__ import annotations
+
+import types
+from typing import Any
+
+from runtime.plan import (
+    PLAN_VERSION,
+    AuthScheme,
+    Family,
+    LogFormat,
+    LogLevel,
+    Logs,
+    Metrics,
+    MockBehaviour,
+    ModelGroup,
+    Observability,
+    Plan,
+    Provider,
+    Secret,
+    SecretPart,
+    SecretSource,
+    Server,
+    Store,
+    Target,
+)
+
+
+def text(value: str) -> Secret:
+    return Secret(parts=(SecretPart(source=SecretSource.TEXT, value=value),))
+
+
+def env(name: str) -> Secret:
+    return Secret(parts=(SecretPart(source=SecretSource.ENV, value=name),))
+
+
+def mock_provider(name: str = "fake", **behaviour: Any) -> Provider:
+    b = dict(text="Hello from sidegate.", latency=0.0, latency_per_token=0.0, error_rate=0.0,
+             error_status=500, seed=0, embedding_dimensions=8)
+    b.update(behaviour)
+    return Provider(name=name, type="mock", family=Family.MOCK, base_url="mock://local", auth=None,
+                    api_key=None, headers=(), connect_timeout=5.0, stream_usage=True, api_version=None,
+                    mock=MockBehaviour(**b))
+
+
+def openai_provider(name: str, base_url: str, key_env: str | None = None, *, family: Family = Family.OPENAI,
+                    api_version: str | None = None, stream_usage: bool = True) -> Provider:
+    auth = AuthScheme(header="api-key", prefix="") if family is Family.AZURE else AuthScheme(
+        header="Authorization", prefix="Bearer ")
+    return Provider(name=name, type="azure" if family is Family.AZURE else "openai-compatible", family=family,
+                    base_url=base_url, auth=auth, api_key=env(key_env) if key_env else None, headers=(),
+                    connect_timeout=5.0, stream_usage=stream_usage, api_version=api_version, mock=None)
+
+
+def target(provider: str, model: str, **kw: Any) -> Target:
+    values: dict[str, Any] = dict(id=f"{provider}/{model}", provider=provider, model=model, weight=1.0, rpm=None,
+                                  tpm=None, max_parallel=None, headers=(), extra_body=types.MappingProxyType({}),
+                                  price=None, max_input_tokens=None, max_output_tokens=None)
+    values.update(kw)
+    return Target(**values)
+
+
+def group(name: str, *targets: Target, timeout: float = 30.0, aliases: tuple[str, ...] = ()) -> ModelGroup:
+    prefix = name[:-1] if name.endswith("/*") else None
+    return ModelGroup(name=name, aliases=aliases, wildcard_prefix=prefix, targets=targets, timeout=timeout)
+
+
+def plan(providers: list[Provider], models: list[ModelGroup], *, port: int = 0, max_body: int = 1 << 20,
+         drain: float = 5.0, bodies: bool = False) -> Plan:
+    return Plan(
+        version=PLAN_VERSION,
+        server=Server(host="127.0.0.1", port=port, workers=1, max_body=max_body, drain_timeout=drain),
+        providers=tuple(sorted(providers, key=lambda p: p.name)),
+        models=tuple(sorted(models, key=lambda g: g.name)),
+        store=Store(database=text("sqlite://:memory:")),
+        observability=Observability(
+            metrics=Metrics(enabled=True, path="/metrics"),
+            logs=Logs(format=LogFormat.JSON, level=LogLevel.INFO, bodies=bodies),
+        ),
+    )
+
+
+def quick() -> Plan:
+    """A mock-only plan: `demo` (canned text, alias `default`), `echo` (echoes), `slow` (paced)."""
+    return plan(
+        [mock_provider("fake"), mock_provider("echo", text=None), mock_provider("slow", latency_per_token=0.01)],
+        [
+            group("demo", target("fake", "demo"), aliases=("default",)),
+            group("echo", target("echo", "echo")),
+            group("slow", target("slow", "slow")),
+        ],
+    )

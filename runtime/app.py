@@ -98,6 +98,9 @@ class App:
         in_flight = None
         try:
             body = await read_body(scope, receive, rt.plan.server.max_body)
+            if rt.plan.observability.logs.bodies:
+                call.log_bodies = True
+                call.extra["request_body"] = body.decode("utf-8", "replace")
             data = parse_request(op, body)
             route = rt.routes.resolve(data["model"])
             in_flight = self.metrics.in_flight.labels(route.group.name if route else "unknown")
@@ -155,6 +158,7 @@ class App:
             prompt_tokens=u.prompt if u else None,
             completion_tokens=u.completion if u else None,
             **({"error": call.error} if call.error else {}),
+            **call.extra,
         )
 
 

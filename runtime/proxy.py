@@ -48,6 +48,8 @@ class Call:
     """True once the last byte of the answer is being sent."""
     usage: Usage | None = None
     error: str | None = None
+    log_bodies: bool = False
+    """The spec asked for bodies in the request log (`observability.logs.bodies`)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def overhead_ms(self) -> str:
@@ -145,6 +147,8 @@ async def _relay_whole(dep: Deployment, request: UpstreamRequest, call: Call, se
     except orjson.JSONDecodeError:
         raise UpstreamError("upstream answered with invalid JSON") from None
     call.status = 200
+    if call.log_bodies:
+        call.extra["response_body"] = response.body.decode("utf-8", "replace")
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(response.body)).encode()),

@@ -64,11 +64,19 @@ class FakeOpenAI:
         data = json.loads(body) if body else None
         self.seen.append(Seen(scope["method"], scope["path"], scope["query_string"].decode(),
                               {k.decode(): v.decode() for k, v in scope["headers"]}, data))
-        try:
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                # The gateway hanging up mid-request shows as http.disconnect before we answered.
+                if (await receive())["type"] == "http.disconnect" and not done:
+                    self.cancelled += 1
+                    nursery.cancel_scope.cancel()
+
+            done = False
+            nursery.start_soon(watch)
             await self._answer(scope["path"], data or {}, send)
-        except trio.Cancelled:
-            self.cancelled += 1
-            raise
+            done = True
+            nursery.cancel_scope.cancel()
 
     async def _json(self, send: Any, status: int, obj: Any, headers: list[tuple[bytes, bytes]] = []) -> None:
         raw = json.dumps(obj).encode()

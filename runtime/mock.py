@@ -155,9 +155,8 @@ class MockTransport:
             return _Whole(_error(400, "mock: body must be an object", "invalid_request_error"))
         if op == "embeddings":
             return _Whole(self._embeddings(body))
-        if op not in ("completions",) or "chat" not in request.url:
-            if op != "completions":
-                return _Whole(_error(404, f"mock: no endpoint {op}", "invalid_request_error"))
+        if op != "completions":
+            return _Whole(_error(404, f"mock: no endpoint {op}", "invalid_request_error"))
         chat = request.url.endswith("/chat/completions")
         reply = _Reply(body, self._b, chat)
         return _Generated(reply, self._b, chat)

@@ -108,8 +108,8 @@ class SseRelay:
         """Bytes to send now: every complete event received so far."""
         buf = self._buf + data
         last = None
-        for last in _EVENT_END.finditer(buf):
-            pass
+        for match in _EVENT_END.finditer(buf):
+            last = match
         if last is None:
             self._buf = buf
             return b""

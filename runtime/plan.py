@@ -39,7 +39,7 @@ __all__ = [
 PLAN_VERSION = 1
 """Bumped whenever a plan written by an older compiler could be misread by this runtime."""
 
-JSONValue = Union[None, bool, int, float, str, tuple["JSONValue", ...], Mapping[str, "JSONValue"]]
+JSONValue = Union[None, bool, int, float, str, tuple["JSONValue", ...], Mapping[str, "JSONValue"]]  # noqa: UP007
 """A frozen JSON value: arrays are tuples, objects are read-only mappings."""
 
 class SecretSource(enum.Enum):

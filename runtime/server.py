@@ -140,7 +140,7 @@ async def serve(
 
         async def run_server(task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
             await worker_serve(
-                wrap_app(app, config.wsgi_max_body_size, "asgi"),
+                wrap_app(app, config.wsgi_max_body_size, "asgi"),  # type: ignore[arg-type]
                 config,
                 sockets=Sockets([], [sock], []),
                 shutdown_trigger=shutdown.wait,

@@ -78,14 +78,14 @@ def build_runtime(plan: Plan, shared: Transport, previous: Runtime | None = None
     old: dict[tuple[str, str], DeploymentState] = {}
     mocks: dict[str, MockTransport] = {}
     if previous is not None:
-        for deps in previous.deployments.values():
-            for d in deps:
+        for existing in previous.deployments.values():
+            for d in existing:
                 old[(d.group.name, d.target.id)] = d.state
                 if isinstance(d.transport, MockTransport) and d.provider in plan.providers:
                     mocks[d.provider.name] = d.transport
     deployments: dict[str, tuple[Deployment, ...]] = {}
     for group in plan.models:
-        deps = []
+        deps: list[Deployment] = []
         for target in group.targets:
             provider = plan.provider(target.provider)
             transport: Transport

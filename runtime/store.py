@@ -15,7 +15,7 @@ SCHEMA_VERSION = 1
 T = TypeVar("T")
 
 
-class Meta(peewee.Model):  # type: ignore[misc]
+class Meta(peewee.Model):
     """Key/value facts about the database itself (its schema version)."""
 
     key = peewee.CharField(primary_key=True)

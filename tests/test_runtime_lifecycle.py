@@ -175,8 +175,8 @@ def test_logs_carry_bodies_only_when_the_spec_asks(tmp_path: Path) -> None:
 
 
 def test_missing_secret_fails_start_naming_only_the_reference(tmp_path: Path) -> None:
-    from runtime.plan import Family  # noqa: PLC0415
-    from tests.support.plans import openai_provider  # noqa: PLC0415
+    from runtime.plan import Family
+    from tests.support.plans import openai_provider
 
     p = plan([openai_provider("up", "http://127.0.0.1:9/v1", "SIDEGATE_TEST_UNSET_KEY", family=Family.OPENAI)],
              [group("m", target("up", "x"))])

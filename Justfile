@@ -26,3 +26,7 @@ fmt:
 # Regenerate the golden compiler outputs after an intended change (review the diff!).
 golden-update:
     SIDEGATE_GOLDEN_UPDATE=1 {{py}} -m pytest -q tests/test_golden.py
+
+# Benchmark: gateway vs direct mock upstream and the stack ceiling, with wrk (see tests/bench/run.py).
+bench *args:
+    {{py}} -m tests.bench.run {{args}}

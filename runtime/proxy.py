@@ -20,7 +20,7 @@ from runtime.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from runtime.openai_wire import SseRelay, Usage, error_from_upstream, request_body, usage_from
+from runtime.openai_wire import Usage
 from runtime.state import Deployment, Runtime
 from runtime.transport import UpstreamRequest
 
@@ -110,12 +110,8 @@ async def serve_call(rt: Runtime, call: Call, data: dict[str, Any], send: Any) -
         dep = deps[choice.index]
         call.deployment = dep.target.id
         upstream_model = route.suffix if dep.target.model == "*" and route.suffix else dep.target.model
-        request = UpstreamRequest(
-            "POST",
-            dep.url(call.op, upstream_model),
-            dep.headers,
-            request_body(data, upstream_model, dep.target.extra_body, dep.provider.stream_usage),
-            dep.provider.connect_timeout,
+        request = dep.adapter.request(
+            dep.provider, dep.target, dep.url(call.op, upstream_model), dep.headers, call.op, upstream_model, data
         )
         state = dep.state
         state.start(trio.current_time())
@@ -141,30 +137,27 @@ async def _relay_whole(dep: Deployment, request: UpstreamRequest, call: Call, se
     finally:
         call.upstream += perf_counter() - t
     if response.status >= 400:
-        raise error_from_upstream(response.status, response.headers, response.body)
-    try:
-        call.usage = usage_from(orjson.loads(response.body))
-    except orjson.JSONDecodeError:
-        raise UpstreamError("upstream answered with invalid JSON") from None
+        raise dep.adapter.error(response.status, response.headers, response.body)
+    body, call.usage = dep.adapter.response(call.op, response.body)
     call.status = 200
     if call.log_bodies:
-        call.extra["response_body"] = response.body.decode("utf-8", "replace")
+        call.extra["response_body"] = body.decode("utf-8", "replace")
     headers = [
         (b"content-type", b"application/json"),
-        (b"content-length", str(len(response.body)).encode()),
+        (b"content-length", str(len(body)).encode()),
         *call.headers(),
     ]
     call.started = True
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     call.complete = True
-    await send({"type": "http.response.body", "body": response.body, "more_body": False})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 async def _relay_stream(
     dep: Deployment, request: UpstreamRequest, call: Call, data: dict[str, Any], send: Any
 ) -> None:
     options = data.get("stream_options")
-    relay = SseRelay(keep_usage=isinstance(options, dict) and options.get("include_usage") is True)
+    relay = dep.adapter.stream(call.op, isinstance(options, dict) and options.get("include_usage") is True)
     t = perf_counter()
     async with dep.transport.stream(request) as upstream:
         call.upstream += perf_counter() - t
@@ -172,8 +165,8 @@ async def _relay_stream(
             t = perf_counter()
             body = await upstream.read()
             call.upstream += perf_counter() - t
-            raise error_from_upstream(upstream.status, upstream.headers, body)
-        if not upstream.headers.get("content-type", "").startswith("text/event-stream"):
+            raise dep.adapter.error(upstream.status, upstream.headers, body)
+        if not upstream.headers.get("content-type", "").startswith(dep.adapter.stream_content_type):
             raise UpstreamError("upstream did not answer the stream with server-sent events")
         call.status = 200
         headers = [

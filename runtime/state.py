@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import orjson
 
+from runtime.adapter import ADAPTERS
 from runtime.balance import DeploymentState
 from runtime.mock import MockTransport
 from runtime.openai_wire import OPS, upstream_url
@@ -22,7 +23,7 @@ __all__ = ["Deployment", "Runtime", "build_runtime", "model_card", "public_names
 class Deployment:
     """One target of one group, with everything a request needs precomputed."""
 
-    __slots__ = ("group", "headers", "provider", "state", "target", "transport", "urls")
+    __slots__ = ("adapter", "group", "headers", "provider", "state", "target", "transport", "urls")
 
     def __init__(
         self,
@@ -39,6 +40,7 @@ class Deployment:
         self.transport = transport
         self.headers = headers
         self.state = state
+        self.adapter = ADAPTERS[provider.family]
         self.urls = {op: upstream_url(provider, target.model, op) for op in OPS} if target.model != "*" else {}
 
     def url(self, op: str, model: str) -> str:

@@ -86,8 +86,16 @@ def _freeze_json(value: Any, where: str) -> JSONValue:
 _HINTS: dict[type, dict[str, Any]] = {}
 
 
+def _is_json_value(tp: Any) -> bool:
+    # get_type_hints evaluates JSONValue's self-reference only one level deep: nested levels are a
+    # copy of the union (not `JSONValue` itself) or a bare ForwardRef('JSONValue').
+    if tp is JSONValue or (isinstance(tp, typing.ForwardRef) and tp.__forward_arg__ == "JSONValue"):
+        return True
+    return get_origin(tp) in (Union, types.UnionType) and {type(None), bool, int, float, str} <= set(get_args(tp))
+
+
 def _decode(tp: Any, value: Any, where: str) -> Any:
-    if tp is JSONValue:
+    if _is_json_value(tp):
         return _freeze_json(value, where)
     origin = get_origin(tp)
     if origin in (Union, types.UnionType):

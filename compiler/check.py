@@ -1,0 +1,118 @@
+"""Check phase: cross-references and rules that span several nodes, each reported at the exact node.
+
+Targets must name declared providers; model names and aliases are unique; `*` targets live only in
+wildcard groups; a provider's fields must make sense for its family; unused providers and missing
+keys are worth a warning.
+"""
+
+from __future__ import annotations
+
+from compiler.diagnostics import Collector, did_you_mean, join_pointer
+from compiler.resolve import MOCK_FIELDS, GroupSpec, ProviderSpec, Resolved
+from runtime.plan import Family
+
+__all__ = ["check"]
+
+
+def _check_provider(p: ProviderSpec, used: bool, out: Collector) -> None:
+    if not used:
+        out.warning("provider.unused", p.pointer, f"provider '{p.name}' is not used by any model", at_key=True)
+    kind = p.kind
+    if kind is None:
+        return
+    if p.base_url is None and kind.base_url is None:
+        out.error(
+            "provider.base-url-required",
+            p.pointer,
+            f"provider type '{p.type}' has no default base_url; set base_url",
+            at_key=True,
+        )
+    if kind.family is Family.AZURE and p.api_version is None:
+        out.error(
+            "provider.api-version-required",
+            p.pointer,
+            'azure providers need api_version (e.g. api_version: "2024-10-21")',
+            at_key=True,
+        )
+    if kind.family is not Family.AZURE and "api_version" in p.fields:
+        out.error(
+            "provider.field-not-applicable",
+            p.pointer + "/api_version",
+            f"api_version applies to azure providers only, not to type '{p.type}'",
+            at_key=True,
+        )
+    if kind.family is not Family.MOCK:
+        for name in MOCK_FIELDS:
+            if name in p.fields:
+                out.error(
+                    "provider.field-not-applicable",
+                    join_pointer(p.pointer, name),
+                    f"{name} applies to mock providers only, not to type '{p.type}'",
+                    at_key=True,
+                )
+    if kind.requires_key and p.api_key is None:
+        example = f" (e.g. api_key: ${{{kind.key_env}}})" if kind.key_env else ""
+        out.warning(
+            "provider.missing-api-key",
+            p.pointer,
+            f"provider '{p.name}' has no api_key, but type '{p.type}' requires one{example}",
+            at_key=True,
+        )
+
+
+def _check_names(groups: tuple[GroupSpec, ...], out: Collector) -> None:
+    owner: dict[str, str] = {g.name: g.name for g in groups}
+    for g in groups:
+        wildcard = g.name.endswith("/*")
+        for i, alias in enumerate(g.aliases):
+            pointer = f"{g.pointer}/aliases/{i}"
+            if wildcard:
+                out.error("model.wildcard-alias", pointer, f"wildcard group '{g.name}' cannot have aliases")
+            elif alias in owner:
+                other = owner[alias]
+                what = "the name" if alias == other else "an alias"
+                out.error("model.duplicate-name", pointer, f"'{alias}' is already {what} of model group '{other}'")
+            else:
+                owner[alias] = g.name
+
+
+def _check_targets(g: GroupSpec, providers: dict[str, ProviderSpec], out: Collector) -> None:
+    wildcard = g.name.endswith("/*")
+    seen: dict[tuple[str, str], int] = {}
+    for i, t in enumerate(g.targets):
+        if t.provider not in providers:
+            hint = did_you_mean(t.provider, providers)
+            if not providers:
+                hint = " (no providers are declared)"
+            out.error(
+                "ref.unknown-provider",
+                t.pointer + "/provider",
+                f"provider '{t.provider}' is not declared under providers{hint}",
+            )
+        if t.model == "*" and not wildcard:
+            out.error(
+                "model.wildcard-target",
+                t.pointer + "/model",
+                f"model '*' forwards a wildcard suffix, but '{g.name}' is not a wildcard group "
+                "(name it like 'prefix/*')",
+            )
+        key = (t.provider, t.model)
+        if key in seen:
+            out.error(
+                "model.duplicate-target",
+                t.pointer,
+                f"target {t.provider}/{t.model} is already listed in this group (targets/{seen[key]})",
+            )
+        else:
+            seen[key] = i
+
+
+def check(resolved: Resolved, out: Collector) -> None:
+    """Report every cross-reference problem of ``resolved`` to ``out``."""
+    providers = dict(resolved.providers)
+    used = {t.provider for g in resolved.groups for t in g.targets}
+    for p in providers.values():
+        _check_provider(p, p.name in used, out)
+    _check_names(resolved.groups, out)
+    for g in resolved.groups:
+        _check_targets(g, providers, out)

@@ -1,0 +1,70 @@
+"""Lower phase: assemble the checked, resolved spec into the frozen :class:`runtime.plan.Plan`.
+
+Providers and model groups are sorted by name, so the plan (and its digest) does not depend on the
+order of mapping keys in the spec; targets keep the order they were written in.
+"""
+
+from __future__ import annotations
+
+from compiler.resolve import GroupSpec, ProviderSpec, Resolved, TargetSpec
+from runtime.plan import PLAN_VERSION, Family, ModelGroup, Plan, Price, Provider, Target
+
+__all__ = ["lower"]
+
+
+def _provider(p: ProviderSpec) -> Provider:
+    kind = p.kind
+    assert kind is not None, "lower runs only on checked specs"
+    return Provider(
+        name=p.name,
+        type=p.type,
+        family=kind.family,
+        base_url=p.base_url or kind.base_url or "",
+        auth=kind.auth,
+        api_key=p.api_key,
+        headers=p.headers,
+        connect_timeout=p.connect_timeout,
+        stream_usage=kind.stream_usage,
+        api_version=p.api_version if kind.family is Family.AZURE else None,
+        mock=p.mock if kind.family is Family.MOCK else None,
+    )
+
+
+def _target(t: TargetSpec) -> Target:
+    info = t.info
+    return Target(
+        id=f"{t.provider}/{t.model}",
+        provider=t.provider,
+        model=t.model,
+        weight=t.weight,
+        rpm=t.rpm,
+        tpm=t.tpm,
+        max_parallel=t.max_parallel,
+        headers=t.headers,
+        extra_body=t.extra_body,
+        price=None if info is None else Price(input=info.input, output=info.output, cached_input=info.cached_input),
+        max_input_tokens=None if info is None else info.max_input_tokens,
+        max_output_tokens=None if info is None else info.max_output_tokens,
+    )
+
+
+def _group(g: GroupSpec) -> ModelGroup:
+    return ModelGroup(
+        name=g.name,
+        aliases=g.aliases,
+        wildcard_prefix=g.name[:-1] if g.name.endswith("/*") else None,
+        targets=tuple(_target(t) for t in g.targets),
+        timeout=g.timeout,
+    )
+
+
+def lower(resolved: Resolved) -> Plan:
+    """The plan for a spec that resolved and checked without errors."""
+    return Plan(
+        version=PLAN_VERSION,
+        server=resolved.server,
+        providers=tuple(_provider(resolved.providers[name]) for name in sorted(resolved.providers)),
+        models=tuple(_group(g) for g in sorted(resolved.groups, key=lambda g: g.name)),
+        store=resolved.store,
+        observability=resolved.observability,
+    )

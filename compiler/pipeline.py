@@ -1,0 +1,50 @@
+"""The compiler pipeline: parse -> schema -> resolve -> check -> lower.
+
+Each phase reports every problem it can find; the pipeline stops between phases, and only when a
+phase reported an error. Pure: text in, plan and diagnostics out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from compiler.check import check
+from compiler.diagnostics import Collector, Diagnostic, has_errors, sort_key
+from compiler.lower import lower
+from compiler.parse import parse
+from compiler.resolve import resolve
+from compiler.validate import validate
+from runtime.plan import Plan
+
+__all__ = ["Result", "compile_text"]
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """A compile's outcome: the plan (None when there were errors) and every diagnostic, by position."""
+
+    plan: Plan | None
+    diagnostics: tuple[Diagnostic, ...]
+
+    @property
+    def ok(self) -> bool:
+        """Whether there was no error (warnings allowed)."""
+        return not has_errors(self.diagnostics)
+
+
+def compile_text(text: str, filename: str) -> Result:
+    """Compile the spec ``text``; ``filename`` is what diagnostics name."""
+    parsed = parse(text, filename)
+    if parsed.data is None:
+        return Result(None, tuple(sorted(parsed.diagnostics, key=sort_key)))
+    out = Collector(filename, parsed.source_map.locate)
+    validate(parsed.data, out)
+    if out.failed:
+        return Result(None, tuple(out.sorted()))
+    resolved = resolve(parsed.data, out)
+    if out.failed:
+        return Result(None, tuple(out.sorted()))
+    check(resolved, out)
+    if out.failed:
+        return Result(None, tuple(out.sorted()))
+    return Result(lower(resolved), tuple(out.sorted()))

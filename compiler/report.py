@@ -1,0 +1,162 @@
+"""Printing diagnostics: ``--format text|json|github|sarif``.
+
+- text: ``file:line:col: severity[code] /pointer: message``, one per line;
+- json: a list of ``{file, line, column, severity, code, pointer, message}``;
+- github: GitHub Actions workflow commands (``::error file=...,line=...::message``), which
+  annotate the pull request;
+- sarif: a SARIF 2.1.0 log, for code-scanning dashboards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.parse
+from collections.abc import Callable, Mapping, Sequence
+
+from compiler.diagnostics import Diagnostic
+
+__all__ = ["CODES", "FORMATS", "format_diagnostics", "github", "json_list", "sarif", "text"]
+
+CODES: Mapping[str, str] = {
+    "io.read": "The spec file cannot be read or is not UTF-8.",
+    "yaml.syntax": "The text is not valid YAML (or holds more than one document).",
+    "yaml.empty": "The spec is empty.",
+    "yaml.duplicate-key": "A mapping has the same key twice.",
+    "yaml.alias-bomb": "Aliases expand the document beyond the node limit ('billion laughs').",
+    "yaml.recursive-alias": "An alias refers to a node that contains it.",
+    "yaml.too-deep": "The document nests deeper than the limit.",
+    "yaml.tag": "A YAML tag other than plain data (!!binary, !custom...).",
+    "yaml.key-type": "A mapping key is a collection, not a string.",
+    "yaml.merge": "A '<<' merge key whose value is not a mapping or list of mappings.",
+    "yaml.non-finite": "A number that is .inf or .nan.",
+    "schema.unknown-field": "A field the schema does not define.",
+    "schema.required": "A required field is missing.",
+    "schema.type": "A value of the wrong type.",
+    "schema.enum": "A value outside the allowed set.",
+    "schema.const": "A value other than the only allowed one (e.g. version).",
+    "schema.duration": "A malformed duration (250ms, 30s, 10m, 1h, 1d).",
+    "schema.size": "A malformed size (512KiB, 8MiB, 1GB).",
+    "schema.pattern": "A string or name in the wrong form.",
+    "schema.range": "A number out of range.",
+    "schema.min-items": "A list with too few items.",
+    "schema.min-properties": "A mapping with too few entries.",
+    "schema.min-length": "A string that is too short (empty).",
+    "schema.unique-items": "A list that repeats an item.",
+    "schema.one-of": "A value that matches several alternative forms, or mixes them.",
+    "secret.bad-reference": "A malformed ${NAME} reference in a string.",
+    "secret.literal": "An api_key written as a literal instead of a reference.",
+    "server.bad-listen": "A listen address with an invalid host or port.",
+    "ref.unknown-provider-type": "A provider type that is not in the catalog.",
+    "ref.unknown-provider": "A target names a provider that is not declared.",
+    "cost.unknown-model": "An upstream model that is not in the price table.",
+    "model.duplicate-name": "A model name or alias used twice.",
+    "model.wildcard-target": "A '*' target outside a wildcard group.",
+    "model.wildcard-alias": "A wildcard group with aliases.",
+    "model.duplicate-target": "The same provider and model twice in one group.",
+    "provider.base-url-required": "A provider type without a default base URL and no base_url.",
+    "provider.api-version-required": "An azure provider without api_version.",
+    "provider.field-not-applicable": "A field that the provider's type does not use.",
+    "provider.missing-api-key": "A provider whose type requires a key has no api_key.",
+    "provider.unused": "A provider that no model uses.",
+}
+"""Every diagnostic code, with a one-line description (also the SARIF rules)."""
+
+
+def text(diagnostics: Sequence[Diagnostic]) -> str:
+    """One ``file:line:col: severity[code] /pointer: message`` line per diagnostic."""
+    return "".join(d.format_text() + "\n" for d in diagnostics)
+
+
+def json_list(diagnostics: Sequence[Diagnostic]) -> str:
+    """A JSON list of ``{file, line, column, severity, code, pointer, message}``."""
+    return json.dumps([d.as_dict() for d in diagnostics], indent=2, ensure_ascii=False) + "\n"
+
+
+def _escape_data(value: str) -> str:
+    return value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(value: str) -> str:
+    return _escape_data(value).replace(":", "%3A").replace(",", "%2C")
+
+
+def github(diagnostics: Sequence[Diagnostic]) -> str:
+    """GitHub Actions workflow commands, one per diagnostic."""
+    lines = []
+    for d in diagnostics:
+        props = ",".join(
+            f"{key}={_escape_property(value)}"
+            for key, value in (
+                ("file", d.file),
+                ("line", str(d.line)),
+                ("col", str(d.column)),
+                ("title", d.code),
+            )
+        )
+        message = f"{d.pointer}: {d.message}" if d.pointer else d.message
+        lines.append(f"::{d.severity.value} {props}::{_escape_data(message)}\n")
+    return "".join(lines)
+
+
+def _uri(file: str) -> str:
+    if file == "<stdin>":
+        return "stdin"
+    path = file.replace(os.sep, "/")
+    if os.path.isabs(file):
+        return "file://" + urllib.parse.quote(path if path.startswith("/") else "/" + path)
+    return urllib.parse.quote(path)
+
+
+def sarif(diagnostics: Sequence[Diagnostic], *, version: str = "0.0.0") -> str:
+    """A SARIF 2.1.0 log with one run of the ``sidegate`` tool."""
+    rule_index: dict[str, int] = {}
+    for d in diagnostics:
+        rule_index.setdefault(d.code, len(rule_index))
+    rules = [{"id": code, "shortDescription": {"text": CODES.get(code, code)}} for code in rule_index]
+    results = [
+        {
+            "ruleId": d.code,
+            "ruleIndex": rule_index[d.code],
+            "level": d.severity.value,
+            "message": {"text": f"{d.pointer}: {d.message}" if d.pointer else d.message},
+            "locations": [
+                {
+                    "physicalLocation": {
+                        "artifactLocation": {"uri": _uri(d.file)},
+                        "region": {"startLine": d.line, "startColumn": d.column},
+                    },
+                    **({"logicalLocations": [{"fullyQualifiedName": d.pointer}]} if d.pointer else {}),
+                }
+            ],
+        }
+        for d in diagnostics
+    ]
+    log = {
+        "$schema": "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [
+            {
+                "tool": {"driver": {"name": "sidegate", "version": version, "rules": rules}},
+                "columnKind": "unicodeCodePoints",
+                "results": results,
+            }
+        ],
+    }
+    return json.dumps(log, indent=2, ensure_ascii=False) + "\n"
+
+
+FORMATS: Mapping[str, Callable[[Sequence[Diagnostic]], str]] = {
+    "text": text,
+    "json": json_list,
+    "github": github,
+    "sarif": sarif,
+}
+"""The ``--format`` choices."""
+
+
+def format_diagnostics(diagnostics: Sequence[Diagnostic], fmt: str, *, version: str = "0.0.0") -> str:
+    """Render ``diagnostics`` in the format named ``fmt``."""
+    if fmt == "sarif":
+        return sarif(diagnostics, version=version)
+    return FORMATS[fmt](diagnostics)

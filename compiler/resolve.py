@@ -1,0 +1,342 @@
+"""Resolve phase: turn the validated spec's leaves into typed values and look names up in the catalogs.
+
+Durations become seconds, sizes bytes, secret strings references (``${NAME}`` parts), provider
+types catalog entries and upstream models price-table entries. The result is a small typed
+intermediate form that the check phase inspects and the lower phase assembles into the plan.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import re
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from compiler.catalog import ProviderType, load_catalog
+from compiler.diagnostics import Collector, did_you_mean, join_pointer
+from compiler.prices import ModelInfo, known_models, lookup
+from runtime.plan import (
+    Header,
+    JSONValue,
+    LogFormat,
+    LogLevel,
+    Logs,
+    Metrics,
+    MockBehaviour,
+    Observability,
+    Secret,
+    SecretPart,
+    SecretSource,
+    Server,
+    Store,
+)
+
+__all__ = [
+    "GroupSpec",
+    "ProviderSpec",
+    "Resolved",
+    "TargetSpec",
+    "parse_duration",
+    "parse_secret_text",
+    "parse_size",
+    "resolve",
+]
+
+MOCK_FIELDS = ("text", "latency", "latency_per_token", "error_rate", "error_status", "seed", "embedding_dimensions")
+"""Provider fields that only the `mock` family honours."""
+
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_SIZE = re.compile(r"([0-9]+)(B|KB|KiB|MB|MiB|GB|GiB)")
+_SIZE_UNITS = {"B": 1, "KB": 1000, "KiB": 1024, "MB": 1000**2, "MiB": 1024**2, "GB": 1000**3, "GiB": 1024**3}
+_REFERENCE = re.compile(r"\$\$|\$\{([^}]*)\}|\$\{")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_LISTEN = re.compile(r"\[([0-9a-fA-F:]+)\]:([0-9]+)|([A-Za-z0-9.-]+):([0-9]+)")
+
+
+def parse_duration(text: str) -> float:
+    """``250ms``, ``30s``, ``1.5m``, ``1h``, ``1d`` -> seconds."""
+    match = _DURATION.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a duration")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def parse_size(text: str) -> int:
+    """``512KiB``, ``8MiB``, ``1GB`` -> bytes (KB = 1000, KiB = 1024)."""
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a size")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+
+
+def parse_secret_text(text: str) -> Secret:
+    """A string with ``${NAME}`` references (``$$`` is a literal ``$``) -> a secret reference.
+
+    Raises ValueError with a message for a malformed reference.
+    """
+    parts: list[SecretPart] = []
+    buffer: list[str] = []
+    start = 0
+    for match in _REFERENCE.finditer(text):
+        buffer.append(text[start : match.start()])
+        start = match.end()
+        token = match.group(0)
+        if token == "$$":
+            buffer.append("$")
+            continue
+        name = match.group(1)
+        if name is None:
+            rest = text[match.start() :]
+            raise ValueError(f"'{rest}' has no closing '}}' (write '$$' for a literal '$')")
+        if not _ENV_NAME.fullmatch(name):
+            raise ValueError(f"'{token}' is not a valid reference (use ${{NAME}} with letters, digits and '_')")
+        if any(buffer):
+            parts.append(SecretPart(source=SecretSource.TEXT, value="".join(buffer)))
+        buffer = []
+        parts.append(SecretPart(source=SecretSource.ENV, value=name))
+    buffer.append(text[start:])
+    if any(buffer):
+        parts.append(SecretPart(source=SecretSource.TEXT, value="".join(buffer)))
+    return Secret(parts=tuple(parts))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProviderSpec:
+    """A provider with its leaves resolved."""
+
+    name: str
+    pointer: str
+    type: str
+    kind: ProviderType | None
+    """The catalog entry; None when the type is unknown (already reported)."""
+    fields: Mapping[str, Any]
+    """The provider's mapping as written, for the applicability checks."""
+    base_url: str | None
+    api_key: Secret | None
+    api_version: str | None
+    headers: tuple[Header, ...]
+    connect_timeout: float
+    mock: MockBehaviour
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TargetSpec:
+    """A model group's target with its leaves resolved."""
+
+    pointer: str
+    provider: str
+    model: str
+    weight: float
+    rpm: int | None
+    tpm: int | None
+    max_parallel: int | None
+    headers: tuple[Header, ...]
+    extra_body: Mapping[str, JSONValue]
+    info: ModelInfo | None
+    """Price and context window from the price table, when known."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupSpec:
+    """A model group with its leaves resolved."""
+
+    name: str
+    pointer: str
+    aliases: tuple[str, ...]
+    timeout: float
+    """The group's own timeout, or the default one."""
+    targets: tuple[TargetSpec, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Resolved:
+    """The resolve phase's result."""
+
+    server: Server
+    providers: Mapping[str, ProviderSpec]
+    groups: tuple[GroupSpec, ...]
+    store: Store
+    observability: Observability
+
+
+@functools.lru_cache(maxsize=4096)
+def _model_hint(price_provider: str, model: str) -> str:
+    # cached: specs often repeat one upstream model across many groups
+    return did_you_mean(model, known_models(price_provider))
+
+
+def _freeze(value: Any) -> JSONValue:
+    if isinstance(value, dict):
+        return types.MappingProxyType({str(k): _freeze(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    result: JSONValue = value
+    return result
+
+
+class _Resolver:
+    def __init__(self, out: Collector) -> None:
+        self.out = out
+        self.catalog = load_catalog()
+
+    def secret(self, value: Any, pointer: str) -> Secret | None:
+        """The reference for a secret value; None (reported) when malformed."""
+        if isinstance(value, dict):
+            if "env" in value:
+                return Secret(parts=(SecretPart(source=SecretSource.ENV, value=value["env"]),))
+            return Secret(parts=(SecretPart(source=SecretSource.FILE, value=value["file"]),))
+        try:
+            return parse_secret_text(value)
+        except ValueError as exc:
+            self.out.error("secret.bad-reference", pointer, str(exc))
+            return None
+
+    def _secret(self, value: Any, pointer: str) -> Secret:
+        """Like :meth:`secret` where a value is required (an empty one stands in for a reported error)."""
+        return self.secret(value, pointer) or Secret(parts=())
+
+    def headers(self, raw: Mapping[str, Any], pointer: str) -> tuple[Header, ...]:
+        return tuple(
+            Header(name=name, value=self._secret(raw[name], join_pointer(pointer, "headers", name)))
+            for name in sorted(raw)
+        )
+
+    def server(self, raw: Mapping[str, Any]) -> Server:
+        listen = raw.get("listen", "127.0.0.1:4000")
+        host, port = "127.0.0.1", 4000
+        match = _LISTEN.fullmatch(listen)
+        if match is None:  # the schema's pattern already reported it
+            return self._server(raw, host, port)
+        host = match.group(1) or match.group(3)
+        port = int(match.group(2) or match.group(4))
+        if match.group(1):
+            try:
+                ipaddress.IPv6Address(host)
+            except ValueError:
+                self.out.error("server.bad-listen", "/server/listen", f"'{host}' is not an IPv6 address")
+        if port > 65535:
+            self.out.error("server.bad-listen", "/server/listen", f"port {port} is out of range (0-65535)")
+        return self._server(raw, host, port)
+
+    def _server(self, raw: Mapping[str, Any], host: str, port: int) -> Server:
+        return Server(
+            host=host,
+            port=port,
+            workers=raw.get("workers", 1),
+            max_body=parse_size(raw.get("max_body", "8MiB")),
+            drain_timeout=parse_duration(raw.get("drain_timeout", "20s")),
+        )
+
+    def provider(self, name: str, raw: Mapping[str, Any]) -> ProviderSpec:
+        pointer = join_pointer("/providers", name)
+        kind = self.catalog.get(raw["type"])
+        if kind is None:
+            hint = did_you_mean(raw["type"], self.catalog) or " (`sidegate providers` lists them)"
+            message = f"unknown provider type '{raw['type']}'{hint}"
+            self.out.error("ref.unknown-provider-type", pointer + "/type", message)
+        api_key = None
+        if "api_key" in raw:
+            api_key = self.secret(raw["api_key"], pointer + "/api_key")
+            if api_key is not None and all(p.source is SecretSource.TEXT for p in api_key.parts):
+                self.out.error(
+                    "secret.literal",
+                    pointer + "/api_key",
+                    "api_key must be a reference (${ENV}, {env: ...} or {file: ...}); "
+                    "literal secrets would be written into the plan",
+                )
+        return ProviderSpec(
+            name=name,
+            pointer=pointer,
+            type=raw["type"],
+            kind=kind,
+            fields=raw,
+            base_url=raw.get("base_url"),
+            api_key=api_key,
+            api_version=raw.get("api_version"),
+            headers=self.headers(raw.get("headers", {}), pointer),
+            connect_timeout=parse_duration(raw.get("timeouts", {}).get("connect", "10s")),
+            mock=MockBehaviour(
+                text=raw.get("text"),
+                latency=parse_duration(raw.get("latency", "0ms")),
+                latency_per_token=parse_duration(raw.get("latency_per_token", "0ms")),
+                error_rate=float(raw.get("error_rate", 0)),
+                error_status=raw.get("error_status", 500),
+                seed=raw.get("seed", 0),
+                embedding_dimensions=raw.get("embedding_dimensions", 8),
+            ),
+        )
+
+    def target(self, raw: Mapping[str, Any], pointer: str, providers: Mapping[str, ProviderSpec]) -> TargetSpec:
+        model: str = raw["model"]
+        info = None
+        provider = providers.get(raw["provider"])
+        price_provider = provider.kind.price_provider if provider and provider.kind else None
+        if price_provider is not None and model != "*":
+            info = lookup(price_provider, model)
+            if info is None:
+                hint = _model_hint(price_provider, model)
+                self.out.warning(
+                    "cost.unknown-model",
+                    pointer + "/model",
+                    f"model '{model}' is not in the price table for {price_provider}{hint}; "
+                    "its cost and context window are unknown",
+                )
+        return TargetSpec(
+            pointer=pointer,
+            provider=raw["provider"],
+            model=model,
+            weight=float(raw.get("weight", 1)),
+            rpm=raw.get("rpm"),
+            tpm=raw.get("tpm"),
+            max_parallel=raw.get("max_parallel"),
+            headers=self.headers(raw.get("headers", {}), pointer),
+            extra_body=types.MappingProxyType({k: _freeze(v) for k, v in raw.get("extra_body", {}).items()}),
+            info=info,
+        )
+
+    def group(
+        self, name: str, raw: Mapping[str, Any], default_timeout: float, providers: Mapping[str, ProviderSpec]
+    ) -> GroupSpec:
+        pointer = join_pointer("/models", name)
+        return GroupSpec(
+            name=name,
+            pointer=pointer,
+            aliases=tuple(raw.get("aliases", ())),
+            timeout=parse_duration(raw["timeout"]) if "timeout" in raw else default_timeout,
+            targets=tuple(self.target(t, f"{pointer}/targets/{i}", providers) for i, t in enumerate(raw["targets"])),
+        )
+
+    def store(self, raw: Mapping[str, Any]) -> Store:
+        return Store(database=self._secret(raw.get("database", "sqlite://:memory:"), "/store/database"))
+
+    @staticmethod
+    def observability(raw: Mapping[str, Any]) -> Observability:
+        metrics = raw.get("metrics", {})
+        logs = raw.get("logs", {})
+        return Observability(
+            metrics=Metrics(enabled=metrics.get("enabled", True), path=metrics.get("path", "/metrics")),
+            logs=Logs(
+                format=LogFormat(logs.get("format", "json")),
+                level=LogLevel(logs.get("level", "info")),
+                bodies=logs.get("bodies", False),
+            ),
+        )
+
+
+def resolve(spec: Mapping[str, Any], out: Collector) -> Resolved:
+    """Resolve a schema-valid ``spec``; problems go to ``out``."""
+    r = _Resolver(out)
+    providers = {name: r.provider(name, raw) for name, raw in spec.get("providers", {}).items()}
+    default_timeout = parse_duration(spec.get("defaults", {}).get("timeout", "60s"))
+    groups = tuple(r.group(name, raw, default_timeout, providers) for name, raw in spec["models"].items())
+    return Resolved(
+        server=r.server(spec.get("server", {})),
+        providers=providers,
+        groups=groups,
+        store=r.store(spec.get("store", {})),
+        observability=r.observability(spec.get("observability", {})),
+    )

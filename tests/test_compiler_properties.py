@@ -1,0 +1,211 @@
+"""Properties over specs generated from the schema itself (hypothesis + hypothesis-jsonschema).
+
+- any schema-valid spec, dumped to YAML, compiles or yields diagnostics, never an exception;
+- a consistent spec (targets name declared providers, ...) compiles, its plan round-trips through
+  JSON, and the plan bytes do not depend on the order of mapping keys in the spec.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import hypothesis_jsonschema._from_schema as hjs_internals
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.internal.conjecture import utils as conjecture_utils
+from hypothesis_jsonschema import from_schema
+from ruamel.yaml import YAML
+from ruamel.yaml.representer import SafeRepresenter
+
+from compiler.pipeline import compile_text
+from compiler.schemafile import load_schema
+from runtime.plan_json import dumps, loads
+
+
+class _CompatMany:
+    """hypothesis-jsonschema 0.23 drives `many` with the old `more()`/`reject()` protocol, which
+    newer Hypothesis replaced by `with many(...) as e: for _ in e:`; this adapts one to the other."""
+
+    def __init__(self, data: Any, **kwargs: Any) -> None:
+        self._inner = conjecture_utils.many(data, **kwargs)
+        self._elements: Iterator[None] | None = None
+
+    def more(self) -> bool:
+        if self._elements is None:
+            self._inner.__enter__()
+            self._elements = iter(self._inner)
+        if next(self._elements, False) is None:
+            return True
+        self._inner.__exit__(None, None, None)
+        return False
+
+    def reject(self, why: str | None = None) -> None:
+        self._inner.reject(why)
+
+
+class _ConjectureUtils:
+    many = _CompatMany
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(conjecture_utils, name)
+
+
+if not hasattr(conjecture_utils.many, "more"):
+    hjs_internals.cu = _ConjectureUtils()  # type: ignore[assignment]
+
+ANNOTATIONS = {"description", "examples", "default", "title", "$id", "$schema"}
+
+
+def generation_schema() -> dict[str, Any]:
+    """The gateway schema without annotations and with small collections: the same language, but
+    hypothesis-jsonschema draws from it many times faster (it re-canonicalises per draw)."""
+
+    def strip(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if k not in ANNOTATIONS}
+        if isinstance(node, list):
+            return [strip(v) for v in node]
+        return node
+
+    schema: dict[str, Any] = strip(copy.deepcopy(load_schema()))
+    defs = schema["$defs"]
+    schema["properties"]["providers"]["maxProperties"] = 3
+    schema["properties"]["models"]["maxProperties"] = 3
+    defs["model_group"]["properties"]["targets"]["maxItems"] = 3
+    defs["model_group"]["properties"]["aliases"]["maxItems"] = 2
+    for holder in (defs["provider"], defs["target"]):
+        holder["properties"]["headers"]["maxProperties"] = 2
+    scalars = {"type": ["string", "integer", "boolean", "null"]}
+    defs["target"]["properties"]["extra_body"].update(
+        {
+            "maxProperties": 2,
+            "additionalProperties": {"anyOf": [scalars, {"type": "array", "items": scalars, "maxItems": 2}]},
+        }
+    )
+    return schema
+
+
+SPECS = from_schema(generation_schema())
+SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+MOCK_ONLY = ("text", "latency", "latency_per_token", "error_rate", "error_status", "seed", "embedding_dimensions")
+
+
+class _QuotingRepresenter(SafeRepresenter):
+    """Double-quotes every string: ruamel's emitter writes some strings plain (`?dE`, long keys
+    folded across lines) that neither YAML parser reads back, which would test the emitter."""
+
+    def represent_str(self, data: str) -> Any:
+        return self.represent_scalar("tag:yaml.org,2002:str", data, style='"')
+
+
+_QuotingRepresenter.add_representer(str, _QuotingRepresenter.represent_str)
+
+
+def to_yaml(data: Any) -> str:
+    yaml = YAML(typ="safe", pure=True)
+    yaml.Representer = _QuotingRepresenter
+    yaml.width = 1 << 20
+    out = io.StringIO()
+    yaml.dump(data, out)
+    return out.getvalue()
+
+
+def shuffled(data: Any, rng: random.Random) -> Any:
+    """The same data with every mapping's keys in another order (lists keep theirs)."""
+    if isinstance(data, dict):
+        keys = list(data)
+        rng.shuffle(keys)
+        return {k: shuffled(data[k], rng) for k in keys}
+    if isinstance(data, list):
+        return [shuffled(v, rng) for v in data]
+    return data
+
+
+def _clean_secret(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("$", "$$")  # literal text; never a malformed reference
+    return value
+
+
+def make_consistent(spec: dict[str, Any], types: list[str]) -> dict[str, Any]:
+    """Repair the cross-references a schema cannot express, so the spec should compile cleanly."""
+    providers = spec.setdefault("providers", {}) or {"p0": {"type": "mock"}}
+    spec["providers"] = providers
+    for i, (name, p) in enumerate(sorted(providers.items())):
+        p["type"] = kind = types[i % len(types)]
+        if kind != "mock":
+            for field in MOCK_ONLY:
+                p.pop(field, None)
+        if kind == "azure":
+            p.setdefault("api_version", "2024-10-21")
+            p.setdefault("base_url", "https://x.openai.azure.com")
+        else:
+            p.pop("api_version", None)
+        if kind == "openai-compatible":
+            p.setdefault("base_url", "http://127.0.0.1:8000/v1")
+        p["api_key"] = {"env": f"KEY_{i}"} if kind in ("openai", "azure") else p.get("api_key", {"env": "K"})
+        if isinstance(p["api_key"], str):
+            p["api_key"] = {"env": "K"}
+        for header, value in p.get("headers", {}).items():
+            p["headers"][header] = _clean_secret(value)
+        del name
+    names = sorted(providers)
+    taken = set(spec["models"])
+    for g_index, (group_name, group) in enumerate(sorted(spec["models"].items())):
+        wildcard = group_name.endswith("/*")
+        aliases = [a for a in group.get("aliases", []) if a not in taken and not wildcard]
+        taken.update(aliases)
+        group["aliases"] = aliases
+        seen: set[tuple[str, str]] = set()
+        for t_index, target in enumerate(group["targets"]):
+            target["provider"] = names[(g_index + t_index) % len(names)]
+            if target["model"] == "*" and not wildcard:
+                target["model"] = "m"
+            if (target["provider"], target["model"]) in seen:
+                target["model"] = f"{target['model']}-{t_index}"
+            seen.add((target["provider"], target["model"]))
+            for header, value in target.get("headers", {}).items():
+                target["headers"][header] = _clean_secret(value)
+    used = {t["provider"] for g in spec["models"].values() for t in g["targets"]}
+    spec["providers"] = {n: p for n, p in providers.items() if n in used}
+    listen = spec.get("server", {}).get("listen", "")
+    if listen.startswith("[") or int(listen.rsplit(":", 1)[-1] or 0) > 65535:
+        spec["server"]["listen"] = "127.0.0.1:4000"
+    if "database" in spec.get("store", {}):
+        spec["store"]["database"] = _clean_secret(spec["store"]["database"])
+    return spec
+
+
+@SETTINGS
+@given(SPECS)
+def test_any_schema_valid_spec_compiles_or_diagnoses(spec: dict[str, Any]) -> None:
+    result = compile_text(to_yaml(spec), "generated.yaml")
+    assert all(d.file == "generated.yaml" and d.line >= 1 and d.column >= 1 for d in result.diagnostics)
+    if result.plan is not None:
+        assert loads(dumps(result.plan)) == result.plan
+
+
+TYPES = st.lists(st.sampled_from(["mock", "openai", "azure", "openai-compatible", "groq", "ollama"]), min_size=1)
+
+
+@SETTINGS
+@given(SPECS, TYPES, st.randoms(use_true_random=False))
+def test_consistent_specs_compile_round_trip_and_ignore_key_order(
+    spec: dict[str, Any], types: list[str], rng: random.Random
+) -> None:
+    spec = make_consistent(spec, types)
+    text = to_yaml(spec)
+    result = compile_text(text, "generated.yaml")
+    errors = [d.format_text() for d in result.diagnostics if d.is_error]
+    assert errors == [], text
+    assert result.plan is not None
+    plan_json = dumps(result.plan)
+    assert loads(plan_json) == result.plan
+    assert dumps(compile_text(text, "again.yaml").plan) == plan_json  # type: ignore[arg-type]
+    reordered = compile_text(to_yaml(shuffled(spec, rng)), "reordered.yaml")
+    assert reordered.plan is not None
+    assert dumps(reordered.plan) == plan_json

@@ -1,0 +1,62 @@
+"""The seam holds: the runtime never imports the compiler (or its parsers), and the CLI loads them lazily."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FORBIDDEN = ("compiler", "ruamel", "jsonschema")
+HEAVY = ["ruamel", "ruamel.yaml", "jsonschema", "compiler.pipeline", "compiler.parse", "compiler.validate"]
+
+
+def _imported_modules(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_runtime_imports_nothing_from_the_compiler_side() -> None:
+    files = sorted((ROOT / "runtime").rglob("*.py"))
+    assert files
+    offenders = {
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in files
+        for name in _imported_modules(path)
+        if name.split(".")[0] in FORBIDDEN
+    }
+    assert offenders == set()
+
+
+def _loaded_after(code: str) -> list[str]:
+    probe = f"{code}\nimport json, sys\nprint(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    loaded: list[str] = json.loads(out.stdout.strip().splitlines()[-1])
+    return loaded
+
+
+def test_importing_the_cli_loads_no_parser_or_validator() -> None:
+    assert _loaded_after("import compiler.cli") == []
+
+
+def test_serve_plan_loads_no_parser_or_validator(tmp_path: Path) -> None:
+    spec = ROOT / "examples" / "quickstart.yaml"
+    plan = tmp_path / "plan.json"
+    subprocess.run([sys.executable, "-m", "compiler.cli", "compile", str(spec), "-o", str(plan)], cwd=ROOT, check=True)
+    # a stand-in runtime.server records the call; the real one would start serving
+    code = (
+        "import sys, types\n"
+        "fake = types.ModuleType('runtime.server')\n"
+        "fake.run = lambda plan, **kw: 0 if plan.models[0].name == 'demo' else 1\n"
+        "sys.modules['runtime.server'] = fake\n"
+        "from compiler.cli import main\n"
+        f"assert main(['serve', '--plan', {str(plan)!r}]) == 0\n"
+    )
+    assert _loaded_after(code) == []

@@ -7,6 +7,7 @@ keys are worth a warning.
 
 from __future__ import annotations
 
+from compiler import routing
 from compiler.diagnostics import Collector, did_you_mean, join_pointer
 from compiler.resolve import MOCK_FIELDS, GroupSpec, ProviderSpec, Resolved
 from runtime.plan import Family
@@ -116,3 +117,9 @@ def check(resolved: Resolved, out: Collector) -> None:
     _check_names(resolved.groups, out)
     for g in resolved.groups:
         _check_targets(g, providers, out)
+    routing.check_fallbacks(
+        {g.name: g.policies for g in resolved.groups},
+        {g.name for g in resolved.groups if g.name.endswith("/*")},
+        {a: g.name for g in resolved.groups for a in g.aliases},
+        out,
+    )

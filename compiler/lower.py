@@ -7,6 +7,7 @@ order of mapping keys in the spec; targets keep the order they were written in.
 from __future__ import annotations
 
 from compiler.resolve import GroupSpec, ProviderSpec, Resolved, TargetSpec
+from compiler.routing import flatten_fallbacks
 from runtime.plan import PLAN_VERSION, Family, ModelGroup, Plan, Price, Provider, Target
 
 __all__ = ["lower"]
@@ -27,6 +28,7 @@ def _provider(p: ProviderSpec) -> Provider:
         stream_usage=kind.stream_usage,
         api_version=p.api_version if kind.family is Family.AZURE else None,
         mock=p.mock if kind.family is Family.MOCK else None,
+        health=p.health,
     )
 
 
@@ -45,26 +47,38 @@ def _target(t: TargetSpec) -> Target:
         price=None if info is None else Price(input=info.input, output=info.output, cached_input=info.cached_input),
         max_input_tokens=None if info is None else info.max_input_tokens,
         max_output_tokens=None if info is None else info.max_output_tokens,
+        tier=t.tier,
     )
 
 
-def _group(g: GroupSpec) -> ModelGroup:
+def _group(g: GroupSpec, chains: dict[str, tuple[str, ...]]) -> ModelGroup:
+    p = g.policies
     return ModelGroup(
         name=g.name,
         aliases=g.aliases,
         wildcard_prefix=g.name[:-1] if g.name.endswith("/*") else None,
         targets=tuple(_target(t) for t in g.targets),
         timeout=g.timeout,
+        strategy=p.strategy,
+        retry=p.retry,
+        cooldown=p.cooldown,
+        fallbacks=chains["fallbacks"],
+        context_window_fallbacks=chains["context_window_fallbacks"],
+        content_policy_fallbacks=chains["content_policy_fallbacks"],
+        hedge_after=p.hedge_after,
     )
 
 
 def lower(resolved: Resolved) -> Plan:
     """The plan for a spec that resolved and checked without errors."""
+    chains = flatten_fallbacks(
+        {g.name: g.policies for g in resolved.groups}, {a: g.name for g in resolved.groups for a in g.aliases}
+    )
     return Plan(
         version=PLAN_VERSION,
         server=resolved.server,
         providers=tuple(_provider(resolved.providers[name]) for name in sorted(resolved.providers)),
-        models=tuple(_group(g) for g in sorted(resolved.groups, key=lambda g: g.name)),
+        models=tuple(_group(g, chains[g.name]) for g in sorted(resolved.groups, key=lambda g: g.name)),
         store=resolved.store,
         observability=resolved.observability,
     )

@@ -15,11 +15,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from compiler import routing
 from compiler.catalog import ProviderType, load_catalog
 from compiler.diagnostics import Collector, did_you_mean, join_pointer
 from compiler.prices import ModelInfo, known_models, lookup
+from compiler.routing import Policies
 from runtime.plan import (
     Header,
+    HealthProbe,
     JSONValue,
     LogFormat,
     LogLevel,
@@ -121,6 +124,7 @@ class ProviderSpec:
     headers: tuple[Header, ...]
     connect_timeout: float
     mock: MockBehaviour
+    health: HealthProbe | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -138,6 +142,7 @@ class TargetSpec:
     extra_body: Mapping[str, JSONValue]
     info: ModelInfo | None
     """Price and context window from the price table, when known."""
+    tier: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -150,6 +155,8 @@ class GroupSpec:
     timeout: float
     """The group's own timeout, or the default one."""
     targets: tuple[TargetSpec, ...]
+    policies: Policies
+    """Strategy, retries, cooldown, hedging and fallbacks as written (over the defaults)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -268,9 +275,12 @@ class _Resolver:
                 seed=raw.get("seed", 0),
                 embedding_dimensions=raw.get("embedding_dimensions", 8),
             ),
+            health=routing.health(raw.get("health"), parse_duration),
         )
 
-    def target(self, raw: Mapping[str, Any], pointer: str, providers: Mapping[str, ProviderSpec]) -> TargetSpec:
+    def target(
+        self, raw: Mapping[str, Any], pointer: str, providers: Mapping[str, ProviderSpec], weight: float
+    ) -> TargetSpec:
         model: str = raw["model"]
         info = None
         provider = providers.get(raw["provider"])
@@ -289,25 +299,35 @@ class _Resolver:
             pointer=pointer,
             provider=raw["provider"],
             model=model,
-            weight=float(raw.get("weight", 1)),
+            weight=weight,
             rpm=raw.get("rpm"),
             tpm=raw.get("tpm"),
             max_parallel=raw.get("max_parallel"),
             headers=self.headers(raw.get("headers", {}), pointer),
             extra_body=types.MappingProxyType({k: _freeze(v) for k, v in raw.get("extra_body", {}).items()}),
             info=info,
+            tier=raw.get("tier", 0),
         )
 
     def group(
-        self, name: str, raw: Mapping[str, Any], default_timeout: float, providers: Mapping[str, ProviderSpec]
+        self,
+        name: str,
+        raw: Mapping[str, Any],
+        defaults: Mapping[str, Any],
+        providers: Mapping[str, ProviderSpec],
     ) -> GroupSpec:
         pointer = join_pointer("/models", name)
+        default_timeout = parse_duration(defaults.get("timeout", "60s"))
+        weights = routing.derive_weights(raw["targets"])
         return GroupSpec(
             name=name,
             pointer=pointer,
             aliases=tuple(raw.get("aliases", ())),
             timeout=parse_duration(raw["timeout"]) if "timeout" in raw else default_timeout,
-            targets=tuple(self.target(t, f"{pointer}/targets/{i}", providers) for i, t in enumerate(raw["targets"])),
+            targets=tuple(
+                self.target(t, f"{pointer}/targets/{i}", providers, weights[i]) for i, t in enumerate(raw["targets"])
+            ),
+            policies=routing.policies(raw, defaults, pointer, parse_duration),
         )
 
     def store(self, raw: Mapping[str, Any]) -> Store:
@@ -331,8 +351,8 @@ def resolve(spec: Mapping[str, Any], out: Collector) -> Resolved:
     """Resolve a schema-valid ``spec``; problems go to ``out``."""
     r = _Resolver(out)
     providers = {name: r.provider(name, raw) for name, raw in spec.get("providers", {}).items()}
-    default_timeout = parse_duration(spec.get("defaults", {}).get("timeout", "60s"))
-    groups = tuple(r.group(name, raw, default_timeout, providers) for name, raw in spec["models"].items())
+    defaults = spec.get("defaults", {})
+    groups = tuple(r.group(name, raw, defaults, providers) for name, raw in spec["models"].items())
     return Resolved(
         server=r.server(spec.get("server", {})),
         providers=providers,

@@ -181,7 +181,7 @@ class _Explainer:
         self.out.error("schema.pattern", join_pointer(pointer, name), f"'{name}' {hint}", at_key=True)
 
     def on_enum(self, error: ValidationError, pointer: str) -> None:
-        options = [str(o) for o in _arg(error)]
+        options = list(dict.fromkeys(str(o) for o in _arg(error)))
         listed = ", ".join(f"'{o}'" for o in options)
         suggestion = did_you_mean(_inst(error), options) if isinstance(_inst(error), str) else ""
         self.out.error("schema.enum", pointer, f"{_show(_inst(error))} is not one of {listed}{suggestion}")

@@ -15,8 +15,10 @@ from typing import Union
 __all__ = [
     "PLAN_VERSION",
     "AuthScheme",
+    "CooldownPolicy",
     "Family",
     "Header",
+    "HealthProbe",
     "JSONValue",
     "LogFormat",
     "LogLevel",
@@ -28,15 +30,18 @@ __all__ = [
     "Plan",
     "Price",
     "Provider",
+    "RetryOn",
+    "RetryPolicy",
     "Secret",
     "SecretPart",
     "SecretSource",
     "Server",
     "Store",
+    "Strategy",
     "Target",
 ]
 
-PLAN_VERSION = 1
+PLAN_VERSION = 2
 """Bumped whenever a plan written by an older compiler could be misread by this runtime."""
 
 JSONValue = Union[None, bool, int, float, str, tuple["JSONValue", ...], Mapping[str, "JSONValue"]]  # noqa: UP007
@@ -118,6 +123,14 @@ class MockBehaviour:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class HealthProbe:
+    """Active health checks of a provider's deployments: a cheap request every `interval`."""
+
+    interval: float
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Provider:
     """A named upstream account or endpoint."""
 
@@ -135,6 +148,7 @@ class Provider:
     api_version: str | None
     """Azure's `api-version` query parameter."""
     mock: MockBehaviour | None
+    health: HealthProbe | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -164,6 +178,52 @@ class Target:
     price: Price | None
     max_input_tokens: int | None
     max_output_tokens: int | None
+    tier: int
+    """Priority tier for the `priority` strategy (0 first)."""
+
+
+class Strategy(enum.Enum):
+    """How a group picks the deployment for each attempt."""
+
+    WEIGHTED = "weighted"
+    ROUND_ROBIN = "round-robin"
+    LEAST_BUSY = "least-busy"
+    LATENCY = "latency"
+    USAGE = "usage"
+    COST = "cost"
+    PRIORITY = "priority"
+
+
+class RetryOn(enum.Enum):
+    """Failures that are retried."""
+
+    RATE_LIMIT = "429"
+    SERVER_ERROR = "5xx"
+    TIMEOUT = "timeout"
+    CONNECT = "connect"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """Attempts per group (the first included), exponential backoff with jitter."""
+
+    attempts: int
+    backoff: float
+    max_backoff: float
+    on: tuple[RetryOn, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CooldownPolicy:
+    """Circuit breaker per deployment: open after `failures` (429s and 5xx counted separately) in
+    `window`, or when the error rate over `window` reaches `error_rate` with at least
+    `min_requests`; stay open `duration`; then half-open with one probe request."""
+
+    failures: int
+    window: float
+    duration: float
+    error_rate: float | None
+    min_requests: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -177,6 +237,17 @@ class ModelGroup:
     targets: tuple[Target, ...]
     timeout: float
     """The request's single deadline, in seconds."""
+    strategy: Strategy
+    retry: RetryPolicy
+    cooldown: CooldownPolicy
+    fallbacks: tuple[str, ...]
+    """Groups tried, in order, when every attempt on this one failed (flattened, no cycles)."""
+    context_window_fallbacks: tuple[str, ...]
+    """Groups tried when the prompt is over this group's context windows."""
+    content_policy_fallbacks: tuple[str, ...]
+    """Groups tried when an upstream refuses the content."""
+    hedge_after: float | None
+    """Start a second attempt elsewhere when the first has sent no byte after this long."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -170,6 +170,13 @@ def make_consistent(spec: dict[str, Any], types: list[str]) -> dict[str, Any]:
             seen.add((target["provider"], target["model"]))
             for header, value in target.get("headers", {}).items():
                 target["headers"][header] = _clean_secret(value)
+    # Fallbacks only point "forward" in name order, at non-wildcard groups: never a cycle.
+    ordered = sorted(n for n in spec["models"] if not n.endswith("/*"))
+    for group_name, group in spec["models"].items():
+        later = [n for n in ordered if n > group_name]
+        for kind in ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks"):
+            if kind in group:
+                group[kind] = later[: len(group[kind])]
     used = {t["provider"] for g in spec["models"].values() for t in g["targets"]}
     spec["providers"] = {n: p for n, p in providers.items() if n in used}
     listen = spec.get("server", {}).get("listen", "")

@@ -8,6 +8,7 @@ from typing import Any
 from runtime.plan import (
     PLAN_VERSION,
     AuthScheme,
+    CooldownPolicy,
     Family,
     LogFormat,
     LogLevel,
@@ -18,11 +19,14 @@ from runtime.plan import (
     Observability,
     Plan,
     Provider,
+    RetryOn,
+    RetryPolicy,
     Secret,
     SecretPart,
     SecretSource,
     Server,
     Store,
+    Strategy,
     Target,
 )
 
@@ -41,7 +45,7 @@ def mock_provider(name: str = "fake", **behaviour: Any) -> Provider:
     b.update(behaviour)
     return Provider(name=name, type="mock", family=Family.MOCK, base_url="mock://local", auth=None,
                     api_key=None, headers=(), connect_timeout=5.0, stream_usage=True, api_version=None,
-                    mock=MockBehaviour(**b))
+                    mock=MockBehaviour(**b), health=None)
 
 
 def openai_provider(name: str, base_url: str, key_env: str | None = None, *, family: Family = Family.OPENAI,
@@ -50,20 +54,30 @@ def openai_provider(name: str, base_url: str, key_env: str | None = None, *, fam
         header="Authorization", prefix="Bearer ")
     return Provider(name=name, type="azure" if family is Family.AZURE else "openai-compatible", family=family,
                     base_url=base_url, auth=auth, api_key=env(key_env) if key_env else None, headers=(),
-                    connect_timeout=5.0, stream_usage=stream_usage, api_version=api_version, mock=None)
+                    connect_timeout=5.0, stream_usage=stream_usage, api_version=api_version, mock=None,
+                    health=None)
 
 
 def target(provider: str, model: str, **kw: Any) -> Target:
     values: dict[str, Any] = dict(id=f"{provider}/{model}", provider=provider, model=model, weight=1.0, rpm=None,
                                   tpm=None, max_parallel=None, headers=(), extra_body=types.MappingProxyType({}),
-                                  price=None, max_input_tokens=None, max_output_tokens=None)
+                                  price=None, max_input_tokens=None, max_output_tokens=None, tier=0)
     values.update(kw)
     return Target(**values)
 
 
-def group(name: str, *targets: Target, timeout: float = 30.0, aliases: tuple[str, ...] = ()) -> ModelGroup:
+NO_RETRY = RetryPolicy(attempts=1, backoff=0.0, max_backoff=0.0, on=tuple(RetryOn))
+COOLDOWN = CooldownPolicy(failures=3, window=60.0, duration=30.0, error_rate=None, min_requests=10)
+
+
+def group(name: str, *targets: Target, timeout: float = 30.0, aliases: tuple[str, ...] = (),
+          **kw: Any) -> ModelGroup:
     prefix = name[:-1] if name.endswith("/*") else None
-    return ModelGroup(name=name, aliases=aliases, wildcard_prefix=prefix, targets=targets, timeout=timeout)
+    values: dict[str, Any] = dict(strategy=Strategy.WEIGHTED, retry=NO_RETRY, cooldown=COOLDOWN, fallbacks=(),
+                                  context_window_fallbacks=(), content_policy_fallbacks=(), hedge_after=None)
+    values.update(kw)
+    return ModelGroup(name=name, aliases=aliases, wildcard_prefix=prefix, targets=targets, timeout=timeout,
+                      **values)
 
 
 def plan(providers: list[Provider], models: list[ModelGroup], *, port: int = 0, max_body: int = 1 << 20,

@@ -9,12 +9,13 @@ from typing import Any
 import orjson
 import trio
 
+from runtime.call import Call, parse_request
 from runtime.errors import GatewayError, ModelNotFound, NotFound, from_exception, openai_body
 from runtime.http import ClientGone, Receive, Scope, Send, header, read_body, respond
 from runtime.logs import Logger
 from runtime.metrics import Metrics
-from runtime.proxy import Call, parse_request, serve_call
-from runtime.state import Runtime, model_card
+from runtime.proxy import serve_call
+from runtime.state import Runtime, deployments_report, model_card
 from runtime.store import Store
 
 __all__ = ["App"]
@@ -86,7 +87,10 @@ class App:
             ready = self.store is not None
             body = orjson.dumps({"status": "ready" if ready else "starting", "plan": rt.digest})
             await respond(send, 200 if ready else 503, body, (), _JSON)
+        elif scope["path"] == "/health/deployments":
+            await respond(send, 200, orjson.dumps(deployments_report(rt, trio.current_time())), (), _JSON)
         elif obs.metrics.enabled and scope["path"] == obs.metrics.path:
+            self.metrics.observe_deployments(rt)
             await respond(send, 200, self.metrics.render(), (), b"text/plain; version=0.0.4; charset=utf-8")
         else:
             raise NotFound(f"no route for {method} {scope['path']}")

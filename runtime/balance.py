@@ -1,32 +1,39 @@
-"""Sans-IO deployment choice: weighted pick among the targets not at their caps.
+"""Sans-IO deployment choice: the group's strategy among the deployments that are healthy, not
+at their caps and (when others exist) not yet tried by this request.
 
-Pure functions of (targets, observed state, now, a random draw), so they are tested without
-sockets or clocks. Caps are counted per deployment in fixed one-minute windows.
+Pure functions of (targets, observed state, now, a random generator), tested without sockets or
+clocks. Caps are counted per deployment in fixed one-minute windows.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from runtime.plan import Target
+from runtime.breaker import Breaker
+from runtime.plan import ModelGroup, Strategy, Target
 
-__all__ = ["WINDOW", "Choice", "DeploymentState", "choose"]
+__all__ = ["EXPLORE", "WINDOW", "Choice", "DeploymentState", "GroupState", "choose"]
 
 WINDOW = 60.0
 """Length of the rpm/tpm counting window, seconds."""
 
+EXPLORE = 0.1
+"""Share of picks the latency strategy spends on a random deployment, to keep estimates fresh."""
+
 
 class DeploymentState:
-    """Mutable counters for one deployment (one process; never shared across threads)."""
+    """Mutable counters and health for one deployment (one process; never shared across threads)."""
 
-    __slots__ = ("in_flight", "requests", "tokens", "window")
+    __slots__ = ("breaker", "in_flight", "requests", "tokens", "window")
 
     def __init__(self) -> None:
         self.in_flight = 0
         self.window = -1
         self.requests = 0
         self.tokens = 0
+        self.breaker = Breaker()
 
     def roll(self, now: float) -> None:
         """Start a new window when `now` has left the current one."""
@@ -36,8 +43,8 @@ class DeploymentState:
             self.requests = 0
             self.tokens = 0
 
-    def blocked_for(self, target: Target, now: float) -> float | None:
-        """Seconds until this deployment may take a request, or None when it may now."""
+    def capped_for(self, target: Target, now: float) -> float | None:
+        """Seconds until this deployment is under its caps again, or None when it is now."""
         self.roll(now)
         if target.max_parallel is not None and self.in_flight >= target.max_parallel:
             return 1.0
@@ -47,11 +54,21 @@ class DeploymentState:
             return (self.window + 1) * WINDOW - now
         return None
 
+    def usage(self, target: Target) -> float:
+        """The larger share of its rpm and tpm caps used in this window (0 without caps)."""
+        shares = [0.0]
+        if target.rpm:
+            shares.append(self.requests / target.rpm)
+        if target.tpm:
+            shares.append(self.tokens / target.tpm)
+        return max(shares)
+
     def start(self, now: float) -> None:
         """Count a request that is being sent."""
         self.roll(now)
         self.in_flight += 1
         self.requests += 1
+        self.breaker.begin()
 
     def finish(self, now: float, tokens: int) -> None:
         """Count a finished request and the tokens it used."""
@@ -60,31 +77,101 @@ class DeploymentState:
         self.tokens += tokens
 
 
+class GroupState:
+    """Per-group strategy state (the round-robin cursor)."""
+
+    __slots__ = ("cursor",)
+
+    def __init__(self) -> None:
+        self.cursor = 0
+
+
 @dataclass(frozen=True, slots=True)
 class Choice:
-    """The chosen target's index, or None with the seconds until one frees up."""
+    """The chosen target's index; or None, with the seconds until one may free up and whether
+    it is the caps (429) or the health of the deployments (503) that keeps them all out."""
 
     index: int | None
-    retry_after: float
+    retry_after: float = 0.0
+    capped: bool = False
 
 
-def choose(targets: Sequence[Target], states: Sequence[DeploymentState], now: float, draw: float) -> Choice:
-    """Pick a target by weight among those not blocked; `draw` is uniform in [0, 1)."""
-    total = 0.0
-    open_: list[int] = []
-    soonest = float("inf")
-    for i, (target, state) in enumerate(zip(targets, states, strict=True)):
-        wait = state.blocked_for(target, now)
-        if wait is None:
-            open_.append(i)
-            total += target.weight
-        else:
-            soonest = min(soonest, wait)
-    if not open_:
-        return Choice(None, soonest)
-    point = draw * total
-    for i in open_:
+def _weighted(targets: Sequence[Target], options: Sequence[int], rng: random.Random) -> int:
+    total = sum(targets[i].weight for i in options)
+    point = rng.random() * total
+    for i in options:
         point -= targets[i].weight
         if point < 0:
-            return Choice(i, 0.0)
-    return Choice(open_[-1], 0.0)
+            return i
+    return options[-1]
+
+
+def _cost(target: Target, tokens_in: int, tokens_out: int) -> float:
+    if target.price is None:
+        return float("inf")
+    return tokens_in * target.price.input + tokens_out * target.price.output
+
+
+def choose(
+    group: ModelGroup,
+    states: Sequence[DeploymentState],
+    now: float,
+    rng: random.Random,
+    *,
+    tried: frozenset[int] = frozenset(),
+    tokens: tuple[int, int] = (0, 0),
+    cursor: GroupState | None = None,
+    stream: bool = False,
+    skip: frozenset[int] = frozenset(),
+) -> Choice:
+    """Pick a deployment of `group` by its strategy; untried ones first when there are any;
+    never one in `skip` (e.g. its context window is too small)."""
+    targets = group.targets
+    ready: list[int] = []
+    capped_wait, health_wait = float("inf"), float("inf")
+    for i, (target, state) in enumerate(zip(targets, states, strict=True)):
+        if i in skip:
+            continue
+        cap = state.capped_for(target, now)
+        if cap is not None:
+            capped_wait = min(capped_wait, cap)
+        elif not state.breaker.available(now):
+            health_wait = min(health_wait, state.breaker.wait(now))
+        else:
+            ready.append(i)
+    if not ready:
+        if health_wait == float("inf") and capped_wait == float("inf"):
+            return Choice(None, 1.0, capped=False)
+        if health_wait == float("inf"):
+            return Choice(None, capped_wait, capped=True)
+        return Choice(None, min(health_wait, capped_wait), capped=False)
+    fresh = [i for i in ready if i not in tried]
+    options = fresh or ready
+    strategy = group.strategy
+    if strategy is Strategy.WEIGHTED or len(options) == 1:
+        return Choice(_weighted(targets, options, rng))
+    if strategy is Strategy.ROUND_ROBIN:
+        state_ = cursor or GroupState()
+        pick = options[state_.cursor % len(options)]
+        state_.cursor += 1
+        return Choice(pick)
+    if strategy is Strategy.PRIORITY:
+        tier = min(targets[i].tier for i in options)
+        return Choice(_weighted(targets, [i for i in options if targets[i].tier == tier], rng))
+    if strategy is Strategy.LATENCY and rng.random() < EXPLORE:
+        return Choice(options[int(rng.random() * len(options))])
+    if strategy is Strategy.LEAST_BUSY:
+        score = [float(states[i].in_flight) for i in options]
+    elif strategy is Strategy.LATENCY:
+        def estimate(i: int) -> float:
+            b = states[i].breaker
+            value = b.ttft if stream else b.per_token
+            return 0.0 if value is None else value  # unmeasured deployments get measured first
+
+        score = [estimate(i) for i in options]
+    elif strategy is Strategy.USAGE:
+        score = [states[i].usage(targets[i]) for i in options]
+    else:
+        score = [_cost(targets[i], *tokens) for i in options]
+    best = min(score)
+    return Choice(_weighted(targets, [i for i, s in zip(options, score, strict=True) if s == best], rng))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from runtime.state import Runtime
+
 __all__ = ["Metrics"]
 
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -45,6 +47,15 @@ class Metrics:
             "sidegate_reload_failures", "Reloads refused (spec errors); the last good plan keeps serving.",
             registry=r,
         )
+        self.deployment_state = Gauge(
+            "sidegate_deployment_state", "Circuit breaker per deployment: 0 closed, 1 half-open, 2 open.",
+            ["model", "deployment"], registry=r,
+        )
+        self.deployment_latency = Gauge(
+            "sidegate_deployment_latency_seconds",
+            "The router's latency estimate per deployment (time to first byte for streams, per token otherwise).",
+            ["model", "deployment", "kind"], registry=r,
+        )
         self.plan_info = Gauge("sidegate_plan_info", "The plan being served (1), by digest.", ["digest"], registry=r)
         self._digest: str | None = None
 
@@ -54,6 +65,17 @@ class Metrics:
             self.plan_info.remove(self._digest)
         self.plan_info.labels(digest).set(1)
         self._digest = digest
+
+    def observe_deployments(self, rt: Runtime) -> None:
+        """Copy the router's per-deployment state into the gauges (at scrape time)."""
+        for name, deps in rt.deployments.items():
+            for d in deps:
+                b = d.state.breaker
+                self.deployment_state.labels(name, d.target.id).set(b.circuit.value)
+                if b.ttft is not None:
+                    self.deployment_latency.labels(name, d.target.id, "ttft").set(b.ttft)
+                if b.per_token is not None:
+                    self.deployment_latency.labels(name, d.target.id, "per_token").set(b.per_token)
 
     def render(self) -> bytes:
         """Prometheus text exposition."""

@@ -1,92 +1,36 @@
-"""The OpenAI-compatible model call: validate, resolve the model, pick a deployment, call it inside
-the request's single deadline, and relay the answer (whole or streamed) to the client."""
+"""The model call: resolve the model, then inside the request's single deadline try the group's
+deployments (strategy, retries with backoff, hedging), then its fallback groups, and answer."""
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
-from time import perf_counter
 from typing import Any
 
-import orjson
 import trio
 
 from runtime.balance import choose
+from runtime.breaker import Circuit
+from runtime.call import Call, estimate_tokens
 from runtime.errors import (
     BadRequest,
     GatewayError,
     ModelNotFound,
     RateLimited,
-    UpstreamError,
+    Unavailable,
     UpstreamTimeout,
 )
-from runtime.openai_wire import Usage
+from runtime.plan import ModelGroup, RetryOn, RetryPolicy
+from runtime.relay import attempt, classify, stream_error
 from runtime.state import Deployment, Runtime
-from runtime.transport import UpstreamRequest
 
-__all__ = ["Call", "parse_request", "serve_call"]
+__all__ = ["backoff", "serve_call"]
 
-_REQUIRED = {"chat": "messages", "completions": "prompt", "embeddings": "input"}
-
-
-@dataclass(slots=True)
-class Call:
-    """What one request did, for its response headers, log line and metrics."""
-
-    request_id: str
-    op: str
-    t0: float
-    model: str = ""
-    group: str = "unknown"
-    deployment: str = ""
-    stream: bool = False
-    upstream: float = 0.0
-    status: int = 0
-    started: bool = False
-    """True once response headers were sent (errors must then go in-stream)."""
-    complete: bool = False
-    """True once the last byte of the answer is being sent."""
-    usage: Usage | None = None
-    error: str | None = None
-    log_bodies: bool = False
-    """The spec asked for bodies in the request log (`observability.logs.bodies`)."""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def overhead_ms(self) -> str:
-        """Time spent inside sidegate so far, upstream wait excluded, in milliseconds."""
-        return f"{max(0.0, perf_counter() - self.t0 - self.upstream) * 1000:.2f}"
-
-    def headers(self) -> list[tuple[bytes, bytes]]:
-        """Headers every answer carries."""
-        out = [(b"x-request-id", self.request_id.encode())]
-        if self.deployment:
-            out.append((b"x-sidegate-deployment", self.deployment.encode()))
-        out.append((b"x-sidegate-overhead-ms", self.overhead_ms().encode()))
-        return out
+_RNG = random.Random()
 
 
-def parse_request(op: str, body: bytes) -> dict[str, Any]:
-    """The request's JSON object, with the fields every operation needs checked."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise BadRequest("request body must be a JSON object")
-    model = data.get("model")
-    if not isinstance(model, str) or not model:
-        raise BadRequest("'model' is required and must be a non-empty string", param="model")
-    needed = _REQUIRED[op]
-    if needed not in data:
-        raise BadRequest(f"'{needed}' is required", param=needed)
-    if op == "chat" and (not isinstance(data["messages"], list) or not data["messages"]):
-        raise BadRequest("'messages' must be a non-empty array", param="messages")
-    stream = data.get("stream", False)
-    if stream is not None and not isinstance(stream, bool):
-        raise BadRequest("'stream' must be a boolean", param="stream")
-    if op == "embeddings" and stream:
-        raise BadRequest("embeddings cannot be streamed", param="stream")
-    return data
+def backoff(attempt_no: int, policy: RetryPolicy, rng: random.Random) -> float:
+    """Exponential backoff with jitter: base * 2^n, capped, scaled by a random factor in [0.5, 1)."""
+    return float(min(policy.max_backoff, policy.backoff * (2**attempt_no)) * (0.5 + rng.random() / 2))
 
 
 async def serve_call(rt: Runtime, call: Call, data: dict[str, Any], send: Any) -> None:
@@ -98,108 +42,184 @@ async def serve_call(rt: Runtime, call: Call, data: dict[str, Any], send: Any) -
     group = route.group
     call.group = group.name
     call.stream = data.get("stream") is True
-    deps = rt.deployments[group.name]
     with trio.move_on_after(group.timeout) as deadline:
-        choice = choose(group.targets, [d.state for d in deps], trio.current_time(), random.random())
-        if choice.index is None:
-            raise RateLimited(
-                f"every deployment of '{group.name}' is at its rpm/tpm/parallel cap",
-                retry_after=choice.retry_after,
-                code="deployment_caps_reached",
-            )
-        dep = deps[choice.index]
-        call.deployment = dep.target.id
-        upstream_model = route.suffix if dep.target.model == "*" and route.suffix else dep.target.model
-        request = dep.adapter.request(
-            dep.provider, dep.target, dep.url(call.op, upstream_model), dep.headers, call.op, upstream_model, data
-        )
-        state = dep.state
-        state.start(trio.current_time())
         try:
-            if call.stream:
-                await _relay_stream(dep, request, call, data, send)
-            else:
-                await _relay_whole(dep, request, call, send)
-        finally:
-            u = call.usage
-            state.finish(trio.current_time(), (u.prompt + u.completion) if u else 0)
+            await _route(rt, group, route.suffix, call, data, send)
+        except GatewayError:
+            if call.complete:
+                return  # already told the client, in-stream
+            raise
     if deadline.cancelled_caught:
         err = UpstreamTimeout(f"no complete answer from the upstream within {group.timeout:g}s")
         if not call.started:
             raise err
-        await _stream_error(send, call, err)
+        if not call.complete:
+            await stream_error(send, call, err)
 
 
-async def _relay_whole(dep: Deployment, request: UpstreamRequest, call: Call, send: Any) -> None:
-    t = perf_counter()
-    try:
-        response = await dep.transport.send(request)
-    finally:
-        call.upstream += perf_counter() - t
-    if response.status >= 400:
-        raise dep.adapter.error(response.status, response.headers, response.body)
-    body, call.usage = dep.adapter.response(call.op, response.body)
-    call.status = 200
-    if call.log_bodies:
-        call.extra["response_body"] = body.decode("utf-8", "replace")
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        *call.headers(),
-    ]
-    call.started = True
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    call.complete = True
-    await send({"type": "http.response.body", "body": body, "more_body": False})
+def _fits(deps: tuple[Deployment, ...], prompt: int) -> frozenset[int]:
+    """Deployments whose context window is too small for the estimated prompt."""
+    return frozenset(
+        i for i, d in enumerate(deps) if d.target.max_input_tokens is not None and prompt > d.target.max_input_tokens
+    )
 
 
-async def _relay_stream(
-    dep: Deployment, request: UpstreamRequest, call: Call, data: dict[str, Any], send: Any
+async def _route(
+    rt: Runtime, group: ModelGroup, suffix: str | None, call: Call, data: dict[str, Any], send: Any
 ) -> None:
-    options = data.get("stream_options")
-    relay = dep.adapter.stream(call.op, isinstance(options, dict) and options.get("include_usage") is True)
-    t = perf_counter()
-    async with dep.transport.stream(request) as upstream:
-        call.upstream += perf_counter() - t
-        if upstream.status >= 400:
-            t = perf_counter()
-            body = await upstream.read()
-            call.upstream += perf_counter() - t
-            raise dep.adapter.error(upstream.status, upstream.headers, body)
-        if not upstream.headers.get("content-type", "").startswith(dep.adapter.stream_content_type):
-            raise UpstreamError("upstream did not answer the stream with server-sent events")
-        call.status = 200
-        headers = [
-            (b"content-type", b"text/event-stream; charset=utf-8"),
-            (b"cache-control", b"no-cache"),
-            *call.headers(),
-        ]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        call.started = True
+    tokens = estimate_tokens(data)
+    queue: list[str] = [group.name, *group.fallbacks]
+    switched: set[str] = set()
+    last: GatewayError | None = None
+    i = 0
+    while i < len(queue):
+        g = rt.groups[queue[i]]
+        i += 1
+        deps = rt.deployments[g.name]
+        too_small = _fits(deps, tokens[0])
         try:
-            t = perf_counter()
-            async for chunk in upstream.iter_bytes():
-                call.upstream += perf_counter() - t
-                out = relay.feed(chunk)
-                if out:
-                    await send({"type": "http.response.body", "body": out, "more_body": True})
-                t = perf_counter()
-            if not relay.done:
-                raise UpstreamError("the upstream closed the stream before it was complete")
-        except GatewayError as err:
-            await _stream_error(send, call, err)
+            if len(too_small) == len(deps):
+                raise BadRequest(
+                    f"the prompt (~{tokens[0]} tokens) is over the context window of every deployment of '{g.name}'",
+                    code="context_length_exceeded",
+                )
+            await _attempts(rt, g, deps, suffix if g is group else None, call, data, send, tokens, too_small)
             return
-    call.usage = relay.usage
-    call.complete = True
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except GatewayError as err:
+            if call.started:
+                raise
+            last = err
+            chain = _chain_for(g, err)
+            if chain is not None:
+                if chain in switched:
+                    raise
+                switched.add(chain)
+                queue[i:] = list(getattr(g, chain))
+                continue
+            if classify(err) is None and not isinstance(err, Unavailable | RateLimited):
+                raise
+    assert last is not None
+    raise last
 
 
-async def _stream_error(send: Any, call: Call, err: GatewayError) -> None:
-    """End a started stream with an error event in OpenAI's shape, then close it."""
-    call.error = err.message
-    call.status = err.status
-    payload = {"error": {"message": err.message, "type": err.type, "param": err.param, "code": err.code}}
-    body = b"data: " + orjson.dumps(payload) + b"\n\n"
-    call.complete = True
-    with trio.CancelScope(shield=True):
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+def _chain_for(g: ModelGroup, err: GatewayError) -> str | None:
+    if err.code == "context_length_exceeded":
+        return "context_window_fallbacks"
+    if err.code == "content_policy_violation":
+        return "content_policy_fallbacks"
+    return None
+
+
+async def _attempts(
+    rt: Runtime,
+    g: ModelGroup,
+    deps: tuple[Deployment, ...],
+    suffix: str | None,
+    call: Call,
+    data: dict[str, Any],
+    send: Any,
+    tokens: tuple[int, int],
+    skip: frozenset[int],
+) -> None:
+    states = [d.state for d in deps]
+    tried: set[int] = set(skip)
+    last: GatewayError | None = None
+    for n in range(g.retry.attempts):
+        choice = choose(
+            g, states, trio.current_time(), _RNG, tried=frozenset(tried), tokens=tokens,
+            cursor=rt.cursors[g.name], stream=call.stream, skip=skip,
+        )
+        if choice.index is None:
+            if choice.capped:
+                raise RateLimited(
+                    f"every deployment of '{g.name}' is at its rpm/tpm/parallel cap",
+                    retry_after=choice.retry_after, code="deployment_caps_reached",
+                )
+            raise Unavailable(f"every deployment of '{g.name}' is cooling down after failures",
+                              retry_after=choice.retry_after)
+        tried.add(choice.index)
+        try:
+            if g.hedge_after is not None and n == 0:
+                await _hedged(rt, g, deps, choice.index, suffix, call, data, send, tokens, skip)
+            else:
+                call.attempts += 1
+                await attempt(g, deps[choice.index], _model(deps[choice.index], suffix), call, data, send)
+            return
+        except GatewayError as err:
+            kind = classify(err)
+            if call.started or kind is None or RetryOn(kind.value) not in g.retry.on:
+                raise
+            last = err
+        if n + 1 < g.retry.attempts:
+            await trio.sleep(backoff(n, g.retry, _RNG))
+    assert last is not None
+    if all(d.state.breaker.circuit is Circuit.OPEN for d in deps):
+        wait = min(d.state.breaker.wait(trio.current_time()) for d in deps)
+        raise Unavailable(f"every deployment of '{g.name}' failed and is cooling down ({last.message})",
+                          retry_after=wait)
+    raise last
+
+
+def _model(dep: Deployment, suffix: str | None) -> str:
+    return suffix if dep.target.model == "*" and suffix else dep.target.model
+
+
+async def _hedged(
+    rt: Runtime,
+    g: ModelGroup,
+    deps: tuple[Deployment, ...],
+    first: int,
+    suffix: str | None,
+    call: Call,
+    data: dict[str, Any],
+    send: Any,
+    tokens: tuple[int, int],
+    skip: frozenset[int],
+) -> None:
+    """Run `first`; if it has sent nothing after `hedge_after`, race a second deployment. The first
+    to reach its first byte answers; the other is cancelled."""
+    assert g.hedge_after is not None
+    scopes: list[trio.CancelScope] = []
+    winner: list[trio.CancelScope] = []
+    errors: list[GatewayError] = []
+    late: list[GatewayError] = []
+    settled = trio.Event()
+
+    def claim(scope: trio.CancelScope) -> bool:
+        if not winner:
+            winner.append(scope)
+            settled.set()
+            for other in scopes:
+                if other is not scope:
+                    other.cancel()
+        return winner[0] is scope
+
+    async def run(dep: Deployment) -> None:
+        scope = trio.CancelScope()
+        scopes.append(scope)
+        call.attempts += 1
+        with scope:
+            try:
+                await attempt(g, dep, _model(dep, suffix), call, data, send, claim=lambda: claim(scope))
+            except GatewayError as err:
+                if winner and winner[0] is scope:
+                    late.append(err)  # the winner failed mid-stream: already told the client
+                    return
+                errors.append(err)
+                if len(errors) == len(scopes):
+                    settled.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run, deps[first])
+        with trio.move_on_after(g.hedge_after):
+            await settled.wait()
+        if not settled.is_set():
+            states = [d.state for d in deps]
+            second = choose(g, states, trio.current_time(), _RNG, tried=frozenset({first}), tokens=tokens,
+                            cursor=rt.cursors[g.name], stream=call.stream, skip=skip | {first})
+            if second.index is not None:
+                nursery.start_soon(run, deps[second.index])
+    if late:
+        raise late[0]
+    if not winner:
+        raise errors[-1]

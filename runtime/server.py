@@ -21,6 +21,7 @@ from runtime.app import App
 from runtime.logs import Logger
 from runtime.metrics import Metrics
 from runtime.plan import Plan
+from runtime.prober import run_probes
 from runtime.secrets import SecretError, resolve
 from runtime.state import build_runtime
 from runtime.store import Store
@@ -150,6 +151,7 @@ async def serve(
 
         await nursery.start(run_server)
         nursery.start_soon(reloader)
+        nursery.start_soon(run_probes, lambda: app.runtime)
         if watch_path is not None:
             nursery.start_soon(watch_file, watch_path)
         logger.info(

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import orjson
 
 from runtime.adapter import ADAPTERS
-from runtime.balance import DeploymentState
+from runtime.balance import DeploymentState, GroupState
 from runtime.mock import MockTransport
 from runtime.openai_wire import OPS, upstream_url
 from runtime.plan import Family, ModelGroup, Plan, Provider, Target
@@ -17,7 +17,7 @@ from runtime.routes import RouteTable
 from runtime.secrets import resolve
 from runtime.transport import Transport
 
-__all__ = ["Deployment", "Runtime", "build_runtime", "model_card", "public_names"]
+__all__ = ["Deployment", "Runtime", "build_runtime", "deployments_report", "model_card", "public_names"]
 
 
 class Deployment:
@@ -60,6 +60,10 @@ class Runtime:
     """Group name -> its deployments, in target order."""
     models_body: bytes
     """The `GET /v1/models` answer, serialised once."""
+    groups: dict[str, ModelGroup]
+    """Group name -> group (fallbacks name groups)."""
+    cursors: dict[str, GroupState]
+    """Group name -> strategy state (round-robin cursor)."""
 
 
 def _headers(provider: Provider, target: Target) -> tuple[tuple[str, str], ...]:
@@ -105,7 +109,31 @@ def build_runtime(plan: Plan, shared: Transport, previous: Runtime | None = None
         routes=RouteTable(plan),
         deployments=deployments,
         models_body=orjson.dumps({"object": "list", "data": [model_card(n) for n in public_names(plan)]}),
+        groups={g.name: g for g in plan.models},
+        cursors={g.name: GroupState() for g in plan.models},
     )
+
+
+def deployments_report(rt: Runtime, now: float) -> dict[str, object]:
+    """`GET /health/deployments`: every deployment's breaker state, counters and latency estimate."""
+    out = []
+    for name, deps in sorted(rt.deployments.items()):
+        for d in deps:
+            b, s = d.state.breaker, d.state
+            b.available(now)  # moves open -> half-open when due, so the report is current
+            out.append({
+                "model": name,
+                "deployment": d.target.id,
+                "state": b.circuit.name.lower(),
+                "retry_in": round(b.wait(now), 3),
+                "in_flight": s.in_flight,
+                "requests_this_minute": s.requests,
+                "tokens_this_minute": s.tokens,
+                "failures": b.failures_total,
+                "ttft_ms": None if b.ttft is None else round(b.ttft * 1000, 2),
+                "ms_per_token": None if b.per_token is None else round(b.per_token * 1000, 3),
+            })
+    return {"plan": rt.digest, "deployments": out}
 
 
 def public_names(plan: Plan) -> list[str]:

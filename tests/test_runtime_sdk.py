@@ -7,6 +7,7 @@ import openai
 import pytest
 import trio
 
+from runtime.plan import CooldownPolicy
 from tests.support.gateway import base_url, open_gateway
 from tests.support.plans import group, mock_provider, plan, quick, target
 
@@ -114,7 +115,8 @@ async def test_completions_legacy_endpoint() -> None:
 
 
 async def test_mock_error_rate_is_seeded_and_maps_to_502() -> None:
-    p = plan([mock_provider("flaky", error_rate=0.5, seed=7)], [group("m", target("flaky", "m"))])
+    lenient = CooldownPolicy(failures=1000, window=60.0, duration=1.0, error_rate=None, min_requests=10)
+    p = plan([mock_provider("flaky", error_rate=0.5, seed=7)], [group("m", target("flaky", "m"), cooldown=lenient)])
     outcomes = []
     with trio.fail_after(10):
         for _ in range(2):

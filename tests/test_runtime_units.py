@@ -15,44 +15,45 @@ from tests.support.plans import group, mock_provider, plan, target
 
 
 def test_weighted_choice_converges_to_weights() -> None:
-    targets = (target("a", "m", weight=3.0), target("b", "m", weight=1.0))
+    g = group("g", target("a", "m", weight=3.0), target("b", "m", weight=1.0))
     states = [DeploymentState(), DeploymentState()]
     rng = random.Random(1)
-    picks = [choose(targets, states, 0.0, rng.random()).index for _ in range(4000)]
+    picks = [choose(g, states, 0.0, rng).index for _ in range(4000)]
     share = picks.count(0) / len(picks)
     assert 0.72 <= share <= 0.78
 
 
 def test_full_deployment_is_skipped_and_all_full_gives_retry_after() -> None:
-    targets = (target("a", "m", max_parallel=1), target("b", "m", rpm=2))
+    g = group("g", target("a", "m", max_parallel=1), target("b", "m", rpm=2))
     a, b = DeploymentState(), DeploymentState()
+    rng = random.Random(2)
     a.start(10.0)
-    assert all(choose(targets, [a, b], 10.0, d / 10).index == 1 for d in range(10))
+    assert all(choose(g, [a, b], 10.0, rng).index == 1 for _ in range(10))
     b.start(10.0)
     b.start(10.0)
-    blocked = choose(targets, [a, b], 10.0, 0.5)
-    assert blocked.index is None and 0 < blocked.retry_after <= 1.0
+    blocked = choose(g, [a, b], 10.0, rng)
+    assert blocked.index is None and blocked.capped and 0 < blocked.retry_after <= 1.0
     a.finish(11.0, tokens=5)
-    assert choose(targets, [a, b], 11.0, 0.9).index == 0
+    assert choose(g, [a, b], 11.0, rng).index == 0
 
 
 def test_rpm_and_tpm_windows_roll_over() -> None:
-    t = (target("a", "m", rpm=1, tpm=100),)
+    g = group("g", target("a", "m", rpm=1, tpm=100))
     s = DeploymentState()
     s.start(5.0)
     s.finish(6.0, tokens=150)
-    blocked = choose(t, [s], 7.0, 0.1)
+    blocked = choose(g, [s], 7.0, random.Random(0))
     assert blocked.index is None and abs(blocked.retry_after - (WINDOW - 7.0)) < 1e-9
-    assert choose(t, [s], WINDOW + 1, 0.1).index == 0
+    assert choose(g, [s], WINDOW + 1, random.Random(0)).index == 0
 
 
 @given(st.lists(st.sampled_from(["start", "finish"]), max_size=60))
 def test_parallel_cap_is_never_exceeded(ops: list[str]) -> None:
-    t = (target("a", "m", max_parallel=3),)
+    g = group("g", target("a", "m", max_parallel=3))
     s = DeploymentState()
     for op in ops:
         if op == "start":
-            if choose(t, [s], 0.0, 0.5).index is not None:
+            if choose(g, [s], 0.0, random.Random(0)).index is not None:
                 s.start(0.0)
         elif s.in_flight:
             s.finish(0.0, 1)

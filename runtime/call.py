@@ -1,0 +1,87 @@
+"""One client request's record (for headers, the log line and metrics) and its validation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from time import perf_counter
+from typing import Any
+
+import orjson
+
+from runtime.errors import BadRequest
+from runtime.openai_wire import Usage
+
+__all__ = ["Call", "parse_request"]
+
+_REQUIRED = {"chat": "messages", "completions": "prompt", "embeddings": "input"}
+
+
+@dataclass(slots=True)
+class Call:
+    """What one request did, for its response headers, log line and metrics."""
+
+    request_id: str
+    op: str
+    t0: float
+    model: str = ""
+    group: str = "unknown"
+    deployment: str = ""
+    stream: bool = False
+    upstream: float = 0.0
+    status: int = 0
+    attempts: int = 0
+    started: bool = False
+    """True once response headers were sent (errors must then go in-stream)."""
+    complete: bool = False
+    """True once the last byte of the answer is being sent."""
+    usage: Usage | None = None
+    error: str | None = None
+    log_bodies: bool = False
+    """The spec asked for bodies in the request log (`observability.logs.bodies`)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def overhead_ms(self) -> str:
+        """Time spent inside sidegate so far, upstream wait excluded, in milliseconds."""
+        return f"{max(0.0, perf_counter() - self.t0 - self.upstream) * 1000:.2f}"
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """Headers every answer carries."""
+        out = [(b"x-request-id", self.request_id.encode())]
+        if self.deployment:
+            out.append((b"x-sidegate-deployment", self.deployment.encode()))
+        if self.attempts:
+            out.append((b"x-sidegate-attempts", str(self.attempts).encode()))
+        out.append((b"x-sidegate-overhead-ms", self.overhead_ms().encode()))
+        return out
+
+
+def parse_request(op: str, body: bytes) -> dict[str, Any]:
+    """The request's JSON object, with the fields every operation needs checked."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadRequest("request body must be a JSON object")
+    model = data.get("model")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("'model' is required and must be a non-empty string", param="model")
+    needed = _REQUIRED[op]
+    if needed not in data:
+        raise BadRequest(f"'{needed}' is required", param=needed)
+    if op == "chat" and (not isinstance(data["messages"], list) or not data["messages"]):
+        raise BadRequest("'messages' must be a non-empty array", param="messages")
+    stream = data.get("stream", False)
+    if stream is not None and not isinstance(stream, bool):
+        raise BadRequest("'stream' must be a boolean", param="stream")
+    if op == "embeddings" and stream:
+        raise BadRequest("embeddings cannot be streamed", param="stream")
+    return data
+
+
+def estimate_tokens(data: dict[str, Any]) -> tuple[int, int]:
+    """A cheap (prompt, completion) token estimate before the call: ~4 characters per token."""
+    source = data.get("messages", data.get("prompt", data.get("input", "")))
+    prompt = len(orjson.dumps(source)) // 4
+    limit = data.get("max_completion_tokens", data.get("max_tokens"))
+    return prompt, limit if isinstance(limit, int) and limit > 0 else 256

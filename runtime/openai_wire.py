@@ -149,21 +149,30 @@ def _split(block: bytes) -> list[bytes]:
     return events
 
 
-def _message(body: bytes) -> tuple[str, str | None]:
+_CONTEXT_CODES = {"context_length_exceeded", "string_above_max_length"}
+_CONTENT_CODES = {"content_filter", "content_policy_violation"}
+
+
+def _message(body: bytes) -> tuple[str, str | None, str | None]:
+    """The upstream's error message, param and code (OpenAI's envelope, or close to it)."""
     try:
         obj = orjson.loads(body)
     except orjson.JSONDecodeError:
         text = body[:300].decode("utf-8", "replace").strip()
-        return (text or "no body"), None
+        return (text or "no body"), None, None
     err = obj.get("error") if isinstance(obj, dict) else None
     if isinstance(err, dict):
-        param = err.get("param")
-        return str(err.get("message") or "no message"), param if isinstance(param, str) else None
+        param, code = err.get("param"), err.get("code")
+        return (
+            str(err.get("message") or "no message"),
+            param if isinstance(param, str) else None,
+            code if isinstance(code, str) else None,
+        )
     if isinstance(err, str):
-        return err, None
+        return err, None, None
     if isinstance(obj, dict) and isinstance(obj.get("message"), str):
-        return obj["message"], None
-    return body[:300].decode("utf-8", "replace"), None
+        return obj["message"], None, None
+    return body[:300].decode("utf-8", "replace"), None, None
 
 
 def _retry_after(headers: httpx.Headers) -> float | None:
@@ -183,8 +192,13 @@ def _retry_after(headers: httpx.Headers) -> float | None:
 
 
 def error_from_upstream(status: int, headers: httpx.Headers, body: bytes) -> GatewayError:
-    """Map an upstream error response to the error the client gets."""
-    message, param = _message(body)
+    """Map an upstream error response to the error the client gets (context-window overflows and
+    content-filter refusals keep recognisable codes: the router falls back on them)."""
+    message, param, code = _message(body)
+    if status == 400 and code in _CONTEXT_CODES:
+        return BadRequest(message, param=param, code="context_length_exceeded")
+    if status == 400 and code in _CONTENT_CODES:
+        return BadRequest(message, param=param, code="content_policy_violation")
     if status == 429:
         return RateLimited(f"upstream rate limit: {message}", retry_after=_retry_after(headers) or 1.0)
     if status in (408, 504):

@@ -73,7 +73,7 @@ async def test_all_failing_gives_503_with_retry_after_inside_the_deadline(
     results = []
     for _ in range(6):
         start = trio.current_time()
-        status, headers, body = await asgi_call(app, CHAT)
+        status, headers, _ = await asgi_call(app, CHAT)
         assert trio.current_time() - start < 10
         results.append((status, headers.get("retry-after")))
     assert results[0][0] == 502

@@ -18,6 +18,7 @@ from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 
 from runtime.app import App
+from runtime.h11pool import H11Transport
 from runtime.logs import Logger
 from runtime.metrics import Metrics
 from runtime.plan import Plan
@@ -25,9 +26,9 @@ from runtime.prober import run_probes
 from runtime.secrets import SecretError, resolve
 from runtime.state import build_runtime
 from runtime.store import Store
-from runtime.transport import HttpxTransport
+from runtime.transport import HttpxTransport, Transport
 
-__all__ = ["Handle", "run", "serve"]
+__all__ = ["Handle", "run", "serve", "upstream_transport"]
 
 _WORKER_ENV = "SIDEGATE_WORKER"
 
@@ -41,6 +42,14 @@ class Handle:
     shutdown: trio.Event
     reload: Callable[[], trio.Event]
     """Ask for a reload; the returned event is set when it has been tried."""
+
+
+def upstream_transport() -> Transport:
+    """The upstream client: the h11 keep-alive pool, or httpx with SIDEGATE_TRANSPORT=httpx
+    (kept for comparison in the benchmark)."""
+    if os.environ.get("SIDEGATE_TRANSPORT") == "httpx":
+        return HttpxTransport()
+    return H11Transport()
 
 
 def _socket(host: str, port: int, reuse_port: bool) -> socket.socket:
@@ -69,7 +78,7 @@ async def serve(
     """Serve `plan` until shut down (SIGTERM/SIGINT or `Handle.shutdown`), then drain and return."""
     logger = Logger(plan.observability.logs)
     metrics = Metrics()
-    transport = HttpxTransport()
+    transport = upstream_transport()
     runtime = await trio.to_thread.run_sync(build_runtime, plan, transport)
     app = App(runtime, logger, metrics)
     config = Config()

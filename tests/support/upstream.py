@@ -33,6 +33,7 @@ class Seen:
     query: str
     headers: dict[str, str]
     body: Any
+    client: tuple[str, int] | None = None
 
 
 @dataclass
@@ -63,7 +64,8 @@ class FakeOpenAI:
                 break
         data = json.loads(body) if body else None
         self.seen.append(Seen(scope["method"], scope["path"], scope["query_string"].decode(),
-                              {k.decode(): v.decode() for k, v in scope["headers"]}, data))
+                              {k.decode(): v.decode() for k, v in scope["headers"]}, data,
+                              tuple(scope["client"]) if scope.get("client") else None))
         async with trio.open_nursery() as nursery:
 
             async def watch() -> None:

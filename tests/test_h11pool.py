@@ -1,0 +1,81 @@
+"""The h11 keep-alive pool behind the transport seam: connection reuse, a stale pooled connection
+retried on a fresh one, cancellation closing the connection, connect failures."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+
+import pytest
+import trio
+
+from runtime.errors import UpstreamError
+from runtime.h11pool import H11Transport
+from runtime.transport import UpstreamRequest
+from tests.support.upstream import open_fake_openai
+
+
+def _chat(url: str, model: str = "ok", stream: bool = False) -> UpstreamRequest:
+    body = json.dumps({"model": model, "stream": stream, "messages": [{"role": "user", "content": "x"}]}).encode()
+    return UpstreamRequest("POST", url, (("content-type", "application/json"),), body, 5.0)
+
+
+async def test_sequential_requests_reuse_one_connection() -> None:
+    with trio.fail_after(10):
+        async with open_fake_openai() as fake:
+            t = H11Transport()
+            for _ in range(5):
+                r = await t.send(_chat(fake.base_url + "/chat/completions"))
+                assert r.status == 200 and json.loads(r.body)["choices"][0]["message"]["content"] == "Hi there!"
+            async with t.stream(_chat(fake.base_url + "/chat/completions", stream=True)) as s:
+                body = await s.read()
+            await t.aclose()
+    assert body.endswith(b"data: [DONE]\n\n")
+    assert len({seen.client for seen in fake.seen}) == 1
+
+
+async def test_stale_pooled_connection_is_retried_on_a_fresh_one() -> None:
+    answered = 0
+
+    async def once_then_close(stream: trio.SocketStream) -> None:
+        nonlocal answered
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            buf += await stream.receive_some(4096)
+        answered += 1
+        await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}")
+        await stream.aclose()  # keep-alive was implied, but the server hangs up anyway
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(partial(trio.serve_tcp, once_then_close, 0, host="127.0.0.1"))
+            port = listeners[0].socket.getsockname()[1]
+            t = H11Transport()
+            req = UpstreamRequest("GET", f"http://127.0.0.1:{port}/v1/models", (), b"", 5.0)
+            assert (await t.send(req)).status == 200
+            await trio.sleep(0.05)
+            assert (await t.send(req)).status == 200
+            nursery.cancel_scope.cancel()
+    assert answered == 2
+
+
+async def test_cancelled_request_closes_its_connection() -> None:
+    with trio.fail_after(10):
+        async with open_fake_openai() as fake:
+            t = H11Transport()
+            with trio.move_on_after(0.2):
+                await t.send(_chat(fake.base_url + "/chat/completions", model="hang"))
+            for _ in range(50):
+                if fake.cancelled:
+                    break
+                await trio.sleep(0.02)
+            assert fake.cancelled == 1
+            r = await t.send(_chat(fake.base_url + "/chat/completions"))
+            assert r.status == 200
+            await t.aclose()
+
+
+async def test_connect_failure_is_an_upstream_connect_error() -> None:
+    with pytest.raises(UpstreamError) as info:
+        await H11Transport().send(UpstreamRequest("GET", "http://127.0.0.1:9/v1/models", (), b"", 2.0))
+    assert info.value.code == "upstream_connect_error"

@@ -13,46 +13,26 @@ from dataclasses import dataclass
 
 from runtime.breaker import Breaker
 from runtime.plan import ModelGroup, Strategy, Target
+from runtime.window import WINDOW, WindowCounter
 
 __all__ = ["EXPLORE", "WINDOW", "Choice", "DeploymentState", "GroupState", "choose"]
-
-WINDOW = 60.0
-"""Length of the rpm/tpm counting window, seconds."""
 
 EXPLORE = 0.1
 """Share of picks the latency strategy spends on a random deployment, to keep estimates fresh."""
 
 
-class DeploymentState:
+class DeploymentState(WindowCounter):
     """Mutable counters and health for one deployment (one process; never shared across threads)."""
 
-    __slots__ = ("breaker", "in_flight", "requests", "tokens", "window")
+    __slots__ = ("breaker",)
 
     def __init__(self) -> None:
-        self.in_flight = 0
-        self.window = -1
-        self.requests = 0
-        self.tokens = 0
+        super().__init__()
         self.breaker = Breaker()
-
-    def roll(self, now: float) -> None:
-        """Start a new window when `now` has left the current one."""
-        window = int(now // WINDOW)
-        if window != self.window:
-            self.window = window
-            self.requests = 0
-            self.tokens = 0
 
     def capped_for(self, target: Target, now: float) -> float | None:
         """Seconds until this deployment is under its caps again, or None when it is now."""
-        self.roll(now)
-        if target.max_parallel is not None and self.in_flight >= target.max_parallel:
-            return 1.0
-        if (target.rpm is not None and self.requests >= target.rpm) or (
-            target.tpm is not None and self.tokens >= target.tpm
-        ):
-            return (self.window + 1) * WINDOW - now
-        return None
+        return self.limited_for(target.rpm, target.tpm, target.max_parallel, now)
 
     def usage(self, target: Target) -> float:
         """The larger share of its rpm and tpm caps used in this window (0 without caps)."""
@@ -64,17 +44,9 @@ class DeploymentState:
         return max(shares)
 
     def start(self, now: float) -> None:
-        """Count a request that is being sent."""
-        self.roll(now)
-        self.in_flight += 1
-        self.requests += 1
+        """Count a request that is being sent (in half-open state it is the breaker's probe)."""
+        super().start(now)
         self.breaker.begin()
-
-    def finish(self, now: float, tokens: int) -> None:
-        """Count a finished request and the tokens it used."""
-        self.roll(now)
-        self.in_flight -= 1
-        self.tokens += tokens
 
 
 class GroupState:

@@ -9,17 +9,12 @@ from typing import TypeVar
 import peewee
 import trio
 
+from runtime.models import MIGRATIONS, TABLES, Meta, migrate
+
 __all__ = ["SCHEMA_VERSION", "Store", "open_database"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = len(MIGRATIONS)
 T = TypeVar("T")
-
-
-class Meta(peewee.Model):
-    """Key/value facts about the database itself (its schema version)."""
-
-    key = peewee.CharField(primary_key=True)
-    value = peewee.CharField()
 
 
 def open_database(url: str) -> peewee.Database:
@@ -35,9 +30,8 @@ def open_database(url: str) -> peewee.Database:
         thread_safe=False,
     )
     db.connect()
-    with db.bind_ctx([Meta]):
-        db.create_tables([Meta])
-        Meta.insert(key="schema_version", value=str(SCHEMA_VERSION)).on_conflict_replace().execute()
+    migrate(db)
+    db.bind(TABLES)
     return db
 
 
@@ -62,8 +56,7 @@ class Store:
         """The schema version recorded in the database."""
 
         def read() -> int:
-            with self.db.bind_ctx([Meta]):
-                return int(Meta.get(Meta.key == "schema_version").value)
+            return int(Meta.get(Meta.key == "schema_version").value)
 
         return await self.run(read)
 

@@ -1,0 +1,116 @@
+"""The store's tables (peewee) and their migrations. Keys are stored only as a SHA-256 hash and a
+short display prefix; spend is one row per request plus daily aggregates."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import peewee
+
+__all__ = ["MIGRATIONS", "ApiKey", "DailySpend", "Meta", "SpendLog", "Team", "migrate"]
+
+
+class Meta(peewee.Model):
+    """Key/value facts about the database itself (its schema version)."""
+
+    key = peewee.CharField(primary_key=True)
+    value = peewee.CharField()
+
+
+class Team(peewee.Model):
+    """A team created through the admin API (spec teams live in the plan)."""
+
+    name = peewee.CharField(primary_key=True)
+    models = peewee.TextField(default="[]")
+    """JSON list of model groups the team may use (empty: all)."""
+    budget = peewee.FloatField(null=True)
+    budget_period = peewee.CharField(null=True)
+    rpm = peewee.IntegerField(null=True)
+    tpm = peewee.IntegerField(null=True)
+    parallel = peewee.IntegerField(null=True)
+    created_at = peewee.FloatField()
+
+
+class ApiKey(peewee.Model):
+    """A virtual key: only its hash and display prefix are kept."""
+
+    hash = peewee.CharField(primary_key=True)
+    prefix = peewee.CharField()
+    name = peewee.CharField(null=True)
+    team = peewee.CharField(null=True)
+    user = peewee.CharField(null=True)
+    models = peewee.TextField(default="[]")
+    budget = peewee.FloatField(null=True)
+    budget_period = peewee.CharField(null=True)
+    rpm = peewee.IntegerField(null=True)
+    tpm = peewee.IntegerField(null=True)
+    parallel = peewee.IntegerField(null=True)
+    expires_at = peewee.FloatField(null=True)
+    revoked = peewee.BooleanField(default=False)
+    created_at = peewee.FloatField()
+    updated_at = peewee.FloatField()
+
+
+class SpendLog(peewee.Model):
+    """One row per answered request."""
+
+    request_id = peewee.CharField(index=True)
+    key_hash = peewee.CharField(null=True, index=True)
+    team = peewee.CharField(null=True, index=True)
+    user = peewee.CharField(null=True)
+    model = peewee.CharField()
+    deployment = peewee.CharField()
+    prompt_tokens = peewee.IntegerField(default=0)
+    completion_tokens = peewee.IntegerField(default=0)
+    cached_tokens = peewee.IntegerField(default=0)
+    reasoning_tokens = peewee.IntegerField(default=0)
+    cost = peewee.FloatField(default=0.0)
+    estimated = peewee.BooleanField(default=False)
+    latency_ms = peewee.FloatField()
+    status = peewee.IntegerField()
+    created_at = peewee.FloatField(index=True)
+
+
+class DailySpend(peewee.Model):
+    """Spend per day, key, team and model, kept up to date as logs are written."""
+
+    day = peewee.CharField()
+    key_hash = peewee.CharField(default="")
+    team = peewee.CharField(default="")
+    model = peewee.CharField()
+    requests = peewee.IntegerField(default=0)
+    prompt_tokens = peewee.IntegerField(default=0)
+    completion_tokens = peewee.IntegerField(default=0)
+    cost = peewee.FloatField(default=0.0)
+
+    class Meta:
+        indexes = ((("day", "key_hash", "team", "model"), True),)
+
+
+TABLES: list[type[peewee.Model]] = [Meta, Team, ApiKey, SpendLog, DailySpend]
+
+
+def _v1(db: peewee.Database) -> None:
+    db.create_tables([Meta])
+
+
+def _v2(db: peewee.Database) -> None:
+    db.create_tables([Team, ApiKey, SpendLog, DailySpend])
+
+
+MIGRATIONS: list[Callable[[peewee.Database], None]] = [_v1, _v2]
+"""Migration n brings the schema from version n to n+1 (later ones may use playhouse.migrate)."""
+
+
+def migrate(db: peewee.Database) -> int:
+    """Apply every migration the database has not seen; returns the schema version (blocking)."""
+    with db.bind_ctx(TABLES):
+        db.create_tables([Meta])
+        row = Meta.get_or_none(Meta.key == "schema_version")
+        version = int(row.value) if row else 0
+        for step in MIGRATIONS[version:]:
+            with db.atomic():
+                step(db)
+                version += 1
+                Meta.insert(key="schema_version", value=str(version)).on_conflict_replace().execute()
+    return version

@@ -1,0 +1,149 @@
+"""Governance groundwork: key hashing and the cache, limits and budgets (sans-IO), the spend writer
+through the store's worker-thread seam (batched, retried while the database is down)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import peewee
+import trio
+
+from runtime.keys import Grant, KeyCache, hash_key, new_key
+from runtime.limits import Budget, Ledger, Limits, period_start
+from runtime.models import DailySpend, SpendLog
+from runtime.spend import SpendRow, SpendWriter
+from runtime.store import SCHEMA_VERSION, Store
+
+
+def test_keys_are_random_and_only_hashes_are_indexed() -> None:
+    a, b = new_key(), new_key()
+    assert a != b and a.startswith("sk-sg-") and len(a) > 40
+    cache = KeyCache([Grant(hash=hash_key("master"), name="master", master=True)])
+    cache.put(Grant(hash=hash_key(a), name="ci", models=frozenset({"demo"})))
+    assert cache.lookup("master").master  # type: ignore[union-attr]
+    grant = cache.lookup(a)
+    assert grant is not None and grant.allows("demo") and not grant.allows("gpt-4o")
+    assert cache.lookup(b) is None
+    cache.drop(hash_key(a))
+    assert cache.lookup(a) is None
+
+
+def test_rpm_limit_refuses_the_11th_request_in_a_minute() -> None:
+    ledger, limits = Ledger(), Limits(rpm=10)
+    for i in range(10):
+        assert ledger.limited_for("key:k", limits, 5.0 + i) is None
+        ledger.start("key:k", 5.0 + i)
+        ledger.finish("key:k", 5.0 + i, 0)
+    wait = ledger.limited_for("key:k", limits, 20.0)
+    assert wait == 40.0
+    assert ledger.limited_for("key:k", limits, 60.0) is None
+
+
+def test_parallel_limit() -> None:
+    ledger, limits = Ledger(), Limits(parallel=2)
+    ledger.start("t", 0.0)
+    ledger.start("t", 0.0)
+    assert ledger.limited_for("t", limits, 0.0) == 1.0
+    ledger.finish("t", 0.0, 5)
+    assert ledger.limited_for("t", limits, 0.0) is None
+
+
+def test_budget_refuses_after_the_request_that_crossed_it_and_resets_next_period() -> None:
+    ledger, budget = Ledger(), Budget(amount=0.01, period="1d", soft=0.5)
+    wall = 86400 * 100 + 10
+    assert not ledger.over_budget("key:k", budget, wall)
+    assert ledger.add_spend("key:k", 0.006, budget, wall) is True  # crossed the soft line
+    assert not ledger.over_budget("key:k", budget, wall)
+    ledger.add_spend("key:k", 0.006, budget, wall)
+    assert ledger.over_budget("key:k", budget, wall)
+    assert not ledger.over_budget("key:k", budget, wall + 86400)
+
+
+def test_calendar_month_period() -> None:
+    t = time.mktime((2026, 11, 24, 12, 0, 0, 0, 0, 0)) - time.timezone
+    assert time.gmtime(period_start("month", t))[:3] == (2026, 11, 1)
+
+
+def _row(i: int, key: str = "h", cost: float = 0.001) -> SpendRow:
+    return SpendRow(request_id=f"r{i}", key_hash=key, team="t", user=None, model="m", deployment="p/m",
+                    prompt_tokens=10, completion_tokens=5, cached_tokens=0, reasoning_tokens=0, cost=cost,
+                    estimated=False, latency_ms=1.0, status=200, created_at=1_795_000_000.0 + i)
+
+
+async def test_spend_writer_batches_and_aggregates(tmp_path: Path) -> None:
+    store = await Store.open(f"sqlite:///{tmp_path}/s.db")
+    assert await store.schema_version() == SCHEMA_VERSION
+    writer = SpendWriter(store)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer.run)
+            for i in range(1200):
+                writer.record_nowait(_row(i))
+            while writer.pending:
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+    total = await store.run(lambda: SpendLog.select().count())
+    daily = await store.run(lambda: [(d.requests, round(d.cost, 6)) for d in DailySpend.select()])
+    await store.aclose()
+    assert total == 1200 and sum(n for n, _ in daily) == 1200 and round(sum(c for _, c in daily), 6) == 1.2
+    raw = sqlite3.connect(tmp_path / "s.db").execute("select count(*) from spendlog").fetchone()
+    assert raw == (1200,)
+
+
+async def test_spend_rows_survive_a_database_outage(tmp_path: Path) -> None:
+    store = await Store.open(f"sqlite:///{tmp_path}/s.db")
+    failures: list[str] = []
+    writer = SpendWriter(store, on_failure=lambda msg, n: failures.append(msg))
+    real_run = store.run
+    down = True
+
+    async def flaky(fn):  # type: ignore[no-untyped-def]
+        if down:
+            raise peewee.OperationalError("database is locked")
+        return await real_run(fn)
+
+    store.run = flaky  # type: ignore[method-assign]
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer.run)
+            for i in range(50):
+                writer.record_nowait(_row(i))
+            while not failures:
+                await trio.sleep(0.01)
+            assert writer.pending == 50
+            down = False
+            while writer.pending:
+                await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()
+    assert await real_run(lambda: SpendLog.select().count()) == 50
+    await store.aclose()
+
+
+async def test_shutdown_flushes_what_is_queued(tmp_path: Path) -> None:
+    store = await Store.open(f"sqlite:///{tmp_path}/s.db")
+    writer = SpendWriter(store)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer.run)
+        await trio.sleep(0)
+        for i in range(30):
+            writer.record_nowait(_row(i))
+        nursery.cancel_scope.cancel()
+    assert await store.run(lambda: SpendLog.select().count()) == 30
+    await store.aclose()
+
+
+def test_no_key_in_clear_in_the_database(tmp_path: Path) -> None:
+    key = new_key()
+
+    async def main() -> None:
+        store = await Store.open(f"sqlite:///{tmp_path}/s.db")
+        writer = SpendWriter(store)
+        writer.record_nowait(_row(0, key=hash_key(key)))
+        await writer.flush()
+        await store.aclose()
+
+    trio.run(main)
+    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    assert key.encode() not in raw and hash_key(key).encode() in raw

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import peewee
 import trio
+import trio.lowlevel
 
 from runtime.keys import Grant, KeyCache, hash_key, new_key
 from runtime.limits import Budget, Ledger, Limits, period_start
@@ -126,7 +127,7 @@ async def test_shutdown_flushes_what_is_queued(tmp_path: Path) -> None:
     writer = SpendWriter(store)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(writer.run)
-        await trio.sleep(0)
+        await trio.lowlevel.checkpoint()
         for i in range(30):
             writer.record_nowait(_row(i))
         nursery.cancel_scope.cancel()

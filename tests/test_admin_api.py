@@ -1,0 +1,74 @@
+"""The admin API's handlers against a real sqlite store: keys (hash-only storage, immediate cache
+updates, revocation), teams, spend logs and reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from runtime.admin import Admin
+from runtime.errors import BadRequest, NotFound
+from runtime.keys import KeyCache, hash_key
+from runtime.spend import SpendRow, write_rows
+from runtime.store import Store
+
+
+async def _admin(tmp_path: Path) -> Admin:
+    return Admin(await Store.open(f"sqlite:///{tmp_path}/a.db"), KeyCache(), now=lambda: 1_795_000_000.0)
+
+
+async def test_generate_info_update_delete(tmp_path: Path) -> None:
+    admin = await _admin(tmp_path)
+    made = await admin.handle("POST", "/key/generate", {}, {
+        "key_alias": "ci", "team_id": "platform", "models": ["demo"], "max_budget": 50, "rpm_limit": 60,
+        "duration": "30d"})
+    key = made["key"]
+    assert made["token"] == hash_key(key) and made["expires"] == 1_795_000_000.0 + 30 * 86400
+    grant = admin.cache.lookup(key)
+    assert grant is not None and grant.rpm == 60 and grant.allows("demo") and not grant.allows("x")
+    info = await admin.handle("GET", "/key/info", {"key": key}, {})
+    assert info["info"]["key_alias"] == "ci" and info["info"]["spend"] == 0.0
+    await admin.handle("POST", "/key/update", {}, {"key": key, "rpm_limit": 5, "models": []})
+    grant = admin.cache.lookup(key)
+    assert grant is not None and grant.rpm == 5 and grant.models is None
+    await admin.handle("POST", "/key/delete", {}, {"keys": [key]})
+    assert admin.cache.lookup(key) is None
+    info = await admin.handle("GET", "/key/info", {"key": hash_key(key)}, {})
+    assert info["info"]["revoked"] is True
+    raw = (tmp_path / "a.db").read_bytes() + (tmp_path / "a.db-wal").read_bytes()
+    assert key.encode() not in raw
+    await admin.store.aclose()
+
+
+async def test_bad_input_and_unknown_keys(tmp_path: Path) -> None:
+    admin = await _admin(tmp_path)
+    with pytest.raises(BadRequest) as info:
+        await admin.handle("POST", "/key/generate", {}, {"rpm_limit": -1})
+    assert info.value.param == "rpm_limit"
+    with pytest.raises(BadRequest):
+        await admin.handle("POST", "/key/generate", {}, {"budget_duration": "fortnight", "max_budget": 1})
+    with pytest.raises(NotFound):
+        await admin.handle("GET", "/key/info", {"key": "sk-sg-nope"}, {})
+    await admin.store.aclose()
+
+
+async def test_teams_and_spend_reports(tmp_path: Path) -> None:
+    admin = await _admin(tmp_path)
+    await admin.handle("POST", "/team/new", {}, {"team_id": "platform", "models": ["demo"], "max_budget": 200})
+    with pytest.raises(BadRequest):
+        await admin.handle("POST", "/team/new", {}, {"team_id": "platform"})
+    rows = [SpendRow(request_id=f"r{i}", key_hash="k1" if i % 2 else "k2", team="platform", user=None,
+                     model="demo" if i < 3 else "gpt", deployment="d", prompt_tokens=10, completion_tokens=5,
+                     cached_tokens=0, reasoning_tokens=0, cost=0.5, estimated=False, latency_ms=1.0, status=200,
+                     created_at=1_795_000_000.0 + i * 86400) for i in range(4)]
+    await admin.store.run(lambda: write_rows(rows))
+    team = await admin.handle("GET", "/team/info", {"team_id": "platform"}, {})
+    assert team["spend"] == 2.0
+    logs = await admin.handle("GET", "/spend/logs", {"team_id": "platform", "model": "demo", "limit": "2"}, {})
+    assert [r["request_id"] for r in logs["data"]] == ["r2", "r1"]
+    by_model = await admin.handle("GET", "/spend/report", {"group_by": "model"}, {})
+    assert {r["group"]: r["spend"] for r in by_model["data"]} == {"demo": 1.5, "gpt": 0.5}
+    by_day = await admin.handle("GET", "/spend/report", {"group_by": "day"}, {})
+    assert len(by_day["data"]) == 4
+    await admin.store.aclose()

@@ -1,0 +1,164 @@
+"""Who may call what, how fast and for how much: the hot-path gate in front of every model call.
+
+Authentication is a hash lookup in the in-memory key cache; model permissions, budgets and rate
+limits are checked against in-memory counters (the `Ledger`). Nothing here waits on the database.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from runtime.errors import GatewayError, RateLimited
+from runtime.keys import Grant, KeyCache
+from runtime.limits import Budget, Ledger, Limits
+from runtime.openai_wire import Usage
+from runtime.plan import Price
+
+__all__ = ["Admission", "AuthError", "Forbidden", "Gatekeeper", "TeamPolicy", "cost_of", "token_of"]
+
+
+class AuthError(GatewayError):
+    """No key, or a key that is unknown, revoked or expired."""
+
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class Forbidden(GatewayError):
+    """A valid key asking for something it may not use."""
+
+    status = 403
+    type = "permission_error"
+    code = "model_not_allowed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TeamPolicy:
+    """A team's permissions, limits and budget."""
+
+    name: str
+    models: frozenset[str] | None = None
+    limits: Limits | None = None
+    budget: Budget | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """An admitted request: who, and the counters it holds until it finishes."""
+
+    grant: Grant | None
+    subjects: tuple[str, ...]
+
+
+def token_of(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The presented key: `Authorization: Bearer <key>` or `x-api-key: <key>`."""
+    for name, value in headers:
+        if name == b"authorization" and value[:7].lower() == b"bearer ":
+            return value[7:].decode("latin-1").strip()
+        if name == b"x-api-key":
+            return value.decode("latin-1").strip()
+    return None
+
+
+def cost_of(usage: Usage, price: Price | None) -> float:
+    """USD for a request's usage at a deployment's prices (cached prompt tokens at the cached price)."""
+    if price is None:
+        return 0.0
+    cached = min(usage.cached, usage.prompt) if price.cached_input is not None else 0
+    cached_cost = cached * (price.cached_input or 0.0)
+    return (usage.prompt - cached) * price.input + cached_cost + usage.completion * price.output
+
+
+def _limits(grant: Grant) -> Limits | None:
+    if grant.rpm is None and grant.tpm is None and grant.parallel is None:
+        return None
+    return Limits(grant.rpm, grant.tpm, grant.parallel)
+
+
+def _budget(grant: Grant) -> Budget | None:
+    return None if grant.budget is None else Budget(grant.budget, grant.budget_period or "30d")
+
+
+class Gatekeeper:
+    """Authenticates, authorises and meters model calls."""
+
+    def __init__(
+        self,
+        cache: KeyCache,
+        teams: Mapping[str, TeamPolicy],
+        *,
+        required: bool,
+        ledger: Ledger | None = None,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.cache = cache
+        self.teams = dict(teams)
+        self.required = required
+        self.ledger = ledger or Ledger()
+        self.wall = wall
+
+    def authenticate(self, token: str | None) -> Grant | None:
+        """The caller's grant; None when the gateway is open (no `auth` in the spec) and no key came."""
+        if token is None:
+            if self.required:
+                raise AuthError("missing API key: send 'Authorization: Bearer <key>' or 'x-api-key'")
+            return None
+        grant = self.cache.lookup(token)
+        if grant is None or grant.revoked:
+            if not self.required:
+                return None
+            raise AuthError("invalid API key")
+        if grant.expires_at is not None and grant.expires_at <= self.wall():
+            raise AuthError("this API key has expired", code="expired_api_key")
+        return grant
+
+    def admit(self, grant: Grant | None, group: str, now: float) -> Admission:
+        """Check permissions, budgets and limits for a call to `group`, and count it."""
+        if grant is None or grant.master:
+            return Admission(grant, ())
+        team = self.teams.get(grant.team) if grant.team else None
+        if not grant.allows(group) or (team is not None and team.models is not None and group not in team.models):
+            raise Forbidden(f"this key may not use model '{group}'", param="model")
+        wall = self.wall()
+        checks: list[tuple[str, Limits | None, Budget | None]] = [(f"key:{grant.hash}", _limits(grant), _budget(grant))]
+        if team is not None:
+            checks.append((f"team:{team.name}", team.limits, team.budget))
+        if grant.user:
+            checks.append((f"user:{grant.user}", None, None))
+        for subject, _, budget in checks:
+            if budget is not None and self.ledger.over_budget(subject, budget, wall):
+                who = subject.split(":", 1)[0]
+                raise RateLimited(f"the {who}'s budget of ${budget.amount:g} per {budget.period} is spent",
+                                  code="budget_exceeded", retry_after=None)
+        for subject, limits, _ in checks:
+            if limits is not None:
+                wait = self.ledger.limited_for(subject, limits, now)
+                if wait is not None:
+                    who = subject.split(":", 1)[0]
+                    raise RateLimited(f"the {who}'s rate limit is reached", retry_after=wait)
+        subjects = tuple(s for s, _, _ in checks)
+        for subject in subjects:
+            self.ledger.start(subject, now)
+        return Admission(grant, subjects)
+
+    def settle(self, admission: Admission, now: float, usage: Usage | None, cost: float) -> list[str]:
+        """Release the request's counters, add its tokens and spend; returns the subjects whose soft
+        budget threshold this request crossed."""
+        tokens = usage.prompt + usage.completion if usage is not None else 0
+        crossed: list[str] = []
+        wall = self.wall()
+        grant = admission.grant
+        for subject in admission.subjects:
+            self.ledger.finish(subject, now, tokens)
+            budget = None
+            if subject.startswith("key:") and grant is not None:
+                budget = _budget(grant)
+            elif subject.startswith("team:"):
+                team = self.teams.get(subject[5:])
+                budget = team.budget if team else None
+            if cost and self.ledger.add_spend(subject, cost, budget, wall):
+                crossed.append(subject)
+        return crossed

@@ -1,8 +1,8 @@
 """Check phase: cross-references and rules that span several nodes, each reported at the exact node.
 
 Targets must name declared providers; model names and aliases are unique; `*` targets live only in
-wildcard groups; a provider's fields must make sense for its family; unused providers and missing
-keys are worth a warning.
+wildcard groups; a provider's fields must make sense for its family (and the ones its family needs
+must be there); unused providers and missing keys are worth a warning.
 """
 
 from __future__ import annotations
@@ -14,6 +14,65 @@ from runtime.plan import Family
 
 __all__ = ["check"]
 
+_NATIVE_FIELDS: dict[str, tuple[Family, ...]] = {
+    "region": (Family.VERTEX, Family.BEDROCK),
+    "project": (Family.VERTEX,),
+    "credentials": (Family.VERTEX,),
+    "aws_profile": (Family.BEDROCK,),
+    "drop_unsupported": tuple(f for f in Family if f.native),
+}
+"""Provider fields that only some families use."""
+_REQUIRED: dict[Family, tuple[tuple[str, str], ...]] = {
+    Family.VERTEX: (("project", "the Google Cloud project id"), ("region", "a Vertex AI location such as us-central1")),
+    Family.BEDROCK: (("region", "the AWS region, such as us-east-1"),),
+}
+_NO_PROBE = (Family.ANTHROPIC, Family.VERTEX, Family.BEDROCK, Family.COHERE)
+"""Families whose API cannot answer the health prober's `GET {base_url}/models` with static headers
+(a version header, request signing or another path is needed)."""
+
+
+def _types(families: tuple[Family, ...]) -> str:
+    names = [f.value for f in families]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def _check_native(p: ProviderSpec, family: Family, out: Collector) -> None:
+    for name, families in _NATIVE_FIELDS.items():
+        if name in p.fields and family not in families:
+            why = " (OpenAI-wire types pass every parameter through)" if name == "drop_unsupported" else ""
+            out.error(
+                "provider.field-not-applicable",
+                join_pointer(p.pointer, name),
+                f"{name} applies to {_types(families)} providers only, not to type '{p.type}'{why}",
+                at_key=True,
+            )
+    for name, what in _REQUIRED.get(family, ()):
+        if name not in p.fields:
+            out.error("schema.required", p.pointer, f"{p.type} providers need {name} ({what})", at_key=True)
+    if family is Family.VERTEX and "api_key" in p.fields:
+        out.error(
+            "provider.field-not-applicable",
+            p.pointer + "/api_key",
+            "api_key does not apply to vertex: it authenticates with credentials (a service-account key) "
+            "or Google's application default credentials",
+            at_key=True,
+        )
+    if family is Family.BEDROCK and "api_key" in p.fields and "aws_profile" in p.fields:
+        out.error(
+            "provider.field-not-applicable",
+            p.pointer + "/aws_profile",
+            "aws_profile is not used when api_key is set (requests carry the Bedrock API key, not SigV4)",
+            at_key=True,
+        )
+    if family in _NO_PROBE and "health" in p.fields:
+        out.error(
+            "provider.field-not-applicable",
+            p.pointer + "/health",
+            f"health probes are not supported for type '{p.type}' yet (the prober's GET {{base_url}}/models "
+            "with the provider's static headers does not reach its API)",
+            at_key=True,
+        )
+
 
 def _check_provider(p: ProviderSpec, used: bool, out: Collector) -> None:
     if not used:
@@ -21,7 +80,8 @@ def _check_provider(p: ProviderSpec, used: bool, out: Collector) -> None:
     kind = p.kind
     if kind is None:
         return
-    if p.base_url is None and kind.base_url is None:
+    _check_native(p, kind.family, out)
+    if p.base_url is None and kind.base_url is None and kind.family not in _REQUIRED:
         out.error(
             "provider.base-url-required",
             p.pointer,

@@ -1,4 +1,5 @@
-"""The ``sidegate`` command line: lint, compile, explain, schema, providers, serve.
+"""The ``sidegate`` command line: lint, compile, explain, schema, providers, serve; render, import
+and diff live in :mod:`compiler.cli_deploy`.
 
 Heavy modules (ruamel.yaml, jsonschema, the compiler pipeline) are imported inside the commands
 that need them, so ``sidegate serve --plan plan.json`` starts without loading the compiler.
@@ -142,8 +143,10 @@ def _cmd_providers(args: argparse.Namespace) -> int:
     catalog = load_catalog()
     width = max(len(name) for name in catalog)
     for name, kind in catalog.items():
-        base = kind.base_url or "(base_url required)"
-        print(f"{name:<{width}}  {kind.family.value:<6}  {base}  {kind.docs}")
+        base = kind.base_url or (
+            "(built from region)" if kind.family.value in ("vertex", "bedrock") else "(base_url required)"
+        )
+        print(f"{name:<{width}}  {kind.family.value:<9}  {base}  {kind.docs}")
     return 0
 
 
@@ -223,6 +226,13 @@ def _parser() -> _Parser:
     serve.add_argument("--plan", metavar="PLAN", help="a compiled plan JSON instead of a spec")
     serve.add_argument("--workers", type=int, metavar="N", help="server processes (default: the plan's)")
     serve.set_defaults(run=_cmd_serve, parser=serve)
+
+    from compiler.cli_deploy import add_deploy_commands  # render, import, diff (lazy like the rest)
+
+    add_deploy_commands(commands)
+    from compiler.cli_keys import add_keys_commands
+
+    add_keys_commands(commands)
     return parser
 
 

@@ -1,20 +1,22 @@
 """``sidegate explain``: how a request for a model name resolves, read from the compiled plan.
 
 The route is found with the runtime's own :class:`runtime.routes.RouteTable` and upstream URLs
-with the runtime's own :func:`runtime.openai_wire.upstream_url`, so the explanation cannot drift
-from what the sidecar does. Secrets are shown only as references (``Secret.describe``).
+with the runtime's own :func:`runtime.adapter.url_for` (native stream URLs with
+:func:`runtime.providers.native_stream_url`), so the explanation cannot drift from what the sidecar
+does. Secrets are shown only as references (``Secret.describe``).
 """
 
 from __future__ import annotations
 
 import json
 
-from compiler.catalog import load_catalog
+from compiler.catalog import load_catalog, price_info
 from compiler.diagnostics import did_you_mean
-from compiler.prices import lookup
-from runtime.openai_wire import upstream_url
+from runtime.adapter import url_for
 from runtime.plan import Family, ModelGroup, Plan, Price, Provider, Target
 from runtime.plan_json import to_json_obj
+from runtime.providers import native_stream_url
+from runtime.providers.anthropic import ANTHROPIC_VERSION
 from runtime.routes import RouteTable
 
 __all__ = ["explain", "format_duration"]
@@ -39,7 +41,7 @@ def _price_line(target: Target, provider: Provider, forwarded: str | None) -> tu
     price, max_in, max_out = target.price, target.max_input_tokens, target.max_output_tokens
     if target.model == "*" and forwarded is not None:
         kind = load_catalog().get(provider.type)
-        info = lookup(kind.price_provider, forwarded) if kind and kind.price_provider else None
+        info = price_info(kind, forwarded) if kind else None
         if info is not None:
             price = Price(input=info.input, output=info.output, cached_input=info.cached_input)
             max_in, max_out = info.max_input_tokens, info.max_output_tokens
@@ -58,12 +60,40 @@ def _price_line(target: Target, provider: Provider, forwarded: str | None) -> tu
     return price_text, context
 
 
+def _auth_lines(provider: Provider) -> list[str]:
+    """How sidegate authenticates to the provider, and what it does with parameters it cannot map."""
+    family, key = provider.family, provider.api_key
+    lines: list[str] = []
+    if family is Family.VERTEX:
+        source = (f"service-account key {provider.credentials.describe()}" if provider.credentials
+                  else "Google application default credentials")
+        lines.append(f"     auth:       OAuth2 bearer token from {source} (google-auth; refreshed before expiry)")
+    elif family is Family.BEDROCK and key is None:
+        profile = provider.aws_profile
+        source = f"AWS profile '{profile}'" if profile else "botocore's default credential chain"
+        lines.append(f"     auth:       SigV4 for region {provider.region}, credentials from {source}")
+    elif key is not None:
+        what = "a Bedrock API key, " if family is Family.BEDROCK else ""
+        scheme = f" ({what}sent as {provider.auth.header}: {provider.auth.prefix}...)" if provider.auth else ""
+        lines.append(f"     api key:    {key.describe()}{scheme}")
+    if family is Family.ANTHROPIC:
+        lines.append(f"     header:     anthropic-version: {ANTHROPIC_VERSION} (unless configured)")
+    if family.native:
+        rule = "dropped (drop_unsupported)" if provider.drop_unsupported else "answered with 400 naming them"
+        lines.append(f"     translated: OpenAI requests to {family.value}'s API; parameters it cannot take are {rule}")
+    return lines
+
+
 def _target_lines(index: int, target: Target, provider: Provider, share: float, forwarded: str | None) -> list[str]:
     model = forwarded if target.model == "*" and forwarded is not None else target.model
+    stream = None
     if provider.family is Family.MOCK:
         upstream = "built-in mock provider (no network)"
     else:
-        upstream = f"POST {upstream_url(provider, model, 'chat')}  (model: {model})"
+        url = url_for(provider, model, "chat")
+        upstream = f"POST {url}  (model: {model})"
+        streamed = native_stream_url(provider.family.value, url)
+        stream = f"POST {streamed}" if streamed != url else None
     caps = [
         f"{name} {value}"
         for name, value in (("rpm", target.rpm), ("tpm", target.tpm), ("max_parallel", target.max_parallel))
@@ -73,14 +103,13 @@ def _target_lines(index: int, target: Target, provider: Provider, share: float, 
     lines = [
         f"  {index}. {target.id}  via provider '{provider.name}' (type {provider.type})",
         f"     upstream:   {upstream}",
+        *([f"     streams:    {stream}"] if stream else []),
         f"     weight:     {target.weight:g} ({share:.1f}% of requests)",
         f"     caps:       {', '.join(caps) if caps else 'none'}",
         f"     price:      {price}",
         f"     context:    {context}",
+        *_auth_lines(provider),
     ]
-    if provider.api_key is not None:
-        scheme = f" (sent as {provider.auth.header}: {provider.auth.prefix}...)" if provider.auth else ""
-        lines.append(f"     api key:    {provider.api_key.describe()}{scheme}")
     for header in (*provider.headers, *target.headers):
         lines.append(f"     header:     {header.name}: {header.value.describe()}")
     if target.extra_body:

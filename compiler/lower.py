@@ -9,26 +9,46 @@ from __future__ import annotations
 from compiler.resolve import GroupSpec, ProviderSpec, Resolved, TargetSpec
 from compiler.routing import flatten_fallbacks
 from runtime.plan import PLAN_VERSION, Family, ModelGroup, Plan, Price, Provider, Target
+from runtime.providers import bedrock_base_url, vertex_base_url
 
 __all__ = ["lower"]
+
+
+def _base_url(p: ProviderSpec) -> str:
+    """The spec's base_url, else the catalog's, else (vertex, bedrock) the one built from the region."""
+    kind = p.kind
+    assert kind is not None
+    if p.base_url or kind.base_url:
+        return p.base_url or kind.base_url or ""
+    if kind.family is Family.VERTEX and p.project and p.region:
+        return vertex_base_url(p.project, p.region)
+    if kind.family is Family.BEDROCK and p.region:
+        return bedrock_base_url(p.region)
+    return ""
 
 
 def _provider(p: ProviderSpec) -> Provider:
     kind = p.kind
     assert kind is not None, "lower runs only on checked specs"
+    family = kind.family
     return Provider(
         name=p.name,
         type=p.type,
-        family=kind.family,
-        base_url=p.base_url or kind.base_url or "",
+        family=family,
+        base_url=_base_url(p),
         auth=kind.auth,
         api_key=p.api_key,
         headers=p.headers,
         connect_timeout=p.connect_timeout,
         stream_usage=kind.stream_usage,
-        api_version=p.api_version if kind.family is Family.AZURE else None,
-        mock=p.mock if kind.family is Family.MOCK else None,
+        api_version=p.api_version if family is Family.AZURE else None,
+        mock=p.mock if family is Family.MOCK else None,
         health=p.health,
+        region=p.region if family in (Family.VERTEX, Family.BEDROCK) else None,
+        project=p.project if family is Family.VERTEX else None,
+        credentials=p.credentials if family is Family.VERTEX else None,
+        aws_profile=p.aws_profile if family is Family.BEDROCK and p.api_key is None else None,
+        drop_unsupported=p.drop_unsupported and family.native,
     )
 
 

@@ -62,6 +62,16 @@ CODES: Mapping[str, str] = {
     "provider.field-not-applicable": "A field that the provider's type does not use.",
     "provider.missing-api-key": "A provider whose type requires a key has no api_key.",
     "provider.unused": "A provider that no model uses.",
+    "render.default-name": "render kubernetes: deploy.kubernetes.app is not set; the spec file's name is used.",
+    "render.store-path-unknown": "render: the sqlite path is a secret reference; the working directory is assumed.",
+    "render.plan-too-large": "render kubernetes: the compiled plan is over a ConfigMap's 1 MiB.",
+    "render.store-dir": "render compose: the sqlite directory is not the image's writable working directory.",
+    "litellm.not-translated": "import litellm: a setting with no sidegate equivalent (yet); left out of the spec.",
+    "litellm.unsupported-provider": "import litellm: a deployment whose provider has no sidegate type; left out.",
+    "litellm.literal-secret": "import litellm: a literal secret; the spec reads an environment variable instead.",
+    "litellm.invalid": "import litellm: a value sidegate cannot use as written; left out or replaced.",
+    "litellm.assumed": "import litellm: something the importer had to assume (a provider, an api_version).",
+    "litellm.empty": "import litellm: no model could be translated, so no spec was written.",
 }
 """Every diagnostic code, with a one-line description (also the SARIF rules)."""
 

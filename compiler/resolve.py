@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from compiler import routing
-from compiler.catalog import ProviderType, load_catalog
+from compiler.catalog import ProviderType, load_catalog, price_info
 from compiler.diagnostics import Collector, did_you_mean, join_pointer
-from compiler.prices import ModelInfo, known_models, lookup
+from compiler.prices import ModelInfo, known_models
 from compiler.routing import Policies
 from runtime.plan import (
     Header,
@@ -125,6 +125,11 @@ class ProviderSpec:
     connect_timeout: float
     mock: MockBehaviour
     health: HealthProbe | None
+    region: str | None
+    project: str | None
+    credentials: Secret | None
+    aws_profile: str | None
+    drop_unsupported: bool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -245,16 +250,10 @@ class _Resolver:
             hint = did_you_mean(raw["type"], self.catalog) or " (`sidegate providers` lists them)"
             message = f"unknown provider type '{raw['type']}'{hint}"
             self.out.error("ref.unknown-provider-type", pointer + "/type", message)
-        api_key = None
-        if "api_key" in raw:
-            api_key = self.secret(raw["api_key"], pointer + "/api_key")
-            if api_key is not None and all(p.source is SecretSource.TEXT for p in api_key.parts):
-                self.out.error(
-                    "secret.literal",
-                    pointer + "/api_key",
-                    "api_key must be a reference (${ENV}, {env: ...} or {file: ...}); "
-                    "literal secrets would be written into the plan",
-                )
+        api_key = self.reference(raw, "api_key", pointer, "(${ENV}, {env: ...} or {file: ...})")
+        credentials = self.reference(
+            raw, "credentials", pointer, "to the service-account key's JSON ({file: /path/key.json} or ${ENV})"
+        )
         return ProviderSpec(
             name=name,
             pointer=pointer,
@@ -276,7 +275,25 @@ class _Resolver:
                 embedding_dimensions=raw.get("embedding_dimensions", 8),
             ),
             health=routing.health(raw.get("health"), parse_duration),
+            region=raw.get("region"),
+            project=raw.get("project"),
+            credentials=credentials,
+            aws_profile=raw.get("aws_profile"),
+            drop_unsupported=raw.get("drop_unsupported", False),
         )
+
+    def reference(self, raw: Mapping[str, Any], name: str, pointer: str, forms: str) -> Secret | None:
+        """A secret field that must not be written literally (it would end up in the plan)."""
+        if name not in raw:
+            return None
+        secret = self.secret(raw[name], f"{pointer}/{name}")
+        if secret is not None and all(p.source is SecretSource.TEXT for p in secret.parts):
+            self.out.error(
+                "secret.literal",
+                f"{pointer}/{name}",
+                f"{name} must be a reference {forms}; literal secrets would be written into the plan",
+            )
+        return secret
 
     def target(
         self, raw: Mapping[str, Any], pointer: str, providers: Mapping[str, ProviderSpec], weight: float
@@ -284,9 +301,10 @@ class _Resolver:
         model: str = raw["model"]
         info = None
         provider = providers.get(raw["provider"])
-        price_provider = provider.kind.price_provider if provider and provider.kind else None
-        if price_provider is not None and model != "*":
-            info = lookup(price_provider, model)
+        kind = provider.kind if provider else None
+        price_provider = kind.price_provider if kind else None
+        if kind is not None and price_provider is not None and model != "*":
+            info = price_info(kind, model)
             if info is None:
                 hint = _model_hint(price_provider, model)
                 self.out.warning(

@@ -10,9 +10,11 @@ import orjson
 import trio
 
 from runtime.call import Call, parse_request
+from runtime.dialect import CLIENT_HEADERS, MessagesDialect, parse_messages
 from runtime.errors import GatewayError, ModelNotFound, NotFound, from_exception, openai_body
 from runtime.http import ClientGone, Receive, Scope, Send, header, read_body, respond
 from runtime.logs import Logger
+from runtime.messages import anthropic_error_body, count_tokens_body
 from runtime.metrics import Metrics
 from runtime.proxy import serve_call
 from runtime.state import Runtime, deployments_report, model_card
@@ -21,7 +23,8 @@ from runtime.store import Store
 __all__ = ["App"]
 
 _JSON = b"application/json"
-_POST = {"/chat/completions": "chat", "/completions": "completions", "/embeddings": "embeddings"}
+_POST = {"/chat/completions": "chat", "/completions": "completions", "/embeddings": "embeddings",
+         "/messages": "messages", "/messages/count_tokens": "count_tokens"}
 
 
 class App:
@@ -59,15 +62,29 @@ class App:
             path = path[3:]
         method: str = scope["method"]
         op = _POST.get(path)
-        if op is not None and method == "POST":
+        if op is not None and method == "POST" and op != "count_tokens":
             await self._model_call(op, scope, receive, send)
             return
         rid = (header(scope, b"x-request-id") or b"").decode("latin-1") or uuid.uuid4().hex
         try:
-            await self._other(method, path, scope, send)
+            if op == "count_tokens" and method == "POST":
+                await self._count_tokens(scope, receive, send, rid)
+            else:
+                await self._other(method, path, scope, send)
+        except ClientGone:
+            return
         except GatewayError as err:
             headers = [(b"x-request-id", rid.encode()), *err.headers()]
-            await respond(send, err.status, openai_body(err), headers, _JSON)
+            body = anthropic_error_body(err, rid) if op == "count_tokens" else openai_body(err)
+            await respond(send, err.status, body, headers, _JSON)
+
+    async def _count_tokens(self, scope: Scope, receive: Receive, send: Send, rid: str) -> None:
+        """`POST /v1/messages/count_tokens`: an estimate of the request's input tokens (no upstream call)."""
+        rt = self.runtime
+        data = parse_messages(await read_body(scope, receive, rt.plan.server.max_body), count=True)
+        if rt.routes.resolve(data["model"]) is None:
+            raise ModelNotFound(f"model '{data['model']}' is not served by this gateway", param="model")
+        await respond(send, 200, count_tokens_body(data), [(b"x-request-id", rid.encode())], _JSON)
 
     async def _other(self, method: str, path: str, scope: Scope, send: Send) -> None:
         rt = self.runtime
@@ -105,7 +122,13 @@ class App:
             if rt.plan.observability.logs.bodies:
                 call.log_bodies = True
                 call.extra["request_body"] = body.decode("utf-8", "replace")
-            data = parse_request(op, body)
+            if op == "messages":
+                # Keys are not enforced yet: x-api-key / Authorization are accepted and ignored.
+                data = parse_messages(body)
+                client = {k.decode(): v.decode("latin-1") for k, v in scope["headers"] if k in CLIENT_HEADERS}
+                call.dialect = MessagesDialect(data, client)
+            else:
+                data = parse_request(op, body)
             route = rt.routes.resolve(data["model"])
             in_flight = self.metrics.in_flight.labels(route.group.name if route else "unknown")
             in_flight.inc()
@@ -129,7 +152,8 @@ class App:
             call.status, call.error = err.status, err.message
             if not call.started:
                 headers = [*call.headers(), *err.headers()]
-                await respond(send, err.status, openai_body(err), headers, _JSON)
+                body = anthropic_error_body(err, rid) if op == "messages" else openai_body(err)
+                await respond(send, err.status, body, headers, _JSON)
         finally:
             if in_flight is not None:
                 in_flight.dec()

@@ -4,14 +4,41 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from time import perf_counter
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from runtime.errors import BadRequest
+from runtime.errors import BadRequest, GatewayError
 from runtime.openai_wire import Usage
 
-__all__ = ["Call", "parse_request"]
+if TYPE_CHECKING:
+    from runtime.adapter import StreamTranslator
+    from runtime.state import Deployment
+    from runtime.transport import UpstreamRequest
+
+__all__ = ["Call", "Dialect", "parse_request"]
+
+
+class Dialect(Protocol):
+    """A client API other than OpenAI's (Anthropic's Messages): the hook the routing loop calls to
+    build each attempt's upstream request and to shape its answer, stream and errors for the client.
+    A request in OpenAI's shape has no dialect and takes the adapters' path directly."""
+
+    def request(self, dep: Deployment, model: str) -> UpstreamRequest:
+        """The upstream request for one attempt on `dep` (upstream model `model`)."""
+        ...
+
+    def response(self, dep: Deployment, model: str, body: bytes) -> tuple[bytes, Usage | None]:
+        """The client's answer for `dep`'s whole answer, and its usage."""
+        ...
+
+    def stream(self, dep: Deployment, model: str) -> StreamTranslator:
+        """A translator of `dep`'s stream into the client's events."""
+        ...
+
+    def error_event(self, err: GatewayError) -> bytes:
+        """The event that ends a started stream with an error."""
+        ...
 
 _REQUIRED = {"chat": "messages", "completions": "prompt", "embeddings": "input"}
 
@@ -38,6 +65,8 @@ class Call:
     error: str | None = None
     log_bodies: bool = False
     """The spec asked for bodies in the request log (`observability.logs.bodies`)."""
+    dialect: Dialect | None = None
+    """The client's API when it is not OpenAI's."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def overhead_ms(self) -> str:

@@ -41,7 +41,7 @@ __all__ = [
     "Target",
 ]
 
-PLAN_VERSION = 2
+PLAN_VERSION = 3
 """Bumped whenever a plan written by an older compiler could be misread by this runtime."""
 
 JSONValue = Union[None, bool, int, float, str, tuple["JSONValue", ...], Mapping[str, "JSONValue"]]  # noqa: UP007
@@ -96,6 +96,16 @@ class Family(enum.Enum):
     OPENAI = "openai"
     AZURE = "azure"
     MOCK = "mock"
+    ANTHROPIC = "anthropic"
+    GEMINI = "gemini"
+    VERTEX = "vertex"
+    BEDROCK = "bedrock"
+    COHERE = "cohere"
+
+    @property
+    def native(self) -> bool:
+        """Whether requests are translated (not OpenAI's wire format passed through)."""
+        return self not in (Family.OPENAI, Family.AZURE, Family.MOCK)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -149,6 +159,17 @@ class Provider:
     """Azure's `api-version` query parameter."""
     mock: MockBehaviour | None
     health: HealthProbe | None
+    region: str | None
+    """Cloud region: Vertex AI location or AWS region (Bedrock signs requests for it)."""
+    project: str | None
+    """Google Cloud project (Vertex AI)."""
+    credentials: Secret | None
+    """Vertex AI service-account key (its JSON text, usually `{file: ...}`); None means Google's
+    application default credentials."""
+    aws_profile: str | None
+    """Bedrock: the AWS shared-config profile; None means botocore's default credential chain."""
+    drop_unsupported: bool
+    """Native families: drop request parameters the provider cannot take instead of answering 400."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 import trio
 
+from runtime.adapter import StreamTranslator
 from runtime.breaker import FailureKind
 from runtime.call import Call
 from runtime.errors import GatewayError, RateLimited, Unavailable, UpstreamError, UpstreamTimeout
@@ -46,17 +47,27 @@ async def attempt(
     send: Any,
     claim: Callable[[], bool] | None = None,
 ) -> None:
-    """Try `dep` once; raises GatewayError when it failed before anything was sent to the client."""
-    request = dep.adapter.request(dep.provider, dep.target, dep.url(call.op, model), dep.headers, call.op, model, data)
+    """Try `dep` once; raises GatewayError when it failed before anything was sent to the client.
+
+    A client dialect other than OpenAI's (`call.dialect`) builds the request and shapes the answer.
+    """
+    dialect = call.dialect
+    if dialect is None:
+        request = dep.adapter.request(dep.provider, dep.target, dep.url(call.op, model), dep.headers, call.op, model,
+                                      data)
+    else:
+        request = dialect.request(dep, model)
     state = dep.state
     state.start(trio.current_time())
     tokens = 0
     t0 = perf_counter()
     try:
+        if dep.authorizer is not None:
+            request = await dep.authorizer.authorize(request)
         if call.stream:
-            await _stream(dep, request, call, data, send, claim)
+            await _stream(dep, request, model, call, data, send, claim)
         else:
-            await _whole(dep, request, call, send, claim)
+            await _whole(dep, request, model, call, data, send, claim)
         if call.usage is not None:
             tokens = call.usage.prompt + call.usage.completion
     except GatewayError as err:
@@ -83,7 +94,10 @@ def _begin(dep: Deployment, call: Call, claim: Callable[[], bool] | None) -> boo
     return True
 
 
-async def _whole(dep: Deployment, request: Any, call: Call, send: Any, claim: Callable[[], bool] | None) -> None:
+async def _whole(
+    dep: Deployment, request: Any, model: str, call: Call, data: dict[str, Any], send: Any,
+    claim: Callable[[], bool] | None,
+) -> None:
     t = perf_counter()
     try:
         response = await dep.transport.send(request)
@@ -91,7 +105,10 @@ async def _whole(dep: Deployment, request: Any, call: Call, send: Any, claim: Ca
         call.upstream += perf_counter() - t
     if response.status >= 400:
         raise dep.adapter.error(response.status, response.headers, response.body)
-    body, usage = dep.adapter.response(call.op, response.body)
+    if call.dialect is None:
+        body, usage = dep.adapter.response(call.op, response.body, model=model, request=data)
+    else:
+        body, usage = call.dialect.response(dep, model, response.body)
     if not _begin(dep, call, claim):
         return
     call.usage, call.status = usage, 200
@@ -104,10 +121,16 @@ async def _whole(dep: Deployment, request: Any, call: Call, send: Any, claim: Ca
 
 
 async def _stream(
-    dep: Deployment, request: Any, call: Call, data: dict[str, Any], send: Any, claim: Callable[[], bool] | None
+    dep: Deployment, request: Any, model: str, call: Call, data: dict[str, Any], send: Any,
+    claim: Callable[[], bool] | None,
 ) -> None:
-    options = data.get("stream_options")
-    relay = dep.adapter.stream(call.op, isinstance(options, dict) and options.get("include_usage") is True)
+    relay: StreamTranslator
+    if call.dialect is None:
+        options = data.get("stream_options")
+        keep = isinstance(options, dict) and options.get("include_usage") is True
+        relay = dep.adapter.stream(call.op, keep, model=model)
+    else:
+        relay = call.dialect.stream(dep, model)
     t = perf_counter()
     t_first = t
     async with dep.transport.stream(request) as upstream:
@@ -148,11 +171,15 @@ async def _stream(
 
 
 async def stream_error(send: Any, call: Call, err: GatewayError) -> None:
-    """End a started stream with an error event in OpenAI's shape, then close it."""
+    """End a started stream with an error event in the client's dialect (OpenAI's shape by default),
+    then close it."""
     call.error = err.message
     call.status = err.status
-    payload = {"error": {"message": err.message, "type": err.type, "param": err.param, "code": err.code}}
-    body = b"data: " + orjson.dumps(payload) + b"\n\n"
+    if call.dialect is not None:
+        body = call.dialect.error_event(err)
+    else:
+        payload = {"error": {"message": err.message, "type": err.type, "param": err.param, "code": err.code}}
+        body = b"data: " + orjson.dumps(payload) + b"\n\n"
     call.complete = True
     with trio.CancelScope(shield=True):
         await send({"type": "http.response.body", "body": body, "more_body": False})

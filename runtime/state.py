@@ -1,5 +1,6 @@
-"""A loaded plan, ready to serve: routes, deployments with resolved credentials and precomputed
-URLs and headers, and their counters. Built once per plan (at start and on reload), off the loop."""
+"""A loaded plan, ready to serve: routes, deployments with resolved credentials, adapters, request
+authorizers and precomputed URLs and headers, and their counters. Built once per plan (at start and
+on reload), off the loop."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ from dataclasses import dataclass
 
 import orjson
 
-from runtime.adapter import ADAPTERS
+from runtime.adapter import Adapter, adapter_for, url_for
 from runtime.balance import DeploymentState, GroupState
 from runtime.mock import MockTransport
-from runtime.openai_wire import OPS, upstream_url
+from runtime.openai_wire import OPS
 from runtime.plan import Family, ModelGroup, Plan, Provider, Target
 from runtime.plan_json import digest
+from runtime.providers.auth import authorizer_for
+from runtime.providers.common import RequestAuthorizer
 from runtime.routes import RouteTable
 from runtime.secrets import resolve
 from runtime.transport import Transport
@@ -23,7 +26,7 @@ __all__ = ["Deployment", "Runtime", "build_runtime", "deployments_report", "mode
 class Deployment:
     """One target of one group, with everything a request needs precomputed."""
 
-    __slots__ = ("adapter", "group", "headers", "provider", "state", "target", "transport", "urls")
+    __slots__ = ("adapter", "authorizer", "group", "headers", "provider", "state", "target", "transport", "urls")
 
     def __init__(
         self,
@@ -33,6 +36,8 @@ class Deployment:
         transport: Transport,
         headers: tuple[tuple[str, str], ...],
         state: DeploymentState,
+        adapter: Adapter | None = None,
+        authorizer: RequestAuthorizer | None = None,
     ) -> None:
         self.group = group
         self.target = target
@@ -40,13 +45,15 @@ class Deployment:
         self.transport = transport
         self.headers = headers
         self.state = state
-        self.adapter = ADAPTERS[provider.family]
-        self.urls = {op: upstream_url(provider, target.model, op) for op in OPS} if target.model != "*" else {}
+        self.adapter: Adapter = adapter or adapter_for(provider)
+        self.authorizer = authorizer
+        """Adds credentials to each finished request (Vertex token, Bedrock SigV4); None for static keys."""
+        self.urls = {op: url_for(provider, target.model, op) for op in OPS} if target.model != "*" else {}
 
     def url(self, op: str, model: str) -> str:
         """The upstream URL for `op`; wildcard targets build it for the forwarded model name."""
         url = self.urls.get(op)
-        return url if url is not None else upstream_url(self.provider, model, op)
+        return url if url is not None else url_for(self.provider, model, op)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,17 +85,22 @@ def _headers(provider: Provider, target: Target) -> tuple[tuple[str, str], ...]:
 def build_runtime(plan: Plan, shared: Transport, previous: Runtime | None = None) -> Runtime:
     """Resolve secrets and precompute deployments (blocking: run in a worker thread).
 
-    Counters of deployments that survive a reload (same group and target id) are kept.
-    Raises SecretError when a referenced secret is missing.
+    Counters of deployments that survive a reload (same group and target id) are kept, and so are
+    the authorizers (and their cached tokens) of providers that did not change.
+    Raises SecretError (CredentialsError too) when a referenced secret or credential is missing.
     """
     old: dict[tuple[str, str], DeploymentState] = {}
     mocks: dict[str, MockTransport] = {}
+    authorizers: dict[str, RequestAuthorizer | None] = {}
     if previous is not None:
         for existing in previous.deployments.values():
             for d in existing:
                 old[(d.group.name, d.target.id)] = d.state
-                if isinstance(d.transport, MockTransport) and d.provider in plan.providers:
-                    mocks[d.provider.name] = d.transport
+                if d.provider in plan.providers:
+                    authorizers[d.provider.name] = d.authorizer
+                    if isinstance(d.transport, MockTransport):
+                        mocks[d.provider.name] = d.transport
+    adapters: dict[str, Adapter] = {}
     deployments: dict[str, tuple[Deployment, ...]] = {}
     for group in plan.models:
         deps: list[Deployment] = []
@@ -100,8 +112,13 @@ def build_runtime(plan: Plan, shared: Transport, previous: Runtime | None = None
                 transport = mocks.setdefault(provider.name, MockTransport(provider.mock))
             else:
                 transport = shared
+            if provider.name not in adapters:
+                adapters[provider.name] = adapter_for(provider)
+                if provider.name not in authorizers:
+                    authorizers[provider.name] = authorizer_for(provider, resolve)
             state = old.get((group.name, target.id)) or DeploymentState()
-            deps.append(Deployment(group, target, provider, transport, _headers(provider, target), state))
+            deps.append(Deployment(group, target, provider, transport, _headers(provider, target), state,
+                                   adapters[provider.name], authorizers[provider.name]))
         deployments[group.name] = tuple(deps)
     return Runtime(
         plan=plan,

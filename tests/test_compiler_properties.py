@@ -92,6 +92,7 @@ def generation_schema() -> dict[str, Any]:
 SPECS = from_schema(generation_schema())
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MOCK_ONLY = ("text", "latency", "latency_per_token", "error_rate", "error_status", "seed", "embedding_dimensions")
+NATIVE_ONLY = ("region", "project", "credentials", "aws_profile", "drop_unsupported")
 
 
 class _QuotingRepresenter(SafeRepresenter):
@@ -140,6 +141,8 @@ def make_consistent(spec: dict[str, Any], types: list[str]) -> dict[str, Any]:
         if kind != "mock":
             for field in MOCK_ONLY:
                 p.pop(field, None)
+        for field in NATIVE_ONLY:  # TYPES holds no native type
+            p.pop(field, None)
         if kind == "azure":
             p.setdefault("api_version", "2024-10-21")
             p.setdefault("base_url", "https://x.openai.azure.com")

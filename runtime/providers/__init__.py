@@ -3,7 +3,8 @@
 Each implements `runtime.adapter.Adapter` (request -> upstream request; response, stream and error
 back to OpenAI's shape) as pure translation. Credentials that need more than a static header live
 apart: `VertexTokenSource` (OAuth2 bearer token) and `BedrockSigner` (SigV4), both with
-`async authorize(UpstreamRequest) -> UpstreamRequest` for the proxy to call just before sending.
+`async authorize(UpstreamRequest) -> UpstreamRequest`, which the relay calls just before sending
+(`runtime.providers.auth.authorizer_for` builds the one a provider needs).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ __all__ = [
     "NativeAdapter",
     "bedrock_base_url",
     "native_adapter",
+    "native_stream_url",
     "native_url",
     "vertex_base_url",
 ]
@@ -48,3 +50,12 @@ def native_adapter(family: str, *, drop_unsupported: bool = False) -> NativeAdap
 def native_url(family: str, base_url: str, model: str, op: str) -> str:
     """The non-streaming upstream URL of `op` for `model` (each adapter derives its stream URL)."""
     return native_adapter(family).url(base_url, model, op)
+
+
+def native_stream_url(family: str, url: str) -> str:
+    """The URL a streamed chat goes to, for the non-streaming chat URL `url` of a native family."""
+    if family in ("gemini", "vertex"):
+        return GeminiAdapter.stream_url(url)
+    if family == "bedrock":
+        return BedrockAdapter.stream_url(url)
+    return url

@@ -5,7 +5,7 @@ botocore's `EventStreamBuffer`) back to OpenAI's shape; exception frames become 
 
 URL (see `BedrockAdapter.url`): `{base_url}/model/{modelId}/converse` with `base_url`
 `bedrock_base_url(region)`; streams go to `/converse-stream`. Requests are signed with SigV4 by
-`runtime.providers.aws_sigv4.BedrockSigner` after translation (or carry a Bedrock API key as a bearer
+`runtime.providers.bedrock_auth.BedrockSigner` after translation (or carry a Bedrock API key as a bearer
 token through the provider's auth scheme).
 """
 
@@ -172,6 +172,11 @@ class BedrockAdapter:
         """`{base_url}/model/{modelId}/converse`, the model id (or ARN) percent-encoded."""
         return f"{base_url.rstrip('/')}/model/{quote(model, safe='')}/converse"
 
+    @staticmethod
+    def stream_url(url: str) -> str:
+        """The ConverseStream URL for a Converse URL."""
+        return url.removesuffix("/converse") + "/converse-stream"
+
     def request(
         self,
         provider: Provider,
@@ -191,7 +196,7 @@ class BedrockAdapter:
         if chat.max_tokens is None and target.max_output_tokens:
             payload.setdefault("inferenceConfig", {})["maxTokens"] = target.max_output_tokens
         if chat.stream:
-            url = url.removesuffix("/converse") + "/converse-stream"
+            url = self.stream_url(url)
         return UpstreamRequest("POST", url, headers, json_body(payload), provider.connect_timeout)
 
     def response(

@@ -211,6 +211,11 @@ class GeminiAdapter:
             method = "predict" if self.vertex else "batchEmbedContents"
         return f"{base_url.rstrip('/')}/models/{model}:{method}"
 
+    @staticmethod
+    def stream_url(url: str) -> str:
+        """The streaming variant of a `:generateContent` URL (`:streamGenerateContent?alt=sse`)."""
+        return url.replace(":generateContent", ":streamGenerateContent?alt=sse")
+
     def request(
         self,
         provider: Provider,
@@ -231,7 +236,7 @@ class GeminiAdapter:
             if chat.max_tokens is None and target.max_output_tokens:
                 payload.setdefault("generationConfig", {})["maxOutputTokens"] = target.max_output_tokens
             if chat.stream:
-                url = url.replace(":generateContent", ":streamGenerateContent?alt=sse")
+                url = self.stream_url(url)
         else:
             raise unsupported("gemini", f"the '{op}' operation", param="model")
         return UpstreamRequest("POST", url, headers, json_body(payload), provider.connect_timeout)

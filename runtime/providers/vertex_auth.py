@@ -77,6 +77,15 @@ class VertexTokenSource:
         return cls(credentials, **kw)
 
     @classmethod
+    def from_service_account_info(cls, info: dict[str, Any], **kw: Any) -> VertexTokenSource:
+        """Credentials from a parsed service-account key (the JSON a `credentials` secret holds)."""
+        from google.oauth2 import service_account
+
+        load = service_account.Credentials.from_service_account_info
+        credentials = load(info, scopes=list(SCOPES))  # type: ignore[no-untyped-call]
+        return cls(credentials, **kw)
+
+    @classmethod
     def from_default(cls, **kw: Any) -> VertexTokenSource:
         """Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud, metadata server)."""
         import google.auth

@@ -39,13 +39,17 @@ def env(name: str) -> Secret:
     return Secret(parts=(SecretPart(source=SecretSource.ENV, value=name),))
 
 
+_NOT_NATIVE: dict[str, Any] = dict(region=None, project=None, credentials=None, aws_profile=None,
+                                   drop_unsupported=False)
+
+
 def mock_provider(name: str = "fake", **behaviour: Any) -> Provider:
     b = dict(text="Hello from sidegate.", latency=0.0, latency_per_token=0.0, error_rate=0.0,
              error_status=500, seed=0, embedding_dimensions=8)
     b.update(behaviour)
     return Provider(name=name, type="mock", family=Family.MOCK, base_url="mock://local", auth=None,
                     api_key=None, headers=(), connect_timeout=5.0, stream_usage=True, api_version=None,
-                    mock=MockBehaviour(**b), health=None)
+                    mock=MockBehaviour(**b), health=None, **_NOT_NATIVE)
 
 
 def openai_provider(name: str, base_url: str, key_env: str | None = None, *, family: Family = Family.OPENAI,
@@ -55,7 +59,27 @@ def openai_provider(name: str, base_url: str, key_env: str | None = None, *, fam
     return Provider(name=name, type="azure" if family is Family.AZURE else "openai-compatible", family=family,
                     base_url=base_url, auth=auth, api_key=env(key_env) if key_env else None, headers=(),
                     connect_timeout=5.0, stream_usage=stream_usage, api_version=api_version, mock=None,
-                    health=None)
+                    health=None, **_NOT_NATIVE)
+
+
+_AUTH = {
+    Family.ANTHROPIC: AuthScheme(header="x-api-key", prefix=""),
+    Family.GEMINI: AuthScheme(header="x-goog-api-key", prefix=""),
+    Family.COHERE: AuthScheme(header="Authorization", prefix="Bearer "),
+    Family.BEDROCK: AuthScheme(header="Authorization", prefix="Bearer "),
+    Family.VERTEX: None,
+}
+
+
+def native_provider(name: str, family: Family, base_url: str, key_env: str | None = None, *,
+                    region: str | None = None, project: str | None = None, credentials: Secret | None = None,
+                    aws_profile: str | None = None, drop_unsupported: bool = False) -> Provider:
+    """A provider of a native family (its catalog auth scheme; no usage option on streams)."""
+    return Provider(name=name, type=family.value, family=family, base_url=base_url, auth=_AUTH[family],
+                    api_key=env(key_env) if key_env else None, headers=(), connect_timeout=5.0,
+                    stream_usage=False, api_version=None, mock=None, health=None, region=region,
+                    project=project, credentials=credentials, aws_profile=aws_profile,
+                    drop_unsupported=drop_unsupported)
 
 
 def target(provider: str, model: str, **kw: Any) -> Target:

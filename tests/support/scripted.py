@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import trio
+import trio.lowlevel
 
 from runtime.app import App
 from runtime.errors import UpstreamError
@@ -124,7 +125,7 @@ class _Events:
         for i, e in enumerate(self._events):
             if self._break is not None and i >= self._break:
                 raise UpstreamError("upstream connection broke: ReadError")
-            await trio.sleep(0)
+            await trio.lowlevel.checkpoint()
             yield e
 
     async def read(self) -> bytes:

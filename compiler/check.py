@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from compiler import routing
 from compiler.diagnostics import Collector, did_you_mean, join_pointer
+from compiler.governance import check_governance
 from compiler.resolve import MOCK_FIELDS, GroupSpec, ProviderSpec, Resolved
 from runtime.plan import Family
 
@@ -177,6 +178,8 @@ def check(resolved: Resolved, out: Collector) -> None:
     _check_names(resolved.groups, out)
     for g in resolved.groups:
         _check_targets(g, providers, out)
+    names = {g.name for g in resolved.groups} | {a for g in resolved.groups for a in g.aliases}
+    check_governance(resolved.governance, names, out)
     routing.check_fallbacks(
         {g.name: g.policies for g in resolved.groups},
         {g.name for g in resolved.groups if g.name.endswith("/*")},

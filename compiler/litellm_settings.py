@@ -45,7 +45,7 @@ _REASONS = {
     "enable_pre_call_checks": "sidegate checks context windows itself for groups with context_window_fallbacks",
     "drop_params": "sidegate passes request parameters through unchanged",
     "database_url": "sidegate keeps its state in store.database, an embedded sqlite file",
-    "master_key": "the spec language has no gateway keys yet",
+    "master_key": "this schema has no auth section",
     "set_verbose": "use observability.logs.level",
     "aws_access_key_id": "sidegate signs with the AWS default chain: set AWS_ACCESS_KEY_ID in its environment",
     "aws_secret_access_key": "sidegate signs with the AWS default chain: set AWS_SECRET_ACCESS_KEY in its environment",

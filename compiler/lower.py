@@ -101,4 +101,6 @@ def lower(resolved: Resolved) -> Plan:
         models=tuple(_group(g, chains[g.name]) for g in sorted(resolved.groups, key=lambda g: g.name)),
         store=resolved.store,
         observability=resolved.observability,
+        auth=resolved.governance.auth,
+        teams=resolved.governance.teams,
     )

@@ -18,6 +18,7 @@ from typing import Any
 from compiler import routing
 from compiler.catalog import ProviderType, load_catalog, price_info
 from compiler.diagnostics import Collector, did_you_mean, join_pointer
+from compiler.governance import GovernanceSpec, resolve_governance
 from compiler.prices import ModelInfo, known_models
 from compiler.routing import Policies
 from runtime.plan import (
@@ -173,6 +174,7 @@ class Resolved:
     groups: tuple[GroupSpec, ...]
     store: Store
     observability: Observability
+    governance: GovernanceSpec
 
 
 @functools.lru_cache(maxsize=4096)
@@ -377,4 +379,5 @@ def resolve(spec: Mapping[str, Any], out: Collector) -> Resolved:
         groups=groups,
         store=r.store(spec.get("store", {})),
         observability=r.observability(spec.get("observability", {})),
+        governance=resolve_governance(spec, r.secret, parse_duration, out),
     )

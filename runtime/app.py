@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import trio
 
+from runtime.access import ADMIN_ROUTES, Access
 from runtime.call import Call, parse_request
 from runtime.dialect import CLIENT_HEADERS, MessagesDialect, parse_messages
 from runtime.errors import GatewayError, ModelNotFound, NotFound, from_exception, openai_body
@@ -36,11 +37,13 @@ class App:
         self.logger = logger
         self.metrics = metrics
         self.store: Store | None = None
+        self.access = Access(runtime, logger)
         metrics.set_plan(runtime.digest)
 
     def swap(self, runtime: Runtime) -> None:
         """Serve a new plan from the next request on."""
         self.runtime = runtime
+        self.access.configure(runtime)
         self.metrics.set_plan(runtime.digest)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -67,7 +70,12 @@ class App:
             return
         rid = (header(scope, b"x-request-id") or b"").decode("latin-1") or uuid.uuid4().hex
         try:
+            if (method, path) in ADMIN_ROUTES:
+                answer = await self.access.admin_call(method, path, scope, receive, self.runtime.plan.server.max_body)
+                await respond(send, 200, orjson.dumps(answer), [(b"x-request-id", rid.encode())], _JSON)
+                return
             if op == "count_tokens" and method == "POST":
+                self.access.authenticate(scope)
                 await self._count_tokens(scope, receive, send, rid)
             else:
                 await self._other(method, path, scope, send)
@@ -117,7 +125,9 @@ class App:
         rid = (header(scope, b"x-request-id") or b"").decode("latin-1") or uuid.uuid4().hex
         call = Call(request_id=rid, op=op, t0=perf_counter())
         in_flight = None
+        admission = None
         try:
+            self.access.authenticate(scope)
             body = await read_body(scope, receive, rt.plan.server.max_body)
             if rt.plan.observability.logs.bodies:
                 call.log_bodies = True
@@ -130,6 +140,8 @@ class App:
             else:
                 data = parse_request(op, body)
             route = rt.routes.resolve(data["model"])
+            if route is not None:
+                admission = self.access.admit(scope, route.group.name)
             in_flight = self.metrics.in_flight.labels(route.group.name if route else "unknown")
             in_flight.inc()
             async with trio.open_nursery() as nursery:
@@ -157,6 +169,8 @@ class App:
         finally:
             if in_flight is not None:
                 in_flight.dec()
+            if admission is not None:
+                self.access.settle(admission, call)
             self._account(call)
 
     def _account(self, call: Call) -> None:

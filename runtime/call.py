@@ -10,6 +10,7 @@ import orjson
 
 from runtime.errors import BadRequest, GatewayError
 from runtime.openai_wire import Usage
+from runtime.plan import Price
 
 if TYPE_CHECKING:
     from runtime.adapter import StreamTranslator
@@ -62,6 +63,8 @@ class Call:
     complete: bool = False
     """True once the last byte of the answer is being sent."""
     usage: Usage | None = None
+    price: Price | None = None
+    """The serving deployment's prices (for the request's cost)."""
     error: str | None = None
     log_bodies: bool = False
     """The spec asked for bodies in the request log (`observability.logs.bodies`)."""

@@ -11,12 +11,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from runtime.errors import GatewayError, RateLimited
-from runtime.keys import Grant, KeyCache
+from runtime.keys import Grant, KeyCache, hash_key
 from runtime.limits import Budget, Ledger, Limits
 from runtime.openai_wire import Usage
-from runtime.plan import Price
+from runtime.plan import Plan, Price
+from runtime.secrets import resolve
 
-__all__ = ["Admission", "AuthError", "Forbidden", "Gatekeeper", "TeamPolicy", "cost_of", "token_of"]
+__all__ = [
+    "Admission", "AuthError", "Forbidden", "Gatekeeper", "TeamPolicy", "cost_of", "policies_from_plan", "token_of",
+]
 
 
 class AuthError(GatewayError):
@@ -100,6 +103,12 @@ class Gatekeeper:
         self.ledger = ledger or Ledger()
         self.wall = wall
 
+    def configure(self, grants: tuple[Grant, ...], teams: Mapping[str, TeamPolicy], required: bool) -> None:
+        """Apply a (re)loaded plan's keys and teams; counters and store keys are kept."""
+        self.cache.set_fixed(grants)
+        self.teams = dict(teams)
+        self.required = required
+
     def authenticate(self, token: str | None) -> Grant | None:
         """The caller's grant; None when the gateway is open (no `auth` in the spec) and no key came."""
         if token is None:
@@ -162,3 +171,29 @@ class Gatekeeper:
             if cost and self.ledger.add_spend(subject, cost, budget, wall):
                 crossed.append(subject)
         return crossed
+
+
+def policies_from_plan(plan: Plan) -> tuple[tuple[Grant, ...], dict[str, TeamPolicy]]:
+    """The spec's keys (master and static, secrets resolved: call off the event loop) and teams."""
+    teams = {
+        t.name: TeamPolicy(
+            name=t.name,
+            models=frozenset(t.models) if t.models else None,
+            limits=None if t.limits is None else Limits(t.limits.rpm, t.limits.tpm, t.limits.parallel),
+            budget=None if t.budget is None else Budget(t.budget.amount, t.budget.period, t.budget.soft),
+        )
+        for t in plan.teams
+    }
+    grants: list[Grant] = []
+    if plan.auth is not None:
+        if plan.auth.master_key is not None:
+            grants.append(Grant(hash=hash_key(resolve(plan.auth.master_key)), name="master", master=True))
+        for k in plan.auth.keys:
+            grants.append(Grant(
+                hash=hash_key(resolve(k.key)), name=k.name, team=k.team, user=k.user,
+                models=frozenset(k.models) if k.models else None,
+                budget=k.budget.amount if k.budget else None, budget_period=k.budget.period if k.budget else None,
+                rpm=k.limits.rpm if k.limits else None, tpm=k.limits.tpm if k.limits else None,
+                parallel=k.limits.parallel if k.limits else None,
+            ))
+    return tuple(grants), teams

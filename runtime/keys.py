@@ -65,6 +65,10 @@ class KeyCache:
         self._fixed = {g.hash: g for g in fixed}
         self._stored: dict[str, Grant] = {}
 
+    def set_fixed(self, grants: Iterable[Grant]) -> None:
+        """Replace the spec's keys (master and static) after a reload."""
+        self._fixed = {g.hash: g for g in grants}
+
     def lookup(self, key: str) -> Grant | None:
         """The grant for a presented key, or None."""
         h = hash_key(key)
@@ -81,6 +85,10 @@ class KeyCache:
     def drop(self, key_hash: str) -> None:
         """Forget one stored key right away."""
         self._stored = {h: g for h, g in self._stored.items() if h != key_hash}
+
+    def all(self) -> list[Grant]:
+        """Every grant, spec keys first."""
+        return [*self._fixed.values(), *self._stored.values()]
 
     def stored(self, key_hash: str) -> Grant | None:
         """A store key's grant by hash."""

@@ -14,12 +14,15 @@ from typing import Union
 
 __all__ = [
     "PLAN_VERSION",
+    "Auth",
     "AuthScheme",
+    "BudgetRule",
     "CooldownPolicy",
     "Family",
     "Header",
     "HealthProbe",
     "JSONValue",
+    "LimitRule",
     "LogFormat",
     "LogLevel",
     "Logs",
@@ -36,12 +39,14 @@ __all__ = [
     "SecretPart",
     "SecretSource",
     "Server",
+    "StaticKey",
     "Store",
     "Strategy",
     "Target",
+    "Team",
 ]
 
-PLAN_VERSION = 3
+PLAN_VERSION = 4
 """Bumped whenever a plan written by an older compiler could be misread by this runtime."""
 
 JSONValue = Union[None, bool, int, float, str, tuple["JSONValue", ...], Mapping[str, "JSONValue"]]  # noqa: UP007
@@ -332,6 +337,56 @@ class Observability:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class BudgetRule:
+    """USD per period (`Nd` windows from the epoch, or `month`); `soft` is a warning share."""
+
+    amount: float
+    period: str
+    soft: float | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LimitRule:
+    """Requests and tokens per minute, and requests in flight."""
+
+    rpm: int | None
+    tpm: int | None
+    parallel: int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StaticKey:
+    """A key declared in the spec (its value a secret reference)."""
+
+    name: str
+    key: Secret
+    team: str | None
+    user: str | None
+    models: tuple[str, ...]
+    budget: BudgetRule | None
+    limits: LimitRule | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Team:
+    """A team's models, budget and limits."""
+
+    name: str
+    models: tuple[str, ...]
+    budget: BudgetRule | None
+    limits: LimitRule | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Auth:
+    """Keys are required; the master key and static keys; how often store keys are re-read."""
+
+    master_key: Secret | None
+    keys: tuple[StaticKey, ...]
+    refresh: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Plan:
     """The whole executable plan."""
 
@@ -341,6 +396,8 @@ class Plan:
     models: tuple[ModelGroup, ...]
     store: Store
     observability: Observability
+    auth: Auth | None
+    teams: tuple[Team, ...]
 
     def provider(self, name: str) -> Provider:
         """The provider called `name` (the compiler guarantees every target's exists)."""

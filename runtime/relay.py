@@ -90,6 +90,7 @@ def _begin(dep: Deployment, call: Call, claim: Callable[[], bool] | None) -> boo
     if claim is not None and not claim():
         return False
     call.deployment = dep.target.id
+    call.price = dep.target.price
     call.started = True
     return True
 

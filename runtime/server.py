@@ -146,7 +146,10 @@ async def serve(
         nursery.start_soon(logger.run)
         if handle_signals:
             nursery.start_soon(signals)
-        app.store = await Store.open(await trio.to_thread.run_sync(resolve, plan.store.database))
+        store = await Store.open(await trio.to_thread.run_sync(resolve, plan.store.database))
+        await app.access.attach(store)
+        app.store = store
+        nursery.start_soon(app.access.run, store)
 
         async def run_server(task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
             await worker_serve(

@@ -10,6 +10,8 @@ import orjson
 
 from runtime.adapter import Adapter, adapter_for, url_for
 from runtime.balance import DeploymentState, GroupState
+from runtime.governance import TeamPolicy, policies_from_plan
+from runtime.keys import Grant
 from runtime.mock import MockTransport
 from runtime.openai_wire import OPS
 from runtime.plan import Family, ModelGroup, Plan, Provider, Target
@@ -71,6 +73,9 @@ class Runtime:
     """Group name -> group (fallbacks name groups)."""
     cursors: dict[str, GroupState]
     """Group name -> strategy state (round-robin cursor)."""
+    grants: tuple[Grant, ...]
+    """The spec's master and static keys (hashed)."""
+    teams: dict[str, TeamPolicy]
 
 
 def _headers(provider: Provider, target: Target) -> tuple[tuple[str, str], ...]:
@@ -120,6 +125,7 @@ def build_runtime(plan: Plan, shared: Transport, previous: Runtime | None = None
             deps.append(Deployment(group, target, provider, transport, _headers(provider, target), state,
                                    adapters[provider.name], authorizers[provider.name]))
         deployments[group.name] = tuple(deps)
+    grants, teams = policies_from_plan(plan)
     return Runtime(
         plan=plan,
         digest=digest(plan),
@@ -128,6 +134,8 @@ def build_runtime(plan: Plan, shared: Transport, previous: Runtime | None = None
         models_body=orjson.dumps({"object": "list", "data": [model_card(n) for n in public_names(plan)]}),
         groups={g.name: g for g in plan.models},
         cursors={g.name: GroupState() for g in plan.models},
+        grants=grants,
+        teams=teams,
     )
 
 

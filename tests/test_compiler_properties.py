@@ -180,6 +180,20 @@ def make_consistent(spec: dict[str, Any], types: list[str]) -> dict[str, Any]:
         for kind in ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks"):
             if kind in group:
                 group[kind] = later[: len(group[kind])]
+    # Governance: references point at declared teams; keys are env references with unique names.
+    for team in spec.get("teams", {}).values():
+        team.pop("models", None)
+    team_names = sorted(spec.get("teams", {}))
+    if "auth" in spec:
+        if "master_key" in spec["auth"]:
+            spec["auth"]["master_key"] = {"env": "MASTER"}
+        for i, k in enumerate(spec["auth"].get("keys", [])):
+            k["name"], k["key"] = f"key{i}", {"env": f"KEY{i}"}
+            k.pop("models", None)
+            if team_names:
+                k["team"] = team_names[i % len(team_names)]
+            else:
+                k.pop("team", None)
     used = {t["provider"] for g in spec["models"].values() for t in g["targets"]}
     spec["providers"] = {n: p for n, p in providers.items() if n in used}
     listen = spec.get("server", {}).get("listen", "")

@@ -33,7 +33,7 @@ TRANSLATED = {
                         "fallbacks", "context_window_fallbacks", "content_policy_fallbacks", "model_group_alias"},
     "litellm_settings": {"num_retries", "request_timeout", "fallbacks", "context_window_fallbacks",
                          "content_policy_fallbacks", "json_logs", "allowed_fails", "cooldown_time"},
-    "general_settings": {"max_parallel_requests"},
+    "general_settings": {"max_parallel_requests", "master_key"},
     "litellm_params": {"model", "api_key", "api_base", "api_version", "organization", "extra_headers", "rpm", "tpm",
                        "weight", "order", "max_parallel_requests", "timeout", "litellm_credential_name", "seed",
                        "max_tokens", "temperature", "aws_region_name", "aws_profile_name", "vertex_project",

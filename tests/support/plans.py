@@ -7,6 +7,7 @@ from typing import Any
 
 from runtime.plan import (
     PLAN_VERSION,
+    Auth,
     AuthScheme,
     CooldownPolicy,
     Family,
@@ -28,6 +29,7 @@ from runtime.plan import (
     Store,
     Strategy,
     Target,
+    Team,
 )
 
 
@@ -105,7 +107,8 @@ def group(name: str, *targets: Target, timeout: float = 30.0, aliases: tuple[str
 
 
 def plan(providers: list[Provider], models: list[ModelGroup], *, port: int = 0, max_body: int = 1 << 20,
-         drain: float = 5.0, bodies: bool = False) -> Plan:
+         drain: float = 5.0, bodies: bool = False, auth: Auth | None = None,
+         teams: tuple[Team, ...] = ()) -> Plan:
     return Plan(
         version=PLAN_VERSION,
         server=Server(host="127.0.0.1", port=port, workers=1, max_body=max_body, drain_timeout=drain),
@@ -116,6 +119,8 @@ def plan(providers: list[Provider], models: list[ModelGroup], *, port: int = 0, 
             metrics=Metrics(enabled=True, path="/metrics"),
             logs=Logs(format=LogFormat.JSON, level=LogLevel.INFO, bodies=bodies),
         ),
+        auth=auth,
+        teams=teams,
     )
 
 

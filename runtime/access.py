@@ -1,0 +1,139 @@
+"""The governance glue around model calls and the admin API: admit a call, settle it (counters,
+spend, soft-budget warnings, the spend row), and serve `/key/*`, `/team/*`, `/spend/*` to the
+master key. Owned by the app; the key cache, counters and spend writer outlive plan reloads."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+import peewee
+import trio
+
+from runtime.admin import ADMIN_ROUTES, Admin, grant_from_row
+from runtime.call import Call
+from runtime.errors import BadRequest
+from runtime.governance import Admission, AuthError, Forbidden, Gatekeeper, cost_of, token_of
+from runtime.http import Receive, Scope, read_body
+from runtime.keys import Grant, KeyCache
+from runtime.limits import Budget, period_start
+from runtime.logs import Logger
+from runtime.models import ApiKey, SpendLog
+from runtime.spend import SpendRow, SpendWriter
+from runtime.state import Runtime
+from runtime.store import Store
+
+__all__ = ["ADMIN_ROUTES", "Access"]
+
+
+class Access:
+    """Keys, limits, budgets and spend for one process."""
+
+    def __init__(self, runtime: Runtime, logger: Logger) -> None:
+        self.gate = Gatekeeper(KeyCache(), runtime.teams, required=runtime.plan.auth is not None)
+        self.gate.configure(runtime.grants, runtime.teams, runtime.plan.auth is not None)
+        self.logger = logger
+        self.spend: SpendWriter | None = None
+        self.admin: Admin | None = None
+        self.refresh = runtime.plan.auth.refresh if runtime.plan.auth else 5.0
+
+    def configure(self, runtime: Runtime) -> None:
+        """Apply a reloaded plan's keys and teams."""
+        self.gate.configure(runtime.grants, runtime.teams, runtime.plan.auth is not None)
+        self.refresh = runtime.plan.auth.refresh if runtime.plan.auth else 5.0
+
+    async def attach(self, store: Store) -> None:
+        """Start using the store: load stored keys and this period's spend (before serving)."""
+        self.spend = SpendWriter(store, on_failure=lambda msg, n: self.logger.error(
+            "spend_write_failed", error=msg, pending=n))
+        self.admin = Admin(store, self.gate.cache)
+        await self.reload_keys(store)
+        await self._load_spend(store)
+
+    async def reload_keys(self, store: Store) -> None:
+        """Re-read every stored key into the cache (the bound on revocation from elsewhere)."""
+        rows = await store.run(lambda: [grant_from_row(r) for r in ApiKey.select()])
+        self.gate.cache.replace_stored(g for g in rows if not g.revoked)
+
+    async def _load_spend(self, store: Store) -> None:
+        wall = time.time()
+        budgets: list[tuple[str, Budget, str, str]] = []
+        for g in self.gate.cache.all():
+            if g.budget is not None:
+                budgets.append((f"key:{g.hash}", Budget(g.budget, g.budget_period or "30d"), "key_hash", g.hash))
+        for t in self.gate.teams.values():
+            if t.budget is not None:
+                budgets.append((f"team:{t.name}", t.budget, "team", t.name))
+        for subject, budget, column, value in budgets:
+            since = period_start(budget.period, wall)
+            field = getattr(SpendLog, column)
+
+            def total(f: Any = field, v: str = value, s: float = since) -> float:
+                query = SpendLog.select(peewee.fn.COALESCE(peewee.fn.SUM(SpendLog.cost), 0.0))
+                return float(query.where((f == v) & (SpendLog.created_at >= s)).scalar())
+
+            self.gate.ledger.load_spend(subject, budget, await store.run(total), wall)
+
+    async def run(self, store: Store) -> None:
+        """Background work: the spend writer and the periodic key refresh."""
+        assert self.spend is not None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.spend.run)
+            while True:
+                await trio.sleep(self.refresh)
+                try:
+                    await self.reload_keys(store)
+                except Exception as exc:
+                    self.logger.error("key_refresh_failed", error=f"{type(exc).__name__}: {exc}")
+
+    def admit(self, scope: Scope, group: str) -> Admission:
+        """Authenticate and admit a model call to `group`."""
+        grant = self.gate.authenticate(token_of(scope["headers"]))
+        return self.gate.admit(grant, group, trio.current_time())
+
+    def authenticate(self, scope: Scope) -> Grant | None:
+        """Authenticate only (for unknown models: 401 comes before 404)."""
+        return self.gate.authenticate(token_of(scope["headers"]))
+
+    def settle(self, admission: Admission, call: Call) -> None:
+        """Release counters, count spend and queue the spend row."""
+        usage = call.usage
+        cost = cost_of(usage, call.price) if usage is not None else 0.0
+        for subject in self.gate.settle(admission, trio.current_time(), usage, cost):
+            self.logger.warning("budget_soft_threshold", subject=subject.split(":", 1)[0],
+                                name=subject.split(":", 1)[1][:12])
+        call.extra["cost"] = round(cost, 8)
+        if self.spend is None:
+            return
+        grant = admission.grant
+        self.spend.record_nowait(SpendRow(
+            request_id=call.request_id, key_hash=grant.hash if grant else None, team=grant.team if grant else None,
+            user=grant.user if grant else None, model=call.group, deployment=call.deployment,
+            prompt_tokens=usage.prompt if usage else 0, completion_tokens=usage.completion if usage else 0,
+            cached_tokens=usage.cached if usage else 0, reasoning_tokens=usage.reasoning if usage else 0,
+            cost=cost, estimated=False, latency_ms=round((time.perf_counter() - call.t0) * 1000, 2),
+            status=call.status, created_at=time.time(),
+        ))
+
+    async def admin_call(self, method: str, path: str, scope: Scope, receive: Receive, limit: int) -> Any:
+        """An admin API answer; master key only."""
+        grant = self.gate.authenticate(token_of(scope["headers"]))
+        if grant is None:
+            raise AuthError("the admin API needs the master key")
+        if not grant.master:
+            raise Forbidden("the admin API needs the master key", code="forbidden")
+        if self.admin is None:
+            raise AuthError("the store is not open yet")
+        body: dict[str, Any] = {}
+        if method == "POST":
+            raw = await read_body(scope, receive, limit)
+            try:
+                body = orjson.loads(raw) if raw else {}
+            except orjson.JSONDecodeError:
+                raise BadRequest("request body is not valid JSON") from None
+            if not isinstance(body, dict):
+                raise BadRequest("request body must be a JSON object")
+        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+        return await self.admin.handle(method, path, query, body)

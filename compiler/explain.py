@@ -13,7 +13,7 @@ import json
 from compiler.catalog import load_catalog, price_info
 from compiler.diagnostics import did_you_mean
 from runtime.adapter import url_for
-from runtime.plan import Family, ModelGroup, Plan, Price, Provider, Target
+from runtime.plan import Family, ModelGroup, Plan, Price, Provider, Strategy, Target
 from runtime.plan_json import to_json_obj
 from runtime.providers import native_stream_url
 from runtime.providers.anthropic import ANTHROPIC_VERSION
@@ -146,9 +146,41 @@ def explain(plan: Plan, model: str) -> str:
     if group.aliases:
         lines.append("aliases: " + ", ".join(group.aliases))
     count = len(group.targets)
-    lines.append(f"targets: {count}; one is picked per request by weight, skipping any at its caps")
+    lines.extend(_routing_lines(group, count))
     for i, target in enumerate(group.targets, 1):
         lines.append("")
         share = 100.0 * target.weight / total if total else 0.0
         lines.extend(_target_lines(i, target, plan.provider(target.provider), share, forwarded))
+        if group.strategy is Strategy.PRIORITY:
+            lines.append(f"     tier:       {target.tier}")
     return "\n".join(lines) + "\n"
+
+
+_STRATEGY = {
+    Strategy.WEIGHTED: "by weight",
+    Strategy.ROUND_ROBIN: "in turn (round-robin)",
+    Strategy.LEAST_BUSY: "fewest in flight first (least-busy)",
+    Strategy.LATENCY: "fastest measured first, 10% exploration (latency)",
+    Strategy.USAGE: "lowest share of rpm/tpm caps used (usage)",
+    Strategy.COST: "cheapest for the estimated tokens (cost)",
+    Strategy.PRIORITY: "lowest tier first, by weight within a tier (priority)",
+}
+
+
+def _routing_lines(group: ModelGroup, count: int) -> list[str]:
+    r, c = group.retry, group.cooldown
+    lines = [
+        f"targets: {count}; one is picked per attempt {_STRATEGY[group.strategy]}, skipping any at its caps "
+        "or cooling down",
+        f"retries: {r.attempts} attempt(s) in all, backoff {format_duration(r.backoff)} doubling to "
+        f"{format_duration(r.max_backoff)}, on {', '.join(o.value for o in r.on)}",
+        f"cooldown: {c.failures} failures in {format_duration(c.window)} take a deployment out for "
+        f"{format_duration(c.duration)}" + (f" (or an error rate of {c.error_rate:g})" if c.error_rate else ""),
+    ]
+    if group.hedge_after is not None:
+        lines.append(f"hedging: a second deployment after {format_duration(group.hedge_after)} without a byte")
+    for label, chain in (("fallbacks", group.fallbacks), ("context-window fallbacks", group.context_window_fallbacks),
+                         ("content-policy fallbacks", group.content_policy_fallbacks)):
+        if chain:
+            lines.append(f"{label}: {' -> '.join(chain)}")
+    return lines

@@ -88,3 +88,19 @@ def test_no_strategy_picks_a_cooling_deployment_while_a_healthy_one_exists(
             st_.breaker.failure(0.0, FailureKind.SERVER_ERROR, COOL)
     pick = choose(g, s, 1.0, random.Random(seed), cursor=GroupState()).index
     assert pick is not None and not cooling[pick]
+
+
+def test_explain_shows_strategy_retries_cooldown_hedging_and_fallback_chain() -> None:
+    from pathlib import Path
+
+    from compiler.explain import explain
+    from compiler.pipeline import compile_text
+
+    spec = Path(__file__).parent / "golden" / "ok" / "routing-policy.yaml"
+    result = compile_text(spec.read_text(), spec.name)
+    assert result.plan is not None
+    out = explain(result.plan, "chat")
+    assert "lowest tier first" in out and "retries: 3 attempt(s)" in out
+    assert "cooldown: 2 failures in 30s" in out and "hedging: a second deployment after 2s" in out
+    assert "fallbacks: small -> tiny" in out and "context-window fallbacks: long" in out
+    assert "tier:       1" in out

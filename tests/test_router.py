@@ -229,3 +229,26 @@ async def test_weights_3_to_1_split_75_25_over_4000_requests(autojump_clock: tri
     for _ in range(4000):
         await asgi_call(app, CHAT)
     assert 0.72 <= t.count("a.test") / 4000 <= 0.78
+
+
+async def test_active_health_probes_open_and_close_the_breaker(autojump_clock: trio.testing.MockClock) -> None:
+    from dataclasses import replace
+
+    from runtime.plan import HealthProbe
+    from runtime.prober import run_probes
+
+    up = {"a": False}
+    t = ScriptedTransport({"a.test": lambda r: ok() if up["a"] else Reply(error(503)), "b.test": lambda r: ok()})
+    p = two()
+    probed = replace(p.providers[0], health=HealthProbe(interval=15.0, timeout=5.0))
+    app = make_app(replace(p, providers=(probed, p.providers[1])), t)
+    breaker = app.runtime.deployments["main"][0].state.breaker
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run_probes, lambda: app.runtime)
+        await trio.sleep(15 * COOL.failures + 1)
+        assert breaker.circuit is Circuit.OPEN and t.count("b.test") == 0, "probes alone opened it"
+        assert all(method == "a.test" for method, _ in t.calls)
+        up["a"] = True
+        await trio.sleep(COOL.duration + 16)
+        assert breaker.circuit is Circuit.CLOSED
+        nursery.cancel_scope.cancel()

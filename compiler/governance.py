@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from compiler.diagnostics import Collector, did_you_mean, join_pointer
-from runtime.plan import Auth, BudgetRule, LimitRule, Secret, SecretSource, StaticKey, Team
+from runtime.plan import Auth, BudgetRule, JwtRule, LimitRule, Secret, SecretSource, StaticKey, Team
 
 __all__ = ["GovernanceSpec", "check_governance", "resolve_governance"]
 
@@ -72,7 +72,22 @@ def resolve_governance(
                     name=k["name"], key=value, team=k.get("team"), user=k.get("user"),
                     models=tuple(k.get("models", ())), budget=_budget(k.get("budget")), limits=_limits(k.get("limits")),
                 ))
-        auth = Auth(master_key=master, keys=tuple(keys), refresh=seconds(raw_auth.get("refresh", "5s")))
+        jwt = None
+        raw_jwt = raw_auth.get("jwt")
+        if raw_jwt is not None:
+            has_secret = "secret" in raw_jwt
+            if has_secret == ("jwks_url" in raw_jwt):
+                out.error("auth.jwt-key-source", "/auth/jwt", "give exactly one of secret or jwks_url", at_key=True)
+            claims = raw_jwt.get("claims", {})
+            default_algs = ("HS256",) if has_secret else ("RS256", "ES256")
+            jwt = JwtRule(
+                secret=reference(raw_jwt["secret"], "/auth/jwt/secret") if has_secret else None,
+                jwks_url=raw_jwt.get("jwks_url"), algorithms=tuple(raw_jwt.get("algorithms", default_algs)),
+                audience=raw_jwt.get("audience"), issuer=raw_jwt.get("issuer"), team_claim=claims.get("team"),
+                user_claim=claims.get("user", "sub"), models_claim=claims.get("models"),
+                jwks_refresh=seconds(raw_jwt.get("jwks_refresh", "10m")),
+            )
+        auth = Auth(master_key=master, keys=tuple(keys), refresh=seconds(raw_auth.get("refresh", "5s")), jwt=jwt)
     return GovernanceSpec(auth=auth, teams=tuple(sorted(teams, key=lambda t: t.name)), refs=tuple(refs))
 
 

@@ -52,6 +52,7 @@ CODES: Mapping[str, str] = {
     "ref.unknown-model": "A fallback, key or team names a model group that is not declared.",
     "ref.unknown-team": "A key names a team that is not declared under teams.",
     "auth.duplicate-key-name": "Two static keys with the same name.",
+    "auth.jwt-key-source": "auth.jwt needs exactly one of secret or jwks_url.",
     "route.fallback-cycle": "Fallbacks that lead back to the group they start from.",
     "route.wildcard-fallback": "A fallback that names a wildcard group.",
     "cost.unknown-model": "An upstream model that is not in the price table.",

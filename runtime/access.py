@@ -17,6 +17,7 @@ from runtime.call import Call
 from runtime.errors import BadRequest
 from runtime.governance import Admission, AuthError, Forbidden, Gatekeeper, cost_of, token_of
 from runtime.http import Receive, Scope, read_body
+from runtime.jwt_auth import JwtVerifier, looks_like_jwt
 from runtime.keys import Grant, KeyCache
 from runtime.limits import Budget, period_start
 from runtime.logs import Logger
@@ -26,6 +27,15 @@ from runtime.state import Runtime
 from runtime.store import Store
 
 __all__ = ["ADMIN_ROUTES", "Access"]
+
+
+def _verifier(runtime: Runtime, current: JwtVerifier | None) -> JwtVerifier | None:
+    rule = runtime.plan.auth.jwt if runtime.plan.auth is not None else None
+    if rule is None:
+        return None
+    if current is not None and current.rule == rule:
+        return current  # keep the cached signing keys across a reload
+    return JwtVerifier(rule, runtime.jwt_secret)
 
 
 class Access:
@@ -38,11 +48,13 @@ class Access:
         self.spend: SpendWriter | None = None
         self.admin: Admin | None = None
         self.refresh = runtime.plan.auth.refresh if runtime.plan.auth else 5.0
+        self.jwt = _verifier(runtime, None)
 
     def configure(self, runtime: Runtime) -> None:
         """Apply a reloaded plan's keys and teams."""
         self.gate.configure(runtime.grants, runtime.teams, runtime.plan.auth is not None)
         self.refresh = runtime.plan.auth.refresh if runtime.plan.auth else 5.0
+        self.jwt = _verifier(runtime, self.jwt)
 
     async def attach(self, store: Store) -> None:
         """Start using the store: load stored keys and this period's spend (before serving)."""
@@ -77,10 +89,12 @@ class Access:
             self.gate.ledger.load_spend(subject, budget, await store.run(total), wall)
 
     async def run(self, store: Store) -> None:
-        """Background work: the spend writer and the periodic key refresh."""
+        """Background work: the spend writer, the periodic key refresh, the JWKS refresh."""
         assert self.spend is not None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.spend.run)
+            if self.jwt is not None:
+                nursery.start_soon(self.jwt.run)
             while True:
                 await trio.sleep(self.refresh)
                 try:
@@ -88,14 +102,16 @@ class Access:
                 except Exception as exc:
                     self.logger.error("key_refresh_failed", error=f"{type(exc).__name__}: {exc}")
 
-    def admit(self, scope: Scope, group: str) -> Admission:
-        """Authenticate and admit a model call to `group`."""
-        grant = self.gate.authenticate(token_of(scope["headers"]))
+    def admit(self, grant: Grant | None, group: str) -> Admission:
+        """Admit an authenticated model call to `group`."""
         return self.gate.admit(grant, group, trio.current_time())
 
-    def authenticate(self, scope: Scope) -> Grant | None:
-        """Authenticate only (for unknown models: 401 comes before 404)."""
-        return self.gate.authenticate(token_of(scope["headers"]))
+    async def authenticate(self, scope: Scope) -> Grant | None:
+        """The caller's grant: a JWT when `auth.jwt` is set and the token is one, else a key."""
+        token = token_of(scope["headers"])
+        if token is not None and self.jwt is not None and looks_like_jwt(token):
+            return await self.jwt.verify(token)
+        return self.gate.authenticate(token)
 
     def settle(self, admission: Admission, call: Call) -> None:
         """Release counters, count spend and queue the spend row."""

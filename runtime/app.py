@@ -75,7 +75,7 @@ class App:
                 await respond(send, 200, orjson.dumps(answer), [(b"x-request-id", rid.encode())], _JSON)
                 return
             if op == "count_tokens" and method == "POST":
-                self.access.authenticate(scope)
+                await self.access.authenticate(scope)
                 await self._count_tokens(scope, receive, send, rid)
             else:
                 await self._other(method, path, scope, send)
@@ -127,7 +127,7 @@ class App:
         in_flight = None
         admission = None
         try:
-            self.access.authenticate(scope)
+            grant = await self.access.authenticate(scope)
             body = await read_body(scope, receive, rt.plan.server.max_body)
             if rt.plan.observability.logs.bodies:
                 call.log_bodies = True
@@ -141,7 +141,7 @@ class App:
                 data = parse_request(op, body)
             route = rt.routes.resolve(data["model"])
             if route is not None:
-                admission = self.access.admit(scope, route.group.name)
+                admission = self.access.admit(grant, route.group.name)
             in_flight = self.metrics.in_flight.labels(route.group.name if route else "unknown")
             in_flight.inc()
             async with trio.open_nursery() as nursery:

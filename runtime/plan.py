@@ -22,6 +22,7 @@ __all__ = [
     "Header",
     "HealthProbe",
     "JSONValue",
+    "JwtRule",
     "LimitRule",
     "LogFormat",
     "LogLevel",
@@ -46,7 +47,7 @@ __all__ = [
     "Team",
 ]
 
-PLAN_VERSION = 4
+PLAN_VERSION = 5
 """Bumped whenever a plan written by an older compiler could be misread by this runtime."""
 
 JSONValue = Union[None, bool, int, float, str, tuple["JSONValue", ...], Mapping[str, "JSONValue"]]  # noqa: UP007
@@ -378,12 +379,29 @@ class Team:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class JwtRule:
+    """JWT bearer tokens: verified with an HS secret or keys from a JWKS URL; claims (dotted paths,
+    `[n]` for list items) name the team, user and allowed models."""
+
+    secret: Secret | None
+    jwks_url: str | None
+    algorithms: tuple[str, ...]
+    audience: str | None
+    issuer: str | None
+    team_claim: str | None
+    user_claim: str | None
+    models_claim: str | None
+    jwks_refresh: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Auth:
     """Keys are required; the master key and static keys; how often store keys are re-read."""
 
     master_key: Secret | None
     keys: tuple[StaticKey, ...]
     refresh: float
+    jwt: JwtRule | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

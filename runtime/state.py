@@ -76,6 +76,8 @@ class Runtime:
     grants: tuple[Grant, ...]
     """The spec's master and static keys (hashed)."""
     teams: dict[str, TeamPolicy]
+    jwt_secret: str | None
+    """The resolved HMAC secret of `auth.jwt`, when it has one."""
 
 
 def _headers(provider: Provider, target: Target) -> tuple[tuple[str, str], ...]:
@@ -126,6 +128,7 @@ def build_runtime(plan: Plan, shared: Transport, previous: Runtime | None = None
                                    adapters[provider.name], authorizers[provider.name]))
         deployments[group.name] = tuple(deps)
     grants, teams = policies_from_plan(plan)
+    jwt = plan.auth.jwt if plan.auth is not None else None
     return Runtime(
         plan=plan,
         digest=digest(plan),
@@ -136,6 +139,7 @@ def build_runtime(plan: Plan, shared: Transport, previous: Runtime | None = None
         cursors={g.name: GroupState() for g in plan.models},
         grants=grants,
         teams=teams,
+        jwt_secret=resolve(jwt.secret) if jwt is not None and jwt.secret is not None else None,
     )
 
 

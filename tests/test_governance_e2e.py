@@ -22,7 +22,7 @@ def _plan(db: str = "sqlite://:memory:", **key: object):  # type: ignore[no-unty
                                                     group("other", target("fake", "other"))],
              auth=Auth(master_key=env("TEST_MASTER"), keys=(StaticKey(
                  name="ci", key=env("TEST_CI_KEY"), team="platform", user=None, models=("demo",),
-                 budget=key.get("budget"), limits=key.get("limits")),), refresh=0.2),  # type: ignore[arg-type]
+                 budget=key.get("budget"), limits=key.get("limits")),), refresh=0.2, jwt=key.get("jwt")),  # type: ignore[arg-type]
              teams=(Team(name="platform", models=("demo", "other"), budget=None, limits=None),))
     from dataclasses import replace
 

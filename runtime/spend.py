@@ -18,6 +18,8 @@ from runtime.store import Store
 __all__ = ["SpendRow", "SpendWriter", "write_rows"]
 
 BATCH = 500
+LINGER = 0.05
+"""How long the writer waits after the first queued row, so rows are written in batches."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -113,6 +115,7 @@ class SpendWriter:
         try:
             while True:
                 await self._wake.wait()
+                await trio.sleep(LINGER)  # gather a batch: one thread hop per batch, not per request
                 self._wake = trio.Event()
                 try:
                     await self.flush()

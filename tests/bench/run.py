@@ -38,9 +38,18 @@ models:
 observability:
   logs: {{level: warning}}
 """
+_GOVERNED = """
+auth:
+  master_key: ${{BENCH_MASTER}}
+  keys:
+    - {{name: bench, key: "${{BENCH_CLIENT_KEY}}", team: bench, limits: {{rpm: 100000000}}}}
+teams:
+  bench: {{budget: {{amount: 1000000, period: 30d}}, limits: {{rpm: 100000000, parallel: 100000}}}}
+store: {{database: "sqlite:///{db}"}}
+"""
 _LUA = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer bench"
+wrk.headers["Authorization"] = "Bearer sk-bench-client"
 wrk.body = '{body}'
 """
 
@@ -114,7 +123,7 @@ def main() -> int:
         return 1
     conc = [1, 50] if args.quick else [int(c) for c in args.concurrency.split(",")]
     duration = 3.0 if args.quick else args.duration
-    mock_port, hello_port, gw_port = free_port(), free_port(), free_port()
+    mock_port, hello_port, gw_port, gov_port = free_port(), free_port(), free_port(), free_port()
     procs: list[subprocess.Popen[bytes]] = []
     results: list[dict[str, object]] = []
     chat = json.dumps({"model": "bench", "messages": [{"role": "user", "content": "hi"}]})
@@ -139,7 +148,7 @@ def main() -> int:
             def run(name: str, url: str, body: str, c: int) -> None:
                 r = wrk(url, body, c, duration, tmpdir)
                 results.append({"scenario": name, "c": c, **r})
-                print(f"{name:<22} c={c:<4} {r['rps']:>9.0f} req/s  p50 {r['p50_ms']:7.2f} ms  "
+                print(f"{name:<28} c={c:<4} {r['rps']:>9.0f} req/s  p50 {r['p50_ms']:7.2f} ms  "
                       f"p99 {r['p99_ms']:7.2f} ms  errors {r['errors']:.0f}", flush=True)
 
             for c in conc:
@@ -150,6 +159,18 @@ def main() -> int:
             for c in conc:
                 run("sidegate stream", f"http://127.0.0.1:{gw_port}/v1/chat/completions", stream, c)
             peak = rss_peak_mb(gw.pid)
+            gw.terminate()
+            gw.wait(timeout=15)
+            # The same with keys, team limits, budgets and spend logging on.
+            governed = tmpdir / "governed.yaml"
+            governed.write_text(_SPEC.format(port=gov_port, mock=mock_port) + _GOVERNED.format(db=tmpdir / "gw.db"))
+            gov = subprocess.Popen([*pin(0), py, "-m", "compiler.cli", "serve", str(governed)], cwd=ROOT,
+                                   env={**os.environ, "BENCH_KEY": "sk-bench", "BENCH_MASTER": "sk-bench-master",
+                                        "BENCH_CLIENT_KEY": "sk-bench-client"})
+            procs.append(gov)
+            wait_ready(f"http://127.0.0.1:{gov_port}/health/ready")
+            for c in conc:
+                run("sidegate +keys/limits/spend", f"http://127.0.0.1:{gov_port}/v1/chat/completions", chat, c)
         finally:
             for p in procs:
                 p.terminate()

@@ -8,8 +8,7 @@ auth scheme); `anthropic-version: 2023-06-01` is added unless configured.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -21,6 +20,7 @@ from runtime.plan import Provider, Target
 from runtime.providers.chat import Chat, Image, Text, ToolCall, ToolResult, parse_chat
 from runtime.providers.common import (
     ChunkWriter,
+    NativeAdapterBase,
     SseParser,
     completion_body,
     json_body,
@@ -162,14 +162,8 @@ def error_from_anthropic(status: int, headers: httpx.Headers | Mapping[str, str]
     return upstream_error("anthropic", status, message or "no message", retry_after=retry_after_seconds(headers))
 
 
-class AnthropicAdapter:
+class AnthropicAdapter(NativeAdapterBase):
     """OpenAI chat <-> Anthropic Messages."""
-
-    stream_content_type = "text/event-stream"
-
-    def __init__(self, *, drop_unsupported: bool = False, clock: Callable[[], float] = time.time) -> None:
-        self.drop_unsupported = drop_unsupported
-        self._clock = clock
 
     @staticmethod
     def url(base_url: str, model: str, op: str) -> str:

@@ -11,9 +11,8 @@ token through the provider's auth scheme).
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, cast
 from urllib.parse import quote
 
@@ -27,6 +26,7 @@ from runtime.plan import Provider, Target
 from runtime.providers.chat import Chat, Image, Text, ToolCall, ToolResult, parse_chat
 from runtime.providers.common import (
     ChunkWriter,
+    NativeAdapterBase,
     completion_body,
     guess_media_type,
     json_body,
@@ -158,14 +158,10 @@ def error_from_bedrock(status: int, headers: httpx.Headers | Mapping[str, str], 
     return upstream_error(label, status, message, retry_after=retry_after_seconds(headers), auth=auth)
 
 
-class BedrockAdapter:
+class BedrockAdapter(NativeAdapterBase):
     """OpenAI chat <-> Bedrock Converse."""
 
     stream_content_type = "application/vnd.amazon.eventstream"
-
-    def __init__(self, *, drop_unsupported: bool = False, clock: Callable[[], float] = time.time) -> None:
-        self.drop_unsupported = drop_unsupported
-        self._clock = clock
 
     @staticmethod
     def url(base_url: str, model: str, op: str) -> str:

@@ -9,8 +9,7 @@ An assistant's `tool_plan` (its words before calling tools) is treated as the me
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -22,6 +21,7 @@ from runtime.plan import Provider, Target
 from runtime.providers.chat import Chat, Image, Text, ToolCall, ToolResult, parse_chat
 from runtime.providers.common import (
     ChunkWriter,
+    NativeAdapterBase,
     SseParser,
     completion_body,
     embedding_inputs,
@@ -140,14 +140,8 @@ def error_from_cohere(status: int, headers: httpx.Headers | Mapping[str, str], b
     return upstream_error("cohere", status, message, retry_after=retry_after_seconds(headers), auth=status == 498)
 
 
-class CohereAdapter:
+class CohereAdapter(NativeAdapterBase):
     """OpenAI chat and embeddings <-> Cohere v2."""
-
-    stream_content_type = "text/event-stream"
-
-    def __init__(self, *, drop_unsupported: bool = False, clock: Callable[[], float] = time.time) -> None:
-        self.drop_unsupported = drop_unsupported
-        self._clock = clock
 
     @staticmethod
     def url(base_url: str, model: str, op: str) -> str:

@@ -11,7 +11,8 @@ import base64
 import mimetypes
 import re
 import struct
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -24,6 +25,7 @@ from runtime.transport import UpstreamRequest
 
 __all__ = [
     "ChunkWriter",
+    "NativeAdapterBase",
     "RequestAuthorizer",
     "SseEvent",
     "SseParser",
@@ -41,6 +43,17 @@ __all__ = [
     "usage_object",
     "with_header",
 ]
+
+
+class NativeAdapterBase:
+    """What every native adapter shares: the `drop_unsupported` rule and a wall clock for the
+    `created` field of translated answers (injectable for tests)."""
+
+    stream_content_type = "text/event-stream"
+
+    def __init__(self, *, drop_unsupported: bool = False, clock: Callable[[], float] = time.time) -> None:
+        self.drop_unsupported = drop_unsupported
+        self._clock = clock
 
 
 class RequestAuthorizer(Protocol):

@@ -28,6 +28,7 @@ from runtime.plan import Provider, Target
 from runtime.providers.chat import Chat, Image, Text, ToolCall, ToolResult, parse_chat
 from runtime.providers.common import (
     ChunkWriter,
+    NativeAdapterBase,
     SseParser,
     completion_body,
     embedding_inputs,
@@ -192,17 +193,14 @@ def error_from_gemini(status: int, headers: httpx.Headers | Mapping[str, str], b
     return upstream_error("gemini", status, str(err.get("message") or err.get("status")), retry_after=retry, auth=auth)
 
 
-class GeminiAdapter:
+class GeminiAdapter(NativeAdapterBase):
     """OpenAI chat and embeddings <-> Gemini (`vertex=True` for Vertex AI's embeddings format)."""
-
-    stream_content_type = "text/event-stream"
 
     def __init__(
         self, *, vertex: bool = False, drop_unsupported: bool = False, clock: Callable[[], float] = time.time
     ) -> None:
+        super().__init__(drop_unsupported=drop_unsupported, clock=clock)
         self.vertex = vertex
-        self.drop_unsupported = drop_unsupported
-        self._clock = clock
 
     def url(self, base_url: str, model: str, op: str) -> str:
         """`{base_url}/models/{model}:{method}` for `op`."""

@@ -24,6 +24,27 @@ class Seen:
     raw: bytes
 
 
+async def lifespan(receive: Any, send: Any) -> None:
+    """Answer an ASGI lifespan conversation (every fake server and test app needs it)."""
+    while True:
+        msg = await receive()
+        if msg["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        else:
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def read_all(receive: Any) -> bytes:
+    """The whole request body."""
+    raw = b""
+    while True:
+        msg = await receive()
+        raw += msg.get("body", b"")
+        if not msg.get("more_body"):
+            return raw
+
+
 @dataclass
 class FakeServer:
     port: int = 0
@@ -37,19 +58,9 @@ class FakeServer:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                msg = await receive()
-                if msg["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                else:
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        raw = b""
-        while True:
-            msg = await receive()
-            raw += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
+            await lifespan(receive, send)
+            return
+        raw = await read_all(receive)
         try:
             body = json.loads(raw) if raw else None
         except ValueError:

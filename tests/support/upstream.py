@@ -25,6 +25,8 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
+from tests.support.fake_base import lifespan, read_all
+
 
 @dataclass
 class Seen:
@@ -49,19 +51,9 @@ class FakeOpenAI:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                msg = await receive()
-                if msg["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                else:
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        body = b""
-        while True:
-            msg = await receive()
-            body += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
+            await lifespan(receive, send)
+            return
+        body = await read_all(receive)
         data = json.loads(body) if body else None
         self.seen.append(Seen(scope["method"], scope["path"], scope["query_string"].decode(),
                               {k.decode(): v.decode() for k, v in scope["headers"]}, data,

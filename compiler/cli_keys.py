@@ -70,13 +70,20 @@ def _run(args: argparse.Namespace) -> int:
     if url.endswith(":memory:"):
         print("sidegate keys: the spec's store is in memory; set store.database to a file", file=sys.stderr)
         return 1
+    if getattr(args, "metadata", None):
+        try:
+            json.loads(args.metadata)
+        except ValueError:
+            print("sidegate keys: --metadata must be a JSON object", file=sys.stderr)
+            return 64
     try:
         if args.action == "create":
             body: dict[str, Any] = {"key_alias": args.name, "team_id": args.team, "user_id": args.user,
                                     "models": [m for m in (args.models or "").split(",") if m],
                                     "max_budget": args.budget, "budget_duration": args.budget_period,
                                     "rpm_limit": args.rpm, "tpm_limit": args.tpm,
-                                    "max_parallel_requests": args.parallel, "duration": args.expires}
+                                    "max_parallel_requests": args.parallel, "duration": args.expires,
+                                    "metadata": json.loads(args.metadata) if args.metadata else None}
             made = _admin_call(url, "POST", "/key/generate", {}, {k: v for k, v in body.items() if v is not None})
             print(made["key"])
             print(f"token {made['token']}", file=sys.stderr)
@@ -119,5 +126,6 @@ def add_keys_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
             sub.add_argument("--tpm", type=int)
             sub.add_argument("--parallel", type=int)
             sub.add_argument("--expires", help="lifetime such as 12h or 30d")
+            sub.add_argument("--metadata", help='a JSON object, e.g. \'{"mcp": {"allow": ["files__*"]}}\'')
         if name == "revoke":
             sub.add_argument("key", metavar="KEY", help="the key or its token")

@@ -36,6 +36,7 @@ def grant_from_row(row: ApiKey) -> Grant:
         hash=row.hash, name=row.name, team=row.team, user=row.user,
         models=frozenset(models) if models else None, budget=row.budget, budget_period=row.budget_period,
         rpm=row.rpm, tpm=row.tpm, parallel=row.parallel, expires_at=row.expires_at, revoked=row.revoked,
+        metadata=orjson.loads(row.metadata or "{}"),
     )
 
 
@@ -73,6 +74,13 @@ def _models(body: Mapping[str, Any]) -> str:
     return orjson.dumps(sorted(value)).decode()
 
 
+def _metadata(body: Mapping[str, Any]) -> str:
+    value = body.get("metadata", {})
+    if not isinstance(value, dict):
+        raise BadRequest("'metadata' must be a JSON object", param="metadata")
+    return orjson.dumps(value).decode()
+
+
 def _limit_fields(body: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "budget": _opt_float(body, "max_budget"),
@@ -89,7 +97,7 @@ def _key_view(row: ApiKey) -> dict[str, Any]:
         "user_id": row.user, "models": orjson.loads(row.models), "max_budget": row.budget,
         "budget_duration": row.budget_period, "rpm_limit": row.rpm, "tpm_limit": row.tpm,
         "max_parallel_requests": row.parallel, "expires": row.expires_at, "revoked": row.revoked,
-        "created_at": row.created_at,
+        "created_at": row.created_at, "metadata": orjson.loads(row.metadata or "{}"),
     }
 
 
@@ -123,7 +131,8 @@ class Admin:
         fields = {
             "hash": hash_key(key), "prefix": display_prefix(key), "name": body.get("key_alias"),
             "team": body.get("team_id"), "user": body.get("user_id"), "models": _models(body),
-            **_limit_fields(body), "expires_at": expires, "revoked": False, "created_at": now, "updated_at": now,
+            **_limit_fields(body), "metadata": _metadata(body),
+            "expires_at": expires, "revoked": False, "created_at": now, "updated_at": now,
         }
         row = await self.store.run(lambda: ApiKey.create(**fields))
         self.cache.put(grant_from_row(row))
@@ -154,6 +163,8 @@ class Admin:
         changes: dict[str, Any] = {"updated_at": self.now()}
         if "models" in body:
             changes["models"] = _models(body)
+        if "metadata" in body:
+            changes["metadata"] = _metadata(body)
         for name, value in _limit_fields(body).items():
             if value is not None:
                 changes[name] = value

@@ -133,7 +133,6 @@ class App:
                 call.log_bodies = True
                 call.extra["request_body"] = body.decode("utf-8", "replace")
             if op == "messages":
-                # Keys are not enforced yet: x-api-key / Authorization are accepted and ignored.
                 data = parse_messages(body)
                 client = {k.decode(): v.decode("latin-1") for k, v in scope["headers"] if k in CLIENT_HEADERS}
                 call.dialect = MessagesDialect(data, client)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["KEY_PREFIX", "Grant", "KeyCache", "display_prefix", "hash_key", "new_key"]
 
@@ -50,6 +51,8 @@ class Grant:
     parallel: int | None = None
     expires_at: float | None = None
     revoked: bool = False
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    """Free-form key metadata (a JSON object); `mcp` and `a2a` members hold tool and agent permissions."""
 
     def allows(self, group: str) -> bool:
         """Whether this key may call model group `group`."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import peewee
+from playhouse.migrate import SchemaMigrator
+from playhouse.migrate import migrate as playhouse_migrate
 
 __all__ = ["MIGRATIONS", "ApiKey", "DailySpend", "Meta", "SpendLog", "Team", "migrate"]
 
@@ -49,6 +51,8 @@ class ApiKey(peewee.Model):
     revoked = peewee.BooleanField(default=False)
     created_at = peewee.FloatField()
     updated_at = peewee.FloatField()
+    metadata = peewee.TextField(default="{}")
+    """A JSON object of free-form key metadata; the `mcp` and `a2a` members carry tool and agent permissions."""
 
 
 class SpendLog(peewee.Model):
@@ -98,7 +102,15 @@ def _v2(db: peewee.Database) -> None:
     db.create_tables([Team, ApiKey, SpendLog, DailySpend])
 
 
-MIGRATIONS: list[Callable[[peewee.Database], None]] = [_v1, _v2]
+def _v3(db: peewee.Database) -> None:
+    # _v2 creates tables from today's models, so a fresh database already has the column.
+    table = ApiKey._meta.table_name
+    if "metadata" not in {c.name for c in db.get_columns(table)}:
+        migrator = SchemaMigrator.from_database(db)
+        playhouse_migrate(migrator.add_column(table, "metadata", peewee.TextField(default="{}")))
+
+
+MIGRATIONS: list[Callable[[peewee.Database], None]] = [_v1, _v2, _v3]
 """Migration n brings the schema from version n to n+1 (later ones may use playhouse.migrate)."""
 
 

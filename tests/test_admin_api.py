@@ -72,3 +72,19 @@ async def test_teams_and_spend_reports(tmp_path: Path) -> None:
     by_day = await admin.handle("GET", "/spend/report", {"group_by": "day"}, {})
     assert len(by_day["data"]) == 4
     await admin.store.aclose()
+
+
+async def test_key_metadata_round_trips_and_reaches_the_cache(tmp_path: Path) -> None:
+    admin = await _admin(tmp_path)
+    made = await admin.handle("POST", "/key/generate", {}, {"metadata": {"mcp": {"allow": ["files__*"]}}})
+    grant = admin.cache.lookup(made["key"])
+    assert grant is not None and grant.metadata == {"mcp": {"allow": ["files__*"]}}
+    await admin.handle("POST", "/key/update", {}, {"key": made["key"], "metadata": {"a2a": {"allow": ["x"]}}})
+    grant = admin.cache.lookup(made["key"])
+    assert grant is not None and grant.metadata == {"a2a": {"allow": ["x"]}}
+    info = await admin.handle("GET", "/key/info", {"key": made["key"]}, {})
+    assert info["info"]["metadata"] == {"a2a": {"allow": ["x"]}}
+    with pytest.raises(BadRequest) as bad:
+        await admin.handle("POST", "/key/generate", {}, {"metadata": ["not", "an", "object"]})
+    assert bad.value.param == "metadata"
+    await admin.store.aclose()

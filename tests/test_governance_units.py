@@ -13,7 +13,7 @@ import trio.lowlevel
 
 from runtime.keys import Grant, KeyCache, hash_key, new_key
 from runtime.limits import Budget, Ledger, Limits, period_start
-from runtime.models import DailySpend, SpendLog
+from runtime.models import ApiKey, DailySpend, SpendLog
 from runtime.spend import SpendRow, SpendWriter
 from runtime.store import SCHEMA_VERSION, Store
 
@@ -148,3 +148,25 @@ def test_no_key_in_clear_in_the_database(tmp_path: Path) -> None:
     trio.run(main)
     raw = b"".join(p.read_bytes() for p in tmp_path.iterdir())
     assert key.encode() not in raw and hash_key(key).encode() in raw
+
+
+async def test_migration_adds_key_metadata_to_a_version_2_database(tmp_path: Path) -> None:
+    """A database written before key metadata existed gains the column and keeps its keys."""
+    path = tmp_path / "old.db"
+    con = sqlite3.connect(path)
+    con.executescript(
+        "create table meta (key varchar primary key, value varchar);"
+        "insert into meta values ('schema_version', '2');"
+        "create table apikey (hash varchar primary key, prefix varchar, name varchar, team varchar,"
+        " user varchar, models text default '[]', budget real, budget_period varchar, rpm integer,"
+        " tpm integer, parallel integer, expires_at real, revoked integer default 0, created_at real,"
+        " updated_at real);"
+        "insert into apikey (hash, prefix, models, revoked, created_at, updated_at)"
+        " values ('h1', 'sk-sg-abc...', '[]', 0, 1.0, 1.0);")
+    con.commit()
+    con.close()
+    store = await Store.open(f"sqlite:///{path}")
+    assert await store.schema_version() == SCHEMA_VERSION
+    rows = await store.run(lambda: [(k.hash, k.metadata) for k in ApiKey.select()])
+    await store.aclose()
+    assert rows == [("h1", "{}")]

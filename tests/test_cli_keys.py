@@ -1,0 +1,54 @@
+"""`sidegate keys create|list|revoke SPEC`: keys made offline in the spec's store, shown once,
+stored as hashes, with metadata; bad metadata is a usage error, not a stack trace."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from compiler.cli import main
+
+Capture = pytest.CaptureFixture[str]
+
+
+def _spec(tmp_path: Path) -> Path:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"""\
+version: 1
+providers:
+  fake: {{type: mock}}
+models:
+  demo:
+    targets: [{{provider: fake, model: echo}}]
+store:
+  database: sqlite:///{tmp_path}/keys.db
+""")
+    return spec
+
+
+def test_create_list_revoke(tmp_path: Path, capsys: Capture) -> None:
+    spec = str(_spec(tmp_path))
+    assert main(["keys", "create", spec, "--name", "ci", "--models", "demo", "--rpm", "10",
+                 "--metadata", '{"mcp": {"allow": ["files__*"]}}']) == 0
+    key = capsys.readouterr().out.strip()
+    assert key.startswith("sk-sg-")
+    assert main(["keys", "list", spec]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [k["name"] for k in listed] == ["ci"] and listed[0]["revoked"] is False
+    con = sqlite3.connect(tmp_path / "keys.db")
+    meta, rpm = con.execute("select metadata, rpm from apikey").fetchone()
+    con.close()
+    assert json.loads(meta) == {"mcp": {"allow": ["files__*"]}} and rpm == 10
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("keys.db*"))
+    assert key.encode() not in raw
+    assert main(["keys", "revoke", spec, key]) == 0
+    assert main(["keys", "list", spec]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["revoked"] is True
+
+
+def test_bad_metadata_is_a_usage_error(tmp_path: Path, capsys: Capture) -> None:
+    assert main(["keys", "create", str(_spec(tmp_path)), "--metadata", "{nope"]) == 64
+    assert "--metadata must be a JSON object" in capsys.readouterr().err

@@ -30,3 +30,8 @@ golden-update:
 # Benchmark: gateway vs direct mock upstream and the stack ceiling, with wrk (see tests/bench/run.py).
 bench *args:
     {{py}} -m tests.bench.run {{args}}
+
+# Install the LiteLLM proxy from PyPI into its own venv (.bench/litellm) for `just bench --vs litellm`.
+bench-litellm-setup:
+    python3 -m venv .bench/litellm
+    .bench/litellm/bin/pip install -q 'litellm[proxy]'

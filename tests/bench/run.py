@@ -2,10 +2,12 @@
 
 Gateway pinned to core 0, mock upstream and wrk to core 1 (when the machine has two cores).
 Scenarios: the mock called directly (baseline), a hypercorn+trio hello world (the stack's ceiling),
-sidegate non-stream and stream at several concurrencies. Prints a table; writes JSON to
-bench-results/bench-<date>.json.
+sidegate non-stream and stream at each concurrency, sidegate with keys, limits, budgets and spend
+logging on, sidegate with 2 workers, and (`--vs litellm`) the LiteLLM proxy on the same mock.
+Prints a table and the issue's targets (met or missed); writes JSON to bench-results/.
 
 Usage: python -m tests.bench.run [--duration 5] [--concurrency 1,10,50,200] [--chunks 20] [--quick]
+                                 [--vs litellm] [--no-workers]
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -21,7 +22,12 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from tests.bench import litellm
+from tests.bench.wrk import pin, wrk
 
 ROOT = Path(__file__).resolve().parents[2]
 _SPEC = """# yaml-language-server: $schema=../schema/gateway.schema.json
@@ -47,11 +53,8 @@ teams:
   bench: {{budget: {{amount: 1000000, period: 30d}}, limits: {{rpm: 100000000, parallel: 100000}}}}
 store: {{database: "sqlite:///{db}"}}
 """
-_LUA = """wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer sk-bench-client"
-wrk.body = '{body}'
-"""
+_ENV = {"BENCH_KEY": "sk-bench", "BENCH_MASTER": "sk-bench-master", "BENCH_CLIENT_KEY": "sk-bench-client"}
+Result = dict[str, Any]
 
 
 def free_port() -> int:
@@ -60,13 +63,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def pin(core: int) -> list[str]:
-    if (os.cpu_count() or 1) >= 2 and shutil.which("taskset"):
-        return ["taskset", "-c", str(core)]
-    return []
-
-
 def wait_ready(url: str, timeout: float = 10.0) -> float:
+    """Seconds until `url` first answers 200."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         try:
@@ -78,37 +76,108 @@ def wait_ready(url: str, timeout: float = 10.0) -> float:
     raise RuntimeError(f"{url} not ready after {timeout}s")
 
 
-def _ms(value: str) -> float:
-    m = re.match(r"([\d.]+)(us|ms|s)", value)
-    if not m:
-        return float("nan")
-    n, unit = float(m.group(1)), m.group(2)
-    return n / 1000 if unit == "us" else n if unit == "ms" else n * 1000
-
-
-def wrk(url: str, body: str, conns: int, duration: float, script_dir: Path) -> dict[str, float]:
-    script = script_dir / "post.lua"
-    script.write_text(_LUA.format(body=body))
-    cmd = [*pin(1), "wrk", "-t1", f"-c{conns}", f"-d{duration:g}s", "--latency", "-s", str(script), url]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    errors = 0
-    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if m:
-        errors += int(m.group(1))
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    if m:
-        errors += sum(int(x) for x in m.groups())
-    return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "errors": errors}
-
-
 def rss_peak_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """Peak RSS of `pid` and its children (workers), in MB."""
+    total = 0.0
+    for p in [pid, *_children(pid)]:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total = max(total, int(line.split()[1]) / 1024)
+        except OSError:
+            continue
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+class Bench:
+    """One run: processes to stop at the end, and the rows measured so far."""
+
+    def __init__(self, tmpdir: Path, duration: float) -> None:
+        self.tmpdir = tmpdir
+        self.duration = duration
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.results: list[Result] = []
+        self.facts: dict[str, float] = {}
+
+    def start(self, cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **_ENV, **(env or {})}, stdout=subprocess.DEVNULL)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+    def gateway(self, port: int, mock: int, extra: str = "", workers: int = 1, cores: str = "0") -> tuple[
+            subprocess.Popen[bytes], float]:
+        spec = self.tmpdir / f"gw-{port}.yaml"
+        spec.write_text(_SPEC.format(port=port, mock=mock) + extra)
+        prefix = ["taskset", "-c", cores] if pin(0) else []
+        cmd = [*prefix, sys.executable, "-m", "compiler.cli", "serve", str(spec)]
+        if workers > 1:
+            cmd += ["--workers", str(workers)]
+        proc = self.start(cmd)
+        return proc, wait_ready(f"http://127.0.0.1:{port}/health/ready")
+
+    def run(self, name: str, url: str, body: str, c: int) -> Result:
+        r: Result = {"scenario": name, "c": c, **wrk(url, body, c, self.duration, self.tmpdir)}
+        self.results.append(r)
+        print(f"{name:<30} c={c:<4} {r['rps']:>9.0f} req/s  p50 {r['p50_ms']:8.2f} ms  "
+              f"p99 {r['p99_ms']:8.2f} ms  errors {r['errors']:.0f}", flush=True)
+        return r
+
+    def find(self, name: str, c: int) -> Result | None:
+        return next((r for r in self.results if r["scenario"] == name and r["c"] == c), None)
+
+
+def _targets(b: Bench, conc: list[int]) -> list[tuple[str, str, bool | None]]:
+    """The issue's targets as (what, measured, met); met is None when the run lacks the data."""
+    out: list[tuple[str, str, bool | None]] = []
+
+    def rps(name: str, c: int) -> float | None:
+        r = b.find(name, c)
+        return float(r["rps"]) if r else None
+
+    def add(what: str, value: float | None, fmt: Callable[[float], str], ok: Callable[[float], bool]) -> None:
+        out.append((what, "n/a" if value is None else fmt(value), None if value is None else ok(value)))
+
+    hello, sg50 = rps("hello-world ceiling", 50), rps("sidegate", 50)
+    add("non-stream c=50 >= 75% of hello world", sg50 / hello if sg50 and hello else None,
+        lambda v: f"{v:.0%}", lambda v: v >= 0.75)
+    add("stream c=50 >= 750 streams/s", rps("sidegate stream", 50), lambda v: f"{v:.0f}", lambda v: v >= 750)
+    s10, s200 = rps("sidegate", 10), rps("sidegate", 200)
+    add("c=200 throughput >= 90% of c=10", s200 / s10 if s10 and s200 else None,
+        lambda v: f"{v:.0%}", lambda v: v >= 0.9)
+    r200 = b.find("sidegate", 200)
+    add("p99 at c=200 < 1 s", float(r200["p99_ms"]) if r200 else None, lambda v: f"{v:.0f} ms", lambda v: v < 1000)
+    one, direct = b.find("sidegate", 1), b.find("direct", 1)
+    if one and direct:
+        add("added p50 at c=1 <= 0.6 ms", float(one["p50_ms"]) - float(direct["p50_ms"]),
+            lambda v: f"{v:.2f} ms", lambda v: v <= 0.6)
+        add("added p99 at c=1 <= 1.5 ms", float(one["p99_ms"]) - float(direct["p99_ms"]),
+            lambda v: f"{v:.2f} ms", lambda v: v <= 1.5)
+    c = max(conc)
+    gov, plain = rps("sidegate +keys/limits/spend", 50 if 50 in conc else c), rps("sidegate", 50 if 50 in conc else c)
+    add("keys+limits+spend cost <= 10%", 1 - gov / plain if gov and plain else None,
+        lambda v: f"{v:.1%}", lambda v: v <= 0.10)
+    add("peak RSS <= 100 MB per worker", b.facts.get("peak_rss_mb"), lambda v: f"{v:.0f} MB", lambda v: v <= 100)
+    add("cold start <= 1 s", b.facts.get("cold_start_s"), lambda v: f"{v * 1000:.0f} ms", lambda v: v <= 1.0)
+    w2 = rps("sidegate 2 workers", 50)
+    add("2 workers >= 1.8x one (needs 2 free cores)", w2 / sg50 if w2 and sg50 else None,
+        lambda v: f"{v:.2f}x", lambda v: v >= 1.8)
+    for name, label in (("sidegate", "non-stream"), ("sidegate stream", "stream")):
+        lite = rps(f"litellm{name[len('sidegate'):]}", 50)
+        ours = rps(name, 50)
+        add(f"{label} c=50 >= 10x LiteLLM", ours / lite if ours and lite else None,
+            lambda v: f"{v:.1f}x", lambda v: v >= 10)
+    return out
 
 
 def main() -> int:
@@ -116,81 +185,97 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--concurrency", default="1,10,50,200")
     ap.add_argument("--chunks", type=int, default=20)
-    ap.add_argument("--quick", action="store_true", help="c=1 and c=50 only, 3 s each")
+    ap.add_argument("--quick", action="store_true", help="c=1 and c=50 only, 3 s each, no 2-worker run")
+    ap.add_argument("--vs", choices=["litellm"], help="also run the scenarios against another gateway")
+    ap.add_argument("--no-workers", action="store_true", help="skip the 2-worker scenario")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         print("bench: wrk is not installed (apt-get install wrk)", file=sys.stderr)
         return 1
+    if args.vs == "litellm" and litellm.executable() is None:
+        print(f"bench: no LiteLLM proxy at {litellm.VENV}; run `just bench-litellm-setup`", file=sys.stderr)
+        return 1
     conc = [1, 50] if args.quick else [int(c) for c in args.concurrency.split(",")]
-    duration = 3.0 if args.quick else args.duration
-    mock_port, hello_port, gw_port, gov_port = free_port(), free_port(), free_port(), free_port()
-    procs: list[subprocess.Popen[bytes]] = []
-    results: list[dict[str, object]] = []
     chat = json.dumps({"model": "bench", "messages": [{"role": "user", "content": "hi"}]})
     stream = json.dumps({"model": "bench", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
     with tempfile.TemporaryDirectory() as tmp:
-        tmpdir = Path(tmp)
+        b = Bench(Path(tmp), 3.0 if args.quick else args.duration)
         try:
-            py = sys.executable
-            procs.append(subprocess.Popen([*pin(1), py, "-m", "tests.bench.mock_upstream", str(mock_port),
-                                           str(args.chunks)], cwd=ROOT, stdout=subprocess.DEVNULL))
-            procs.append(subprocess.Popen([*pin(0), py, "-m", "tests.bench.hello", str(hello_port)], cwd=ROOT))
-            spec = tmpdir / "bench.yaml"
-            spec.write_text(_SPEC.format(port=gw_port, mock=mock_port))
-            time.sleep(0.3)
-            t0 = time.monotonic()
-            gw = subprocess.Popen([*pin(0), py, "-m", "compiler.cli", "serve", str(spec)], cwd=ROOT,
-                                  env={**os.environ, "BENCH_KEY": "sk-bench"})
-            procs.append(gw)
-            cold = wait_ready(f"http://127.0.0.1:{gw_port}/health/ready") + 0 * t0
-            wait_ready(f"http://127.0.0.1:{hello_port}/", 10)
-
-            def run(name: str, url: str, body: str, c: int) -> None:
-                r = wrk(url, body, c, duration, tmpdir)
-                results.append({"scenario": name, "c": c, **r})
-                print(f"{name:<28} c={c:<4} {r['rps']:>9.0f} req/s  p50 {r['p50_ms']:7.2f} ms  "
-                      f"p99 {r['p99_ms']:7.2f} ms  errors {r['errors']:.0f}", flush=True)
-
-            for c in conc:
-                run("direct", f"http://127.0.0.1:{mock_port}/v1/chat/completions", chat, c)
-            run("hello-world ceiling", f"http://127.0.0.1:{hello_port}/", "{}", 50)
-            for c in conc:
-                run("sidegate", f"http://127.0.0.1:{gw_port}/v1/chat/completions", chat, c)
-            for c in conc:
-                run("sidegate stream", f"http://127.0.0.1:{gw_port}/v1/chat/completions", stream, c)
-            peak = rss_peak_mb(gw.pid)
-            gw.terminate()
-            gw.wait(timeout=15)
-            # The same with keys, team limits, budgets and spend logging on.
-            governed = tmpdir / "governed.yaml"
-            governed.write_text(_SPEC.format(port=gov_port, mock=mock_port) + _GOVERNED.format(db=tmpdir / "gw.db"))
-            gov = subprocess.Popen([*pin(0), py, "-m", "compiler.cli", "serve", str(governed)], cwd=ROOT,
-                                   env={**os.environ, "BENCH_KEY": "sk-bench", "BENCH_MASTER": "sk-bench-master",
-                                        "BENCH_CLIENT_KEY": "sk-bench-client"})
-            procs.append(gov)
-            wait_ready(f"http://127.0.0.1:{gov_port}/health/ready")
-            for c in conc:
-                run("sidegate +keys/limits/spend", f"http://127.0.0.1:{gov_port}/v1/chat/completions", chat, c)
+            _scenarios(b, args, conc, chat, stream)
         finally:
-            for p in procs:
+            for p in b.procs:
                 p.terminate()
-            for p in procs:
-                p.wait(timeout=15)
-    direct = {r["c"]: r for r in results if r["scenario"] == "direct"}
+            for p in b.procs:
+                p.wait(timeout=20)
+    _report(b, conc, args)
+    return 0
+
+
+def _scenarios(b: Bench, args: argparse.Namespace, conc: list[int], chat: str, stream: str) -> None:
+    py = sys.executable
+    mock, hello = free_port(), free_port()
+    b.start([*pin(1), py, "-m", "tests.bench.mock_upstream", str(mock), str(args.chunks)])
+    b.start([*pin(0), py, "-m", "tests.bench.hello", str(hello)])
+    wait_ready(f"http://127.0.0.1:{hello}/", 10)
+    port = free_port()
+    gw, b.facts["cold_start_s"] = b.gateway(port, mock)
+    for c in conc:
+        b.run("direct", f"http://127.0.0.1:{mock}/v1/chat/completions", chat, c)
+    b.run("hello-world ceiling", f"http://127.0.0.1:{hello}/", "{}", 50)
+    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    for c in conc:
+        b.run("sidegate", url, chat, c)
+    for c in conc:
+        b.run("sidegate stream", url, stream, c)
+    b.facts["peak_rss_mb"] = rss_peak_mb(gw.pid)
+    b.stop(gw)
+    port = free_port()
+    gov, _ = b.gateway(port, mock, _GOVERNED.format(db=b.tmpdir / "gw.db"))
+    for c in conc:
+        b.run("sidegate +keys/limits/spend", f"http://127.0.0.1:{port}/v1/chat/completions", chat, c)
+    b.facts["peak_rss_governed_mb"] = rss_peak_mb(gov.pid)
+    b.stop(gov)
+    if not (args.quick or args.no_workers):
+        # Two workers may use both cores, which wrk and the mock share: on a 2-core machine this
+        # measures contention as much as scaling (reported as such).
+        port = free_port()
+        two, _ = b.gateway(port, mock, workers=2, cores="0,1")
+        b.run("sidegate 2 workers", f"http://127.0.0.1:{port}/v1/chat/completions", chat, 50)
+        b.stop(two)
+    if args.vs == "litellm":
+        port = free_port()
+        lite = litellm.start(port, mock, b.tmpdir, pin(0))
+        b.procs.append(lite)
+        b.facts["litellm_cold_start_s"] = wait_ready(f"http://127.0.0.1:{port}/health/liveliness", 120)
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        for c in conc:
+            b.run("litellm", url, chat, c)
+        for c in conc:
+            b.run("litellm stream", url, stream, c)
+        b.facts["litellm_peak_rss_mb"] = rss_peak_mb(lite.pid)
+
+
+def _report(b: Bench, conc: list[int], args: argparse.Namespace) -> None:
+    direct = {r["c"]: r for r in b.results if r["scenario"] == "direct"}
     print()
-    for r in results:
-        if r["scenario"] == "sidegate" and r["c"] in direct:
+    for r in b.results:
+        if r["scenario"] in ("sidegate", "litellm") and r["c"] in direct:
             d = direct[r["c"]]
-            print(f"added latency c={r['c']}: p50 {float(r['p50_ms']) - float(d['p50_ms']):.2f} ms, "  # type: ignore[arg-type]
-                  f"p99 {float(r['p99_ms']) - float(d['p99_ms']):.2f} ms")  # type: ignore[arg-type]
-    print(f"cold start to ready: {cold * 1000:.0f} ms; gateway peak RSS: {peak:.0f} MB")
+            print(f"added latency {r['scenario']} c={r['c']}: p50 {r['p50_ms'] - d['p50_ms']:.2f} ms, "
+                  f"p99 {r['p99_ms'] - d['p99_ms']:.2f} ms")
+    facts = ", ".join(f"{k} {v:.3g}" for k, v in b.facts.items())
+    print(f"{facts}\n\ntargets:")
+    targets = _targets(b, conc)
+    for what, measured, met in targets:
+        mark = "n/a   " if met is None else "met   " if met else "MISSED"
+        print(f"  {mark} {what:<46} {measured}")
     out = ROOT / "bench-results"
     out.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     (out / f"bench-{stamp}.json").write_text(json.dumps(
-        {"date": stamp, "cpus": os.cpu_count(), "pinned": bool(pin(0)), "cold_start_s": cold,
-         "peak_rss_mb": peak, "results": results}, indent=2))
-    return 0
+        {"date": stamp, "cpus": os.cpu_count(), "pinned": bool(pin(0)), "args": vars(args), **b.facts,
+         "results": b.results, "targets": [{"what": w, "measured": m, "met": ok} for w, m, ok in targets]},
+        indent=2))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,38 @@
+"""The benchmark's wrk report reader: percentiles from the distribution block, never from the
+thread-stats line (whose `+/- Stdev` column also ends in a percentage)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.bench.wrk import parse, to_ms
+
+OUT = """Running 1s test @ http://127.0.0.1:18999/v1/chat/completions
+  1 threads and 2 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   666.41us    1.45ms  10.19ms   87.80%
+    Req/Sec    34.12k    19.01k   60.51k    50.00%
+  Latency Distribution
+     50%   34.00us
+     75%  256.00us
+     90%    2.60ms
+     99%    1.20s
+  33863 requests in 1.00s, 11.79MB read
+  Non-2xx or 3xx responses: 3
+  Socket errors: connect 0, read 2, write 0, timeout 1
+Requests/sec:  33856.16
+Transfer/sec:     11.79MB
+"""
+
+
+def test_reads_the_distribution_block() -> None:
+    r = parse(OUT)
+    assert r == {"rps": 33856.16, "p50_ms": 0.034, "p99_ms": 1200.0, "errors": 6}
+
+
+def test_units_and_garbage() -> None:
+    assert [to_ms(v) for v in ("523.00us", "1.02ms", "1.50s", "2.00m")] == [0.523, 1.02, 1500.0, 120000.0]
+    with pytest.raises(ValueError):
+        to_ms("Req/Sec")
+    with pytest.raises(ValueError):
+        parse("unable to connect to 127.0.0.1:1 Connection refused")

@@ -18,6 +18,8 @@ _CONFIG = """model_list:
       api_key: sk-bench
 litellm_settings:
   drop_params: true
+general_settings:
+  master_key: sk-bench-client
 """
 
 
@@ -28,7 +30,7 @@ def executable() -> Path | None:
 
 
 def start(port: int, mock: int, tmpdir: Path, prefix: list[str]) -> subprocess.Popen[bytes]:
-    """Start the proxy (one worker, no database, logging quiet) on 127.0.0.1:`port`."""
+    """Start the proxy (one worker, no database, the bench client key as master key, logging quiet)."""
     exe = executable()
     if exe is None:
         raise RuntimeError(f"no LiteLLM proxy at {VENV}: run `just bench-litellm-setup` first")

@@ -246,7 +246,7 @@ def _scenarios(b: Bench, args: argparse.Namespace, conc: list[int], chat: str, s
         port = free_port()
         lite = litellm.start(port, mock, b.tmpdir, pin(0))
         b.procs.append(lite)
-        b.facts["litellm_cold_start_s"] = wait_ready(f"http://127.0.0.1:{port}/health/liveliness", 120)
+        b.facts["litellm_cold_start_s"] = wait_ready(f"http://127.0.0.1:{port}/health/liveliness", 180)
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
         for c in conc:
             b.run("litellm", url, chat, c)

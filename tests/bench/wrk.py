@@ -37,8 +37,8 @@ def parse(out: str) -> dict[str, float]:
     The percentiles come from the "Latency Distribution" block only: the thread-stats line above it
     also ends in a percentage (`+/- Stdev`), which an unanchored `50%` pattern would match."""
     rps = re.search(r"^Requests/sec:\s+([\d.]+)", out, re.M)
-    p50 = re.search(r"^\s+50%\s+(\S+)$", out, re.M)
-    p99 = re.search(r"^\s+99%\s+(\S+)$", out, re.M)
+    p50 = re.search(r"^\s+50%\s+(\S+)[ \t]*$", out, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)[ \t]*$", out, re.M)
     if not (rps and p50 and p99):
         raise ValueError(f"unreadable wrk output:\n{out}")
     errors = 0

@@ -83,6 +83,7 @@ async def attempt(
             state.breaker.success(trio.current_time(), group.cooldown, ttft=call.extra.pop("_ttft", None),
                                   per_token=per_token)
     finally:
+        call.extra.pop("_ttft", None)
         state.finish(trio.current_time(), tokens)
 
 
@@ -157,11 +158,20 @@ async def _stream(
                         headers = [(b"content-type", b"text/event-stream; charset=utf-8"),
                                    (b"cache-control", b"no-cache"), *call.headers()]
                         await send({"type": "http.response.start", "status": 200, "headers": headers})
-                    await send({"type": "http.response.body", "body": out, "more_body": True})
+                    failure: GatewayError | None = getattr(relay, "failure", None)
+                    if failure is not None:
+                        # The upstream's own error event goes to the client as it is; the call is
+                        # accounted as that error (set first: the client may hang up on reading it).
+                        call.status, call.error, call.complete = failure.status, failure.message, True
+                    await send({"type": "http.response.body", "body": out, "more_body": failure is None})
+                    if failure is not None:
+                        raise failure
                 t = perf_counter()
             if not relay.done:
                 raise UpstreamError("the upstream closed the stream before it was complete")
         except GatewayError as err:
+            if call.complete:
+                raise
             if not call.started:
                 raise
             await stream_error(send, call, err)

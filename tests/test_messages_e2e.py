@@ -68,7 +68,8 @@ async def open_stack() -> AsyncIterator[tuple[anthropic.AsyncAnthropic, dict[str
         models = [group("scripted", target("scripted", "ok")), group("openai", target("oa", "ok")),
                   group("openai-broken", target("oa", "fail-500")), group("gemini", target("gem", "ok")),
                   group("gemini-breaks", target("gem", "stream-error")), group("claude", target("ant", "ok")),
-                  group("claude-limited", target("ant", "rate-429"))]
+                  group("claude-limited", target("ant", "rate-429")),
+                  group("claude-breaks", target("ant", "stream-error"))]
         async with open_gateway(plan(providers, models)) as gw:
             client = anthropic.AsyncAnthropic(base_url=f"http://127.0.0.1:{gw.port}", api_key="sk-client",
                                               max_retries=0)
@@ -185,6 +186,20 @@ async def test_errors_use_anthropics_envelope_and_stream_error_event() -> None:
     assert missing.status_code == 400 and missing.json()["error"] == {
         "type": "invalid_request_error", "message": "max_tokens: field required (a positive integer)"}
     assert untranslatable.status_code == 400 and "web_search" in untranslatable.json()["error"]["message"]
+
+
+async def test_pass_through_stream_ending_in_an_error_event_counts_as_that_error() -> None:
+    """Anthropic's own `error` event reaches the client verbatim, and the call is accounted as the
+    failure it was (status and metrics), not as a success."""
+    with trio.fail_after(15):
+        async with open_stack() as (client, fakes):
+            with pytest.raises(anthropic.APIStatusError) as broke:
+                await _stream(client, "claude-breaks")
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{fakes['port']}") as raw:
+                metrics = (await raw.get("/metrics")).text
+    assert broke.value.body == {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    assert 'sidegate_requests_total{deployment="ant/stream-error",model="claude-breaks",status="502"} 1.0' in metrics
+    assert 'status="200"} 1.0' not in metrics.split("claude-breaks")[0][-200:]
 
 
 async def test_count_tokens_estimates_and_checks_the_model() -> None:

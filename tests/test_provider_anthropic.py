@@ -214,3 +214,15 @@ def test_relay_passes_events_and_records_usage() -> None:
     out = feed_split(relay, raw, 5)
     assert out.count(b"event: ") == len(STREAM_TOOL) and relay.done
     assert relay.usage is not None and relay.usage.completion == 89
+
+
+def test_relay_error_event_raises_before_anything_was_relayed_and_is_kept_after() -> None:
+    overloaded = ("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+    first = AnthropicRelay()
+    with pytest.raises(UpstreamError) as raised:
+        first.feed(sse([overloaded]))
+    assert raised.value.status == 502 and "Overloaded" in raised.value.message
+    later = AnthropicRelay()
+    out = later.feed(sse([*STREAM_TOOL[:3], overloaded]))
+    assert out.endswith(b'"Overloaded"}}\n\n') and later.done
+    assert later.failure is not None and later.failure.status == 502

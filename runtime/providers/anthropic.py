@@ -323,14 +323,18 @@ def passthrough_request(
 
 class AnthropicRelay:
     """Passes an Anthropic event stream through unchanged (whole events per write), recording usage
-    from `message_start` / `message_delta`; an `error` event also completes the stream."""
+    from `message_start` / `message_delta`. An `error` event before anything was relayed is raised
+    (so the router can still retry or fall back); after that it is passed on, ends the stream, and
+    is kept in `failure` so the call is accounted as the error it was."""
 
-    __slots__ = ("_buf", "done", "keep_usage", "usage")
+    __slots__ = ("_buf", "_relayed", "done", "failure", "keep_usage", "usage")
 
     def __init__(self, keep_usage: bool = True) -> None:
         self.keep_usage = keep_usage
         self.usage: Usage | None = None
         self.done = False
+        self.failure: GatewayError | None = None
+        self._relayed = False
         self._buf = SseParser()
 
     def feed(self, data: bytes) -> bytes:
@@ -346,8 +350,16 @@ class AnthropicRelay:
                 self.usage = message_usage((obj.get("message") or {}).get("usage") or {})
             elif kind == "message_delta":
                 self.usage = message_usage(obj.get("usage") or {}, self.usage)
-            elif kind in ("message_stop", "error"):
+            elif kind == "message_stop":
                 self.done = True
+            elif kind == "error":
+                err = obj.get("error") or {}
+                etype = str(err.get("type") or "api_error")
+                failure = upstream_error("anthropic", ERROR_STATUS.get(etype, 500), str(err.get("message") or etype))
+                if not (self._relayed or out):
+                    raise failure
+                self.failure, self.done = failure, True
             name = event.event or (kind if isinstance(kind, str) else "")
             out.append((f"event: {name}\n" if name else "").encode() + f"data: {event.data}\n\n".encode())
+        self._relayed = self._relayed or bool(out)
         return b"".join(out)

@@ -8,8 +8,10 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
+from operator import attrgetter
 
+import peewee
 import trio
 
 from runtime.models import DailySpend, SpendLog
@@ -43,11 +45,25 @@ class SpendRow:
     created_at: float
 
 
+_COLUMNS = [f.name for f in fields(SpendRow)]
+_values = attrgetter(*_COLUMNS)
+
+
+def _insert_sql(db: peewee.Database) -> str:
+    open_q, close_q = db.quote[0], db.quote[1]  # quoted: `user` is a reserved word in PostgreSQL
+    names = ", ".join(f"{open_q}{SpendLog._meta.fields[c].column_name}{close_q}" for c in _COLUMNS)
+    marks = ", ".join([db.param] * len(_COLUMNS))
+    return f"INSERT INTO {open_q}{SpendLog._meta.table_name}{close_q} ({names}) VALUES ({marks})"
+
+
 def write_rows(rows: list[SpendRow]) -> None:
-    """Insert rows and fold them into the daily aggregates, in one transaction (blocking)."""
+    """Insert rows and fold them into the daily aggregates, in one transaction (blocking).
+
+    The rows go in with one `executemany` of plain tuples: peewee's insert_many built the same
+    statement at about 45 us a row (against 5), all of it holding the GIL the event loop needs."""
     db = SpendLog._meta.database
     with db.atomic():
-        SpendLog.insert_many([asdict(r) for r in rows]).execute()
+        db.cursor().executemany(_insert_sql(db), [_values(r) for r in rows])
         totals: dict[tuple[str, str, str, str], list[float]] = {}
         for r in rows:
             day = time.strftime("%Y-%m-%d", time.gmtime(r.created_at))

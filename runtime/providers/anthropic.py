@@ -17,7 +17,7 @@ import orjson
 from runtime.errors import BadRequest, GatewayError
 from runtime.openai_wire import Usage, thaw
 from runtime.plan import Provider, Target
-from runtime.providers.chat import Chat, Image, Text, ToolCall, ToolResult, parse_chat
+from runtime.providers.chat import Chat, Image, Text, ToolCall, ToolResult, parse_chat, thinking_budget
 from runtime.providers.common import (
     ChunkWriter,
     NativeAdapterBase,
@@ -49,7 +49,7 @@ DEFAULT_MAX_TOKENS = 4096
 
 SUPPORTED = frozenset(
     {"max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "stop", "tools", "tool_choice",
-     "parallel_tool_calls", "response_format"}
+     "parallel_tool_calls", "response_format", "reasoning_effort"}
 )
 FINISH = {
     "end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop", "max_tokens": "length",
@@ -123,6 +123,9 @@ def anthropic_request_body(chat: Chat, model: str, default_max_tokens: int | Non
         out["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
     if chat.user:
         out["metadata"] = {"user_id": chat.user}
+    budget = thinking_budget(chat, out["max_tokens"], "anthropic")
+    if budget is not None:
+        out["thinking"] = {"type": "enabled", "budget_tokens": budget}
     return out
 
 

@@ -23,7 +23,7 @@ from botocore.eventstream import EventStreamBuffer, ParserError
 from runtime.errors import BadRequest, GatewayError, UpstreamError
 from runtime.openai_wire import Usage, thaw
 from runtime.plan import Provider, Target
-from runtime.providers.chat import Chat, Image, Text, ToolCall, ToolResult, parse_chat
+from runtime.providers.chat import EFFORT_BUDGET, Chat, Image, Text, ToolCall, ToolResult, parse_chat, thinking_budget
 from runtime.providers.common import (
     ChunkWriter,
     NativeAdapterBase,
@@ -41,7 +41,7 @@ __all__ = ["BedrockAdapter", "BedrockStream", "bedrock_base_url", "bedrock_reque
 
 SUPPORTED = frozenset(
     {"max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "stop", "tools", "tool_choice",
-     "response_format"}
+     "response_format", "reasoning_effort"}
 )
 FINISH = {
     "end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "model_context_window_exceeded": "length",
@@ -90,6 +90,26 @@ def _blocks(parts: list[Text | Image | ToolCall | ToolResult]) -> list[dict[str,
         else:
             out.append({"toolResult": {"toolUseId": part.call_id, "content": [{"text": part.content}]}})
     return out
+
+
+def _thinking(payload: dict[str, Any], chat: Chat, model: str, drop: bool) -> None:
+    """`reasoning_effort` for Claude on Bedrock: Anthropic's `thinking` in additionalModelRequestFields
+    (the budget below maxTokens, which gets room for it when unset). Other Bedrock models take no
+    thinking budget through Converse."""
+    if "anthropic." not in model and "claude" not in model:
+        if chat.reasoning_effort != "none" and not drop:
+            raise unsupported("bedrock", f"'reasoning_effort' on model '{model}'", param="reasoning_effort")
+        return
+    inference = payload.setdefault("inferenceConfig", {})
+    wanted = EFFORT_BUDGET.get(str(chat.reasoning_effort))
+    if wanted is not None and "maxTokens" not in inference:
+        inference["maxTokens"] = wanted + 4096
+    budget = thinking_budget(chat, int(inference.get("maxTokens") or 0), "bedrock")
+    if budget is not None:
+        payload.setdefault("additionalModelRequestFields", {})["thinking"] = {"type": "enabled",
+                                                                            "budget_tokens": budget}
+    if not inference:
+        del payload["inferenceConfig"]
 
 
 def bedrock_request_body(chat: Chat, drop: bool = False) -> dict[str, Any]:
@@ -191,6 +211,8 @@ class BedrockAdapter(NativeAdapterBase):
                    **bedrock_request_body(chat, self.drop_unsupported)}
         if chat.max_tokens is None and target.max_output_tokens:
             payload.setdefault("inferenceConfig", {})["maxTokens"] = target.max_output_tokens
+        if chat.reasoning_effort is not None:
+            _thinking(payload, chat, model, self.drop_unsupported)
         if chat.stream:
             url = self.stream_url(url)
         return UpstreamRequest("POST", url, headers, json_body(payload), provider.connect_timeout)

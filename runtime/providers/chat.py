@@ -18,6 +18,7 @@ from runtime.errors import BadRequest
 from runtime.providers.common import data_url, unsupported
 
 __all__ = [
+    "EFFORT_BUDGET",
     "Chat",
     "Image",
     "ResponseFormat",
@@ -28,10 +29,15 @@ __all__ = [
     "Turn",
     "parse_chat",
     "result_text",
+    "thinking_budget",
 ]
 
 ALWAYS = frozenset({"model", "messages", "stream", "stream_options", "user", "store", "metadata"})
 """Fields every adapter takes: routing fields and bookkeeping that never reaches the model."""
+
+EFFORT_BUDGET = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384}
+"""Thinking-token budgets for OpenAI's `reasoning_effort` on providers that take a budget instead
+(1,024 is Anthropic's floor); `none` turns thinking off where the provider allows it."""
 
 _NO_OP = {"n": (None, 1), "parallel_tool_calls": (None, True), "logprobs": (None, False)}
 """Values of parameters that change nothing, accepted even where the parameter is not."""
@@ -126,6 +132,8 @@ class Chat:
     response_format: ResponseFormat | None = None
     parallel_tool_calls: bool | None = None
     user: str | None = None
+    reasoning_effort: str | None = None
+    """`none`, or a key of EFFORT_BUDGET."""
     stream: bool = False
     dropped: list[str] = field(default_factory=list)
     """Parameters dropped under `drop_unsupported`."""
@@ -164,10 +172,29 @@ def parse_chat(body: dict[str, Any], provider: str, supported: Iterable[str], dr
     user = body.get("user")
     chat.user = user if isinstance(user, str) else None
     chat.stream = body.get("stream") is True
+    effort = get("reasoning_effort")
+    if effort is not None and effort != "none" and effort not in EFFORT_BUDGET:
+        raise BadRequest("'reasoning_effort' must be one of none, minimal, low, medium, high", param="reasoning_effort")
+    chat.reasoning_effort = effort
     chat.tools = [_tool(t, provider) for t in get("tools") or []]
     _tool_choice(chat, get("tool_choice"))
     chat.response_format = _response_format(get("response_format"))
     return chat
+
+
+def thinking_budget(chat: Chat, max_tokens: int, provider: str) -> int | None:
+    """The thinking budget for `chat.reasoning_effort` under a `max_tokens` cap that includes the
+    thinking (OpenAI counts reasoning inside max_completion_tokens; Anthropic wants the budget
+    below max_tokens): None when the request asks for no thinking."""
+    if chat.reasoning_effort is None or chat.reasoning_effort == "none":
+        return None
+    budget = min(EFFORT_BUDGET[chat.reasoning_effort], max_tokens - 1)
+    if budget < 1024:
+        raise BadRequest(
+            f"reasoning_effort on {provider} needs max_completion_tokens above 1024 (thinking takes at least 1024)",
+            param="reasoning_effort",
+        )
+    return budget
 
 
 def _int(value: Any, name: str) -> int | None:

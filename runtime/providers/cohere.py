@@ -18,7 +18,7 @@ import orjson
 from runtime.errors import GatewayError, UpstreamError
 from runtime.openai_wire import Usage, thaw
 from runtime.plan import Provider, Target
-from runtime.providers.chat import Chat, Image, Text, ToolCall, ToolResult, parse_chat
+from runtime.providers.chat import EFFORT_BUDGET, Chat, Image, Text, ToolCall, ToolResult, parse_chat
 from runtime.providers.common import (
     ChunkWriter,
     NativeAdapterBase,
@@ -38,7 +38,7 @@ __all__ = ["CohereAdapter", "CohereStream", "cohere_request_body", "error_from_c
 
 SUPPORTED = frozenset(
     {"max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "stop", "tools", "tool_choice",
-     "response_format", "seed", "presence_penalty", "frequency_penalty"}
+     "response_format", "seed", "presence_penalty", "frequency_penalty", "reasoning_effort"}
 )
 FINISH = {
     "complete": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_call": "tool_calls",
@@ -171,6 +171,10 @@ class CohereAdapter(NativeAdapterBase):
             payload = {**extra, **cohere_request_body(chat, model, self.drop_unsupported)}
             if chat.max_tokens is None and target.max_output_tokens:
                 payload["max_tokens"] = target.max_output_tokens
+            if chat.reasoning_effort == "none":
+                payload["thinking"] = {"type": "disabled"}
+            elif chat.reasoning_effort is not None:
+                payload["thinking"] = {"type": "enabled", "token_budget": EFFORT_BUDGET[chat.reasoning_effort]}
         else:
             raise unsupported("cohere", f"the '{op}' operation", param="model")
         return UpstreamRequest("POST", url, headers, json_body(payload), provider.connect_timeout)

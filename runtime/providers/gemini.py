@@ -25,7 +25,7 @@ import orjson
 from runtime.errors import BadRequest, GatewayError
 from runtime.openai_wire import Usage, thaw
 from runtime.plan import Provider, Target
-from runtime.providers.chat import Chat, Image, Text, ToolCall, ToolResult, parse_chat
+from runtime.providers.chat import EFFORT_BUDGET, Chat, Image, Text, ToolCall, ToolResult, parse_chat
 from runtime.providers.common import (
     ChunkWriter,
     NativeAdapterBase,
@@ -54,7 +54,7 @@ __all__ = [
 THOUGHT_SEPARATOR = "__thought__"
 SUPPORTED = frozenset(
     {"max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "stop", "tools", "tool_choice",
-     "response_format", "seed", "presence_penalty", "frequency_penalty"}
+     "response_format", "seed", "presence_penalty", "frequency_penalty", "reasoning_effort"}
 )
 FINISH = {
     "STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter", "RECITATION": "content_filter",
@@ -134,6 +134,9 @@ def gemini_request_body(chat: Chat) -> dict[str, Any]:
         generation["responseMimeType"] = "application/json"
         if chat.response_format.schema is not None:
             generation["responseJsonSchema"] = chat.response_format.schema
+    if chat.reasoning_effort is not None:
+        # Gemini's budget is its own, apart from maxOutputTokens; 0 turns thinking off.
+        generation["thinkingConfig"] = {"thinkingBudget": EFFORT_BUDGET.get(chat.reasoning_effort, 0)}
     if generation:
         out["generationConfig"] = generation
     return out

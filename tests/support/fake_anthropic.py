@@ -125,6 +125,10 @@ class FakeAnthropic(FakeServer):
                 *({"type": "tool_use", "id": i, "name": n, "input": {"location": "Paris"}} for i, n, _ in calls)]}
         else:
             answer = {**MESSAGE_TEXT, "model": body.get("model")}
+        if (body.get("thinking") or {}).get("type") == "enabled":
+            # Extended thinking: a `thinking` block (with its signature) before the answer.
+            answer["content"] = [{"type": "thinking", "thinking": "Mersenne: 2^61-1 is a known prime.",
+                                  "signature": "EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pk"}, *answer["content"]]
         await self.json(send, 200, answer)
 
     async def _error(self, send: Any, status: int, kind: str, message: str,

@@ -23,7 +23,7 @@ import trio
 
 from runtime.plan import Family, Plan, Secret, SecretPart, SecretSource
 from runtime.transport import UpstreamRequest
-from tests.support.fake_anthropic import FakeAnthropic
+from tests.support.fake_anthropic import FakeAnthropic, FakeVertexClaude
 from tests.support.fake_base import FakeServer, open_fake
 from tests.support.fake_bedrock import FakeBedrock
 from tests.support.fake_cohere import FakeCohere
@@ -56,6 +56,8 @@ class Case:
 CASES = [
     Case("anthropic", Family.ANTHROPIC, "Hi! My name is Claude.", (2215, 503, 100), "Okay, let's check.", (472, 89),
          ("toolu_00", "toolu_01"), "rate-429", "per-minute rate limit", "7"),
+    Case("vertex-claude", Family.VERTEX, "Hi! My name is Claude.", (2215, 503, 100), "Okay, let's check.", (472, 89),
+         ("toolu_00", "toolu_01"), "rate-429", "per-minute rate limit", "7"),
     Case("gemini", Family.GEMINI, "Hi there!", (12, 9, 4), "Hi there!", (12, 9), None, "rate-429",
          "exceeded your current quota", "7"),
     Case("vertex", Family.VERTEX, "Hi there!", (12, 9, 4), "Hi there!", (12, 9), None, "rate-429",
@@ -66,6 +68,7 @@ CASES = [
          ("get_weather_0x", "get_time_1x"), "rate-429", "Trial key", "7"),
 ]
 FAKES: dict[str, type[FakeServer]] = {"anthropic": FakeAnthropic, "gemini": FakeGemini, "vertex": FakeGemini,
+                                      "vertex-claude": FakeVertexClaude,
                                       "bedrock": FakeBedrock, "cohere": FakeCohere}
 KEYS = {"anthropic": "sk-ant-test", "gemini": "AIza-test", "cohere": "co-test"}
 MESSAGES: list[Any] = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Weather in Paris?"}]
@@ -93,7 +96,8 @@ def _credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 def _plan(case: Case, fake: Any, key_file: Path | None) -> Plan:
     base = {"anthropic": lambda: fake.base_url, "gemini": lambda: fake.base_url, "cohere": lambda: fake.base_url,
-            "vertex": lambda: fake.vertex_base_url("proj", "us-central1"), "bedrock": lambda: fake.base_url}[case.name]()
+            "vertex": lambda: fake.vertex_base_url("proj", "us-central1"), "bedrock": lambda: fake.base_url,
+            "vertex-claude": lambda: fake.vertex_base_url("proj", "us-central1")}[case.name]()
     credentials = None
     if key_file is not None:
         credentials = Secret(parts=(SecretPart(source=SecretSource.FILE, value=str(key_file)),))
@@ -101,8 +105,9 @@ def _plan(case: Case, fake: Any, key_file: Path | None) -> Plan:
     provider = native_provider("up", case.family, base, key_env, credentials=credentials,
                                region="us-east-1" if case.family is Family.BEDROCK else "us-central1",
                                project="proj" if case.family is Family.VERTEX else None)
-    models = [group("chat", target("up", "ok")), group("limited", target("up", case.rate_mode)),
-              group("breaks", target("up", "stream-error"))]
+    claude = "claude-" if case.name == "vertex-claude" else ""  # Vertex serves Claude ids as Anthropic's
+    models = [group("chat", target("up", f"{claude}ok")), group("limited", target("up", f"{claude}{case.rate_mode}")),
+              group("breaks", target("up", f"{claude}stream-error"))]
     return plan([provider], models)
 
 
@@ -129,6 +134,10 @@ def _check_credentials(case: Case, fake: FakeServer) -> None:
     elif case.name == "vertex":
         assert seen.headers["authorization"] == "Bearer ya29.fake", "token from the local token endpoint"
         assert seen.path.startswith("/v1/projects/proj/locations/us-central1/publishers/google/models/ok:")
+    elif case.name == "vertex-claude":
+        assert seen.headers["authorization"] == "Bearer ya29.fake" and "anthropic-version" not in seen.headers
+        assert seen.path.startswith("/v1/projects/proj/locations/us-central1/publishers/anthropic/models/claude-ok:")
+        assert seen.body["anthropic_version"] == "vertex-2023-10-16" and "model" not in seen.body
     elif case.name == "cohere":
         assert seen.headers["authorization"] == "Bearer co-test"
     else:

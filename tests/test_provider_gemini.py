@@ -181,3 +181,27 @@ def test_error_mapping() -> None:
     assert isinstance(context, BadRequest) and context.code == "context_length_exceeded"
     assert isinstance(_err(500, "INTERNAL", "oops"), UpstreamError)
     assert _err(503, "UNAVAILABLE", "The model is overloaded.").status == 502
+
+
+def test_vertex_claude_urls_body_and_both_error_envelopes() -> None:
+    from runtime.errors import RateLimited, UpstreamError
+    from runtime.providers.vertex import VertexAdapter
+
+    adapter = VertexAdapter()
+    base = "https://us-east5-aiplatform.googleapis.com/v1/projects/p/locations/us-east5/publishers/google"
+    url = adapter.url(base, "claude-sonnet-4-5@20250929", "chat")
+    assert url == ("https://us-east5-aiplatform.googleapis.com/v1/projects/p/locations/us-east5/publishers/anthropic"
+                   "/models/claude-sonnet-4-5@20250929:rawPredict")
+    assert adapter.url(base, "gemini-2.5-pro", "chat").endswith("/publishers/google/models/gemini-2.5-pro:generateContent")
+    req = adapter.request(native_provider(), target("vertex", "v"), url, (), "chat", "claude-sonnet-4-5@20250929",
+                          {"model": "public", "stream": True, "messages": [{"role": "user", "content": "Hi"}]})
+    body = json.loads(req.body)
+    assert req.url.endswith(":streamRawPredict") and body["anthropic_version"] == "vertex-2023-10-16"
+    assert "model" not in body and body["stream"] is True
+    anthropic_err = adapter.error(429, httpx.Headers({"retry-after": "3"}), json.dumps(
+        {"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}).encode())
+    assert isinstance(anthropic_err, RateLimited) and anthropic_err.retry_after == 3
+    google_err = adapter.error(403, httpx.Headers(), json.dumps(
+        {"error": {"code": 403, "message": "Permission denied on resource project p.", "status": "PERMISSION_DENIED"}}
+    ).encode())
+    assert isinstance(google_err, UpstreamError) and "Permission denied" in google_err.message

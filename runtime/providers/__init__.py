@@ -13,6 +13,7 @@ from runtime.providers.anthropic import AnthropicAdapter
 from runtime.providers.bedrock import BedrockAdapter, bedrock_base_url
 from runtime.providers.cohere import CohereAdapter
 from runtime.providers.gemini import GeminiAdapter, vertex_base_url
+from runtime.providers.vertex import VertexAdapter
 
 __all__ = [
     "NATIVE_FAMILIES",
@@ -21,6 +22,7 @@ __all__ = [
     "CohereAdapter",
     "GeminiAdapter",
     "NativeAdapter",
+    "VertexAdapter",
     "bedrock_base_url",
     "native_adapter",
     "native_stream_url",
@@ -28,7 +30,7 @@ __all__ = [
     "vertex_base_url",
 ]
 
-NativeAdapter = AnthropicAdapter | GeminiAdapter | BedrockAdapter | CohereAdapter
+NativeAdapter = AnthropicAdapter | GeminiAdapter | VertexAdapter | BedrockAdapter | CohereAdapter
 
 NATIVE_FAMILIES = ("anthropic", "gemini", "vertex", "bedrock", "cohere")
 """The `Family` values these adapters serve."""
@@ -38,8 +40,10 @@ def native_adapter(family: str, *, drop_unsupported: bool = False) -> NativeAdap
     """The adapter for a native family (`anthropic`, `gemini`, `vertex`, `bedrock`, `cohere`)."""
     if family == "anthropic":
         return AnthropicAdapter(drop_unsupported=drop_unsupported)
-    if family in ("gemini", "vertex"):
-        return GeminiAdapter(vertex=family == "vertex", drop_unsupported=drop_unsupported)
+    if family == "gemini":
+        return GeminiAdapter(drop_unsupported=drop_unsupported)
+    if family == "vertex":
+        return VertexAdapter(drop_unsupported=drop_unsupported)
     if family == "bedrock":
         return BedrockAdapter(drop_unsupported=drop_unsupported)
     if family == "cohere":
@@ -54,8 +58,10 @@ def native_url(family: str, base_url: str, model: str, op: str) -> str:
 
 def native_stream_url(family: str, url: str) -> str:
     """The URL a streamed chat goes to, for the non-streaming chat URL `url` of a native family."""
-    if family in ("gemini", "vertex"):
+    if family == "gemini":
         return GeminiAdapter.stream_url(url)
+    if family == "vertex":
+        return VertexAdapter.stream_url(url)
     if family == "bedrock":
         return BedrockAdapter.stream_url(url)
     return url

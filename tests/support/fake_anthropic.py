@@ -106,6 +106,10 @@ class FakeAnthropic(FakeServer):
         elif "anthropic-version" not in seen.headers:
             await self._error(send, 400, "invalid_request_error", "anthropic-version header is required")
             return
+        await self.answer_mode(mode, body, send)
+
+    async def answer_mode(self, mode: str, body: dict[str, Any], send: Any) -> None:
+        """The answer for `mode` (the model name's first part) to a checked request."""
         if mode in _ERRORS:
             status, kind, message = _ERRORS[mode]
             await self._error(send, status, kind, message, [(b"retry-after", b"7")] if status == 429 else [])
@@ -138,3 +142,34 @@ class FakeAnthropic(FakeServer):
 
 def open_fake_anthropic():  # type: ignore[no-untyped-def]
     return open_fake(FakeAnthropic())
+
+
+class FakeVertexClaude(FakeAnthropic):
+    """Claude on Vertex AI (https://docs.anthropic.com/en/api/claude-on-vertex-ai): the same Messages
+    answers at `.../publishers/anthropic/models/{model}:rawPredict` (`:streamRawPredict` for
+    streams), the model in the URL and not the body, `anthropic_version: vertex-2023-10-16` in the
+    body, an OAuth bearer token instead of x-api-key; Vertex's own errors in Google's envelope."""
+
+    def vertex_base_url(self, project: str = "proj", region: str = "us-central1") -> str:
+        return f"{self.root}/v1/projects/{project}/locations/{region}/publishers/google"
+
+    async def answer(self, seen: Seen, send: Any) -> None:
+        body = seen.body or {}
+        prefix, _, tail = seen.path.partition("/publishers/anthropic/models/")
+        model, _, method = tail.rpartition(":")
+        if not prefix.startswith("/v1/projects/") or method not in ("rawPredict", "streamRawPredict"):
+            await self.json(send, 404, {"error": {"code": 404, "message": f"no route {seen.path}",
+                                                  "status": "NOT_FOUND"}})
+            return
+        if not seen.headers.get("authorization", "").startswith("Bearer "):
+            await self.json(send, 401, {"error": {"code": 401, "message": "Request had invalid authentication "
+                                                  "credentials.", "status": "UNAUTHENTICATED"}})
+            return
+        if body.get("anthropic_version") != "vertex-2023-10-16" or "model" in body:
+            await self._error(send, 400, "invalid_request_error",
+                              "anthropic_version: vertex-2023-10-16 is required and model must not be set")
+            return
+        if (method == "streamRawPredict") != bool(body.get("stream")):
+            await self._error(send, 400, "invalid_request_error", "stream must match the method")
+            return
+        await self.answer_mode(model.split("@")[0].removeprefix("claude-"), {**body, "model": model}, send)

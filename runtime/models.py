@@ -110,19 +110,32 @@ def _v3(db: peewee.Database) -> None:
         playhouse_migrate(migrator.add_column(table, "metadata", peewee.TextField(default="{}")))
 
 
+_MIGRATION_LOCK = 0x5169_6567_6174
+"""The PostgreSQL advisory lock id held while migrating (any fixed 64-bit number)."""
+
 MIGRATIONS: list[Callable[[peewee.Database], None]] = [_v1, _v2, _v3]
 """Migration n brings the schema from version n to n+1 (later ones may use playhouse.migrate)."""
 
 
 def migrate(db: peewee.Database) -> int:
-    """Apply every migration the database has not seen; returns the schema version (blocking)."""
-    with db.bind_ctx(TABLES):
-        db.create_tables([Meta])
-        row = Meta.get_or_none(Meta.key == "schema_version")
-        version = int(row.value) if row else 0
-        for step in MIGRATIONS[version:]:
-            with db.atomic():
-                step(db)
-                version += 1
-                Meta.insert(key="schema_version", value=str(version)).on_conflict_replace().execute()
+    """Apply every migration the database has not seen; returns the schema version (blocking).
+
+    On PostgreSQL a session advisory lock makes sidecars sharing one database migrate one at a time."""
+    postgres = isinstance(db, peewee.PostgresqlDatabase)
+    if postgres:
+        db.execute_sql("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
+    try:
+        with db.bind_ctx(TABLES):
+            db.create_tables([Meta])
+            row = Meta.get_or_none(Meta.key == "schema_version")
+            version = int(row.value) if row else 0
+            for step in MIGRATIONS[version:]:
+                with db.atomic():
+                    step(db)
+                    version += 1
+                    Meta.insert(key="schema_version", value=str(version)).on_conflict(
+                        conflict_target=[Meta.key], update={Meta.value: str(version)}).execute()
+    finally:
+        if postgres:
+            db.execute_sql("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
     return version

@@ -9,17 +9,24 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
+from typing import TYPE_CHECKING
 
 import trio
 
 from runtime.models import DailySpend, SpendLog
 from runtime.store import Store
 
+if TYPE_CHECKING:
+    from runtime.metrics import Metrics
+
 __all__ = ["SpendRow", "SpendWriter", "write_rows"]
 
 BATCH = 500
 LINGER = 0.05
 """How long the writer waits after the first queued row, so rows are written in batches."""
+MAX_RETRY_DELAY = 5.0
+"""The longest wait between retries while the database is down (backoff doubles from 0.5 s)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,38 +82,58 @@ class SpendWriter:
     """Queue of spend rows and the task that writes them."""
 
     def __init__(self, store: Store, *, max_buffer: int = 100_000,
-                 on_failure: Callable[[str, int], None] | None = None) -> None:
+                 on_failure: Callable[[str, int], None] | None = None, metrics: Metrics | None = None) -> None:
         self._store = store
         self._buffer: deque[SpendRow] = deque()
+        self._writing = 0
         self._max = max_buffer
         self._wake = trio.Event()
         self._on_failure = on_failure
+        self._metrics = metrics
         self.written = 0
         self.failures = 0
         self.overflowed = 0
+        if metrics is not None:
+            metrics.spend_pending.set_function(lambda: self.pending)
 
     def record_nowait(self, row: SpendRow) -> None:
         """Queue a row (never blocks). Past the buffer bound the oldest row is dropped and counted:
         the bound is what keeps a long database outage from exhausting memory."""
-        if len(self._buffer) >= self._max:
-            self._buffer.popleft()
-            self.overflowed += 1
         self._buffer.append(row)
+        self._trim()
         self._wake.set()
+
+    def _trim(self) -> None:
+        excess = len(self._buffer) + self._writing - self._max
+        for _ in range(min(excess, len(self._buffer))):
+            self._buffer.popleft()
+        if excess > 0:
+            self.overflowed += excess
+            if self._metrics is not None:
+                self._metrics.spend_dropped.inc(excess)
 
     @property
     def pending(self) -> int:
-        """Rows not yet written."""
-        return len(self._buffer)
+        """Rows not yet written (queued, or in the batch being written)."""
+        return len(self._buffer) + self._writing
 
     async def flush(self) -> None:
-        """Write everything queued; raises when the database refuses."""
+        """Write everything queued; raises when the database refuses (the failed batch goes back to
+        the front of the queue)."""
         while self._buffer:
-            batch = [self._buffer[i] for i in range(min(BATCH, len(self._buffer)))]
-            await self._store.run(lambda batch=batch: write_rows(batch))  # type: ignore[misc]
-            for _ in batch:
-                self._buffer.popleft()
+            batch = [self._buffer.popleft() for _ in range(min(BATCH, len(self._buffer)))]
+            self._writing = len(batch)
+            try:
+                await self._store.run(partial(write_rows, batch))
+            except BaseException:
+                self._buffer.extendleft(reversed(batch))
+                raise
+            finally:
+                self._writing = 0
+                self._trim()
             self.written += len(batch)
+            if self._metrics is not None:
+                self._metrics.spend_written.inc(len(batch))
 
     async def run(self) -> None:
         """Write rows as they come, retrying with backoff while the database is down; on
@@ -122,10 +149,12 @@ class SpendWriter:
                     delay = 0.5
                 except Exception as exc:
                     self.failures += 1
+                    if self._metrics is not None:
+                        self._metrics.spend_write_failures.inc()
                     if self._on_failure is not None:
-                        self._on_failure(f"{type(exc).__name__}: {exc}", len(self._buffer))
+                        self._on_failure(f"{type(exc).__name__}: {exc}", self.pending)
                     await trio.sleep(delay)
-                    delay = min(delay * 2, 30.0)
+                    delay = min(delay * 2, MAX_RETRY_DELAY)
                     self._wake.set()
         finally:
             with trio.CancelScope(shield=True):
@@ -133,4 +162,4 @@ class SpendWriter:
                     await self.flush()
                 except Exception as exc:
                     if self._on_failure is not None:
-                        self._on_failure(f"final flush failed: {exc}", len(self._buffer))
+                        self._on_failure(f"final flush failed: {exc}", self.pending)

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-__all__ = ["Cluster", "fresh_database", "pg_bin", "pg_server", "require_postgres", "store_url"]
+__all__ = ["Cluster", "fresh_database", "pg_bin", "pg_cluster", "pg_server", "require_postgres", "store_url"]
 
 
 def require_postgres(reason: str) -> None:
@@ -158,3 +158,18 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
                 break
             except Exception:  # noqa: BLE001 - a restarted test server may still be coming up
                 time.sleep(0.5)
+
+
+@pytest.fixture
+def pg_cluster() -> Iterator[Cluster]:
+    """A private, running cluster a test may stop and restart (needs the server binaries)."""
+    bin_dir = pg_bin()
+    if bin_dir is None:
+        require_postgres("no PostgreSQL server binaries (initdb, pg_ctl) to start a private cluster")
+        return
+    cluster = Cluster(bin_dir).init()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()

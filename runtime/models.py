@@ -124,7 +124,7 @@ def migrate(db: peewee.Database) -> int:
     On PostgreSQL a session advisory lock makes sidecars sharing one database migrate one at a time."""
     postgres = isinstance(db, peewee.PostgresqlDatabase)
     if postgres:
-        db.execute_sql("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
+        db.execute_sql("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))  # type: ignore[no-untyped-call]
     try:
         with db.bind_ctx(TABLES):
             db.create_tables([Meta])
@@ -138,5 +138,5 @@ def migrate(db: peewee.Database) -> int:
                         conflict_target=[Meta.key], update={Meta.value: str(version)}).execute()
     finally:
         if postgres:
-            db.execute_sql("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
+            db.execute_sql("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))  # type: ignore[no-untyped-call]
     return version

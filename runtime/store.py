@@ -5,6 +5,7 @@ server restarted, the network dropped) it is closed, and the next call opens a f
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -57,10 +58,8 @@ def _drop_if_broken(db: peewee.Database) -> None:
     """Close the connection when a failure left it unusable, so the next call reconnects."""
     if db.is_closed() or db.in_transaction() or db.is_connection_usable():
         return
-    try:
+    with contextlib.suppress(Exception):  # a dead connection may fail to close; its state is reset anyway
         db.close()
-    except Exception:  # noqa: BLE001 - a dead connection may fail to close; its state is reset anyway
-        pass
 
 
 class Store:

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 
 import trio
+import trio.lowlevel
 
 from runtime.models import SpendLog
 from runtime.spend import SpendRow, SpendWriter
@@ -81,7 +82,7 @@ async def measure(url: str, rows: int, rate: float | None = 20_000, burst: int =
             for i in range(start, min(start + burst, rows)):
                 writer.record_nowait(_row(i))
             if rate is None:
-                await trio.sleep(0)
+                await trio.lowlevel.checkpoint()
             else:
                 await trio.sleep_until(began + (start + burst) / rate)
         while writer.pending:
@@ -101,7 +102,8 @@ async def measure(url: str, rows: int, rate: float | None = 20_000, burst: int =
 
 def main() -> None:
     rows = int(sys.argv[1]) if len(sys.argv) > 1 else 50_000
-    rate = None if len(sys.argv) > 2 and sys.argv[2] == "flood" else float(sys.argv[2]) if len(sys.argv) > 2 else 20_000
+    arg = sys.argv[2] if len(sys.argv) > 2 else "20000"
+    rate = None if arg == "flood" else float(arg)
     if len(sys.argv) > 3:
         print(trio.run(measure, sys.argv[3], rows, rate))
         return

@@ -10,6 +10,7 @@ Each test gets a database of its own (`CREATE DATABASE` on the server, dropped a
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -90,10 +91,8 @@ class Cluster:
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
 
     def destroy(self) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):
             self.stop("immediate")
-        except RuntimeError:
-            pass
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -156,7 +155,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
             try:
                 drop_database(server, url)
                 break
-            except Exception:  # noqa: BLE001 - a restarted test server may still be coming up
+            except Exception:  # a restarted test server may still be coming up
                 time.sleep(0.5)
 
 

@@ -65,9 +65,11 @@ class Metrics:
             "sidegate_spend_write_failures", "Spend batch writes the store refused (each is retried).", registry=r,
         )
         self.spend_dropped = Counter(
-            "sidegate_spend_rows_dropped", "Spend rows dropped because the retry buffer was full (oldest first).",
-            registry=r,
+            "sidegate_spend_rows_dropped", "Spend rows dropped, by reason: `overflow` (the retry buffer was full; "
+            "oldest first) or `rejected` (the database refused the row itself).", ["reason"], registry=r,
         )
+        for reason in ("overflow", "rejected"):
+            self.spend_dropped.labels(reason)
         self.budget_soft_crossings = Counter(
             "sidegate_budget_soft_crossings", "Requests whose spend crossed a budget's soft threshold, by scope "
             "(key, team).", ["scope"], registry=r,

@@ -76,11 +76,24 @@ Values = tuple[Any, ...]
 """A row as a plain tuple in `_COLUMNS` order: what the writer buffers (tuples of strings and numbers
 are untracked by the garbage collector, so a full buffer does not lengthen collections on the loop)."""
 _I = {name: i for i, name in enumerate(_COLUMNS)}
+MAX_TEXT = 255
+"""Text columns are VARCHAR(255) on PostgreSQL: longer values (a client's x-request-id) are clipped."""
+_RETRY = (peewee.OperationalError, peewee.InterfaceError, peewee.ProgrammingError)
+"""Failures of the database, not of a row: the batch is kept and retried. Anything else (a constraint,
+a value out of range) is a row the database refuses: the batch is written row by row and only the
+refused rows are dropped (logged and counted), so one bad row cannot stall the writer."""
+
+
+def _flatten(row: SpendRow) -> Values:
+    values: Values = _values(row)
+    if any(isinstance(v, str) and len(v) > MAX_TEXT for v in values):
+        values = tuple(v[:MAX_TEXT] if isinstance(v, str) else v for v in values)
+    return values
 
 
 def write_rows(rows: list[SpendRow]) -> None:
     """Insert rows and fold them into the daily aggregates, in one transaction (blocking)."""
-    write_values([_values(r) for r in rows])
+    write_values([_flatten(r) for r in rows])
 
 
 def write_values(values: list[Values]) -> None:
@@ -114,6 +127,10 @@ def write_values(values: list[Values]) -> None:
             cursor.executemany(upsert, daily)
 
 
+class _DatabaseFailed(Exception):
+    """The database failed while a refused batch was being written row by row."""
+
+
 class SpendWriter:
     """Queue of spend rows and the task that writes them."""
 
@@ -129,13 +146,15 @@ class SpendWriter:
         self.written = 0
         self.failures = 0
         self.overflowed = 0
+        self.rejected = 0
+        self._last_error = ""
         if metrics is not None:
             metrics.spend_pending.set_function(lambda: self.pending)
 
     def record_nowait(self, row: SpendRow) -> None:
         """Queue a row (never blocks). Past the buffer bound the oldest row is dropped and counted:
         the bound is what keeps a long database outage from exhausting memory."""
-        self._buffer.append(_values(row))
+        self._buffer.append(_flatten(row))
         self._trim()
         self._wake.set()
 
@@ -146,7 +165,7 @@ class SpendWriter:
         if excess > 0:
             self.overflowed += excess
             if self._metrics is not None:
-                self._metrics.spend_dropped.inc(excess)
+                self._metrics.spend_dropped.labels("overflow").inc(excess)
 
     @property
     def pending(self) -> int:
@@ -160,16 +179,47 @@ class SpendWriter:
             batch = [self._buffer.popleft() for _ in range(min(BATCH, len(self._buffer)))]
             self._writing = len(batch)
             try:
-                await self._store.run(partial(write_values, batch))
+                try:
+                    await self._store.run(partial(write_values, batch))
+                except _RETRY:
+                    raise
+                except Exception:
+                    batch = await self._write_each(batch)  # what is left when the database failed
+                    if batch:
+                        raise _DatabaseFailed(self._last_error) from None
+                else:
+                    self._count_written(len(batch))
             except BaseException:
                 self._buffer.extendleft(reversed(batch))
                 raise
             finally:
                 self._writing = 0
                 self._trim()
-            self.written += len(batch)
-            if self._metrics is not None:
-                self._metrics.spend_written.inc(len(batch))
+
+    def _count_written(self, n: int) -> None:
+        self.written += n
+        if self._metrics is not None:
+            self._metrics.spend_written.inc(n)
+
+    async def _write_each(self, batch: list[Values]) -> list[Values]:
+        """Write a refused batch row by row, dropping the rows the database refuses; returns the rows
+        not yet written when the database itself fails (empty when all were handled)."""
+        for i, values in enumerate(batch):
+            try:
+                await self._store.run(partial(write_values, [values]))
+            except _RETRY as exc:
+                self._last_error = f"{type(exc).__name__}: {exc}"
+                return batch[i:]
+            except Exception as exc:
+                self.rejected += 1
+                if self._metrics is not None:
+                    self._metrics.spend_dropped.labels("rejected").inc()
+                if self._on_failure is not None:
+                    self._on_failure(f"row {values[_I['request_id']]!r} refused, dropped: "
+                                     f"{type(exc).__name__}: {exc}", self.pending)
+                continue
+            self._count_written(1)
+        return []
 
     async def run(self) -> None:
         """Write rows as they come, retrying with backoff while the database is down; on

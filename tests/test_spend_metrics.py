@@ -62,5 +62,6 @@ async def test_soft_budget_crossings_and_spend_rows_on_metrics(tmp_path: Path) -
     assert samples[("sidegate_spend_rows_written_total", ())] == 4
     assert samples[("sidegate_spend_rows_pending", ())] == 0
     assert samples[("sidegate_spend_write_failures_total", ())] == 0
-    assert samples[("sidegate_spend_rows_dropped_total", ())] == 0
+    assert samples[("sidegate_spend_rows_dropped_total", (("reason", "overflow"),))] == 0
+    assert samples[("sidegate_spend_rows_dropped_total", (("reason", "rejected"),))] == 0
     assert "sk-ci-secret" not in after

@@ -26,7 +26,7 @@ def _keys(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _metric(text_: str, name: str) -> float:
-    return sum(float(line.split()[-1]) for line in text_.splitlines() if line.startswith(name + " "))
+    return sum(float(line.split()[-1]) for line in text_.splitlines() if line.startswith((name + " ", name + "{")))
 
 
 async def test_killing_postgres_mid_load_loses_no_spend_row(pg_cluster: Cluster) -> None:  # noqa: F811

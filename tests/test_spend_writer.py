@@ -4,6 +4,8 @@ aggregated, retried while the database refuses, flushed on shutdown, bounded, an
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import peewee
 import trio
 import trio.lowlevel
@@ -90,7 +92,8 @@ async def test_a_full_buffer_drops_the_oldest_rows_and_counts_them(store_url: st
     for i in range(25):
         writer.record_nowait(_row(i))
     assert writer.pending == 10 and writer.overflowed == 15
-    assert _sample(metrics, "sidegate_spend_rows_dropped_total") == 15
+    assert _sample(metrics, 'sidegate_spend_rows_dropped_total{reason="overflow"}') == 15
+    assert _sample(metrics, 'sidegate_spend_rows_dropped_total{reason="rejected"}') == 0
     await writer.flush()
     kept = await store.run(lambda: sorted(int(r.request_id[1:]) for r in SpendLog.select()))
     await store.aclose()
@@ -108,3 +111,30 @@ async def test_shutdown_flushes_what_is_queued(store_url: str) -> None:  # noqa:
         nursery.cancel_scope.cancel()
     assert await store.run(lambda: SpendLog.select().count()) == 30
     await store.aclose()
+
+
+async def test_a_row_the_database_refuses_is_dropped_alone(store_url: str) -> None:  # noqa: F811
+    """One bad row (a NOT NULL column left empty) must not stall the writer: its batch is written row
+    by row, the bad row is dropped, logged and counted, and the rest are written. Over-long text (a
+    client's x-request-id) is clipped to the column's 255 characters rather than refused."""
+    store = await Store.open(store_url)
+    metrics = Metrics()
+    failures: list[str] = []
+    writer = SpendWriter(store, metrics=metrics, on_failure=lambda msg, n: failures.append(msg))
+    rows = [_row(i) for i in range(10)]
+    rows[3] = replace(rows[3], model=None)  # type: ignore[arg-type]
+    rows[5] = replace(rows[5], request_id="x" * 1000)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(writer.run)
+            for row in rows:
+                writer.record_nowait(row)
+            while writer.pending:
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+    ids = await store.run(lambda: sorted(r.request_id for r in SpendLog.select()))
+    await store.aclose()
+    assert ids == sorted([f"r{i}" for i in range(10) if i not in (3, 5)] + ["x" * 255])
+    assert writer.rejected == 1 and writer.written == 9
+    assert _sample(metrics, 'sidegate_spend_rows_dropped_total{reason="rejected"}') == 1
+    assert len(failures) == 1 and "'r3' refused" in failures[0]

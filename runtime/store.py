@@ -8,18 +8,36 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import peewee
 import trio
 
 from runtime.models import MIGRATIONS, TABLES, Meta, migrate
 
-__all__ = ["CONNECT_TIMEOUT", "SCHEMA_VERSION", "Store", "connect_database", "open_database"]
+__all__ = ["CONNECT_TIMEOUT", "OPEN_WAIT", "SCHEMA_VERSION", "Store", "StoreUnavailable", "connect_database",
+           "open_database", "redact"]
 
 SCHEMA_VERSION = len(MIGRATIONS)
 CONNECT_TIMEOUT = 5
 """Seconds a PostgreSQL connection attempt may take before the call fails (and is retried later)."""
+OPEN_WAIT = 30.0
+"""Seconds `Store.open` keeps trying to reach a PostgreSQL server that refuses connections (a sidecar
+may start before its database is reachable) before giving up."""
 T = TypeVar("T")
+
+
+class StoreUnavailable(Exception):
+    """The store could not be opened (the message names the database without its password)."""
+
+
+def redact(url: str) -> str:
+    """The URL without its password, fit for logs and errors."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def connect_database(url: str) -> peewee.Database:
@@ -62,6 +80,10 @@ def _drop_if_broken(db: peewee.Database) -> None:
         db.close()
 
 
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 class Store:
     """An open database and the seam through which every call to it runs."""
 
@@ -75,10 +97,23 @@ class Store:
         return "postgresql" if isinstance(self.db, peewee.PostgresqlDatabase) else "sqlite"
 
     @classmethod
-    async def open(cls, url: str) -> Store:
-        """Open (and migrate) the database in a worker thread."""
-        db = await trio.to_thread.run_sync(open_database, url)
-        return cls(db)
+    async def open(cls, url: str, *, wait: float = OPEN_WAIT) -> Store:
+        """Open (and migrate) the database in a worker thread. A PostgreSQL server that cannot be
+        reached is retried (backoff 0.5 s doubling to 5 s) for up to `wait` seconds; then, or on
+        any other failure, `StoreUnavailable`."""
+        deadline = trio.current_time() + wait
+        delay = 0.5
+        while True:
+            try:
+                db = await trio.to_thread.run_sync(open_database, url)
+                return cls(db)
+            except peewee.OperationalError as exc:
+                if not url.startswith("postgres") or trio.current_time() + delay > deadline:
+                    raise StoreUnavailable(f"cannot open the store {redact(url)}: {_first_line(exc)}") from None
+            except (peewee.PeeweeException, ValueError) as exc:
+                raise StoreUnavailable(f"cannot open the store {redact(url)}: {_first_line(exc)}") from None
+            await trio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     async def run(self, fn: Callable[[], T]) -> T:
         """Run one blocking database function in the worker thread (reconnecting first if an earlier

@@ -11,7 +11,7 @@ import trio
 from runtime.keys import hash_key, new_key
 from runtime.models import ApiKey, SpendLog
 from runtime.spend import SpendRow, write_rows
-from runtime.store import SCHEMA_VERSION, Store
+from runtime.store import SCHEMA_VERSION, Store, StoreUnavailable
 from tests.support.postgres import Cluster, fresh_database, pg_cluster, pg_server  # noqa: F401 - fixtures
 
 
@@ -108,3 +108,29 @@ async def test_the_seam_reconnects_after_the_server_restarts(pg_cluster: Cluster
     await store.run(lambda: write_rows([_row(2)]))
     assert await store.run(lambda: sorted(r.request_id for r in SpendLog.select())) == ["r0", "r2"]
     await store.aclose()
+
+
+async def test_open_waits_for_a_server_that_comes_up_late(pg_cluster: Cluster) -> None:  # noqa: F811
+    url = fresh_database(pg_cluster.url)
+    await trio.to_thread.run_sync(pg_cluster.stop, "fast")
+    opened: list[Store] = []
+
+    async def open_store() -> None:
+        opened.append(await Store.open(url, wait=30))
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(open_store)
+            await trio.sleep(1.5)
+            assert not opened
+            await trio.to_thread.run_sync(pg_cluster.start)
+    assert await opened[0].schema_version() == SCHEMA_VERSION
+    await opened[0].aclose()
+
+
+async def test_an_unreachable_store_is_a_clear_error_without_the_password() -> None:
+    with trio.fail_after(10), pytest.raises(StoreUnavailable) as info:
+        await Store.open("postgresql://sidegate:hunter2@127.0.0.1:1/sidegate?sslmode=disable", wait=1.0)
+    message = str(info.value)
+    assert "postgresql://sidegate:***@127.0.0.1:1/sidegate" in message and "hunter2" not in message
+    assert "refused" in message.lower()

@@ -52,7 +52,7 @@ def _admin_call(url: str, method: str, path: str, query: dict[str, str], body: d
     from runtime.store import Store
 
     async def call() -> Any:
-        store = await Store.open(url)
+        store = await Store.open(url, wait=0.0)  # a CLI reports an unreachable store at once
         try:
             return await Admin(store, KeyCache()).handle(method, path, query, body)
         finally:
@@ -63,6 +63,7 @@ def _admin_call(url: str, method: str, path: str, query: dict[str, str], body: d
 
 def _run(args: argparse.Namespace) -> int:
     from runtime.errors import GatewayError
+    from runtime.store import StoreUnavailable
 
     url = _database(args)
     if url is None:
@@ -91,15 +92,25 @@ def _run(args: argparse.Namespace) -> int:
             _admin_call(url, "POST", "/key/delete", {}, {"keys": [args.key]})
         else:
             from runtime.models import ApiKey
-            from runtime.store import open_database
+            from runtime.store import Store
 
-            db = open_database(url)
-            rows = [{"token": k.hash, "prefix": k.prefix, "name": k.name, "team": k.team, "revoked": k.revoked}
-                    for k in ApiKey.select()]
-            db.close()
-            print(json.dumps(rows, indent=2))
+            async def read() -> list[dict[str, Any]]:
+                store = await Store.open(url, wait=0.0)
+                try:
+                    return await store.run(lambda: [
+                        {"token": k.hash, "prefix": k.prefix, "name": k.name, "team": k.team, "revoked": k.revoked}
+                        for k in ApiKey.select()])
+                finally:
+                    await store.aclose()
+
+            import trio
+
+            print(json.dumps(trio.run(read), indent=2))
     except GatewayError as exc:
         print(f"sidegate keys: {exc.message}", file=sys.stderr)
+        return 1
+    except StoreUnavailable as exc:
+        print(f"sidegate keys: {exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -163,10 +163,12 @@ def secret_references(plan: Plan) -> tuple[tuple[str, ...], tuple[SecretFile, ..
 def store_dir(plan: Plan, out: Collector) -> str | None:
     """The directory the sqlite store writes (the database, its WAL and shared-memory files).
 
-    None for an in-memory database. A path built from secret references cannot be known before the
-    start: it is reported, and the working directory is assumed.
+    None for an in-memory database or a PostgreSQL server. A path built from secret references
+    cannot be known before the start: it is reported, and the working directory is assumed.
     """
     parts = plan.store.database.parts
+    if parts and parts[0].source is SecretSource.TEXT and parts[0].value.startswith("postgres"):
+        return None  # a PostgreSQL server: nothing on the pod's disk
     if any(p.source is not SecretSource.TEXT for p in parts):
         out.warning(
             "render.store-path-unknown",

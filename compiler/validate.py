@@ -47,7 +47,7 @@ _FIELD_PATTERNS = {
     "api_version": "is not an Azure api-version (a date like 2024-10-21, optionally with -preview)",
     "type": "is not a provider type (lowercase letters, digits and '-'; see `sidegate providers`)",
     "env": "is not an environment variable name (letters, digits and '_', not starting with a digit)",
-    "database": "is not a sqlite URL (use sqlite:///path/to/file.db or sqlite://:memory:)",
+    "database": "is not a database URL (use sqlite:///path/to/file.db, sqlite://:memory: or postgresql://user@host/db)",
     "path": "is not an HTTP path (it starts with '/')",
     "aliases": "is not a valid model name (letters, digits and _ . : @ / -, starting with a letter or digit)",
 }

@@ -21,6 +21,7 @@ from runtime.jwt_auth import JwtVerifier, looks_like_jwt
 from runtime.keys import Grant, KeyCache
 from runtime.limits import Budget, period_start
 from runtime.logs import Logger
+from runtime.metrics import Metrics
 from runtime.models import ApiKey, SpendLog
 from runtime.spend import SpendRow, SpendWriter
 from runtime.state import Runtime
@@ -41,10 +42,11 @@ def _verifier(runtime: Runtime, current: JwtVerifier | None) -> JwtVerifier | No
 class Access:
     """Keys, limits, budgets and spend for one process."""
 
-    def __init__(self, runtime: Runtime, logger: Logger) -> None:
+    def __init__(self, runtime: Runtime, logger: Logger, metrics: Metrics | None = None) -> None:
         self.gate = Gatekeeper(KeyCache(), runtime.teams, required=runtime.plan.auth is not None)
         self.gate.configure(runtime.grants, runtime.teams, runtime.plan.auth is not None)
         self.logger = logger
+        self.metrics = metrics
         self.spend: SpendWriter | None = None
         self.admin: Admin | None = None
         self.refresh = runtime.plan.auth.refresh if runtime.plan.auth else 5.0
@@ -59,7 +61,7 @@ class Access:
     async def attach(self, store: Store) -> None:
         """Start using the store: load stored keys and this period's spend (before serving)."""
         self.spend = SpendWriter(store, on_failure=lambda msg, n: self.logger.error(
-            "spend_write_failed", error=msg, pending=n))
+            "spend_write_failed", error=msg, pending=n), metrics=self.metrics)
         self.admin = Admin(store, self.gate.cache)
         await self.reload_keys(store)
         await self._load_spend(store)
@@ -118,8 +120,10 @@ class Access:
         usage = call.usage
         cost = cost_of(usage, call.price) if usage is not None else 0.0
         for subject in self.gate.settle(admission, trio.current_time(), usage, cost):
-            self.logger.warning("budget_soft_threshold", subject=subject.split(":", 1)[0],
-                                name=subject.split(":", 1)[1][:12])
+            scope = subject.split(":", 1)[0]
+            self.logger.warning("budget_soft_threshold", subject=scope, name=subject.split(":", 1)[1][:12])
+            if self.metrics is not None:
+                self.metrics.budget_soft_crossings.labels(scope).inc()
         call.extra["cost"] = round(cost, 8)
         if self.spend is None:
             return

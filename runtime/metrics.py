@@ -57,6 +57,23 @@ class Metrics:
             ["model", "deployment", "kind"], registry=r,
         )
         self.plan_info = Gauge("sidegate_plan_info", "The plan being served (1), by digest.", ["digest"], registry=r)
+        self.spend_pending = Gauge(
+            "sidegate_spend_rows_pending", "Spend rows queued or being retried, not yet in the store.", registry=r,
+        )
+        self.spend_written = Counter("sidegate_spend_rows_written", "Spend rows written to the store.", registry=r)
+        self.spend_write_failures = Counter(
+            "sidegate_spend_write_failures", "Spend batch writes the store refused (each is retried).", registry=r,
+        )
+        self.spend_dropped = Counter(
+            "sidegate_spend_rows_dropped", "Spend rows dropped, by reason: `overflow` (the retry buffer was full; "
+            "oldest first) or `rejected` (the database refused the row itself).", ["reason"], registry=r,
+        )
+        for reason in ("overflow", "rejected"):
+            self.spend_dropped.labels(reason)
+        self.budget_soft_crossings = Counter(
+            "sidegate_budget_soft_crossings", "Requests whose spend crossed a budget's soft threshold, by scope "
+            "(key, team).", ["scope"], registry=r,
+        )
         self._digest: str | None = None
 
     def set_plan(self, digest: str) -> None:

@@ -25,12 +25,12 @@ class Team(peewee.Model):
     name = peewee.CharField(primary_key=True)
     models = peewee.TextField(default="[]")
     """JSON list of model groups the team may use (empty: all)."""
-    budget = peewee.FloatField(null=True)
+    budget = peewee.DoubleField(null=True)
     budget_period = peewee.CharField(null=True)
     rpm = peewee.IntegerField(null=True)
     tpm = peewee.IntegerField(null=True)
     parallel = peewee.IntegerField(null=True)
-    created_at = peewee.FloatField()
+    created_at = peewee.DoubleField()
 
 
 class ApiKey(peewee.Model):
@@ -42,21 +42,22 @@ class ApiKey(peewee.Model):
     team = peewee.CharField(null=True)
     user = peewee.CharField(null=True)
     models = peewee.TextField(default="[]")
-    budget = peewee.FloatField(null=True)
+    budget = peewee.DoubleField(null=True)
     budget_period = peewee.CharField(null=True)
     rpm = peewee.IntegerField(null=True)
     tpm = peewee.IntegerField(null=True)
     parallel = peewee.IntegerField(null=True)
-    expires_at = peewee.FloatField(null=True)
+    expires_at = peewee.DoubleField(null=True)
     revoked = peewee.BooleanField(default=False)
-    created_at = peewee.FloatField()
-    updated_at = peewee.FloatField()
+    created_at = peewee.DoubleField()
+    updated_at = peewee.DoubleField()
     metadata = peewee.TextField(default="{}")
     """A JSON object of free-form key metadata; the `mcp` and `a2a` members carry tool and agent permissions."""
 
 
 class SpendLog(peewee.Model):
-    """One row per answered request."""
+    """One row per answered request. Times and costs are 8-byte floats (`DoubleField`: REAL in sqlite,
+    DOUBLE PRECISION in PostgreSQL, where a plain float column would be 4 bytes)."""
 
     request_id = peewee.CharField(index=True)
     key_hash = peewee.CharField(null=True, index=True)
@@ -68,11 +69,11 @@ class SpendLog(peewee.Model):
     completion_tokens = peewee.IntegerField(default=0)
     cached_tokens = peewee.IntegerField(default=0)
     reasoning_tokens = peewee.IntegerField(default=0)
-    cost = peewee.FloatField(default=0.0)
+    cost = peewee.DoubleField(default=0.0)
     estimated = peewee.BooleanField(default=False)
-    latency_ms = peewee.FloatField()
+    latency_ms = peewee.DoubleField()
     status = peewee.IntegerField()
-    created_at = peewee.FloatField(index=True)
+    created_at = peewee.DoubleField(index=True)
 
 
 class DailySpend(peewee.Model):
@@ -85,7 +86,7 @@ class DailySpend(peewee.Model):
     requests = peewee.IntegerField(default=0)
     prompt_tokens = peewee.IntegerField(default=0)
     completion_tokens = peewee.IntegerField(default=0)
-    cost = peewee.FloatField(default=0.0)
+    cost = peewee.DoubleField(default=0.0)
 
     class Meta:
         indexes = ((("day", "key_hash", "team", "model"), True),)
@@ -110,19 +111,32 @@ def _v3(db: peewee.Database) -> None:
         playhouse_migrate(migrator.add_column(table, "metadata", peewee.TextField(default="{}")))
 
 
+_MIGRATION_LOCK = 0x5169_6567_6174
+"""The PostgreSQL advisory lock id held while migrating (any fixed 64-bit number)."""
+
 MIGRATIONS: list[Callable[[peewee.Database], None]] = [_v1, _v2, _v3]
 """Migration n brings the schema from version n to n+1 (later ones may use playhouse.migrate)."""
 
 
 def migrate(db: peewee.Database) -> int:
-    """Apply every migration the database has not seen; returns the schema version (blocking)."""
-    with db.bind_ctx(TABLES):
-        db.create_tables([Meta])
-        row = Meta.get_or_none(Meta.key == "schema_version")
-        version = int(row.value) if row else 0
-        for step in MIGRATIONS[version:]:
-            with db.atomic():
-                step(db)
-                version += 1
-                Meta.insert(key="schema_version", value=str(version)).on_conflict_replace().execute()
+    """Apply every migration the database has not seen; returns the schema version (blocking).
+
+    On PostgreSQL a session advisory lock makes sidecars sharing one database migrate one at a time."""
+    postgres = isinstance(db, peewee.PostgresqlDatabase)
+    if postgres:
+        db.execute_sql("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))  # type: ignore[no-untyped-call]
+    try:
+        with db.bind_ctx(TABLES):
+            db.create_tables([Meta])
+            row = Meta.get_or_none(Meta.key == "schema_version")
+            version = int(row.value) if row else 0
+            for step in MIGRATIONS[version:]:
+                with db.atomic():
+                    step(db)
+                    version += 1
+                    Meta.insert(key="schema_version", value=str(version)).on_conflict(
+                        conflict_target=[Meta.key], update={Meta.value: str(version)}).execute()
+    finally:
+        if postgres:
+            db.execute_sql("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))  # type: ignore[no-untyped-call]
     return version

@@ -25,7 +25,7 @@ from runtime.plan import Plan
 from runtime.prober import run_probes
 from runtime.secrets import SecretError, resolve
 from runtime.state import build_runtime
-from runtime.store import Store
+from runtime.store import Store, StoreUnavailable
 from runtime.transport import HttpxTransport, Transport
 
 __all__ = ["Handle", "run", "serve", "upstream_transport"]
@@ -198,6 +198,12 @@ def run(plan: Plan, *, load_plan: Callable[[], Plan], watch_path: str | None, wo
         )
     except SecretError as exc:
         print(f"sidegate: cannot start: {exc}", file=sys.stderr)
+        return 1
+    except BaseExceptionGroup as group:
+        unavailable, rest = group.split(StoreUnavailable)
+        if unavailable is None or rest is not None:
+            raise
+        print(f"sidegate: cannot start: {unavailable.exceptions[0]}", file=sys.stderr)
         return 1
     except OSError as exc:
         print(f"sidegate: cannot listen on {plan.server.host}:{plan.server.port}: {exc.strerror}", file=sys.stderr)

@@ -9,7 +9,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from functools import partial
 from operator import attrgetter
+from typing import TYPE_CHECKING, Any
 
 import peewee
 import trio
@@ -17,11 +19,16 @@ import trio
 from runtime.models import DailySpend, SpendLog
 from runtime.store import Store
 
-__all__ = ["SpendRow", "SpendWriter", "write_rows"]
+if TYPE_CHECKING:
+    from runtime.metrics import Metrics
+
+__all__ = ["SpendRow", "SpendWriter", "write_rows", "write_values"]
 
 BATCH = 500
 LINGER = 0.05
 """How long the writer waits after the first queued row, so rows are written in batches."""
+MAX_RETRY_DELAY = 5.0
+"""The longest wait between retries while the database is down (backoff doubles from 0.5 s)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -45,84 +52,174 @@ class SpendRow:
     created_at: float
 
 
-_COLUMNS = [f.name for f in fields(SpendRow)]
+_COLUMNS = tuple(f.name for f in fields(SpendRow))
 _values = attrgetter(*_COLUMNS)
+_DAILY = ("day", "key_hash", "team", "model", "requests", "prompt_tokens", "completion_tokens", "cost")
 
 
-def _insert_sql(db: peewee.Database) -> str:
-    open_q, close_q = db.quote[0], db.quote[1]  # quoted: `user` is a reserved word in PostgreSQL
-    names = ", ".join(f"{open_q}{SpendLog._meta.fields[c].column_name}{close_q}" for c in _COLUMNS)
-    marks = ", ".join([db.param] * len(_COLUMNS))
-    return f"INSERT INTO {open_q}{SpendLog._meta.table_name}{close_q} ({names}) VALUES ({marks})"
+def _statements(db: peewee.Database) -> tuple[str, str]:
+    """The insert and the daily upsert as SQL both sqlite (>= 3.24) and PostgreSQL accept."""
+    q = db.quote[0]
+    log, daily = SpendLog._meta.table_name, DailySpend._meta.table_name
+
+    def names(cols: tuple[str, ...]) -> str:
+        return ", ".join(f"{q}{c}{q}" for c in cols)
+
+    one = f"({', '.join([db.param] * len(_DAILY))})"
+    bump = ", ".join(f"{q}{c}{q} = {q}{daily}{q}.{q}{c}{q} + excluded.{q}{c}{q}" for c in _DAILY[4:])
+    upsert = (f"INSERT INTO {q}{daily}{q} ({names(_DAILY)}) VALUES {one} "
+              f"ON CONFLICT ({names(_DAILY[:4])}) DO UPDATE SET {bump}")
+    return f"INSERT INTO {q}{log}{q} ({names(_COLUMNS)}) VALUES ", upsert
+
+
+Values = tuple[Any, ...]
+"""A row as a plain tuple in `_COLUMNS` order: what the writer buffers (tuples of strings and numbers
+are untracked by the garbage collector, so a full buffer does not lengthen collections on the loop)."""
+_I = {name: i for i, name in enumerate(_COLUMNS)}
+MAX_TEXT = 255
+"""Text columns are VARCHAR(255) on PostgreSQL: longer values (a client's x-request-id) are clipped."""
+_RETRY = (peewee.OperationalError, peewee.InterfaceError, peewee.ProgrammingError)
+"""Failures of the database, not of a row: the batch is kept and retried. Anything else (a constraint,
+a value out of range) is a row the database refuses: the batch is written row by row and only the
+refused rows are dropped (logged and counted), so one bad row cannot stall the writer."""
+
+
+def _flatten(row: SpendRow) -> Values:
+    values: Values = _values(row)
+    if any(isinstance(v, str) and len(v) > MAX_TEXT for v in values):
+        values = tuple(v[:MAX_TEXT] if isinstance(v, str) else v for v in values)
+    return values
 
 
 def write_rows(rows: list[SpendRow]) -> None:
-    """Insert rows and fold them into the daily aggregates, in one transaction (blocking).
+    """Insert rows and fold them into the daily aggregates, in one transaction (blocking)."""
+    write_values([_flatten(r) for r in rows])
 
-    The rows go in with one `executemany` of plain tuples: peewee's insert_many built the same
-    statement at about 45 us a row (against 5), all of it holding the GIL the event loop needs."""
+
+def write_values(values: list[Values]) -> None:
+    """`write_rows` for rows already flattened to tuples (blocking).
+
+    Plain SQL through the driver's bulk calls rather than peewee's query builder: the worker thread
+    holds the GIL for as little Python as possible, which is what keeps the event loop's lag low
+    while thousands of rows are written."""
     db = SpendLog._meta.database
+    insert, upsert = _statements(db)
+    created, key, team, model = _I["created_at"], _I["key_hash"], _I["team"], _I["model"]
+    prompt, completion, cost = _I["prompt_tokens"], _I["completion_tokens"], _I["cost"]
+    totals: dict[tuple[str, str, str, str], list[float]] = {}
+    for v in values:
+        day = time.strftime("%Y-%m-%d", time.gmtime(v[created]))
+        t = totals.setdefault((day, v[key] or "", v[team] or "", v[model]), [0, 0, 0, 0.0])
+        t[0] += 1
+        t[1] += v[prompt]
+        t[2] += v[completion]
+        t[3] += v[cost]
+    daily = [(*k, *t) for k, t in totals.items()]
     with db.atomic():
-        db.cursor().executemany(_insert_sql(db), [_values(r) for r in rows])
-        totals: dict[tuple[str, str, str, str], list[float]] = {}
-        for r in rows:
-            day = time.strftime("%Y-%m-%d", time.gmtime(r.created_at))
-            t = totals.setdefault((day, r.key_hash or "", r.team or "", r.model), [0, 0, 0, 0.0])
-            t[0] += 1
-            t[1] += r.prompt_tokens
-            t[2] += r.completion_tokens
-            t[3] += r.cost
-        for (day, key, team, model), (n, p, c, cost) in totals.items():
-            DailySpend.insert(
-                day=day, key_hash=key, team=team, model=model, requests=n, prompt_tokens=p,
-                completion_tokens=c, cost=cost,
-            ).on_conflict(
-                conflict_target=[DailySpend.day, DailySpend.key_hash, DailySpend.team, DailySpend.model],
-                update={
-                    DailySpend.requests: DailySpend.requests + n,
-                    DailySpend.prompt_tokens: DailySpend.prompt_tokens + p,
-                    DailySpend.completion_tokens: DailySpend.completion_tokens + c,
-                    DailySpend.cost: DailySpend.cost + cost,
-                },
-            ).execute()
+        cursor = db.cursor()
+        if isinstance(db, peewee.PostgresqlDatabase):
+            from psycopg2.extras import execute_batch, execute_values
+
+            execute_values(cursor, insert + "%s", values, page_size=len(values))
+            execute_batch(cursor, upsert, daily, page_size=len(daily))  # one round trip, not one per row
+        else:
+            cursor.executemany(insert + f"({', '.join([db.param] * len(_COLUMNS))})", values)
+            cursor.executemany(upsert, daily)
+
+
+class _DatabaseFailed(Exception):
+    """The database failed while a refused batch was being written row by row."""
 
 
 class SpendWriter:
     """Queue of spend rows and the task that writes them."""
 
     def __init__(self, store: Store, *, max_buffer: int = 100_000,
-                 on_failure: Callable[[str, int], None] | None = None) -> None:
+                 on_failure: Callable[[str, int], None] | None = None, metrics: Metrics | None = None) -> None:
         self._store = store
-        self._buffer: deque[SpendRow] = deque()
+        self._buffer: deque[Values] = deque()
+        self._writing = 0
         self._max = max_buffer
         self._wake = trio.Event()
         self._on_failure = on_failure
+        self._metrics = metrics
         self.written = 0
         self.failures = 0
         self.overflowed = 0
+        self.rejected = 0
+        self._last_error = ""
+        if metrics is not None:
+            metrics.spend_pending.set_function(lambda: self.pending)
 
     def record_nowait(self, row: SpendRow) -> None:
         """Queue a row (never blocks). Past the buffer bound the oldest row is dropped and counted:
         the bound is what keeps a long database outage from exhausting memory."""
-        if len(self._buffer) >= self._max:
-            self._buffer.popleft()
-            self.overflowed += 1
-        self._buffer.append(row)
+        self._buffer.append(_flatten(row))
+        self._trim()
         self._wake.set()
+
+    def _trim(self) -> None:
+        excess = len(self._buffer) + self._writing - self._max
+        for _ in range(min(excess, len(self._buffer))):
+            self._buffer.popleft()
+        if excess > 0:
+            self.overflowed += excess
+            if self._metrics is not None:
+                self._metrics.spend_dropped.labels("overflow").inc(excess)
 
     @property
     def pending(self) -> int:
-        """Rows not yet written."""
-        return len(self._buffer)
+        """Rows not yet written (queued, or in the batch being written)."""
+        return len(self._buffer) + self._writing
 
     async def flush(self) -> None:
-        """Write everything queued; raises when the database refuses."""
+        """Write everything queued; raises when the database refuses (the failed batch goes back to
+        the front of the queue)."""
         while self._buffer:
-            batch = [self._buffer[i] for i in range(min(BATCH, len(self._buffer)))]
-            await self._store.run(lambda batch=batch: write_rows(batch))  # type: ignore[misc]
-            for _ in batch:
-                self._buffer.popleft()
-            self.written += len(batch)
+            batch = [self._buffer.popleft() for _ in range(min(BATCH, len(self._buffer)))]
+            self._writing = len(batch)
+            try:
+                try:
+                    await self._store.run(partial(write_values, batch))
+                except _RETRY:
+                    raise
+                except Exception:
+                    batch = await self._write_each(batch)  # what is left when the database failed
+                    if batch:
+                        raise _DatabaseFailed(self._last_error) from None
+                else:
+                    self._count_written(len(batch))
+            except BaseException:
+                self._buffer.extendleft(reversed(batch))
+                raise
+            finally:
+                self._writing = 0
+                self._trim()
+
+    def _count_written(self, n: int) -> None:
+        self.written += n
+        if self._metrics is not None:
+            self._metrics.spend_written.inc(n)
+
+    async def _write_each(self, batch: list[Values]) -> list[Values]:
+        """Write a refused batch row by row, dropping the rows the database refuses; returns the rows
+        not yet written when the database itself fails (empty when all were handled)."""
+        for i, values in enumerate(batch):
+            try:
+                await self._store.run(partial(write_values, [values]))
+            except _RETRY as exc:
+                self._last_error = f"{type(exc).__name__}: {exc}"
+                return batch[i:]
+            except Exception as exc:
+                self.rejected += 1
+                if self._metrics is not None:
+                    self._metrics.spend_dropped.labels("rejected").inc()
+                if self._on_failure is not None:
+                    self._on_failure(f"row {values[_I['request_id']]!r} refused, dropped: "
+                                     f"{type(exc).__name__}: {exc}", self.pending)
+                continue
+            self._count_written(1)
+        return []
 
     async def run(self) -> None:
         """Write rows as they come, retrying with backoff while the database is down; on
@@ -138,10 +235,12 @@ class SpendWriter:
                     delay = 0.5
                 except Exception as exc:
                     self.failures += 1
+                    if self._metrics is not None:
+                        self._metrics.spend_write_failures.inc()
                     if self._on_failure is not None:
-                        self._on_failure(f"{type(exc).__name__}: {exc}", len(self._buffer))
+                        self._on_failure(f"{type(exc).__name__}: {exc}", self.pending)
                     await trio.sleep(delay)
-                    delay = min(delay * 2, 30.0)
+                    delay = min(delay * 2, MAX_RETRY_DELAY)
                     self._wake.set()
         finally:
             with trio.CancelScope(shield=True):
@@ -149,4 +248,4 @@ class SpendWriter:
                     await self.flush()
                 except Exception as exc:
                     if self._on_failure is not None:
-                        self._on_failure(f"final flush failed: {exc}", len(self._buffer))
+                        self._on_failure(f"final flush failed: {exc}", self.pending)

@@ -1,4 +1,4 @@
-"""The admin API's handlers against a real sqlite store: keys (hash-only storage, immediate cache
+"""The admin API's handlers against a real store (sqlite and PostgreSQL): keys (hash-only storage, immediate cache
 updates, revocation), teams, spend logs and reports."""
 
 from __future__ import annotations
@@ -12,14 +12,15 @@ from runtime.errors import BadRequest, NotFound
 from runtime.keys import KeyCache, hash_key
 from runtime.spend import SpendRow, write_rows
 from runtime.store import Store
+from tests.support.postgres import pg_server, store_url  # noqa: F401 - fixtures
 
 
-async def _admin(tmp_path: Path) -> Admin:
-    return Admin(await Store.open(f"sqlite:///{tmp_path}/a.db"), KeyCache(), now=lambda: 1_795_000_000.0)
+async def _admin(url: str) -> Admin:
+    return Admin(await Store.open(url), KeyCache(), now=lambda: 1_795_000_000.0)
 
 
-async def test_generate_info_update_delete(tmp_path: Path) -> None:
-    admin = await _admin(tmp_path)
+async def test_generate_info_update_delete(store_url: str, tmp_path: Path) -> None:  # noqa: F811
+    admin = await _admin(store_url)
     made = await admin.handle("POST", "/key/generate", {}, {
         "key_alias": "ci", "team_id": "platform", "models": ["demo"], "max_budget": 50, "rpm_limit": 60,
         "duration": "30d"})
@@ -36,13 +37,14 @@ async def test_generate_info_update_delete(tmp_path: Path) -> None:
     assert admin.cache.lookup(key) is None
     info = await admin.handle("GET", "/key/info", {"key": hash_key(key)}, {})
     assert info["info"]["revoked"] is True
-    raw = (tmp_path / "a.db").read_bytes() + (tmp_path / "a.db-wal").read_bytes()
-    assert key.encode() not in raw
+    if store_url.startswith("sqlite"):
+        raw = (tmp_path / "s.db").read_bytes() + (tmp_path / "s.db-wal").read_bytes()
+        assert key.encode() not in raw and hash_key(key).encode() in raw
     await admin.store.aclose()
 
 
-async def test_bad_input_and_unknown_keys(tmp_path: Path) -> None:
-    admin = await _admin(tmp_path)
+async def test_bad_input_and_unknown_keys(store_url: str) -> None:  # noqa: F811
+    admin = await _admin(store_url)
     with pytest.raises(BadRequest) as info:
         await admin.handle("POST", "/key/generate", {}, {"rpm_limit": -1})
     assert info.value.param == "rpm_limit"
@@ -53,8 +55,8 @@ async def test_bad_input_and_unknown_keys(tmp_path: Path) -> None:
     await admin.store.aclose()
 
 
-async def test_teams_and_spend_reports(tmp_path: Path) -> None:
-    admin = await _admin(tmp_path)
+async def test_teams_and_spend_reports(store_url: str) -> None:  # noqa: F811
+    admin = await _admin(store_url)
     await admin.handle("POST", "/team/new", {}, {"team_id": "platform", "models": ["demo"], "max_budget": 200})
     with pytest.raises(BadRequest):
         await admin.handle("POST", "/team/new", {}, {"team_id": "platform"})
@@ -74,8 +76,8 @@ async def test_teams_and_spend_reports(tmp_path: Path) -> None:
     await admin.store.aclose()
 
 
-async def test_key_metadata_round_trips_and_reaches_the_cache(tmp_path: Path) -> None:
-    admin = await _admin(tmp_path)
+async def test_key_metadata_round_trips_and_reaches_the_cache(store_url: str) -> None:  # noqa: F811
+    admin = await _admin(store_url)
     made = await admin.handle("POST", "/key/generate", {}, {"metadata": {"mcp": {"allow": ["files__*"]}}})
     grant = admin.cache.lookup(made["key"])
     assert grant is not None and grant.metadata == {"mcp": {"allow": ["files__*"]}}

@@ -1,5 +1,5 @@
-"""Governance groundwork: key hashing and the cache, limits and budgets (sans-IO), the spend writer
-through the store's worker-thread seam (batched, retried while the database is down)."""
+"""Governance groundwork: key hashing and the cache, limits and budgets (sans-IO), the sqlite
+store's file (the spend writer's tests, on both backends, are in test_spend_writer.py)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,12 @@ import sqlite3
 import time
 from pathlib import Path
 
-import peewee
 import trio
 import trio.lowlevel
 
 from runtime.keys import Grant, KeyCache, hash_key, new_key
 from runtime.limits import Budget, Ledger, Limits, period_start
-from runtime.models import ApiKey, DailySpend, SpendLog
+from runtime.models import ApiKey
 from runtime.spend import SpendRow, SpendWriter
 from runtime.store import SCHEMA_VERSION, Store
 
@@ -71,68 +70,6 @@ def _row(i: int, key: str = "h", cost: float = 0.001) -> SpendRow:
     return SpendRow(request_id=f"r{i}", key_hash=key, team="t", user=None, model="m", deployment="p/m",
                     prompt_tokens=10, completion_tokens=5, cached_tokens=0, reasoning_tokens=0, cost=cost,
                     estimated=False, latency_ms=1.0, status=200, created_at=1_795_000_000.0 + i)
-
-
-async def test_spend_writer_batches_and_aggregates(tmp_path: Path) -> None:
-    store = await Store.open(f"sqlite:///{tmp_path}/s.db")
-    assert await store.schema_version() == SCHEMA_VERSION
-    writer = SpendWriter(store)
-    with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(writer.run)
-            for i in range(1200):
-                writer.record_nowait(_row(i))
-            while writer.pending:
-                await trio.sleep(0.01)
-            nursery.cancel_scope.cancel()
-    total = await store.run(lambda: SpendLog.select().count())
-    daily = await store.run(lambda: [(d.requests, round(d.cost, 6)) for d in DailySpend.select()])
-    await store.aclose()
-    assert total == 1200 and sum(n for n, _ in daily) == 1200 and round(sum(c for _, c in daily), 6) == 1.2
-    raw = sqlite3.connect(tmp_path / "s.db").execute("select count(*) from spendlog").fetchone()
-    assert raw == (1200,)
-
-
-async def test_spend_rows_survive_a_database_outage(tmp_path: Path) -> None:
-    store = await Store.open(f"sqlite:///{tmp_path}/s.db")
-    failures: list[str] = []
-    writer = SpendWriter(store, on_failure=lambda msg, n: failures.append(msg))
-    real_run = store.run
-    down = True
-
-    async def flaky(fn):  # type: ignore[no-untyped-def]
-        if down:
-            raise peewee.OperationalError("database is locked")
-        return await real_run(fn)
-
-    store.run = flaky  # type: ignore[method-assign]
-    with trio.fail_after(20):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(writer.run)
-            for i in range(50):
-                writer.record_nowait(_row(i))
-            while not failures:
-                await trio.sleep(0.01)
-            assert writer.pending == 50
-            down = False
-            while writer.pending:
-                await trio.sleep(0.05)
-            nursery.cancel_scope.cancel()
-    assert await real_run(lambda: SpendLog.select().count()) == 50
-    await store.aclose()
-
-
-async def test_shutdown_flushes_what_is_queued(tmp_path: Path) -> None:
-    store = await Store.open(f"sqlite:///{tmp_path}/s.db")
-    writer = SpendWriter(store)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(writer.run)
-        await trio.lowlevel.checkpoint()
-        for i in range(30):
-            writer.record_nowait(_row(i))
-        nursery.cancel_scope.cancel()
-    assert await store.run(lambda: SpendLog.select().count()) == 30
-    await store.aclose()
 
 
 def test_no_key_in_clear_in_the_database(tmp_path: Path) -> None:

@@ -1,0 +1,136 @@
+"""The store on a real PostgreSQL server: migrations (fresh, from an older schema, several sidecars
+at once), keys stored only as hashes, and the seam's connection coming back after a restart."""
+
+from __future__ import annotations
+
+import peewee
+import psycopg2
+import pytest
+import trio
+
+from runtime.keys import hash_key, new_key
+from runtime.models import ApiKey, SpendLog
+from runtime.spend import SpendRow, write_rows
+from runtime.store import SCHEMA_VERSION, Store, StoreUnavailable
+from tests.support.postgres import Cluster, fresh_database, pg_cluster, pg_server  # noqa: F401 - fixtures
+
+
+def _sql(url: str, sql: str) -> list[tuple[object, ...]]:
+    con = psycopg2.connect(url)
+    try:
+        con.autocommit = True
+        with con.cursor() as cur:
+            cur.execute(sql)
+            return list(cur.fetchall()) if cur.description else []
+    finally:
+        con.close()
+
+
+def _row(i: int, key: str = "h") -> SpendRow:
+    return SpendRow(request_id=f"r{i}", key_hash=key, team="t", user="u", model="m", deployment="p/m",
+                    prompt_tokens=10, completion_tokens=5, cached_tokens=0, reasoning_tokens=0, cost=0.001,
+                    estimated=False, latency_ms=1.0, status=200, created_at=1_795_000_000.123456 + i)
+
+
+async def test_a_fresh_database_is_migrated_with_double_precision(pg_server: str) -> None:  # noqa: F811
+    url = fresh_database(pg_server)
+    store = await Store.open(url)
+    assert store.backend == "postgresql" and await store.schema_version() == SCHEMA_VERSION
+    await store.run(lambda: write_rows([_row(0)]))
+    # Times and costs are 8-byte floats: a 4-byte REAL would round a 2026 timestamp to minutes.
+    assert await store.run(lambda: SpendLog.get().created_at) == 1_795_000_000.123456
+    await store.aclose()
+    types = dict(_sql(url, "select column_name, data_type from information_schema.columns"
+                           " where table_name = 'spendlog'"))
+    assert types["cost"] == "double precision" and types["created_at"] == "double precision"
+    again = await Store.open(url)  # reopening is a no-op migration
+    assert await again.schema_version() == SCHEMA_VERSION
+    await again.aclose()
+
+
+async def test_migration_adds_key_metadata_to_a_version_2_database(pg_server: str) -> None:  # noqa: F811
+    url = fresh_database(pg_server)
+    _sql(url, "create table meta (key varchar(255) primary key, value varchar(255));"
+              "insert into meta values ('schema_version', '2');"
+              'create table apikey (hash varchar(255) primary key, prefix varchar(255), name varchar(255),'
+              ' team varchar(255), "user" varchar(255), models text default \'[]\', budget float,'
+              ' budget_period varchar(255), rpm integer, tpm integer, parallel integer, expires_at float,'
+              ' revoked boolean default false, created_at float, updated_at float);'
+              "insert into apikey (hash, prefix, models, revoked, created_at, updated_at)"
+              " values ('h1', 'sk-sg-abc...', '[]', false, 1.0, 1.0);")
+    store = await Store.open(url)
+    assert await store.schema_version() == SCHEMA_VERSION
+    rows = await store.run(lambda: [(k.hash, k.metadata) for k in ApiKey.select()])
+    await store.aclose()
+    assert rows == [("h1", "{}")]
+
+
+async def test_sidecars_opening_one_database_together_migrate_once(pg_server: str) -> None:  # noqa: F811
+    url = fresh_database(pg_server)
+    stores: list[Store] = []
+
+    async def open_one() -> None:
+        stores.append(await Store.open(url))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(4):
+            nursery.start_soon(open_one)
+    versions = [await s.schema_version() for s in stores]
+    for s in stores:
+        await s.aclose()
+    assert versions == [SCHEMA_VERSION] * 4
+    assert _sql(url, "select value from meta") == [(str(SCHEMA_VERSION),)]
+
+
+async def test_no_key_in_clear_in_the_database(pg_server: str) -> None:  # noqa: F811
+    url = fresh_database(pg_server)
+    store = await Store.open(url)
+    key = new_key()
+    await store.run(lambda: write_rows([_row(0, key=hash_key(key))]))
+    await store.run(lambda: ApiKey.insert(hash=hash_key(key), prefix=key[:10] + "...", created_at=1.0,
+                                          updated_at=1.0).execute())
+    await store.aclose()
+    dump = "".join(str(r) for t in ("apikey", "spendlog", "dailyspend", "meta")
+                   for r in _sql(url, f"select row_to_json(x)::text from {t} x"))
+    assert key not in dump and hash_key(key) in dump
+
+
+async def test_the_seam_reconnects_after_the_server_restarts(pg_cluster: Cluster) -> None:  # noqa: F811
+    url = fresh_database(pg_cluster.url)
+    store = await Store.open(url)
+    await store.run(lambda: write_rows([_row(0)]))
+    await trio.to_thread.run_sync(pg_cluster.stop, "immediate")
+    with pytest.raises((peewee.OperationalError, peewee.InterfaceError)):
+        await store.run(lambda: write_rows([_row(1)]))
+    with pytest.raises((peewee.OperationalError, peewee.InterfaceError)):  # still down: connecting fails
+        await store.run(lambda: SpendLog.select().count())
+    await trio.to_thread.run_sync(pg_cluster.start)
+    await store.run(lambda: write_rows([_row(2)]))
+    assert await store.run(lambda: sorted(r.request_id for r in SpendLog.select())) == ["r0", "r2"]
+    await store.aclose()
+
+
+async def test_open_waits_for_a_server_that_comes_up_late(pg_cluster: Cluster) -> None:  # noqa: F811
+    url = fresh_database(pg_cluster.url)
+    await trio.to_thread.run_sync(pg_cluster.stop, "fast")
+    opened: list[Store] = []
+
+    async def open_store() -> None:
+        opened.append(await Store.open(url, wait=30))
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(open_store)
+            await trio.sleep(1.5)
+            assert not opened
+            await trio.to_thread.run_sync(pg_cluster.start)
+    assert await opened[0].schema_version() == SCHEMA_VERSION
+    await opened[0].aclose()
+
+
+async def test_an_unreachable_store_is_a_clear_error_without_the_password() -> None:
+    with trio.fail_after(10), pytest.raises(StoreUnavailable) as info:
+        await Store.open("postgresql://sidegate:hunter2@127.0.0.1:1/sidegate?sslmode=disable", wait=1.0)
+    message = str(info.value)
+    assert "postgresql://sidegate:***@127.0.0.1:1/sidegate" in message and "hunter2" not in message
+    assert "refused" in message.lower()

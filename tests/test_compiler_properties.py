@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import io
 import random
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -205,8 +206,9 @@ def make_consistent(spec: dict[str, Any], types: list[str]) -> dict[str, Any]:
     listen = spec.get("server", {}).get("listen", "")
     if listen.startswith("[") or int(listen.rsplit(":", 1)[-1] or 0) > 65535:
         spec["server"]["listen"] = "127.0.0.1:4000"
-    if "database" in spec.get("store", {}):
-        spec["store"]["database"] = _clean_secret(spec["store"]["database"])
+    database = spec.get("store", {}).get("database")
+    if isinstance(database, str) and not re.fullmatch(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}", database):
+        spec["store"]["database"] = _clean_secret(database)  # a whole-URL reference stays one
     return spec
 
 

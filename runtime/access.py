@@ -25,6 +25,7 @@ from runtime.models import ApiKey, SpendLog
 from runtime.spend import SpendRow, SpendWriter
 from runtime.state import Runtime
 from runtime.store import Store
+from runtime.tokens import estimate_usage, load
 
 __all__ = ["ADMIN_ROUTES", "Access"]
 
@@ -61,6 +62,7 @@ class Access:
         self.spend = SpendWriter(store, on_failure=lambda msg, n: self.logger.error(
             "spend_write_failed", error=msg, pending=n))
         self.admin = Admin(store, self.gate.cache)
+        await trio.to_thread.run_sync(load)  # the token encoding (~0.3 s), before the first count
         await self.reload_keys(store)
         await self._load_spend(store)
 
@@ -116,6 +118,12 @@ class Access:
     def settle(self, admission: Admission, call: Call) -> None:
         """Release counters, count spend and queue the spend row."""
         usage = call.usage
+        estimated = usage is None and bool(call.answer)
+        if estimated:
+            # The provider reported no usage for an answer that was served: count it locally (after
+            # the answer went out) and flag the spend row.
+            usage = call.usage = estimate_usage(call.request, b"".join(call.answer), call.op)
+            call.extra["usage_estimated"] = True
         cost = cost_of(usage, call.price) if usage is not None else 0.0
         for subject in self.gate.settle(admission, trio.current_time(), usage, cost):
             self.logger.warning("budget_soft_threshold", subject=subject.split(":", 1)[0],
@@ -129,7 +137,7 @@ class Access:
             user=grant.user if grant else None, model=call.group, deployment=call.deployment,
             prompt_tokens=usage.prompt if usage else 0, completion_tokens=usage.completion if usage else 0,
             cached_tokens=usage.cached if usage else 0, reasoning_tokens=usage.reasoning if usage else 0,
-            cost=cost, estimated=False, latency_ms=round((time.perf_counter() - call.t0) * 1000, 2),
+            cost=cost, estimated=estimated, latency_ms=round((time.perf_counter() - call.t0) * 1000, 2),
             status=call.status, created_at=time.time(),
         ))
 

@@ -113,6 +113,8 @@ async def _whole(
     if not _begin(dep, call, claim):
         return
     call.usage, call.status = usage, 200
+    if usage is None:
+        call.request, call.answer = data, [body]  # metered locally once the answer is out
     if call.log_bodies:
         call.extra["response_body"] = body.decode("utf-8", "replace")
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *call.headers()]
@@ -132,6 +134,7 @@ async def _stream(
         relay = dep.adapter.stream(call.op, keep, model=model)
     else:
         relay = call.dialect.stream(dep, model)
+    call.request = data  # with `call.answer`: metered locally if the upstream reports no usage
     t = perf_counter()
     t_first = t
     async with dep.transport.stream(request) as upstream:
@@ -157,6 +160,7 @@ async def _stream(
                         headers = [(b"content-type", b"text/event-stream; charset=utf-8"),
                                    (b"cache-control", b"no-cache"), *call.headers()]
                         await send({"type": "http.response.start", "status": 200, "headers": headers})
+                    call.answer.append(out)
                     await send({"type": "http.response.body", "body": out, "more_body": True})
                 t = perf_counter()
             if not relay.done:
@@ -167,6 +171,8 @@ async def _stream(
             await stream_error(send, call, err)
             raise
     call.usage = relay.usage
+    if call.usage is not None:
+        call.answer.clear()
     call.complete = True
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 

@@ -351,7 +351,13 @@ class _Resolver:
         )
 
     def store(self, raw: Mapping[str, Any]) -> Store:
-        return Store(database=self._secret(raw.get("database", "sqlite://:memory:"), "/store/database"))
+        redis = self.secret(raw["redis"], "/store/redis") if "redis" in raw else None
+        sync = parse_duration(raw.get("redis_sync", "500ms"))
+        if not 0.05 <= sync <= 10.0:
+            self.out.error("store.redis-sync-range", "/store/redis_sync",
+                           f"redis_sync must be between 50ms and 10s (got {raw['redis_sync']})")
+        return Store(database=self._secret(raw.get("database", "sqlite://:memory:"), "/store/database"),
+                     redis=redis, redis_sync=sync)
 
     @staticmethod
     def observability(raw: Mapping[str, Any]) -> Observability:

@@ -15,7 +15,7 @@ import trio
 from runtime.admin import ADMIN_ROUTES, Admin, grant_from_row
 from runtime.call import Call
 from runtime.errors import BadRequest
-from runtime.governance import Admission, AuthError, Forbidden, Gatekeeper, cost_of, token_of
+from runtime.governance import Admission, AuthError, Forbidden, Gatekeeper, cost_of, token_of, users_from_plan
 from runtime.http import Receive, Scope, read_body
 from runtime.jwt_auth import JwtVerifier, looks_like_jwt
 from runtime.keys import Grant, KeyCache
@@ -45,6 +45,7 @@ class Access:
     def __init__(self, runtime: Runtime, logger: Logger) -> None:
         self.gate = Gatekeeper(KeyCache(), runtime.teams, required=runtime.plan.auth is not None)
         self.gate.configure(runtime.grants, runtime.teams, runtime.plan.auth is not None)
+        self.gate.set_users(*users_from_plan(runtime.plan))
         self.logger = logger
         self.spend: SpendWriter | None = None
         self.admin: Admin | None = None
@@ -54,6 +55,7 @@ class Access:
     def configure(self, runtime: Runtime) -> None:
         """Apply a reloaded plan's keys and teams."""
         self.gate.configure(runtime.grants, runtime.teams, runtime.plan.auth is not None)
+        self.gate.set_users(*users_from_plan(runtime.plan))
         self.refresh = runtime.plan.auth.refresh if runtime.plan.auth else 5.0
         self.jwt = _verifier(runtime, self.jwt)
 

@@ -14,11 +14,12 @@ from runtime.errors import GatewayError, RateLimited
 from runtime.keys import Grant, KeyCache, hash_key
 from runtime.limits import Budget, Ledger, Limits
 from runtime.openai_wire import Usage
-from runtime.plan import Plan, Price
+from runtime.plan import LimitRule, Plan, Price
 from runtime.secrets import resolve
 
 __all__ = [
     "Admission", "AuthError", "Forbidden", "Gatekeeper", "TeamPolicy", "cost_of", "policies_from_plan", "token_of",
+    "users_from_plan",
 ]
 
 
@@ -102,6 +103,17 @@ class Gatekeeper:
         self.required = required
         self.ledger = ledger or Ledger()
         self.wall = wall
+        self.users: dict[str, Limits | None] = {}
+        self.default_user: Limits | None = None
+
+    def set_users(self, users: Mapping[str, Limits | None], default: Limits | None) -> None:
+        """Per-user limits (a reloaded plan's `users`); `default` applies to each user without an entry."""
+        self.users = dict(users)
+        self.default_user = default
+
+    def user_limits(self, user: str) -> Limits | None:
+        """The limits of `user`: its own entry, else the default (each user counted on its own)."""
+        return self.users.get(user, self.default_user)
 
     def configure(self, grants: tuple[Grant, ...], teams: Mapping[str, TeamPolicy], required: bool) -> None:
         """Apply a (re)loaded plan's keys and teams; counters and store keys are kept."""
@@ -136,7 +148,7 @@ class Gatekeeper:
         if team is not None:
             checks.append((f"team:{team.name}", team.limits, team.budget))
         if grant.user:
-            checks.append((f"user:{grant.user}", None, None))
+            checks.append((f"user:{grant.user}", self.user_limits(grant.user), None))
         for subject, _, budget in checks:
             if budget is not None and self.ledger.over_budget(subject, budget, wall):
                 who = subject.split(":", 1)[0]
@@ -171,6 +183,17 @@ class Gatekeeper:
             if cost and self.ledger.add_spend(subject, cost, budget, wall):
                 crossed.append(subject)
         return crossed
+
+
+def _limits_of(rule: LimitRule | None) -> Limits | None:
+    return None if rule is None else Limits(rule.rpm, rule.tpm, rule.parallel)
+
+
+def users_from_plan(plan: Plan) -> tuple[dict[str, Limits | None], Limits | None]:
+    """The spec's per-user limits by user, and the `default` entry's."""
+    named = {u.name: _limits_of(u.limits) for u in plan.users if u.name != "default"}
+    default = next((_limits_of(u.limits) for u in plan.users if u.name == "default"), None)
+    return named, default
 
 
 def policies_from_plan(plan: Plan) -> tuple[tuple[Grant, ...], dict[str, TeamPolicy]]:

@@ -207,6 +207,10 @@ def make_consistent(spec: dict[str, Any], types: list[str]) -> dict[str, Any]:
         spec["server"]["listen"] = "127.0.0.1:4000"
     if "database" in spec.get("store", {}):
         spec["store"]["database"] = _clean_secret(spec["store"]["database"])
+    if "redis" in spec.get("store", {}):
+        spec["store"]["redis"] = _clean_secret(spec["store"]["redis"])
+    if "redis_sync" in spec.get("store", {}):
+        spec["store"]["redis_sync"] = "250ms"  # the compiler checks the 50ms..10s range
     return spec
 
 

@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl
 import orjson
 import peewee
 import trio
+from prometheus_client import CollectorRegistry
 
 from runtime.admin import ADMIN_ROUTES, Admin, grant_from_row
 from runtime.call import Call
@@ -22,6 +23,7 @@ from runtime.keys import Grant, KeyCache
 from runtime.limits import Budget, period_start
 from runtime.logs import Logger
 from runtime.models import ApiKey, SpendLog
+from runtime.redis_sync import RedisSync
 from runtime.spend import SpendRow, SpendWriter
 from runtime.state import Runtime
 from runtime.store import Store
@@ -42,7 +44,7 @@ def _verifier(runtime: Runtime, current: JwtVerifier | None) -> JwtVerifier | No
 class Access:
     """Keys, limits, budgets and spend for one process."""
 
-    def __init__(self, runtime: Runtime, logger: Logger) -> None:
+    def __init__(self, runtime: Runtime, logger: Logger, registry: CollectorRegistry | None = None) -> None:
         self.gate = Gatekeeper(KeyCache(), runtime.teams, required=runtime.plan.auth is not None)
         self.gate.configure(runtime.grants, runtime.teams, runtime.plan.auth is not None)
         self.gate.set_users(*users_from_plan(runtime.plan))
@@ -51,6 +53,8 @@ class Access:
         self.admin: Admin | None = None
         self.refresh = runtime.plan.auth.refresh if runtime.plan.auth else 5.0
         self.jwt = _verifier(runtime, None)
+        self.shared = RedisSync(self.gate.ledger, logger, registry)
+        self.shared.configure(runtime.plan.store.redis, runtime.plan.store.redis_sync)
 
     def configure(self, runtime: Runtime) -> None:
         """Apply a reloaded plan's keys and teams."""
@@ -58,6 +62,7 @@ class Access:
         self.gate.set_users(*users_from_plan(runtime.plan))
         self.refresh = runtime.plan.auth.refresh if runtime.plan.auth else 5.0
         self.jwt = _verifier(runtime, self.jwt)
+        self.shared.configure(runtime.plan.store.redis, runtime.plan.store.redis_sync)
 
     async def attach(self, store: Store) -> None:
         """Start using the store: load stored keys and this period's spend (before serving)."""
@@ -97,6 +102,7 @@ class Access:
         assert self.spend is not None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.spend.run)
+            nursery.start_soon(self.shared.run)
             if self.jwt is not None:
                 nursery.start_soon(self.jwt.run)
             while True:
@@ -108,7 +114,7 @@ class Access:
 
     def admit(self, grant: Grant | None, group: str) -> Admission:
         """Admit an authenticated model call to `group`."""
-        return self.gate.admit(grant, group, trio.current_time())
+        return self.gate.admit(grant, group, self.gate.wall())
 
     async def authenticate(self, scope: Scope) -> Grant | None:
         """The caller's grant: a JWT when `auth.jwt` is set and the token is one, else a key."""
@@ -127,7 +133,7 @@ class Access:
             usage = call.usage = estimate_usage(call.request, b"".join(call.answer), call.op)
             call.extra["usage_estimated"] = True
         cost = cost_of(usage, call.price) if usage is not None else 0.0
-        for subject in self.gate.settle(admission, trio.current_time(), usage, cost):
+        for subject in self.gate.settle(admission, self.gate.wall(), usage, cost):
             self.logger.warning("budget_soft_threshold", subject=subject.split(":", 1)[0],
                                 name=subject.split(":", 1)[1][:12])
         call.extra["cost"] = round(cost, 8)

@@ -37,7 +37,7 @@ class App:
         self.logger = logger
         self.metrics = metrics
         self.store: Store | None = None
-        self.access = Access(runtime, logger)
+        self.access = Access(runtime, logger, metrics.registry)
         metrics.set_plan(runtime.digest)
 
     def swap(self, runtime: Runtime) -> None:

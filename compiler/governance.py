@@ -7,11 +7,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from compiler.diagnostics import Collector, did_you_mean, join_pointer
 from runtime.plan import Auth, BudgetRule, JwtRule, LimitRule, Secret, SecretSource, StaticKey, Team, UserRule
 
-__all__ = ["GovernanceSpec", "check_governance", "resolve_governance"]
+__all__ = ["GovernanceSpec", "check_governance", "check_redis_url", "resolve_governance"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -94,6 +95,19 @@ def resolve_governance(
     users = tuple(UserRule(name=name, limits=_limits(raw.get("limits")))
                   for name, raw in sorted(spec.get("users", {}).items()))
     return GovernanceSpec(auth=auth, teams=tuple(sorted(teams, key=lambda t: t.name)), users=users, refs=tuple(refs))
+
+
+def check_redis_url(url: Secret | None, out: Collector) -> None:
+    """`store.redis`: a redis://, rediss:// or unix:// URL; a password in it must come from a reference."""
+    if url is None or not all(p.source is SecretSource.TEXT for p in url.parts):
+        return
+    text = "".join(p.value for p in url.parts)
+    parts = urlsplit(text)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        out.error("store.redis-url", "/store/redis", "the Redis URL must start with redis://, rediss:// or unix://")
+    elif parts.password:
+        out.error("secret.literal", "/store/redis", "the Redis URL holds a literal password, which would be written "
+                  "into the plan: use a reference (${REDIS_URL}, {env: ...} or {file: ...})")
 
 
 def check_governance(gov: GovernanceSpec, model_names: set[str], out: Collector) -> None:

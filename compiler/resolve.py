@@ -18,7 +18,7 @@ from typing import Any
 from compiler import routing
 from compiler.catalog import ProviderType, load_catalog, price_info
 from compiler.diagnostics import Collector, did_you_mean, join_pointer
-from compiler.governance import GovernanceSpec, resolve_governance
+from compiler.governance import GovernanceSpec, check_redis_url, resolve_governance
 from compiler.prices import ModelInfo, known_models
 from compiler.routing import Policies
 from runtime.plan import (
@@ -352,6 +352,7 @@ class _Resolver:
 
     def store(self, raw: Mapping[str, Any]) -> Store:
         redis = self.secret(raw["redis"], "/store/redis") if "redis" in raw else None
+        check_redis_url(redis, self.out)
         sync = parse_duration(raw.get("redis_sync", "500ms"))
         if not 0.05 <= sync <= 10.0:
             self.out.error("store.redis-sync-range", "/store/redis_sync",

@@ -14,7 +14,7 @@ import trio
 from prometheus_client import CollectorRegistry
 
 from runtime.admin import ADMIN_ROUTES, Admin, grant_from_row
-from runtime.call import Call
+from runtime.call import Call, estimate_tokens
 from runtime.errors import BadRequest
 from runtime.governance import Admission, AuthError, Forbidden, Gatekeeper, cost_of, token_of, users_from_plan
 from runtime.http import Receive, Scope, read_body
@@ -112,9 +112,10 @@ class Access:
                 except Exception as exc:
                     self.logger.error("key_refresh_failed", error=f"{type(exc).__name__}: {exc}")
 
-    def admit(self, grant: Grant | None, group: str) -> Admission:
-        """Admit an authenticated model call to `group`."""
-        return self.gate.admit(grant, group, self.gate.wall())
+    def admit(self, grant: Grant | None, group: str, data: dict[str, Any] | None = None) -> Admission:
+        """Admit an authenticated model call to `group` (its prompt estimate reserved against tpm)."""
+        prompt = None if data is None else (lambda: estimate_tokens(data)[0])
+        return self.gate.admit(grant, group, self.gate.wall(), prompt)
 
     async def authenticate(self, scope: Scope) -> Grant | None:
         """The caller's grant: a JWT when `auth.jwt` is set and the token is one, else a key."""

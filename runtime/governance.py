@@ -55,6 +55,10 @@ class Admission:
 
     grant: Grant | None
     subjects: tuple[str, ...]
+    reserved: int = 0
+    """Prompt tokens reserved against tpm until the request finishes."""
+    window: int = -1
+    """The minute window the request was counted in."""
 
 
 def token_of(headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -136,8 +140,9 @@ class Gatekeeper:
             raise AuthError("this API key has expired", code="expired_api_key")
         return grant
 
-    def admit(self, grant: Grant | None, group: str, now: float) -> Admission:
-        """Check permissions, budgets and limits for a call to `group`, and count it."""
+    def admit(self, grant: Grant | None, group: str, now: float, prompt: Callable[[], int] | None = None) -> Admission:
+        """Check permissions, budgets and limits for a call to `group`, and count it. When a tpm limit
+        applies, `prompt()` (the prompt's token estimate) is reserved until the request finishes."""
         if grant is None or grant.master:
             return Admission(grant, ())
         team = self.teams.get(grant.team) if grant.team else None
@@ -161,9 +166,13 @@ class Gatekeeper:
                     who = subject.split(":", 1)[0]
                     raise RateLimited(f"the {who}'s rate limit is reached", retry_after=wait)
         subjects = tuple(s for s, _, _ in checks)
+        reserve = 0
+        if prompt is not None and any(limits is not None and limits.tpm is not None for _, limits, _ in checks):
+            reserve = prompt()
+        window = -1
         for subject in subjects:
-            self.ledger.start(subject, now)
-        return Admission(grant, subjects)
+            window = self.ledger.start(subject, now, reserve)
+        return Admission(grant, subjects, reserve, window)
 
     def settle(self, admission: Admission, now: float, usage: Usage | None, cost: float) -> list[str]:
         """Release the request's counters, add its tokens and spend; returns the subjects whose soft
@@ -173,7 +182,7 @@ class Gatekeeper:
         wall = self.wall()
         grant = admission.grant
         for subject in admission.subjects:
-            self.ledger.finish(subject, now, tokens)
+            self.ledger.finish(subject, now, tokens, admission.reserved, admission.window)
             budget = None
             if subject.startswith("key:") and grant is not None:
                 budget = _budget(grant)

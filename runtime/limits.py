@@ -143,19 +143,27 @@ class Ledger:
         """Seconds until `subject` may send a request, or None when it may now."""
         return self._window(subject).limited_for(limits.rpm, limits.tpm, limits.parallel, now)
 
-    def start(self, subject: str, now: float) -> None:
-        """Count a request of `subject`."""
+    def start(self, subject: str, now: float, reserve: int = 0) -> int:
+        """Count a request of `subject`, reserving `reserve` tokens (its prompt estimate) so requests in
+        flight count against tpm too; returns the window it was counted in."""
         w = self._window(subject)
         w.start(now)
+        w.tokens += reserve
         if self._shared:
-            self._pending.windows.setdefault((subject, w.window), [0, 0])[0] += 1
+            delta = self._pending.windows.setdefault((subject, w.window), [0, 0])
+            delta[0] += 1
+            delta[1] += reserve
+        return w.window
 
-    def finish(self, subject: str, now: float, tokens: int) -> None:
-        """Count a finished request of `subject` and its tokens."""
+    def finish(self, subject: str, now: float, tokens: int, reserved: int = 0, window: int = -1) -> None:
+        """Count a finished request of `subject` and its tokens (replacing what `start` reserved in
+        `window`, when that is still the current one)."""
         w = self._window(subject)
-        w.finish(now, tokens)
-        if self._shared and tokens:
-            self._pending.windows.setdefault((subject, w.window), [0, 0])[1] += tokens
+        w.roll(now)
+        delta = tokens - reserved if window == w.window else tokens
+        w.finish(now, max(delta, -w.tokens))
+        if self._shared and delta:
+            self._pending.windows.setdefault((subject, w.window), [0, 0])[1] += delta
 
     def spent(self, subject: str, budget: Budget, wall: float) -> float:
         """What `subject` spent in the current period."""

@@ -135,3 +135,33 @@ async def test_concurrent_requests_never_exceed_a_users_parallel_limit_jwt_users
             both = await _burst(gw, [tokens[0], tokens[1]] * 3)
     assert sorted(zoe) == [200] * 2 + [429] * 4, "the default's parallel 2 for a JWT user"
     assert sorted(both) == [200] * 4 + [429] * 2, "each user has the default's 2 on their own"
+
+
+BASE = """\
+version: 1
+providers:
+  fake: {type: mock}
+models:
+  demo:
+    targets: [{provider: fake, model: demo}]
+"""
+
+
+@pytest.mark.parametrize(("store", "code"), [
+    ("{redis: '${REDIS_URL}', redis_sync: 250ms}", None),
+    ("{redis: 'redis://cache:6379/0'}", None),
+    ("{redis: {file: /run/secrets/redis}}", None),
+    ("{redis: 'redis://:hunter2@cache:6379/0'}", "secret.literal"),
+    ("{redis: 'http://cache:6379'}", "store.redis-url"),
+    ("{redis: '${REDIS_URL}', redis_sync: 20ms}", "store.redis-sync-range"),
+    ("{redis: '${REDIS_URL}', redis_sync: 1m}", "store.redis-sync-range"),
+])
+def test_store_redis_compiles_or_is_diagnosed(store: str, code: str | None) -> None:
+    result = compile_text(BASE + f"store: {store}\n", "spec.yaml")
+    codes = [d.code for d in result.diagnostics if d.is_error]
+    if code is None:
+        assert codes == [] and result.plan is not None and result.plan.store.redis is not None
+        assert loads(dumps(result.plan)) == result.plan
+        assert "hunter2" not in dumps(result.plan)
+    else:
+        assert codes == [code]

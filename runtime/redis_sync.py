@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from runtime.limits import Ledger, Pending
 from runtime.logs import Logger
 from runtime.plan import Secret
-from runtime.secrets import resolve
+from runtime.secrets import SecretError, resolve
 from runtime.window import WINDOW
 
 __all__ = ["PREFIX", "RedisSync", "push"]
@@ -100,22 +100,14 @@ class RedisSync:
 
     async def sync_once(self) -> bool:
         """One sync; False (logged and counted once per outage) when Redis could not be reached."""
-        if self._client is None or self._client_source != self.source:
-            self._close()
-            source = self.source
-            assert source is not None
-            url = await trio.to_thread.run_sync(resolve, source)
-            self._client = redis.Redis.from_url(url, socket_timeout=_TIMEOUT, socket_connect_timeout=_TIMEOUT,
-                                                health_check_interval=0)
-            self._client_source = source
-        client = self._client
         pending = self.ledger.take_pending(self.wall())
         if not pending.windows and not pending.spend:
             return True
         t0 = trio.current_time()
         try:
+            client = await self._connect()
             windows, spend = await trio.to_thread.run_sync(push, client, pending, abandon_on_cancel=True)
-        except (redis.RedisError, OSError) as exc:
+        except (redis.RedisError, OSError, SecretError, ValueError) as exc:
             self.ledger.give_back(pending, self.wall())
             self.failures.inc()
             if self.up is not False:
@@ -130,6 +122,18 @@ class RedisSync:
         self._set_up(True)
         self.syncs += 1
         return True
+
+    async def _connect(self) -> redis.Redis:
+        """The client for the configured URL (resolved in a worker thread; made anew when it changed)."""
+        if self._client is None or self._client_source != self.source:
+            self._close()
+            source = self.source
+            assert source is not None
+            url = await trio.to_thread.run_sync(resolve, source)
+            self._client = redis.Redis.from_url(url, socket_timeout=_TIMEOUT, socket_connect_timeout=_TIMEOUT,
+                                                health_check_interval=0)
+            self._client_source = source
+        return self._client
 
     def _set_up(self, up: bool) -> None:
         self.up = up

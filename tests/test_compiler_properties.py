@@ -208,7 +208,7 @@ def make_consistent(spec: dict[str, Any], types: list[str]) -> dict[str, Any]:
     if "database" in spec.get("store", {}):
         spec["store"]["database"] = _clean_secret(spec["store"]["database"])
     if "redis" in spec.get("store", {}):
-        spec["store"]["redis"] = _clean_secret(spec["store"]["redis"])
+        spec["store"]["redis"] = {"env": "REDIS_URL"}  # a literal must be a redis:// URL
     if "redis_sync" in spec.get("store", {}):
         spec["store"]["redis_sync"] = "250ms"  # the compiler checks the 50ms..10s range
     return spec

@@ -186,3 +186,13 @@ async def test_an_outage_is_logged_once_deltas_are_kept_and_pushed_on_recovery(s
     assert r.hget(f"{PREFIX}rl:{int(now // 60)}", "user:u:r") == b"2", "the deltas counted while it was down"
     r.close()
     assert ledger._windows["user:u"].requests == 3, "never less than counted here"
+
+
+async def test_an_unset_redis_url_variable_is_an_outage_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TEST_UNSET_REDIS_URL", raising=False)
+    ledger, log = Ledger(), _Log()
+    sync = RedisSync(ledger, log)
+    sync.configure(env("TEST_UNSET_REDIS_URL"), SYNC)
+    ledger.start("key:k", time.time())
+    assert not await sync.sync_once() and log.events == ["redis_sync_failed"]
+    assert ledger._windows["key:k"].requests == 1

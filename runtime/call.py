@@ -7,6 +7,7 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
+import trio
 
 from runtime.errors import BadRequest, GatewayError
 from runtime.openai_wire import Usage
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
     from runtime.state import Deployment
     from runtime.transport import UpstreamRequest
 
-__all__ = ["Call", "Dialect", "parse_request"]
+__all__ = ["Call", "Dialect", "estimate_tokens", "estimate_tokens_off_loop", "parse_request"]
 
 
 class Dialect(Protocol):
@@ -125,10 +126,25 @@ def estimate_tokens(data: dict[str, Any], window: int | None = None) -> tuple[in
     window of the deployments that may serve it; a token is at least one byte, so a shorter prompt
     fits for sure), tiktoken counts it exactly (~37 us a KB). The completion is `max_tokens` or 256.
     """
-    source = data.get("messages", data.get("prompt", data.get("input", "")))
-    size = len(orjson.dumps(source))
-    prompt = size // 4
+    size = _prompt_size(data)
+    prompt = prompt_tokens(data) if window is not None and size > window else size // 4
+    return prompt, _completion_budget(data)
+
+
+async def estimate_tokens_off_loop(data: dict[str, Any], window: int | None = None) -> tuple[int, int]:
+    """`estimate_tokens`, with an exact count (a long prompt: milliseconds) done in a worker thread."""
+    size = _prompt_size(data)
     if window is not None and size > window:
-        prompt = prompt_tokens(data)
+        prompt = await trio.to_thread.run_sync(prompt_tokens, data)
+    else:
+        prompt = size // 4
+    return prompt, _completion_budget(data)
+
+
+def _prompt_size(data: dict[str, Any]) -> int:
+    return len(orjson.dumps(data.get("messages", data.get("prompt", data.get("input", "")))))
+
+
+def _completion_budget(data: dict[str, Any]) -> int:
     limit = data.get("max_completion_tokens", data.get("max_tokens"))
-    return prompt, limit if isinstance(limit, int) and limit > 0 else 256
+    return limit if isinstance(limit, int) and limit > 0 else 256

@@ -10,7 +10,7 @@ import trio
 
 from runtime.balance import choose
 from runtime.breaker import Circuit
-from runtime.call import Call, estimate_tokens
+from runtime.call import Call, estimate_tokens_off_loop
 from runtime.errors import (
     BadRequest,
     GatewayError,
@@ -67,7 +67,7 @@ def _fits(deps: tuple[Deployment, ...], prompt: int) -> frozenset[int]:
 async def _route(
     rt: Runtime, group: ModelGroup, suffix: str | None, call: Call, data: dict[str, Any], send: Any
 ) -> None:
-    tokens = estimate_tokens(data, _smallest_window(rt, group))
+    tokens = await estimate_tokens_off_loop(data, _smallest_window(rt, group))
     queue: list[str] = [group.name, *group.fallbacks]
     switched: set[str] = set()
     last: GatewayError | None = None

@@ -134,3 +134,25 @@ async def test_answers_without_usage_are_metered_locally_and_flagged(tmp_path: P
     assert rows[1] == ("bare", prompt, answer, pytest.approx(cost), 1)
     assert rows[2] == ("metered", 11, 2, pytest.approx(11e-3 + 2 * 2e-3), 0), "reported usage is used as is"
     assert rows[3] == ("bare", 10, answer, pytest.approx(10e-3 + answer * 2e-3), 1)
+
+
+async def test_long_prompts_are_counted_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    import runtime.call as call_module
+
+    big = {"model": "m", "messages": [{"role": "user", "content": "word " * 20_000}]}
+    in_worker: list[bool] = []
+    real = tokens.prompt_tokens
+
+    def spy(data: dict[str, Any]) -> int:
+        try:
+            trio.lowlevel.current_trio_token()
+            in_worker.append(False)
+        except RuntimeError:  # no Trio run in this thread: a worker thread
+            in_worker.append(True)
+        return real(data)
+
+    monkeypatch.setattr(call_module, "prompt_tokens", spy)
+    exact = await call_module.estimate_tokens_off_loop(big, window=8_000)
+    cheap = await call_module.estimate_tokens_off_loop(big, window=None)
+    assert in_worker == [True], "counted once, in a worker thread"
+    assert 20_000 <= exact[0] <= 20_010 and cheap[0] == len(json.dumps(big["messages"], separators=(",", ":"))) // 4

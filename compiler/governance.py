@@ -1,16 +1,18 @@
-"""The `auth` and `teams` sections: static keys and the master key as secret references, teams
-with model lists, budgets and rate limits; every reference checked at its node."""
+"""The `auth`, `teams` and `users` sections: static keys and the master key as secret references,
+teams with model lists, budgets and rate limits, per-user rate limits; every reference checked at
+its node."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from compiler.diagnostics import Collector, did_you_mean, join_pointer
-from runtime.plan import Auth, BudgetRule, JwtRule, LimitRule, Secret, SecretSource, StaticKey, Team
+from runtime.plan import Auth, BudgetRule, JwtRule, LimitRule, Secret, SecretSource, StaticKey, Team, UserRule
 
-__all__ = ["GovernanceSpec", "check_governance", "resolve_governance"]
+__all__ = ["GovernanceSpec", "check_governance", "check_redis_url", "resolve_governance"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -19,6 +21,8 @@ class GovernanceSpec:
 
     auth: Auth | None
     teams: tuple[Team, ...]
+    users: tuple[UserRule, ...]
+    """Per-user limits, sorted by name (`default`: every user without an entry)."""
     refs: tuple[tuple[str, str, str], ...]
     """(kind, name, pointer) for every team or model name the sections mention."""
 
@@ -39,7 +43,7 @@ def resolve_governance(
     spec: Mapping[str, Any], secret: Callable[[Any, str], Secret | None], seconds: Callable[[str], float],
     out: Collector,
 ) -> GovernanceSpec:
-    """Resolve `auth` and `teams` (secrets must be references, never literal keys)."""
+    """Resolve `auth`, `teams` and `users` (secrets must be references, never literal keys)."""
     refs: list[tuple[str, str, str]] = []
     teams = []
     for name, raw in spec.get("teams", {}).items():
@@ -88,7 +92,22 @@ def resolve_governance(
                 jwks_refresh=seconds(raw_jwt.get("jwks_refresh", "10m")),
             )
         auth = Auth(master_key=master, keys=tuple(keys), refresh=seconds(raw_auth.get("refresh", "5s")), jwt=jwt)
-    return GovernanceSpec(auth=auth, teams=tuple(sorted(teams, key=lambda t: t.name)), refs=tuple(refs))
+    users = tuple(UserRule(name=name, limits=_limits(raw.get("limits")))
+                  for name, raw in sorted(spec.get("users", {}).items()))
+    return GovernanceSpec(auth=auth, teams=tuple(sorted(teams, key=lambda t: t.name)), users=users, refs=tuple(refs))
+
+
+def check_redis_url(url: Secret | None, out: Collector) -> None:
+    """`store.redis`: a redis://, rediss:// or unix:// URL; a password in it must come from a reference."""
+    if url is None or not all(p.source is SecretSource.TEXT for p in url.parts):
+        return
+    text = "".join(p.value for p in url.parts)
+    parts = urlsplit(text)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        out.error("store.redis-url", "/store/redis", "the Redis URL must start with redis://, rediss:// or unix://")
+    elif parts.password:
+        out.error("secret.literal", "/store/redis", "the Redis URL holds a literal password, which would be written "
+                  "into the plan: use a reference (${REDIS_URL}, {env: ...} or {file: ...})")
 
 
 def check_governance(gov: GovernanceSpec, model_names: set[str], out: Collector) -> None:

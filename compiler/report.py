@@ -53,6 +53,8 @@ CODES: Mapping[str, str] = {
     "ref.unknown-team": "A key names a team that is not declared under teams.",
     "auth.duplicate-key-name": "Two static keys with the same name.",
     "auth.jwt-key-source": "auth.jwt needs exactly one of secret or jwks_url.",
+    "store.redis-sync-range": "store.redis_sync outside 50ms..10s.",
+    "store.redis-url": "store.redis is not a redis://, rediss:// or unix:// URL.",
     "route.fallback-cycle": "Fallbacks that lead back to the group they start from.",
     "route.wildcard-fallback": "A fallback that names a wildcard group.",
     "cost.unknown-model": "An upstream model that is not in the price table.",

@@ -18,7 +18,7 @@ from typing import Any
 from compiler import routing
 from compiler.catalog import ProviderType, load_catalog, price_info
 from compiler.diagnostics import Collector, did_you_mean, join_pointer
-from compiler.governance import GovernanceSpec, resolve_governance
+from compiler.governance import GovernanceSpec, check_redis_url, resolve_governance
 from compiler.prices import ModelInfo, known_models
 from compiler.routing import Policies
 from runtime.plan import (
@@ -351,7 +351,14 @@ class _Resolver:
         )
 
     def store(self, raw: Mapping[str, Any]) -> Store:
-        return Store(database=self._secret(raw.get("database", "sqlite://:memory:"), "/store/database"))
+        redis = self.secret(raw["redis"], "/store/redis") if "redis" in raw else None
+        check_redis_url(redis, self.out)
+        sync = parse_duration(raw.get("redis_sync", "500ms"))
+        if not 0.05 <= sync <= 10.0:
+            self.out.error("store.redis-sync-range", "/store/redis_sync",
+                           f"redis_sync must be between 50ms and 10s (got {raw['redis_sync']})")
+        return Store(database=self._secret(raw.get("database", "sqlite://:memory:"), "/store/database"),
+                     redis=redis, redis_sync=sync)
 
     @staticmethod
     def observability(raw: Mapping[str, Any]) -> Observability:

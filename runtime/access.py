@@ -13,9 +13,9 @@ import peewee
 import trio
 
 from runtime.admin import ADMIN_ROUTES, Admin, grant_from_row
-from runtime.call import Call
+from runtime.call import Call, estimate_tokens
 from runtime.errors import BadRequest
-from runtime.governance import Admission, AuthError, Forbidden, Gatekeeper, cost_of, token_of
+from runtime.governance import Admission, AuthError, Forbidden, Gatekeeper, cost_of, token_of, users_from_plan
 from runtime.http import Receive, Scope, read_body
 from runtime.jwt_auth import JwtVerifier, looks_like_jwt
 from runtime.keys import Grant, KeyCache
@@ -23,9 +23,11 @@ from runtime.limits import Budget, period_start
 from runtime.logs import Logger
 from runtime.metrics import Metrics
 from runtime.models import ApiKey, SpendLog
+from runtime.redis_sync import RedisSync
 from runtime.spend import SpendRow, SpendWriter
 from runtime.state import Runtime
 from runtime.store import Store
+from runtime.tokens import estimate_usage, load
 
 __all__ = ["ADMIN_ROUTES", "Access"]
 
@@ -45,24 +47,30 @@ class Access:
     def __init__(self, runtime: Runtime, logger: Logger, metrics: Metrics | None = None) -> None:
         self.gate = Gatekeeper(KeyCache(), runtime.teams, required=runtime.plan.auth is not None)
         self.gate.configure(runtime.grants, runtime.teams, runtime.plan.auth is not None)
+        self.gate.set_users(*users_from_plan(runtime.plan))
         self.logger = logger
         self.metrics = metrics
         self.spend: SpendWriter | None = None
         self.admin: Admin | None = None
         self.refresh = runtime.plan.auth.refresh if runtime.plan.auth else 5.0
         self.jwt = _verifier(runtime, None)
+        self.shared = RedisSync(self.gate.ledger, logger, metrics.registry if metrics is not None else None)
+        self.shared.configure(runtime.plan.store.redis, runtime.plan.store.redis_sync)
 
     def configure(self, runtime: Runtime) -> None:
         """Apply a reloaded plan's keys and teams."""
         self.gate.configure(runtime.grants, runtime.teams, runtime.plan.auth is not None)
+        self.gate.set_users(*users_from_plan(runtime.plan))
         self.refresh = runtime.plan.auth.refresh if runtime.plan.auth else 5.0
         self.jwt = _verifier(runtime, self.jwt)
+        self.shared.configure(runtime.plan.store.redis, runtime.plan.store.redis_sync)
 
     async def attach(self, store: Store) -> None:
         """Start using the store: load stored keys and this period's spend (before serving)."""
         self.spend = SpendWriter(store, on_failure=lambda msg, n: self.logger.error(
             "spend_write_failed", error=msg, pending=n), metrics=self.metrics)
         self.admin = Admin(store, self.gate.cache)
+        await trio.to_thread.run_sync(load)  # the token encoding (~0.3 s), before the first count
         await self.reload_keys(store)
         await self._load_spend(store)
 
@@ -95,6 +103,7 @@ class Access:
         assert self.spend is not None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.spend.run)
+            nursery.start_soon(self.shared.run)
             if self.jwt is not None:
                 nursery.start_soon(self.jwt.run)
             while True:
@@ -104,9 +113,10 @@ class Access:
                 except Exception as exc:
                     self.logger.error("key_refresh_failed", error=f"{type(exc).__name__}: {exc}")
 
-    def admit(self, grant: Grant | None, group: str) -> Admission:
-        """Admit an authenticated model call to `group`."""
-        return self.gate.admit(grant, group, trio.current_time())
+    def admit(self, grant: Grant | None, group: str, data: dict[str, Any] | None = None) -> Admission:
+        """Admit an authenticated model call to `group` (its prompt estimate reserved against tpm)."""
+        prompt = None if data is None else (lambda: estimate_tokens(data)[0])
+        return self.gate.admit(grant, group, self.gate.wall(), prompt)
 
     async def authenticate(self, scope: Scope) -> Grant | None:
         """The caller's grant: a JWT when `auth.jwt` is set and the token is one, else a key."""
@@ -118,8 +128,14 @@ class Access:
     def settle(self, admission: Admission, call: Call) -> None:
         """Release counters, count spend and queue the spend row."""
         usage = call.usage
+        estimated = usage is None and bool(call.answer)
+        if estimated:
+            # The provider reported no usage for an answer that was served: count it locally (after
+            # the answer went out) and flag the spend row.
+            usage = call.usage = estimate_usage(call.request, b"".join(call.answer), call.op)
+            call.extra["usage_estimated"] = True
         cost = cost_of(usage, call.price) if usage is not None else 0.0
-        for subject in self.gate.settle(admission, trio.current_time(), usage, cost):
+        for subject in self.gate.settle(admission, self.gate.wall(), usage, cost):
             scope = subject.split(":", 1)[0]
             self.logger.warning("budget_soft_threshold", subject=scope, name=subject.split(":", 1)[1][:12])
             if self.metrics is not None:
@@ -133,7 +149,7 @@ class Access:
             user=grant.user if grant else None, model=call.group, deployment=call.deployment,
             prompt_tokens=usage.prompt if usage else 0, completion_tokens=usage.completion if usage else 0,
             cached_tokens=usage.cached if usage else 0, reasoning_tokens=usage.reasoning if usage else 0,
-            cost=cost, estimated=False, latency_ms=round((time.perf_counter() - call.t0) * 1000, 2),
+            cost=cost, estimated=estimated, latency_ms=round((time.perf_counter() - call.t0) * 1000, 2),
             status=call.status, created_at=time.time(),
         ))
 

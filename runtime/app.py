@@ -140,7 +140,7 @@ class App:
                 data = parse_request(op, body)
             route = rt.routes.resolve(data["model"])
             if route is not None:
-                admission = self.access.admit(grant, route.group.name)
+                admission = self.access.admit(grant, route.group.name, data)
             in_flight = self.metrics.in_flight.labels(route.group.name if route else "unknown")
             in_flight.inc()
             async with trio.open_nursery() as nursery:

@@ -7,17 +7,19 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
+import trio
 
 from runtime.errors import BadRequest, GatewayError
 from runtime.openai_wire import Usage
 from runtime.plan import Price
+from runtime.tokens import prompt_tokens
 
 if TYPE_CHECKING:
     from runtime.adapter import StreamTranslator
     from runtime.state import Deployment
     from runtime.transport import UpstreamRequest
 
-__all__ = ["Call", "Dialect", "parse_request"]
+__all__ = ["Call", "Dialect", "estimate_tokens", "estimate_tokens_off_loop", "parse_request"]
 
 
 class Dialect(Protocol):
@@ -71,6 +73,11 @@ class Call:
     dialect: Dialect | None = None
     """The client's API when it is not OpenAI's."""
     extra: dict[str, Any] = field(default_factory=dict)
+    request: dict[str, Any] | None = None
+    """The request body, kept when the upstream reported no usage (to count its tokens locally)."""
+    answer: list[bytes] = field(default_factory=list)
+    """What the client was sent of the answer, kept when the upstream reported no usage (counted locally
+    at settle time, after the answer went out)."""
 
     def overhead_ms(self) -> str:
         """Time spent inside sidegate so far, upstream wait excluded, in milliseconds."""
@@ -111,9 +118,33 @@ def parse_request(op: str, body: bytes) -> dict[str, Any]:
     return data
 
 
-def estimate_tokens(data: dict[str, Any]) -> tuple[int, int]:
-    """A cheap (prompt, completion) token estimate before the call: ~4 characters per token."""
-    source = data.get("messages", data.get("prompt", data.get("input", "")))
-    prompt = len(orjson.dumps(source)) // 4
+def estimate_tokens(data: dict[str, Any], window: int | None = None) -> tuple[int, int]:
+    """A (prompt, completion) token estimate before the call, for routing and context-window checks.
+
+    The prompt is ~4 characters a token (no encoding: nothing on the hot path) unless a context window
+    is in question: when the prompt's JSON is longer in bytes than `window` (the smallest context
+    window of the deployments that may serve it; a token is at least one byte, so a shorter prompt
+    fits for sure), tiktoken counts it exactly (~37 us a KB). The completion is `max_tokens` or 256.
+    """
+    size = _prompt_size(data)
+    prompt = prompt_tokens(data) if window is not None and size > window else size // 4
+    return prompt, _completion_budget(data)
+
+
+async def estimate_tokens_off_loop(data: dict[str, Any], window: int | None = None) -> tuple[int, int]:
+    """`estimate_tokens`, with an exact count (a long prompt: milliseconds) done in a worker thread."""
+    size = _prompt_size(data)
+    if window is not None and size > window:
+        prompt = await trio.to_thread.run_sync(prompt_tokens, data)
+    else:
+        prompt = size // 4
+    return prompt, _completion_budget(data)
+
+
+def _prompt_size(data: dict[str, Any]) -> int:
+    return len(orjson.dumps(data.get("messages", data.get("prompt", data.get("input", "")))))
+
+
+def _completion_budget(data: dict[str, Any]) -> int:
     limit = data.get("max_completion_tokens", data.get("max_tokens"))
-    return prompt, limit if isinstance(limit, int) and limit > 0 else 256
+    return limit if isinstance(limit, int) and limit > 0 else 256

@@ -14,11 +14,12 @@ from runtime.errors import GatewayError, RateLimited
 from runtime.keys import Grant, KeyCache, hash_key
 from runtime.limits import Budget, Ledger, Limits
 from runtime.openai_wire import Usage
-from runtime.plan import Plan, Price
+from runtime.plan import LimitRule, Plan, Price
 from runtime.secrets import resolve
 
 __all__ = [
     "Admission", "AuthError", "Forbidden", "Gatekeeper", "TeamPolicy", "cost_of", "policies_from_plan", "token_of",
+    "users_from_plan",
 ]
 
 
@@ -54,6 +55,10 @@ class Admission:
 
     grant: Grant | None
     subjects: tuple[str, ...]
+    reserved: int = 0
+    """Prompt tokens reserved against tpm until the request finishes."""
+    window: int = -1
+    """The minute window the request was counted in."""
 
 
 def token_of(headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -102,6 +107,17 @@ class Gatekeeper:
         self.required = required
         self.ledger = ledger or Ledger()
         self.wall = wall
+        self.users: dict[str, Limits | None] = {}
+        self.default_user: Limits | None = None
+
+    def set_users(self, users: Mapping[str, Limits | None], default: Limits | None) -> None:
+        """Per-user limits (a reloaded plan's `users`); `default` applies to each user without an entry."""
+        self.users = dict(users)
+        self.default_user = default
+
+    def user_limits(self, user: str) -> Limits | None:
+        """The limits of `user`: its own entry, else the default (each user counted on its own)."""
+        return self.users.get(user, self.default_user)
 
     def configure(self, grants: tuple[Grant, ...], teams: Mapping[str, TeamPolicy], required: bool) -> None:
         """Apply a (re)loaded plan's keys and teams; counters and store keys are kept."""
@@ -124,8 +140,9 @@ class Gatekeeper:
             raise AuthError("this API key has expired", code="expired_api_key")
         return grant
 
-    def admit(self, grant: Grant | None, group: str, now: float) -> Admission:
-        """Check permissions, budgets and limits for a call to `group`, and count it."""
+    def admit(self, grant: Grant | None, group: str, now: float, prompt: Callable[[], int] | None = None) -> Admission:
+        """Check permissions, budgets and limits for a call to `group`, and count it. When a tpm limit
+        applies, `prompt()` (the prompt's token estimate) is reserved until the request finishes."""
         if grant is None or grant.master:
             return Admission(grant, ())
         team = self.teams.get(grant.team) if grant.team else None
@@ -136,7 +153,7 @@ class Gatekeeper:
         if team is not None:
             checks.append((f"team:{team.name}", team.limits, team.budget))
         if grant.user:
-            checks.append((f"user:{grant.user}", None, None))
+            checks.append((f"user:{grant.user}", self.user_limits(grant.user), None))
         for subject, _, budget in checks:
             if budget is not None and self.ledger.over_budget(subject, budget, wall):
                 who = subject.split(":", 1)[0]
@@ -149,9 +166,13 @@ class Gatekeeper:
                     who = subject.split(":", 1)[0]
                     raise RateLimited(f"the {who}'s rate limit is reached", retry_after=wait)
         subjects = tuple(s for s, _, _ in checks)
+        reserve = 0
+        if prompt is not None and any(limits is not None and limits.tpm is not None for _, limits, _ in checks):
+            reserve = prompt()
+        window = -1
         for subject in subjects:
-            self.ledger.start(subject, now)
-        return Admission(grant, subjects)
+            window = self.ledger.start(subject, now, reserve)
+        return Admission(grant, subjects, reserve, window)
 
     def settle(self, admission: Admission, now: float, usage: Usage | None, cost: float) -> list[str]:
         """Release the request's counters, add its tokens and spend; returns the subjects whose soft
@@ -161,7 +182,7 @@ class Gatekeeper:
         wall = self.wall()
         grant = admission.grant
         for subject in admission.subjects:
-            self.ledger.finish(subject, now, tokens)
+            self.ledger.finish(subject, now, tokens, admission.reserved, admission.window)
             budget = None
             if subject.startswith("key:") and grant is not None:
                 budget = _budget(grant)
@@ -171,6 +192,17 @@ class Gatekeeper:
             if cost and self.ledger.add_spend(subject, cost, budget, wall):
                 crossed.append(subject)
         return crossed
+
+
+def _limits_of(rule: LimitRule | None) -> Limits | None:
+    return None if rule is None else Limits(rule.rpm, rule.tpm, rule.parallel)
+
+
+def users_from_plan(plan: Plan) -> tuple[dict[str, Limits | None], Limits | None]:
+    """The spec's per-user limits by user, and the `default` entry's."""
+    named = {u.name: _limits_of(u.limits) for u in plan.users if u.name != "default"}
+    default = next((_limits_of(u.limits) for u in plan.users if u.name == "default"), None)
+    return named, default
 
 
 def policies_from_plan(plan: Plan) -> tuple[tuple[Grant, ...], dict[str, TeamPolicy]]:

@@ -8,7 +8,6 @@ untouched (`runtime.providers.anthropic.passthrough_request` / `AnthropicRelay`)
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import orjson
@@ -16,6 +15,7 @@ import orjson
 from runtime.errors import BadRequest, GatewayError
 from runtime.openai_wire import Usage, usage_from
 from runtime.providers.common import SseParser
+from runtime.tokens import REPLY_OVERHEAD, prompt_tokens
 
 __all__ = [
     "OpenAIToAnthropicStream",
@@ -330,45 +330,12 @@ class OpenAIToAnthropicStream:
 
 
 def estimate_input_tokens(body: dict[str, Any]) -> int:
-    """A documented estimate of a Messages request's input tokens, for `/v1/messages/count_tokens`.
-
-    About four characters a token over the system prompt, message text, tool inputs and results and
-    tool definitions (their JSON), plus 3 tokens of framing a message and 1,600 an image (Anthropic's
-    cost of a ~1.15-megapixel image). Real tokenizers differ by model; expect +-20% on prose.
+    """A Messages request's input tokens, for `/v1/messages/count_tokens`: the system prompt, message
+    text, tool inputs and results and tool definitions counted with tiktoken's `o200k_base` (shipped
+    with sidegate), plus 3 tokens of framing a message and 1,600 an image (Anthropic's cost of a
+    ~1.15-megapixel image). Claude's own tokenizer differs: expect it within ~+-20% on prose.
     """
-    chars = 0
-    images = 0
-    system = body.get("system")
-    if isinstance(system, str):
-        chars += len(system)
-    elif isinstance(system, list):
-        chars += sum(len(str(b.get("text") or "")) for b in system if isinstance(b, dict))
-
-    def walk(content: Any) -> None:
-        nonlocal chars, images
-        if isinstance(content, str):
-            chars += len(content)
-            return
-        for block in content if isinstance(content, list) else []:
-            kind = block.get("type") if isinstance(block, dict) else None
-            if kind == "image":
-                images += 1
-            elif kind == "text":
-                chars += len(str(block.get("text") or ""))
-            elif kind == "tool_use":
-                chars += len(str(block.get("name") or "")) + len(orjson.dumps(block.get("input") or {}))
-            elif kind == "tool_result":
-                walk(block.get("content"))
-            elif isinstance(block, dict):
-                chars += len(orjson.dumps(block))
-
-    raw = body.get("messages")
-    messages: list[Any] = raw if isinstance(raw, list) else []
-    for message in messages:
-        walk(message.get("content") if isinstance(message, dict) else None)
-    for tool in body.get("tools") or []:
-        chars += len(orjson.dumps(tool))
-    return math.ceil(chars / 4) + 3 * len(messages) + 1600 * images
+    return prompt_tokens(body) - REPLY_OVERHEAD
 
 
 def count_tokens_body(body: dict[str, Any]) -> bytes:

@@ -45,9 +45,10 @@ __all__ = [
     "Strategy",
     "Target",
     "Team",
+    "UserRule",
 ]
 
-PLAN_VERSION = 5
+PLAN_VERSION = 6
 """Bumped whenever a plan written by an older compiler could be misread by this runtime."""
 
 JSONValue = Union[None, bool, int, float, str, tuple["JSONValue", ...], Mapping[str, "JSONValue"]]  # noqa: UP007
@@ -294,6 +295,10 @@ class Store:
 
     database: Secret
     """A `sqlite:///path` or `sqlite://:memory:` URL (may hold secret references)."""
+    redis: Secret | None = None
+    """A Redis URL: rate-limit counters and budget spend shared by every sidecar using it."""
+    redis_sync: float = 0.5
+    """Seconds between two syncs of the counters with Redis."""
 
 
 class LogFormat(enum.Enum):
@@ -379,6 +384,14 @@ class Team:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class UserRule:
+    """One user's rate limits; the entry named `default` applies to every user without one."""
+
+    name: str
+    limits: LimitRule | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class JwtRule:
     """JWT bearer tokens: verified with an HS secret or keys from a JWKS URL; claims (dotted paths,
     `[n]` for list items) name the team, user and allowed models."""
@@ -416,6 +429,7 @@ class Plan:
     observability: Observability
     auth: Auth | None
     teams: tuple[Team, ...]
+    users: tuple[UserRule, ...] = ()
 
     def provider(self, name: str) -> Provider:
         """The provider called `name` (the compiler guarantees every target's exists)."""

@@ -10,7 +10,7 @@ import trio
 
 from runtime.balance import choose
 from runtime.breaker import Circuit
-from runtime.call import Call, estimate_tokens
+from runtime.call import Call, estimate_tokens_off_loop
 from runtime.errors import (
     BadRequest,
     GatewayError,
@@ -67,7 +67,7 @@ def _fits(deps: tuple[Deployment, ...], prompt: int) -> frozenset[int]:
 async def _route(
     rt: Runtime, group: ModelGroup, suffix: str | None, call: Call, data: dict[str, Any], send: Any
 ) -> None:
-    tokens = estimate_tokens(data)
+    tokens = await estimate_tokens_off_loop(data, _smallest_window(rt, group))
     queue: list[str] = [group.name, *group.fallbacks]
     switched: set[str] = set()
     last: GatewayError | None = None
@@ -100,6 +100,13 @@ async def _route(
                 raise
     assert last is not None
     raise last
+
+
+def _smallest_window(rt: Runtime, group: ModelGroup) -> int | None:
+    """The smallest context window among the deployments that may serve a request to `group`."""
+    windows = [d.target.max_input_tokens for name in (group.name, *group.fallbacks, *group.context_window_fallbacks)
+               for d in rt.deployments.get(name, ()) if d.target.max_input_tokens is not None]
+    return min(windows, default=None)
 
 
 def _chain_for(g: ModelGroup, err: GatewayError) -> str | None:

@@ -114,6 +114,8 @@ async def _whole(
     if not _begin(dep, call, claim):
         return
     call.usage, call.status = usage, 200
+    if usage is None:
+        call.request, call.answer = data, [body]  # metered locally once the answer is out
     if call.log_bodies:
         call.extra["response_body"] = body.decode("utf-8", "replace")
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *call.headers()]
@@ -133,6 +135,7 @@ async def _stream(
         relay = dep.adapter.stream(call.op, keep, model=model)
     else:
         relay = call.dialect.stream(dep, model)
+    call.request = data  # with `call.answer`: metered locally if the upstream reports no usage
     t = perf_counter()
     t_first = t
     async with dep.transport.stream(request) as upstream:
@@ -163,6 +166,7 @@ async def _stream(
                         # The upstream's own error event goes to the client as it is; the call is
                         # accounted as that error (set first: the client may hang up on reading it).
                         call.status, call.error, call.complete = failure.status, failure.message, True
+                    call.answer.append(out)
                     await send({"type": "http.response.body", "body": out, "more_body": failure is None})
                     if failure is not None:
                         raise failure
@@ -177,6 +181,8 @@ async def _stream(
             await stream_error(send, call, err)
             raise
     call.usage = relay.usage
+    if call.usage is not None:
+        call.answer.clear()
     call.complete = True
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 

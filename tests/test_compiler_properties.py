@@ -209,6 +209,10 @@ def make_consistent(spec: dict[str, Any], types: list[str]) -> dict[str, Any]:
     database = spec.get("store", {}).get("database")
     if isinstance(database, str) and not re.fullmatch(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}", database):
         spec["store"]["database"] = _clean_secret(database)  # a whole-URL reference stays one
+    if "redis" in spec.get("store", {}):
+        spec["store"]["redis"] = {"env": "REDIS_URL"}  # a literal must be a redis:// URL
+    if "redis_sync" in spec.get("store", {}):
+        spec["store"]["redis_sync"] = "250ms"  # the compiler checks the 50ms..10s range
     return spec
 
 

@@ -212,4 +212,4 @@ async def test_count_tokens_estimates_and_checks_the_model() -> None:
             with pytest.raises(anthropic.NotFoundError):
                 await client.messages.count_tokens(model="nope", messages=ASK)
     assert 0 < short.input_tokens < 20
-    assert big.input_tokens > 500
+    assert big.input_tokens > 400  # 400 words are ~400 o200k_base tokens, plus the tools

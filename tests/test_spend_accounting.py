@@ -9,6 +9,7 @@ import gc
 import random
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import openai
@@ -16,6 +17,7 @@ import trio
 
 from runtime.models import SpendLog
 from runtime.plan import CooldownPolicy, Price, Store
+from runtime.tokens import count, prompt_tokens
 from tests.support.gateway import base_url, open_gateway
 from tests.support.plans import group, mock_provider, openai_provider, plan, target, text
 from tests.support.upstream import open_fake_openai
@@ -68,11 +70,13 @@ async def _one(client: openai.AsyncOpenAI, kind: str, rid: str, served: Served) 
         return
     usage = None
     outcome = "ok"
+    received: list[str] = []
     try:
         stream = await client.chat.completions.create(model=model, messages=MSG, stream=True, extra_headers=headers,  # type: ignore[arg-type]
                                                       stream_options={"include_usage": True})
         async with stream:
             async for chunk in stream:
+                received.extend(c.delta.content or "" for c in chunk.choices)
                 if chunk.usage is not None:
                     usage = chunk.usage
                 if kind == "leave-stream":
@@ -82,6 +86,11 @@ async def _one(client: openai.AsyncOpenAI, kind: str, rid: str, served: Served) 
         outcome = type(exc).__name__
     except Exception as exc:  # a stream cut mid-way surfaces as the transport's error
         outcome = type(exc).__name__
+    if usage is None and received:
+        # A stream that ended without its usage chunk: what was served is metered locally (tiktoken,
+        # as documented), from the prompt and the text this client received.
+        usage = SimpleNamespace(prompt_tokens=prompt_tokens({"messages": MSG}),
+                                completion_tokens=count("".join(received)), prompt_tokens_details=None)
     served.add(usage, outcome)
 
 

@@ -9,7 +9,7 @@ Behaviour is chosen by the upstream model name the gateway sends:
   `hang`             never answers (for deadlines)
   `break-stream`     a stream that stops mid-way (connection dropped, no [DONE])
   `slow-stream`      a stream with 50 ms between events
-  `no-usage`         a stream without the usage chunk
+  `no-usage`         an answer without usage (no usage member; a stream without the usage chunk)
 Every request is recorded (method, path, query, headers, JSON body).
 """
 
@@ -121,6 +121,8 @@ class FakeOpenAI:
             obj = {"id": "cmpl-123", "object": "text_completion", "created": 1700000000, "model": model,
                    "choices": [{"index": 0, "text": "Hi there!", "logprobs": None, "finish_reason": "stop"}],
                    "usage": usage}
+        if mode == "no-usage":
+            del obj["usage"]
         await self._json(send, 200, obj)
 
     async def _embeddings(self, send: Any, data: dict[str, Any]) -> None:

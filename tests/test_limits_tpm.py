@@ -1,0 +1,63 @@
+"""tpm limits count requests in flight: the prompt estimate is reserved at admission and replaced by
+the real usage when the request finishes, so concurrent requests cannot all slip under a tpm limit
+before any of them has finished."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import trio
+
+from runtime.errors import RateLimited
+from runtime.governance import Gatekeeper
+from runtime.keys import Grant, KeyCache
+from runtime.openai_wire import Usage
+from runtime.plan import Auth, LimitRule, StaticKey
+from tests.support.gateway import base_url, open_gateway
+from tests.support.plans import env, group, mock_provider, plan, target
+
+
+def test_prompt_estimate_is_reserved_then_replaced_by_usage() -> None:
+    g = Gatekeeper(KeyCache(), {}, required=True)
+    grant = Grant(hash="k", name="k", tpm=1000)
+    first = g.admit(grant, "demo", 0.0, lambda: 600)
+    g.admit(grant, "demo", 1.0, lambda: 600)  # 600 < 1000: still admitted, now 1200 counted
+    with pytest.raises(RateLimited):
+        g.admit(grant, "demo", 2.0, lambda: 1)
+    g.settle(first, 3.0, Usage(prompt=80, completion=20), 0.0)  # 1200 - 600 + 100 = 700
+    g.admit(grant, "demo", 4.0, lambda: 600)
+    late = g.admit(Grant(hash="j", name="j", tpm=1000), "demo", 59.0, lambda: 600)
+    g.settle(late, 61.0, Usage(prompt=80, completion=20), 0.0)  # finished in the next minute: 100 there
+    assert g.ledger._windows["key:j"].tokens == 100
+
+
+def test_no_tpm_limit_no_estimate() -> None:
+    g = Gatekeeper(KeyCache(), {}, required=True)
+
+    def boom() -> int:
+        raise AssertionError("estimated without a tpm limit")
+
+    g.admit(Grant(hash="k", name="k", rpm=5), "demo", 0.0, boom)
+
+
+async def test_concurrent_requests_reserve_their_prompts_against_tpm(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_TPM_KEY", "sk-tpm-secret")
+    p = plan([mock_provider("fake", latency=0.5)], [group("demo", target("fake", "demo"))],
+             auth=Auth(master_key=None, keys=(StaticKey(name="t", key=env("TEST_TPM_KEY"), team=None, user=None,
+                                                        models=(), budget=None,
+                                                        limits=LimitRule(rpm=None, tpm=50, parallel=None)),),
+                       refresh=5.0, jwt=None))
+    body = {"model": "demo", "messages": [{"role": "user", "content": "x" * 120}]}  # ~33 tokens estimated
+    codes: list[int] = []
+    with trio.fail_after(20):
+        async with open_gateway(p) as gw, httpx.AsyncClient(timeout=10) as c:
+
+            async def one() -> None:
+                r = await c.post(f"{base_url(gw)}/chat/completions",
+                                 headers={"authorization": "Bearer sk-tpm-secret"}, json=body)
+                codes.append(r.status_code)
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(5):
+                    nursery.start_soon(one)
+    assert sorted(codes) == [200, 200, 429, 429, 429], "33 reserved, 66 reserved, then over 50"

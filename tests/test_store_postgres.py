@@ -121,7 +121,7 @@ async def test_open_waits_for_a_server_that_comes_up_late(pg_cluster: Cluster) -
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(open_store)
-            await trio.sleep(1.5)
+            await trio.sleep(0.8)
             assert not opened
             await trio.to_thread.run_sync(pg_cluster.start)
     assert await opened[0].schema_version() == SCHEMA_VERSION

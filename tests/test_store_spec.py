@@ -1,15 +1,12 @@
 """`store.database` in the spec: sqlite paths and PostgreSQL URLs are accepted (secret references
-included, or the whole URL from the environment), anything else is refused with a clear message,
-and render knows a PostgreSQL store writes nothing on the pod's disk."""
+included), anything else is refused with a clear message, and render knows a PostgreSQL store
+writes nothing on the pod's disk."""
 
 from __future__ import annotations
-
-import pytest
 
 from compiler.pipeline import compile_text
 from compiler.render import render_text
 from runtime.secrets import resolve
-from runtime.store import Store, StoreUnavailable
 
 SPEC = """version: 1
 providers:
@@ -41,15 +38,3 @@ def test_other_database_urls_are_refused_with_the_forms_that_work() -> None:
     assert result.plan is None
     messages = [d.message for d in result.diagnostics]
     assert any("is not a database URL" in m and "postgresql://" in m for m in messages), messages
-
-
-async def test_the_whole_url_may_come_from_the_environment(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("DATABASE_URL", "mysql://app:hunter2@db/app")
-    result = compile_text(SPEC % "${DATABASE_URL}", "spec.yaml")
-    assert result.plan is not None, result.diagnostics
-    url = resolve(result.plan.store.database)
-    assert url == "mysql://app:hunter2@db/app"
-    # Only the runtime sees the value: a URL of another kind is refused there, clearly.
-    with pytest.raises(StoreUnavailable) as info:
-        await Store.open(url, wait=0.0)
-    assert "must be a sqlite:// or postgresql:// URL" in str(info.value) and "hunter2" not in str(info.value)

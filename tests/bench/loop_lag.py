@@ -95,7 +95,7 @@ async def measure(url: str, rows: int, rate: float | None = 20_000, burst: int =
     if written != rows:
         raise AssertionError(f"{written} rows written, {rows} queued")
     lags.sort()
-    idle = await idle_lag(min(seconds, 3.0))
+    idle = await idle_lag(min(seconds, 1.0))
     return LagReport(rows=rows, seconds=seconds, max_lag_ms=lags[-1] * 1000,
                      p99_lag_ms=lags[int(len(lags) * 0.99)] * 1000, probes=len(lags), idle_max_lag_ms=idle * 1000)
 

@@ -103,4 +103,5 @@ def lower(resolved: Resolved) -> Plan:
         observability=resolved.observability,
         auth=resolved.governance.auth,
         teams=resolved.governance.teams,
+        a2a=resolved.a2a,
     )

@@ -53,6 +53,8 @@ CODES: Mapping[str, str] = {
     "ref.unknown-team": "A key names a team that is not declared under teams.",
     "auth.duplicate-key-name": "Two static keys with the same name.",
     "auth.jwt-key-source": "auth.jwt needs exactly one of secret or jwks_url.",
+    "ref.unknown-agent": "An a2a allow/deny pattern of a key or team that matches no agent under a2a.agents.",
+    "a2a.reserved-name": "An A2A agent named like one of sidegate's own /a2a routes (agents).",
     "route.fallback-cycle": "Fallbacks that lead back to the group they start from.",
     "route.wildcard-fallback": "A fallback that names a wildcard group.",
     "cost.unknown-model": "An upstream model that is not in the price table.",

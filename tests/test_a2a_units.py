@@ -1,0 +1,91 @@
+"""A2A pieces on their own: card validation and rewriting in both shapes, mounts, permissions,
+and the README's `a2a` example compiling clean."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import orjson
+import pytest
+
+from compiler.pipeline import compile_text
+from runtime.a2a.card import CardError, parse_card, rewrite_card
+from runtime.a2a.permissions import allowed, policy_from_metadata
+from runtime.keys import Grant
+from runtime.plan import A2APolicy
+
+UP = "http://10.0.0.7:9000"
+PUBLIC = "http://127.0.0.1:4000/a2a/helper"
+
+
+def card(**fields: object) -> bytes:
+    return orjson.dumps({"name": "helper", "skills": [{"id": "s", "name": "S", "examples": ["x"]}], **fields})
+
+
+def test_a_0_3_card_is_rewritten_and_grpc_dropped() -> None:
+    parsed = parse_card(card(url=f"{UP}/grpc", preferredTransport="GRPC", protocolVersion="0.3.0",
+                             additionalInterfaces=[{"url": f"{UP}/grpc", "transport": "GRPC"},
+                                                   {"url": f"{UP}/rpc", "transport": "JSONRPC"},
+                                                   {"url": f"{UP}/api", "transport": "HTTP+JSON"}],
+                             signatures=[{"protected": "x", "signature": "y"}]))
+    out = rewrite_card(parsed, PUBLIC)
+    assert out["url"] == PUBLIC and out["preferredTransport"] == "JSONRPC"
+    assert out["additionalInterfaces"] == [{"url": PUBLIC, "transport": "JSONRPC"},
+                                           {"url": PUBLIC + "/rest", "transport": "HTTP+JSON"}]
+    assert "signatures" not in out and UP not in orjson.dumps(out).decode()
+    assert parsed.summary()["skills"] == [{"id": "s", "name": "S"}]
+
+
+def test_a_1_0_card_with_several_interfaces_gets_one_mount_each() -> None:
+    parsed = parse_card(card(supportedInterfaces=[
+        {"url": f"{UP}/a", "protocolBinding": "JSONRPC", "protocolVersion": "1.0"},
+        {"url": f"{UP}/b", "protocolBinding": "JSONRPC", "protocolVersion": "0.3"},
+        {"url": f"{UP}/r", "protocolBinding": "HTTP+JSON", "protocolVersion": "1.0", "tenant": "t1"},
+        {"url": f"{UP}/g", "protocolBinding": "GRPC", "protocolVersion": "1.0"},
+    ]))
+    out = rewrite_card(parsed, PUBLIC)
+    assert [(i["protocolBinding"], i["url"]) for i in out["supportedInterfaces"]] == [
+        ("JSONRPC", PUBLIC), ("JSONRPC", PUBLIC + "/jsonrpc-2"), ("HTTP+JSON", PUBLIC + "/rest")]
+    assert out["supportedInterfaces"][2]["tenant"] == "t1"
+    mount = parsed.mount
+    assert [mount(t).upstream if mount(t) else None for t in ("", "/", "/jsonrpc-2", "/rest/tasks/1", "/restx")] == [
+        f"{UP}/a", f"{UP}/a", f"{UP}/b", f"{UP}/r", None]
+
+
+@pytest.mark.parametrize(("raw", "reason"), [
+    (b"<html>", "not JSON"),
+    (b"[]", "JSON object"),
+    (orjson.dumps({"supportedInterfaces": []}), "name"),
+    (card(), "names no interface"),
+    (card(supportedInterfaces=[{"url": f"{UP}/g", "protocolBinding": "GRPC"}]), "no JSON-RPC or HTTP+JSON"),
+    (card(url="file:///etc/passwd"), "http(s) URL"),
+    (card(supportedInterfaces=[{"url": f"{UP}/a"}]), "protocolBinding"),
+    (card(url=f"{UP}/a", skills="many"), "skills"),
+])
+def test_invalid_cards_say_what_is_wrong(raw: bytes, reason: str) -> None:
+    with pytest.raises(CardError, match=re.escape(reason)):
+        parse_card(raw)
+
+
+def test_permissions_combine_key_and_team_policies() -> None:
+    teams = {"research": A2APolicy(allow=("research*",), deny=())}
+    key = Grant(hash="h", name="k", team="research", metadata={"a2a": {"deny": ["research-admin"]}})
+    assert allowed(key, "researcher", teams) and not allowed(key, "research-admin", teams)
+    assert not allowed(key, "planner", teams)  # the team's allow list
+    assert allowed(Grant(hash="m", name="master", master=True, team="research"), "planner", teams)
+    assert allowed(None, "anything", teams)  # no auth section
+    assert allowed(Grant(hash="h", name="free"), "planner", teams)  # no policy at all
+    assert policy_from_metadata({"allow": "echo"}) == A2APolicy(allow=(), deny=("*",))
+    assert not allowed(Grant(hash="h", name="bad", metadata={"a2a": ["echo"]}), "echo", teams)
+
+
+def test_the_readme_a2a_example_compiles_clean() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## A2A gateway", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```yaml\n(.*?)```", section, re.S)
+    spec = ("version: 1\nproviders: {fake: {type: mock}}\nmodels: {demo: {targets: [{provider: fake, model: demo}]}}\n"
+            + block)
+    result = compile_text(spec, "readme-a2a.yaml")
+    assert result.diagnostics == () and result.plan is not None and result.plan.a2a is not None
+    assert [a.name for a in result.plan.a2a.agents] == ["planner", "researcher"]

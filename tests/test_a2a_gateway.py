@@ -258,3 +258,20 @@ async def test_a_virtual_key_s_metadata_limits_its_agents(agents: dict[str, Agen
     assert events[0].message.parts[0].text == "echo: virtual"
     assert refused.status_code == 403 and refused.json()["error"]["data"]["reason"] == "AGENT_FORBIDDEN"
 
+
+
+async def test_a_reload_adds_agents_and_keeps_the_known_ones(agents: dict[str, AgentServer]) -> None:
+    plans = [spec_plan({"echo": agents["echo"]}), spec_plan(agents)]
+    with trio.fail_after(15):
+        async with open_gateway(plans[0], load_plan=lambda: plans[-1]) as gw, httpx.AsyncClient(
+                headers={"authorization": f"Bearer {CALLER}"}) as http:
+            async with open_client(gw, "echo", CALLER) as client:
+                [e async for e in client.send_message(user_message("before"))]
+            kept = gw.app.a2a.registry.agents["echo"]
+            missing = await http.get(agent_url(gw, "tasks") + "/.well-known/agent-card.json")
+            await gw.reload().wait()
+            listed = (await http.get(f"http://127.0.0.1:{gw.port}/a2a/agents")).json()["agents"]
+            found = await http.get(agent_url(gw, "tasks") + "/.well-known/agent-card.json")
+    assert missing.status_code == 404
+    assert [a["name"] for a in listed] == ["echo", "legacy", "tasks"] and found.status_code == 200
+    assert gw.app.a2a.registry.agents["echo"] is kept

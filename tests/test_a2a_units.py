@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis_jsonschema import from_schema
 
 from compiler.pipeline import compile_text
+from compiler.schemafile import load_schema
 from runtime.a2a.card import CardError, parse_card, rewrite_card
 from runtime.a2a.permissions import allowed, policy_from_metadata
 from runtime.keys import Grant
 from runtime.plan import A2APolicy
+from runtime.plan_json import dumps, loads
+from tests.test_compiler_properties import ANNOTATIONS, SETTINGS, to_yaml  # the import adapts hypothesis-jsonschema
 
 UP = "http://10.0.0.7:9000"
 PUBLIC = "http://127.0.0.1:4000/a2a/helper"
@@ -89,3 +95,34 @@ def test_the_readme_a2a_example_compiles_clean() -> None:
     result = compile_text(spec, "readme-a2a.yaml")
     assert result.diagnostics == () and result.plan is not None and result.plan.a2a is not None
     assert [a.name for a in result.plan.a2a.agents] == ["planner", "researcher"]
+
+
+def strip(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: strip(v) for k, v in node.items() if k not in ANNOTATIONS}
+    if isinstance(node, list):
+        return [strip(v) for v in node]
+    return node
+
+
+def _a2a_schema() -> dict[str, Any]:
+    """The schema's `a2a` section alone with the definitions it uses, annotations stripped, at most
+    2 agents (hypothesis-jsonschema draws from a small schema many times faster)."""
+    schema = load_schema()
+    defs = {k: schema["$defs"][k] for k in ("a2a_agent", "secret", "duration")}
+    section = strip({"$defs": defs, **schema["properties"]["a2a"]})
+    section["properties"]["agents"]["maxProperties"] = 2
+    return section
+
+
+@settings(SETTINGS, max_examples=25)
+@given(from_schema(_a2a_schema()))
+def test_any_schema_valid_a2a_section_compiles_or_diagnoses(section: dict[str, Any]) -> None:
+    spec = {"version": 1, "providers": {"fake": {"type": "mock"}},
+            "models": {"demo": {"targets": [{"provider": "fake", "model": "demo"}]}}, "a2a": section}
+    result = compile_text(to_yaml(spec), "generated.yaml")
+    codes = {d.code for d in result.diagnostics}
+    assert codes <= {"secret.literal", "a2a.reserved-name", "secret.bad-reference", "schema.pattern"}, result.diagnostics
+    if result.plan is not None:
+        assert result.plan.a2a is not None and loads(dumps(result.plan)) == result.plan
+        assert {a.name for a in result.plan.a2a.agents} == set(section["agents"])

@@ -119,7 +119,7 @@ class Registry:
                                 raise CardError("the card is larger than 1 MiB")
         except trio.TooSlowError:
             reason = f"card fetch timed out after {agent.timeout:g}s"
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             reason = f"card fetch failed: {type(exc).__name__}"
         except CardError as exc:
             reason = f"invalid card: {exc}"
@@ -149,6 +149,15 @@ class Registry:
             if was or state.failures == 1:
                 self.logger.warning("a2a_agent_down", agent=agent.name, error=reason)
 
+    async def _fetch_guarded(self, state: AgentState, client: httpx.AsyncClient) -> None:
+        # A bug in one fetch must not take the server down with the refresh loop.
+        try:
+            await self.fetch(state, client)
+        except Exception as exc:
+            self.logger.error("a2a_card_fetch_crashed", agent=state.agent.name, error=repr(exc))
+            state.tried.set()
+            state.mark_down(f"card fetch failed: {type(exc).__name__}", trio.current_time())
+
     async def run(self, client: httpx.AsyncClient) -> None:
         """Fetch every card when due, forever; wakes early when the plan changes."""
         while True:
@@ -157,7 +166,7 @@ class Registry:
             if due:
                 async with trio.open_nursery() as nursery:
                     for state in due:
-                        nursery.start_soon(self.fetch, state, client)
+                        nursery.start_soon(self._fetch_guarded, state, client)
                 continue
             wake = min((s.next_fetch for s in self.agents.values()), default=math.inf)
             self._wake = trio.Event()

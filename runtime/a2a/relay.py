@@ -130,7 +130,7 @@ async def _exchange(
             if not started:
                 raise UpstreamFailed(f"the agent did not answer in time ({type(exc).__name__})", 504) from None
             outcome.broken = f"stream idle for more than {agent.stream_idle:g}s"
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             if not started:
                 raise UpstreamFailed(f"the agent could not be reached: {type(exc).__name__}", 502) from None
             outcome.broken = f"stream broken: {type(exc).__name__}"

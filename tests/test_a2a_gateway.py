@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import trio
-from a2a.types.a2a_pb2 import CancelTaskRequest, GetTaskRequest, TaskState
+from a2a.types.a2a_pb2 import CancelTaskRequest, GetTaskRequest, ListTasksRequest, TaskState
 from a2a.utils.errors import TaskNotCancelableError, TaskNotFoundError
 
 from compiler.pipeline import compile_text
@@ -135,6 +135,8 @@ async def test_get_and_cancel_and_their_errors(agents: dict[str, AgentServer]) -
             got = await client.get_task(GetTaskRequest(id=task_id))
             assert got.id == task_id and got.status.state in (TaskState.TASK_STATE_SUBMITTED,
                                                               TaskState.TASK_STATE_WORKING)
+            listed = await client.list_tasks(ListTasksRequest())
+            assert task_id in {t.id for t in listed.tasks}
             canceled = await client.cancel_task(CancelTaskRequest(id=task_id))
             assert canceled.status.state == TaskState.TASK_STATE_CANCELED
             with pytest.raises(TaskNotCancelableError):

@@ -15,6 +15,7 @@ from hypothesis_jsonschema import from_schema
 from compiler.pipeline import compile_text
 from compiler.schemafile import load_schema
 from runtime.a2a.card import CardError, parse_card, rewrite_card
+from runtime.a2a.endpoint import _card_rewriter
 from runtime.a2a.permissions import allowed, policy_from_metadata
 from runtime.keys import Grant
 from runtime.plan import A2APolicy
@@ -57,6 +58,20 @@ def test_a_1_0_card_with_several_interfaces_gets_one_mount_each() -> None:
     mount = parsed.mount
     assert [mount(t).upstream if mount(t) else None for t in ("", "/", "/jsonrpc-2", "/rest/tasks/1", "/restx")] == [
         f"{UP}/a", f"{UP}/a", f"{UP}/b", f"{UP}/r", None]
+
+
+def test_the_card_inside_an_extended_card_answer_is_rewritten_too() -> None:
+    base = parse_card(card(supportedInterfaces=[{"url": f"{UP}/a", "protocolBinding": "JSONRPC"}]))
+    extended = {"name": "helper+", "supportedInterfaces": [{"url": f"{UP}/a", "protocolBinding": "JSONRPC"},
+                                                          {"url": f"{UP}/secret", "protocolBinding": "JSONRPC"}],
+                "url": f"{UP}/a", "skills": [{"id": "private"}]}
+    rewrite = _card_rewriter(base, PUBLIC, rpc=True)
+    out = orjson.loads(rewrite(orjson.dumps({"jsonrpc": "2.0", "id": 3, "result": extended})))
+    assert out["id"] == 3 and out["result"]["skills"] == [{"id": "private"}]
+    assert out["result"]["supportedInterfaces"] == [{"url": PUBLIC, "protocolBinding": "JSONRPC"}]
+    assert out["result"]["url"] == PUBLIC and UP not in orjson.dumps(out).decode()
+    broken = orjson.loads(_card_rewriter(base, PUBLIC, rpc=False)(orjson.dumps({"url": "ftp://x"})))
+    assert broken == {}  # nothing sidegate can point at itself: no address is kept
 
 
 @pytest.mark.parametrize(("raw", "reason"), [

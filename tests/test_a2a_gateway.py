@@ -10,7 +10,13 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import trio
-from a2a.types.a2a_pb2 import CancelTaskRequest, GetTaskRequest, ListTasksRequest, TaskState
+from a2a.types.a2a_pb2 import (
+    CancelTaskRequest,
+    GetTaskRequest,
+    ListTasksRequest,
+    SubscribeToTaskRequest,
+    TaskState,
+)
 from a2a.utils.errors import TaskNotCancelableError, TaskNotFoundError
 
 from compiler.pipeline import compile_text
@@ -124,6 +130,26 @@ async def test_streamed_task_events_arrive_one_by_one(agents: dict[str, AgentSer
     assert seen == ["task", "TASK_STATE_WORKING", "artifact:first half, ", "artifact:second half",
                     "TASK_STATE_COMPLETED"], seen
     no_bypass(agents)
+
+
+async def test_subscribing_to_a_running_task(agents: dict[str, AgentServer]) -> None:
+    gates = agents["tasks"].gates
+    gates.working_seen.clear()
+    gates.artifact_seen.clear()
+    seen: list[str] = []
+    with trio.fail_after(15):
+        async with open_gateway(spec_plan(agents)) as gw:
+            async with open_client(gw, "tasks", CALLER, streaming=False, polling=True) as starter:
+                (first,) = [e async for e in starter.send_message(user_message("gated"))]
+            async with open_client(gw, "tasks", CALLER) as client:
+                async for event in client.subscribe(SubscribeToTaskRequest(id=first.task.id)):
+                    kind = event.WhichOneof("payload")
+                    seen.append(kind or "none")
+                    gates.working_seen.set()
+                    if kind == "artifact_update":
+                        gates.artifact_seen.set()
+    assert seen[0] == "task" and seen[-1] == "status_update" and "artifact_update" in seen, seen
+    assert ("POST", "/", True) in agents["tasks"].requests
 
 
 async def test_get_and_cancel_and_their_errors(agents: dict[str, AgentServer]) -> None:

@@ -45,8 +45,8 @@ def _env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(name, value)
 
 
-def spec_plan(agents: dict[str, AgentServer], refresh: str = "30s") -> Plan:
-    lines = "\n".join(f"    {n}: {{url: \"{s.base}\", auth: {{bearer: \"${{A2A_AGENT_TOKEN}}\"}}, timeout: 5s}}"
+def spec_plan(agents: dict[str, AgentServer], refresh: str = "30s", deadlines: str = "timeout: 5s") -> Plan:
+    lines = "\n".join(f"    {n}: {{url: \"{s.base}\", auth: {{bearer: \"${{A2A_AGENT_TOKEN}}\"}}, {deadlines}}}"
                       for n, s in agents.items())
     spec = f"""version: 1
 providers: {{fake: {{type: mock}}}}
@@ -303,3 +303,32 @@ async def test_a_reload_adds_agents_and_keeps_the_known_ones(agents: dict[str, A
     assert missing.status_code == 404
     assert [a["name"] for a in listed] == ["echo", "legacy", "tasks"] and found.status_code == 200
     assert gw.app.a2a.registry.agents["echo"] is kept
+
+
+async def test_deadlines_a_silent_call_and_a_silent_stream(agents: dict[str, AgentServer]) -> None:
+    gates = agents["tasks"].gates
+    gates.working_seen.clear()
+    gates.artifact_seen.clear()
+    plan = spec_plan(agents, deadlines="timeout: 2s, stream_idle: 400ms")
+    with trio.fail_after(15):
+        async with open_gateway(plan) as gw, httpx.AsyncClient(headers={"authorization": f"Bearer {CALLER}",
+                                                                        "a2a-version": "1.0"}) as http:
+            message = {"role": "ROLE_USER", "messageId": "m-1", "parts": [{"text": "wait"}]}
+            t0 = trio.current_time()
+            slow = await http.post(agent_url(gw, "tasks"), json={"jsonrpc": "2.0", "id": 5, "method": "SendMessage",
+                                                                 "params": {"message": message}})
+            waited = trio.current_time() - t0
+            gated = {**message, "messageId": "m-2", "parts": [{"text": "gated"}]}
+            chunks: list[bytes] = []
+            t1 = trio.current_time()
+            async with http.stream("POST", agent_url(gw, "tasks"), json={
+                    "jsonrpc": "2.0", "id": 6, "method": "SendStreamingMessage", "params": {"message": gated}}) as s:
+                async for chunk in s.aiter_bytes():  # the agent goes silent after "working"
+                    chunks.append(chunk)
+            streamed = trio.current_time() - t1
+            gates.working_seen.set()
+            gates.artifact_seen.set()
+    assert slow.status_code == 504 and slow.json()["error"]["data"]["reason"] == "AGENT_TIMEOUT"
+    assert slow.json()["id"] == 5 and 1.9 < waited < 4
+    assert b"TASK_STATE_WORKING" in b"".join(chunks) and b"TASK_STATE_COMPLETED" not in b"".join(chunks)
+    assert 0.4 <= streamed < 2  # cut after 400 ms of silence (the agent would wait 10 s)

@@ -74,7 +74,8 @@ async def relay(
 ) -> Outcome:
     """Relay one call; raises UpstreamFailed when nothing could be relayed. `rewrite` transforms a
     successful unary body (cards in answers)."""
-    limits = httpx.Timeout(agent.timeout, connect=agent.connect_timeout, read=agent.stream_idle)
+    # No per-read limit from httpx: the unary deadline and the stream idle limit are trio scopes.
+    limits = httpx.Timeout(agent.timeout, connect=agent.connect_timeout, read=None)
     headers = _headers(scope, agent_headers)
     outcome = Outcome(status=0)
     done = [False]
@@ -95,6 +96,37 @@ async def relay(
     return outcome
 
 
+async def _pump(resp: httpx.Response, send: Send, idle: float) -> str | None:
+    """Relay an event stream chunk by chunk as it arrives; why it ended early, or None at its end."""
+    chunks = resp.aiter_raw()
+    while True:
+        chunk = None
+        with trio.move_on_after(idle):
+            try:
+                chunk = await anext(chunks)
+            except StopAsyncIteration:
+                return None
+        if chunk is None:
+            return f"stream idle for more than {idle:g}s"
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+
+async def _unary(resp: httpx.Response, send: Send, back: list[tuple[bytes, bytes]],
+                 rewrite: Callable[[bytes], bytes] | None, outcome: Outcome) -> None:
+    """Relay a whole answer (bounded), rewritten when asked."""
+    data = b""
+    async for chunk in resp.aiter_raw():
+        data += chunk
+        if len(data) > _UNARY_LIMIT:
+            raise UpstreamFailed("the agent's answer exceeds 32 MiB", 502)
+    if rewrite is not None and resp.status_code == 200:
+        data = rewrite(data)
+    outcome.status, outcome.body = resp.status_code, data
+    await send({"type": "http.response.start", "status": resp.status_code,
+                "headers": [*back, (b"content-length", str(len(data)).encode())]})
+    await send({"type": "http.response.body", "body": data, "more_body": False})
+
+
 async def _exchange(
     client: httpx.AsyncClient, agent: A2AAgent, method: str, url: str, body: bytes,
     headers: list[tuple[str, str]], limits: httpx.Timeout, send: Send,
@@ -111,25 +143,16 @@ async def _exchange(
                     await send({"type": "http.response.start", "status": resp.status_code,
                                 "headers": [*back, (b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no")]})
                     started = True
-                    async for chunk in resp.aiter_raw():
-                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                    await send({"type": "http.response.body", "body": b"", "more_body": False})
-                    return
-                data = b""
-                async for chunk in resp.aiter_raw():
-                    data += chunk
-                    if len(data) > _UNARY_LIMIT:
-                        raise UpstreamFailed("the agent's answer exceeds 32 MiB", 502)
-                if rewrite is not None and resp.status_code == 200:
-                    data = rewrite(data)
-                outcome.status, outcome.body = resp.status_code, data
-                await send({"type": "http.response.start", "status": resp.status_code,
-                            "headers": [*back, (b"content-length", str(len(data)).encode())]})
-                await send({"type": "http.response.body", "body": data, "more_body": False})
+                    outcome.broken = await _pump(resp, send, agent.stream_idle)
+                    if outcome.broken is None:
+                        await send({"type": "http.response.body", "body": b"", "more_body": False})
+                        return
+                else:
+                    await _unary(resp, send, back, rewrite, outcome)
         except httpx.TimeoutException as exc:
             if not started:
                 raise UpstreamFailed(f"the agent did not answer in time ({type(exc).__name__})", 504) from None
-            outcome.broken = f"stream idle for more than {agent.stream_idle:g}s"
+            outcome.broken = f"stream broken: {type(exc).__name__}"
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             if not started:
                 raise UpstreamFailed(f"the agent could not be reached: {type(exc).__name__}", 502) from None

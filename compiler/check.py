@@ -8,6 +8,7 @@ must be there); unused providers and missing keys are worth a warning.
 from __future__ import annotations
 
 from compiler import routing
+from compiler.a2a import check_a2a
 from compiler.diagnostics import Collector, did_you_mean, join_pointer
 from compiler.governance import check_governance
 from compiler.resolve import MOCK_FIELDS, GroupSpec, ProviderSpec, Resolved
@@ -180,6 +181,11 @@ def check(resolved: Resolved, out: Collector) -> None:
         _check_targets(g, providers, out)
     names = {g.name for g in resolved.groups} | {a for g in resolved.groups for a in g.aliases}
     check_governance(resolved.governance, names, out)
+    gov = resolved.governance
+    check_a2a(resolved.a2a, [
+        *((f"/auth/keys/{i}", k.a2a) for i, k in enumerate(gov.auth.keys if gov.auth else ())),
+        *((join_pointer("/teams", t.name), t.a2a) for t in gov.teams),
+    ], out)
     routing.check_fallbacks(
         {g.name: g.policies for g in resolved.groups},
         {g.name for g in resolved.groups if g.name.endswith("/*")},

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from compiler.a2a import a2a_policy
 from compiler.diagnostics import Collector, did_you_mean, join_pointer
 from runtime.plan import Auth, BudgetRule, JwtRule, LimitRule, Secret, SecretSource, StaticKey, Team, UserRule
 
@@ -51,7 +52,7 @@ def resolve_governance(
         models = tuple(raw.get("models", ()))
         refs.extend(("model", m, f"{pointer}/models/{i}") for i, m in enumerate(models))
         budget, limits = _budget(raw.get("budget")), _limits(raw.get("limits"))
-        teams.append(Team(name=name, models=models, budget=budget, limits=limits))
+        teams.append(Team(name=name, models=models, budget=budget, limits=limits, a2a=a2a_policy(raw.get("a2a"))))
     auth = None
     raw_auth = spec.get("auth")
     if raw_auth is not None:
@@ -75,6 +76,7 @@ def resolve_governance(
                 keys.append(StaticKey(
                     name=k["name"], key=value, team=k.get("team"), user=k.get("user"),
                     models=tuple(k.get("models", ())), budget=_budget(k.get("budget")), limits=_limits(k.get("limits")),
+                    a2a=a2a_policy(k.get("a2a")),
                 ))
         jwt = None
         raw_jwt = raw_auth.get("jwt")

@@ -104,4 +104,5 @@ def lower(resolved: Resolved) -> Plan:
         auth=resolved.governance.auth,
         teams=resolved.governance.teams,
         users=resolved.governance.users,
+        a2a=resolved.a2a,
     )

@@ -55,6 +55,8 @@ CODES: Mapping[str, str] = {
     "auth.jwt-key-source": "auth.jwt needs exactly one of secret or jwks_url.",
     "store.redis-sync-range": "store.redis_sync outside 50ms..10s.",
     "store.redis-url": "store.redis is not a redis://, rediss:// or unix:// URL.",
+    "ref.unknown-agent": "An a2a allow/deny pattern of a key or team that matches no agent under a2a.agents.",
+    "a2a.reserved-name": "An A2A agent named like one of sidegate's own /a2a routes (agents).",
     "route.fallback-cycle": "Fallbacks that lead back to the group they start from.",
     "route.wildcard-fallback": "A fallback that names a wildcard group.",
     "cost.unknown-model": "An upstream model that is not in the price table.",

@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from compiler import routing
+from compiler.a2a import resolve_a2a
 from compiler.catalog import ProviderType, load_catalog, price_info
 from compiler.diagnostics import Collector, did_you_mean, join_pointer
 from compiler.governance import GovernanceSpec, check_redis_url, resolve_governance
 from compiler.prices import ModelInfo, known_models
 from compiler.routing import Policies
 from runtime.plan import (
+    A2A,
     Header,
     HealthProbe,
     JSONValue,
@@ -175,6 +177,7 @@ class Resolved:
     store: Store
     observability: Observability
     governance: GovernanceSpec
+    a2a: A2A | None = None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -387,4 +390,5 @@ def resolve(spec: Mapping[str, Any], out: Collector) -> Resolved:
         store=r.store(spec.get("store", {})),
         observability=r.observability(spec.get("observability", {})),
         governance=resolve_governance(spec, r.secret, parse_duration, out),
+        a2a=resolve_a2a(spec, r.reference, parse_duration),
     )

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import trio
 
+from runtime.a2a import A2AGateway, A2AMetrics
 from runtime.access import ADMIN_ROUTES, Access
 from runtime.call import Call, parse_request
 from runtime.dialect import CLIENT_HEADERS, MessagesDialect, parse_messages
@@ -38,12 +39,14 @@ class App:
         self.metrics = metrics
         self.store: Store | None = None
         self.access = Access(runtime, logger, metrics)
+        self.a2a = A2AGateway(runtime, logger, A2AMetrics(metrics.registry))
         metrics.set_plan(runtime.digest)
 
     def swap(self, runtime: Runtime) -> None:
         """Serve a new plan from the next request on."""
         self.runtime = runtime
         self.access.configure(runtime)
+        self.a2a.configure(runtime)
         self.metrics.set_plan(runtime.digest)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -61,6 +64,9 @@ class App:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
+        if path == "/a2a" or path.startswith("/a2a/"):
+            await self.a2a.handle(scope, receive, send, self.access)
+            return
         if path.startswith("/v1/"):
             path = path[3:]
         method: str = scope["method"]
@@ -110,12 +116,16 @@ class App:
             await respond(send, 200, b'{"status":"ok"}', (), _JSON)
         elif scope["path"] == "/health/ready":
             ready = self.store is not None
-            body = orjson.dumps({"status": "ready" if ready else "starting", "plan": rt.digest})
+            detail: dict[str, object] = {"status": "ready" if ready else "starting", "plan": rt.digest}
+            if rt.plan.a2a is not None:
+                detail["a2a"] = self.a2a.ready_detail()
+            body = orjson.dumps(detail)
             await respond(send, 200 if ready else 503, body, (), _JSON)
         elif scope["path"] == "/health/deployments":
             await respond(send, 200, orjson.dumps(deployments_report(rt, trio.current_time())), (), _JSON)
         elif obs.metrics.enabled and scope["path"] == obs.metrics.path:
             self.metrics.observe_deployments(rt)
+            self.a2a.observe()
             await respond(send, 200, self.metrics.render(), (), b"text/plain; version=0.0.4; charset=utf-8")
         else:
             raise NotFound(f"no route for {method} {scope['path']}")

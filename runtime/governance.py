@@ -227,5 +227,6 @@ def policies_from_plan(plan: Plan) -> tuple[tuple[Grant, ...], dict[str, TeamPol
                 budget=k.budget.amount if k.budget else None, budget_period=k.budget.period if k.budget else None,
                 rpm=k.limits.rpm if k.limits else None, tpm=k.limits.tpm if k.limits else None,
                 parallel=k.limits.parallel if k.limits else None,
+                metadata={"a2a": {"allow": list(k.a2a.allow), "deny": list(k.a2a.deny)}} if k.a2a else {},
             ))
     return tuple(grants), teams

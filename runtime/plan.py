@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from typing import Union
 
 __all__ = [
+    "A2A",
     "PLAN_VERSION",
+    "A2AAgent",
+    "A2APolicy",
     "Auth",
     "AuthScheme",
     "BudgetRule",
@@ -48,7 +51,7 @@ __all__ = [
     "UserRule",
 ]
 
-PLAN_VERSION = 6
+PLAN_VERSION = 7
 """Bumped whenever a plan written by an older compiler could be misread by this runtime."""
 
 JSONValue = Union[None, bool, int, float, str, tuple["JSONValue", ...], Mapping[str, "JSONValue"]]  # noqa: UP007
@@ -361,6 +364,15 @@ class LimitRule:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class A2APolicy:
+    """Which A2A agents a key or team may call: names matching an `allow` glob (all when `allow`
+    is empty) and no `deny` glob."""
+
+    allow: tuple[str, ...]
+    deny: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StaticKey:
     """A key declared in the spec (its value a secret reference)."""
 
@@ -371,6 +383,7 @@ class StaticKey:
     models: tuple[str, ...]
     budget: BudgetRule | None
     limits: LimitRule | None
+    a2a: A2APolicy | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -381,6 +394,7 @@ class Team:
     models: tuple[str, ...]
     budget: BudgetRule | None
     limits: LimitRule | None
+    a2a: A2APolicy | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -418,6 +432,31 @@ class Auth:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class A2AAgent:
+    """An upstream A2A agent fronted at `/a2a/{name}`: where its card is, the headers that
+    authenticate sidegate to it (secret references), and its deadlines."""
+
+    name: str
+    card_url: str
+    """The agent card's URL (`{url}/.well-known/agent-card.json` when the spec gives a base URL)."""
+    headers: tuple[Header, ...]
+    connect_timeout: float
+    timeout: float
+    """Deadline of a unary call and of the card fetch; streams are bounded by `stream_idle` instead."""
+    stream_idle: float
+    """The longest wait for the next byte of a stream."""
+    refresh: float
+    """Seconds between card fetches while the agent is healthy."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class A2A:
+    """The A2A gateway: the agents the spec declares."""
+
+    agents: tuple[A2AAgent, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Plan:
     """The whole executable plan."""
 
@@ -430,6 +469,7 @@ class Plan:
     auth: Auth | None
     teams: tuple[Team, ...]
     users: tuple[UserRule, ...] = ()
+    a2a: A2A | None = None
 
     def provider(self, name: str) -> Provider:
         """The provider called `name` (the compiler guarantees every target's exists)."""

@@ -4,7 +4,7 @@ on reload), off the loop."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 
@@ -78,6 +78,8 @@ class Runtime:
     teams: dict[str, TeamPolicy]
     jwt_secret: str | None
     """The resolved HMAC secret of `auth.jwt`, when it has one."""
+    a2a_headers: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    """A2A agent name -> the resolved headers that authenticate sidegate to it."""
 
 
 def _headers(provider: Provider, target: Target) -> tuple[tuple[str, str], ...]:
@@ -140,6 +142,8 @@ def build_runtime(plan: Plan, shared: Transport, previous: Runtime | None = None
         grants=grants,
         teams=teams,
         jwt_secret=resolve(jwt.secret) if jwt is not None and jwt.secret is not None else None,
+        a2a_headers={a.name: tuple((h.name, resolve(h.value)) for h in a.headers)
+                     for a in (plan.a2a.agents if plan.a2a is not None else ())},
     )
 
 

@@ -82,6 +82,7 @@ def generation_schema() -> dict[str, Any]:
     schema["properties"]["teams"]["maxProperties"] = 2
     schema["properties"]["providers"]["maxProperties"] = 3
     schema["properties"]["models"]["maxProperties"] = 3
+    schema["properties"].pop("a2a", None)
     defs["model_group"]["properties"]["targets"]["maxItems"] = 3
     defs["model_group"]["properties"]["aliases"]["maxItems"] = 2
     for holder in (defs["provider"], defs["target"]):

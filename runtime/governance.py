@@ -87,7 +87,7 @@ def _limits(grant: Grant) -> Limits | None:
 
 
 def _budget(grant: Grant) -> Budget | None:
-    return None if grant.budget is None else Budget(grant.budget, grant.budget_period or "30d")
+    return None if grant.budget is None else Budget(grant.budget, grant.budget_period or "30d", grant.budget_soft)
 
 
 class Gatekeeper:
@@ -225,6 +225,7 @@ def policies_from_plan(plan: Plan) -> tuple[tuple[Grant, ...], dict[str, TeamPol
                 hash=hash_key(resolve(k.key)), name=k.name, team=k.team, user=k.user,
                 models=frozenset(k.models) if k.models else None,
                 budget=k.budget.amount if k.budget else None, budget_period=k.budget.period if k.budget else None,
+                budget_soft=k.budget.soft if k.budget else None,
                 rpm=k.limits.rpm if k.limits else None, tpm=k.limits.tpm if k.limits else None,
                 parallel=k.limits.parallel if k.limits else None,
                 metadata={"a2a": {"allow": list(k.a2a.allow), "deny": list(k.a2a.deny)}} if k.a2a else {},

@@ -46,6 +46,8 @@ class Grant:
     """Model groups it may call; None: all."""
     budget: float | None = None
     budget_period: str | None = None
+    budget_soft: float | None = None
+    """The share of the budget past which a crossing is logged and counted (spec keys)."""
     rpm: int | None = None
     tpm: int | None = None
     parallel: int | None = None

@@ -31,8 +31,8 @@ def _samples(raw: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 async def test_soft_budget_crossings_and_spend_rows_on_metrics(tmp_path: Path) -> None:
     # Each answer costs 4 x 0.001 + 3 x 0.002 = 0.010 USD: the team's soft line (50% of 0.04) is
-    # crossed by the 2nd request and counts once; the key's budget has no soft line.
-    key_budget = BudgetRule(amount=0.05, period="1d", soft=None)
+    # crossed by the 2nd request and the key's (60% of 0.05) by the 3rd; each counts once.
+    key_budget = BudgetRule(amount=0.05, period="1d", soft=0.6)
     team_budget = BudgetRule(amount=0.04, period="1d", soft=0.5)
     p = plan([mock_provider("fake", text="a b c")], [group("demo", target("fake", "demo", price=PRICE))],
              auth=Auth(master_key=None, keys=(StaticKey(name="ci", key=env("TEST_CI_KEY"), team="platform",
@@ -58,7 +58,7 @@ async def test_soft_budget_crossings_and_spend_rows_on_metrics(tmp_path: Path) -
     assert codes == [200] * 4
     assert ("sidegate_budget_soft_crossings_total", (("scope", "team"),)) not in before
     assert samples[("sidegate_budget_soft_crossings_total", (("scope", "team"),))] == 1
-    assert ("sidegate_budget_soft_crossings_total", (("scope", "key"),)) not in samples
+    assert samples[("sidegate_budget_soft_crossings_total", (("scope", "key"),))] == 1
     assert samples[("sidegate_spend_rows_written_total", ())] == 4
     assert samples[("sidegate_spend_rows_pending", ())] == 0
     assert samples[("sidegate_spend_write_failures_total", ())] == 0

@@ -67,6 +67,17 @@ def _period(body: Mapping[str, Any]) -> str | None:
     return value
 
 
+MAX_NAME = 255
+"""Longest key alias, team or user id (the columns are VARCHAR(255) on PostgreSQL)."""
+
+
+def _text(body: Mapping[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is not None and (not isinstance(value, str) or len(value) > MAX_NAME):
+        raise BadRequest(f"'{name}' must be a string of at most {MAX_NAME} characters", param=name)
+    return value
+
+
 def _models(body: Mapping[str, Any]) -> str:
     value = body.get("models", [])
     if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
@@ -129,8 +140,8 @@ class Admin:
                 raise BadRequest("'duration' must be like 30s, 10m, 12h or 30d", param="duration")
             expires = now + int(m.group(1)) * _UNIT[m.group(2)]
         fields = {
-            "hash": hash_key(key), "prefix": display_prefix(key), "name": body.get("key_alias"),
-            "team": body.get("team_id"), "user": body.get("user_id"), "models": _models(body),
+            "hash": hash_key(key), "prefix": display_prefix(key), "name": _text(body, "key_alias"),
+            "team": _text(body, "team_id"), "user": _text(body, "user_id"), "models": _models(body),
             **_limit_fields(body), "metadata": _metadata(body),
             "expires_at": expires, "revoked": False, "created_at": now, "updated_at": now,
         }
@@ -170,7 +181,7 @@ class Admin:
                 changes[name] = value
         for field, column in (("key_alias", "name"), ("team_id", "team"), ("user_id", "user")):
             if field in body:
-                changes[column] = body[field]
+                changes[column] = _text(body, field)
 
         def update() -> ApiKey:
             ApiKey.update(**changes).where(ApiKey.hash == row.hash).execute()
@@ -196,8 +207,8 @@ class Admin:
 
     async def team_new(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """Create a team."""
-        name = body.get("team_id") or body.get("team_alias")
-        if not isinstance(name, str) or not name:
+        name = _text(body, "team_id") or _text(body, "team_alias")
+        if not name:
             raise BadRequest("'team_id' is required", param="team_id")
         fields = {"name": name, "models": _models(body), **_limit_fields(body), "created_at": self.now()}
         try:

@@ -90,3 +90,17 @@ async def test_key_metadata_round_trips_and_reaches_the_cache(store_url: str) ->
         await admin.handle("POST", "/key/generate", {}, {"metadata": ["not", "an", "object"]})
     assert bad.value.param == "metadata"
     await admin.store.aclose()
+
+
+async def test_names_are_bounded_strings(store_url: str) -> None:  # noqa: F811
+    admin = await _admin(store_url)
+    for body in ({"key_alias": "x" * 256}, {"team_id": 7}, {"user_id": ["u"]}):
+        with pytest.raises(BadRequest) as bad:
+            await admin.handle("POST", "/key/generate", {}, body)
+        assert bad.value.param == next(iter(body))
+    with pytest.raises(BadRequest):
+        await admin.handle("POST", "/team/new", {}, {"team_id": "t" * 300})
+    made = await admin.handle("POST", "/key/generate", {}, {"key_alias": "a" * 255})
+    with pytest.raises(BadRequest):
+        await admin.handle("POST", "/key/update", {}, {"key": made["key"], "user_id": 5})
+    await admin.store.aclose()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from compiler import routing
 from compiler.diagnostics import Collector, did_you_mean, join_pointer
 from compiler.governance import check_governance
+from compiler.mcp_spec import check_mcp
 from compiler.resolve import MOCK_FIELDS, GroupSpec, ProviderSpec, Resolved
 from runtime.plan import Family
 
@@ -180,6 +181,10 @@ def check(resolved: Resolved, out: Collector) -> None:
         _check_targets(g, providers, out)
     names = {g.name for g in resolved.groups} | {a for g in resolved.groups for a in g.aliases}
     check_governance(resolved.governance, names, out)
+    gov = resolved.governance
+    rules = [(k.mcp, f"/auth/keys/{i}/mcp") for i, k in enumerate(gov.auth.keys if gov.auth else ()) if k.mcp]
+    rules.extend((t.mcp, join_pointer("/teams", t.name, "mcp")) for t in gov.teams if t.mcp)
+    check_mcp(resolved.mcp, rules, out)
     routing.check_fallbacks(
         {g.name: g.policies for g in resolved.groups},
         {g.name for g in resolved.groups if g.name.endswith("/*")},

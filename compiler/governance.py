@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from compiler.diagnostics import Collector, did_you_mean, join_pointer
+from compiler.mcp_spec import access
 from runtime.plan import Auth, BudgetRule, JwtRule, LimitRule, Secret, SecretSource, StaticKey, Team
 
 __all__ = ["GovernanceSpec", "check_governance", "resolve_governance"]
@@ -47,7 +48,7 @@ def resolve_governance(
         models = tuple(raw.get("models", ()))
         refs.extend(("model", m, f"{pointer}/models/{i}") for i, m in enumerate(models))
         budget, limits = _budget(raw.get("budget")), _limits(raw.get("limits"))
-        teams.append(Team(name=name, models=models, budget=budget, limits=limits))
+        teams.append(Team(name=name, models=models, budget=budget, limits=limits, mcp=access(raw.get("mcp"))))
     auth = None
     raw_auth = spec.get("auth")
     if raw_auth is not None:
@@ -71,6 +72,7 @@ def resolve_governance(
                 keys.append(StaticKey(
                     name=k["name"], key=value, team=k.get("team"), user=k.get("user"),
                     models=tuple(k.get("models", ())), budget=_budget(k.get("budget")), limits=_limits(k.get("limits")),
+                    mcp=access(k.get("mcp")),
                 ))
         jwt = None
         raw_jwt = raw_auth.get("jwt")

@@ -103,4 +103,5 @@ def lower(resolved: Resolved) -> Plan:
         observability=resolved.observability,
         auth=resolved.governance.auth,
         teams=resolved.governance.teams,
+        mcp=resolved.mcp,
     )

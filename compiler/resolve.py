@@ -19,6 +19,7 @@ from compiler import routing
 from compiler.catalog import ProviderType, load_catalog, price_info
 from compiler.diagnostics import Collector, did_you_mean, join_pointer
 from compiler.governance import GovernanceSpec, resolve_governance
+from compiler.mcp_spec import resolve_mcp
 from compiler.prices import ModelInfo, known_models
 from compiler.routing import Policies
 from runtime.plan import (
@@ -28,6 +29,7 @@ from runtime.plan import (
     LogFormat,
     LogLevel,
     Logs,
+    Mcp,
     Metrics,
     MockBehaviour,
     Observability,
@@ -175,6 +177,7 @@ class Resolved:
     store: Store
     observability: Observability
     governance: GovernanceSpec
+    mcp: Mcp | None = None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -380,4 +383,5 @@ def resolve(spec: Mapping[str, Any], out: Collector) -> Resolved:
         store=r.store(spec.get("store", {})),
         observability=r.observability(spec.get("observability", {})),
         governance=resolve_governance(spec, r.secret, parse_duration, out),
+        mcp=resolve_mcp(spec, r.secret, parse_duration, out),
     )

@@ -195,5 +195,6 @@ def policies_from_plan(plan: Plan) -> tuple[tuple[Grant, ...], dict[str, TeamPol
                 budget=k.budget.amount if k.budget else None, budget_period=k.budget.period if k.budget else None,
                 rpm=k.limits.rpm if k.limits else None, tpm=k.limits.tpm if k.limits else None,
                 parallel=k.limits.parallel if k.limits else None,
+                metadata={"mcp": {"allow": k.mcp.allow, "deny": k.mcp.deny}} if k.mcp else {},
             ))
     return tuple(grants), teams

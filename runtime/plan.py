@@ -27,6 +27,11 @@ __all__ = [
     "LogFormat",
     "LogLevel",
     "Logs",
+    "Mcp",
+    "McpAccess",
+    "McpServer",
+    "McpStart",
+    "McpTransport",
     "Metrics",
     "MockBehaviour",
     "ModelGroup",
@@ -47,7 +52,7 @@ __all__ = [
     "Team",
 ]
 
-PLAN_VERSION = 5
+PLAN_VERSION = 6
 """Bumped whenever a plan written by an older compiler could be misread by this runtime."""
 
 JSONValue = Union[None, bool, int, float, str, tuple["JSONValue", ...], Mapping[str, "JSONValue"]]  # noqa: UP007
@@ -356,6 +361,54 @@ class LimitRule:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class McpAccess:
+    """MCP permissions: glob patterns over namespaced names (`<server><sep><tool>`); deny wins."""
+
+    allow: tuple[str, ...] | None
+    """None: every name not denied."""
+    deny: tuple[str, ...]
+
+
+class McpTransport(enum.Enum):
+    """How sidegate reaches an upstream MCP server."""
+
+    STREAMABLE_HTTP = "streamable-http"
+    STDIO = "stdio"
+
+
+class McpStart(enum.Enum):
+    """When a stdio server's subprocess is started."""
+
+    LAZY = "lazy"
+    BOOT = "boot"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class McpServer:
+    """One upstream MCP server."""
+
+    name: str
+    transport: McpTransport
+    url: str | None
+    headers: tuple[Header, ...]
+    """Sent with every HTTP request (auth included: `Authorization: Bearer ...` or an API-key header)."""
+    command: tuple[str, ...]
+    env: tuple[Header, ...]
+    """Environment variables added for a stdio subprocess (name, value)."""
+    start: McpStart
+    timeout: float
+    max_concurrency: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Mcp:
+    """The MCP gateway: upstream servers, aggregated at `/mcp`."""
+
+    separator: str
+    servers: tuple[McpServer, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StaticKey:
     """A key declared in the spec (its value a secret reference)."""
 
@@ -366,6 +419,8 @@ class StaticKey:
     models: tuple[str, ...]
     budget: BudgetRule | None
     limits: LimitRule | None
+    mcp: McpAccess | None = None
+    """Which MCP tools this key may use; None: no key-level rule."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -376,6 +431,8 @@ class Team:
     models: tuple[str, ...]
     budget: BudgetRule | None
     limits: LimitRule | None
+    mcp: McpAccess | None = None
+    """Which MCP tools the team's keys may use; None: no team-level rule."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -416,6 +473,7 @@ class Plan:
     observability: Observability
     auth: Auth | None
     teams: tuple[Team, ...]
+    mcp: Mcp | None = None
 
     def provider(self, name: str) -> Provider:
         """The provider called `name` (the compiler guarantees every target's exists)."""

@@ -150,6 +150,7 @@ async def serve(
         await app.access.attach(store)
         app.store = store
         nursery.start_soon(app.access.run, store)
+        nursery.start_soon(app.mcp.run)
 
         async def run_server(task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
             await worker_serve(

@@ -12,6 +12,7 @@ from runtime.adapter import Adapter, adapter_for, url_for
 from runtime.balance import DeploymentState, GroupState
 from runtime.governance import TeamPolicy, policies_from_plan
 from runtime.keys import Grant
+from runtime.mcp.upstream import ResolvedServer, resolve_servers
 from runtime.mock import MockTransport
 from runtime.openai_wire import OPS
 from runtime.plan import Family, ModelGroup, Plan, Provider, Target
@@ -78,6 +79,8 @@ class Runtime:
     teams: dict[str, TeamPolicy]
     jwt_secret: str | None
     """The resolved HMAC secret of `auth.jwt`, when it has one."""
+    mcp_servers: tuple[ResolvedServer, ...] = ()
+    """The `mcp` section's upstream servers, credentials resolved."""
 
 
 def _headers(provider: Provider, target: Target) -> tuple[tuple[str, str], ...]:
@@ -140,6 +143,7 @@ def build_runtime(plan: Plan, shared: Transport, previous: Runtime | None = None
         grants=grants,
         teams=teams,
         jwt_secret=resolve(jwt.secret) if jwt is not None and jwt.secret is not None else None,
+        mcp_servers=resolve_servers(plan.mcp, resolve),
     )
 
 

@@ -1,12 +1,16 @@
 """The MCP gateway end to end: sidegate in-process with the `mcp` section compiled from YAML,
-upstream servers built with the official SDK (2.x MCPServer in stateless and session mode, a stdio
-server) as subprocesses, and the official mcp 2.x client (auto and legacy modes) through `/mcp`."""
+upstream servers built with the official SDK as subprocesses (2.x MCPServer in stateless and in
+session mode, a 1.x FastMCP server, a 2.x stdio server), and the official clients through `/mcp`:
+mcp 2.x in auto (2026-07-28, stateless) and legacy (session) modes, and mcp 1.x."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -21,13 +25,19 @@ from compiler.pipeline import compile_text
 from runtime.plan import Plan
 from tests.support.gateway import open_gateway
 from tests.support.mcp_upstreams import Running, start_http, stdio_command
+from tests.support.mcp_venv1 import mcp1_python
+
+CLIENT1 = str(Path(__file__).parent / "support" / "mcp_client1.py")
+SERVERS = ("alpha", "beta", "files", "old")
+TOOLS = ("add", "drop_table", "fail", "whoami")
 
 T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
 def upstreams() -> Iterator[dict[str, Running]]:
-    servers = {"alpha": start_http("alpha", stateless=True), "beta": start_http("beta")}
+    servers = {"alpha": start_http("alpha", stateless=True), "beta": start_http("beta"),
+               "old": start_http("old", python=mcp1_python())}
     yield servers
     for s in servers.values():
         s.stop()
@@ -97,7 +107,7 @@ async def tour(client: Client) -> dict[str, Any]:
     """List the merged tools, call one per server, a failing one, a prompt and a resource."""
     tools = await all_tools(client)
     calls = {}
-    for server in ("alpha", "beta", "files"):
+    for server in SERVERS:
         result = await client.call_tool(f"{server}__add", {"a": 2, "b": 3})
         calls[server] = (result.is_error, [c.text for c in result.content])
     failed = await client.call_tool("beta__fail", {"reason": "on purpose"})
@@ -115,9 +125,10 @@ async def tour(client: Client) -> dict[str, Any]:
     }
 
 
-def three(upstreams: dict[str, Running]) -> dict[str, str]:
+def four(upstreams: dict[str, Running]) -> dict[str, str]:
     return {
         "alpha": json.dumps({"url": upstreams["alpha"].url}),
+        "old": json.dumps({"url": upstreams["old"].url, "timeout": "10s", "max_concurrency": 4}),
         "beta": json.dumps({"url": upstreams["beta"].url, "auth": {"bearer": "${UPSTREAM_TOKEN}"}}),
         "files": json.dumps({"command": stdio_command("files"), "start": "boot"}),
     }
@@ -127,17 +138,30 @@ def three(upstreams: dict[str, Running]) -> dict[str, str]:
 async def test_sdk_client_lists_and_calls_tools_of_http_and_stdio_upstreams(
     upstreams: dict[str, Running], mode: str
 ) -> None:
-    async with open_gateway(spec(three(upstreams))) as gw:
+    async with open_gateway(spec(four(upstreams))) as gw:
         seen = await in_thread(lambda: run_client(f"http://127.0.0.1:{gw.port}/mcp", tour, mode))
-    expected = sorted(f"{s}__{t}" for s in ("alpha", "beta", "files") for t in ("add", "drop_table", "fail", "whoami"))
+    expected = sorted(f"{s}__{t}" for s in SERVERS for t in TOOLS)
     assert seen["names"] == expected
     assert seen["descriptions"]["beta__add"] == "Add two integers (beta)."
     assert seen["schemas"]["alpha__add"]["required"] == ["a", "b"]
-    assert seen["calls"] == {s: (False, ["5"]) for s in ("alpha", "beta", "files")}
+    assert seen["calls"] == {s: (False, ["5"]) for s in SERVERS}
     assert seen["failed"] is True
     assert seen["prompt"] == "Hello Ada from alpha"
     assert seen["resource"] == [("files+data://files/info", "files info")]
     assert seen["version"] == ("2026-07-28" if mode == "auto" else "2025-11-25")
+
+
+async def test_mcp1_client_lists_and_calls_through_the_gateway(upstreams: dict[str, Running]) -> None:
+    python = mcp1_python()
+    async with open_gateway(spec(four(upstreams))) as gw:
+        run = await trio.run_process([python, CLIENT1, f"http://127.0.0.1:{gw.port}/mcp"], capture_stdout=True,
+                                     capture_stderr=True, check=False)
+    assert run.returncode == 0, run.stderr.decode()[-2000:]
+    seen = json.loads(run.stdout)
+    assert seen["version"] == "2025-11-25"
+    assert seen["names"] == sorted(f"{s}__{t}" for s in SERVERS for t in TOOLS)
+    assert seen["calls"] == {s: [False, ["42"]] for s in SERVERS}
+    assert seen["failed"] is True
 
 
 async def test_single_server_endpoint_is_not_namespaced(upstreams: dict[str, Running]) -> None:
@@ -146,48 +170,65 @@ async def test_single_server_endpoint_is_not_namespaced(upstreams: dict[str, Run
         result = await client.call_tool("whoami", {})
         return sorted(t.name for t in tools), result.content[0].text
 
-    async with open_gateway(spec(three(upstreams))) as gw:
+    async with open_gateway(spec(four(upstreams))) as gw:
         names, who = await in_thread(lambda: run_client(f"http://127.0.0.1:{gw.port}/mcp/beta", body))
     assert names == ["add", "drop_table", "fail", "whoami"]
     assert who == "beta"
 
 
-async def test_a_dead_upstream_is_reported_and_the_others_keep_working() -> None:
+async def test_killing_one_upstream_leaves_the_others_working(upstreams: dict[str, Running]) -> None:
     doomed = start_http("doomed")
     plan = spec({"doomed": json.dumps({"url": doomed.url}), "files": json.dumps({"command": stdio_command("files")}),
-                 "gone": json.dumps({"url": "http://127.0.0.1:9/mcp"})})
+                 "old": json.dumps({"url": upstreams["old"].url})})
     try:
         async with open_gateway(plan) as gw:
             url = f"http://127.0.0.1:{gw.port}/mcp"
             before = await in_thread(lambda: run_client(url, all_tools))
-            assert {t.name.split("__")[0] for t in before} == {"doomed", "files"}
+            assert {t.name.split("__")[0] for t in before} == {"doomed", "files", "old"}
             doomed.stop()
 
-            async def after(client: Client) -> tuple[list[str], Any, str]:
+            async def after(client: Client) -> tuple[list[str], list[Any], str, list[str]]:
                 page = await client.list_tools()
-                names = [t.name for t in page.tools]
+                names, reported = [t.name for t in page.tools], [(page.meta or {}).get("sidegate.dev/unavailable")]
                 while page.next_cursor:
                     page = await client.list_tools(cursor=page.next_cursor)
                     names.extend(t.name for t in page.tools)
+                    reported.append((page.meta or {}).get("sidegate.dev/unavailable"))
                 with pytest.raises(MCPError) as refused:
                     await client.call_tool("doomed__add", {"a": 1, "b": 1})
-                ok = await client.call_tool("files__whoami", {})
-                return names, refused.value.error.message, ok.content[0].text
+                answers = [(await client.call_tool(f"{s}__whoami", {})).content[0].text for s in ("files", "old")]
+                return names, reported, refused.value.error.message, answers
 
-            names, refused, who = await in_thread(lambda: run_client(url, after))
-            assert {n.split("__")[0] for n in names} == {"files"}
-            assert "doomed" in refused
-            assert who == "files"
+            names, reported, refused, answers = await in_thread(lambda: run_client(url, after))
+            assert {n.split("__")[0] for n in names} == {"files", "old"}
+            assert ["doomed"] in reported
+            assert refused == "MCP server 'doomed' is unavailable"
+            assert answers == ["files", "old"]
             async with httpx.AsyncClient() as http:
                 metrics = (await http.get(f"http://127.0.0.1:{gw.port}/metrics")).text
             assert 'sidegate_mcp_tool_calls_total{server="doomed",status="unavailable",tool="add"} 1.0' in metrics
             assert 'sidegate_mcp_tool_calls_total{server="files",status="ok",tool="whoami"} 1.0' in metrics
+
+            # the stdio supervisor restarts a server process that dies
+            files = gw.app.mcp.upstreams["files"]
+            first = files.pid
+            assert first is not None
+            os.kill(first, signal.SIGKILL)
+            with trio.fail_after(10):
+                while files.pid == first or not files.ready.is_set():  # type: ignore[attr-defined]
+                    await trio.sleep(0.05)
+            again = await in_thread(lambda: run_client(url, lambda c: c.call_tool("files__whoami", {})))
+            assert again.content[0].text == "files"
+            assert files.restarts == 1  # type: ignore[attr-defined]
+        assert files.pid is not None
+        with pytest.raises(ProcessLookupError):
+            os.kill(files.pid, 0)  # killed with the gateway
     finally:
         doomed.stop()
 
 
 async def test_restricted_keys_see_and_call_only_their_tools(upstreams: dict[str, Running]) -> None:
-    plan = spec(three(upstreams), AUTH)
+    plan = spec(four(upstreams), AUTH)
 
     async def probe(client: Client) -> tuple[list[str], list[str]]:
         names = sorted(t.name for t in await all_tools(client))
@@ -206,7 +247,7 @@ async def test_restricted_keys_see_and_call_only_their_tools(upstreams: dict[str
         team = await in_thread(lambda: run_client(url, all_tools, key="sk-mcp-teammate"))
         assert [t.name for t in team] == ["beta__whoami"]
         every = await in_thread(lambda: run_client(url, all_tools, "legacy", key="sk-mcp-master"))
-        assert len(every) == 12
+        assert len(every) == 16
         # a virtual key made through the admin API carries its MCP permission in metadata
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw.port}") as http:
             made = await http.post("/key/generate", json={"metadata": {"mcp": {"allow": ["beta__w*"]}}},

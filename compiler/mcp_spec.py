@@ -7,7 +7,18 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from compiler.diagnostics import Collector, did_you_mean, join_pointer
-from runtime.plan import Header, Mcp, McpAccess, McpServer, McpStart, McpTransport, Secret, SecretPart, SecretSource
+from runtime.plan import (
+    Header,
+    Mcp,
+    McpAccess,
+    McpOAuth,
+    McpServer,
+    McpStart,
+    McpTransport,
+    Secret,
+    SecretPart,
+    SecretSource,
+)
 
 __all__ = ["access", "check_mcp", "resolve_mcp"]
 
@@ -36,12 +47,17 @@ def resolve_mcp(
         headers = [Header(name=h, value=secret(v, join_pointer(pointer, "headers", h)) or Secret(parts=()))
                    for h, v in raw.get("headers", {}).items()]
         auth = raw.get("auth")
-        if auth is not None:
+        oauth = None
+        if auth is not None and "oauth" in auth:
+            o = auth["oauth"]
+            oauth = McpOAuth(
+                token_url=o["token_url"], client_id=secret(o["client_id"], f"{pointer}/auth/oauth/client_id")
+                or Secret(parts=()), client_secret=_reference(secret, o["client_secret"],
+                                                              f"{pointer}/auth/oauth/client_secret", out),
+                scope=o.get("scope"))
+        elif auth is not None:
             field = "bearer" if "bearer" in auth else "key"
-            value = secret(auth[field], f"{pointer}/auth/{field}") or Secret(parts=())
-            if value.parts and all(p.source is SecretSource.TEXT for p in value.parts):
-                out.error("secret.literal", f"{pointer}/auth/{field}", "upstream credentials must be references "
-                          "(${ENV}, {env: ...} or {file: ...}); literal secrets would be written into the plan")
+            value = _reference(secret, auth[field], f"{pointer}/auth/{field}", out)
             if field == "bearer":
                 bearer = SecretPart(source=SecretSource.TEXT, value="Bearer ")
                 headers.append(Header(name="Authorization", value=Secret(parts=(bearer, *value.parts))))
@@ -51,14 +67,26 @@ def resolve_mcp(
         if (transport is McpTransport.STDIO) != ("command" in raw):
             out.error("mcp.transport", pointer, f"transport {transport.value} needs "
                       f"{'command' if transport is McpTransport.STDIO else 'url'}", at_key=True)
+        elif transport is McpTransport.STDIO and auth is not None:
+            out.error("mcp.stdio-auth", f"{pointer}/auth", "a stdio server takes no auth: pass credentials in env",
+                      at_key=True)
         env = tuple(Header(name=k, value=secret(v, join_pointer(pointer, "env", k)) or Secret(parts=()))
                     for k, v in raw.get("env", {}).items())
         servers.append(McpServer(
-            name=name, transport=transport, url=raw.get("url"), headers=tuple(headers),
+            name=name, transport=transport, url=raw.get("url"), headers=tuple(headers), oauth=oauth,
             command=tuple(raw.get("command", ())), env=env, start=McpStart(raw.get("start", "lazy")),
             timeout=seconds(raw.get("timeout", "30s")), max_concurrency=raw.get("max_concurrency", 16),
         ))
     return Mcp(separator=raw_mcp.get("separator", "__"), servers=tuple(sorted(servers, key=lambda s: s.name)))
+
+
+def _reference(secret: Callable[[Any, str], Secret | None], value: Any, pointer: str, out: Collector) -> Secret:
+    """A credential that must be a reference (a literal would be written into the plan)."""
+    found = secret(value, pointer) or Secret(parts=())
+    if found.parts and all(p.source is SecretSource.TEXT for p in found.parts):
+        out.error("secret.literal", pointer, "upstream credentials must be references "
+                  "(${ENV}, {env: ...} or {file: ...}); literal secrets would be written into the plan")
+    return found
 
 
 def check_mcp(mcp: Mcp | None, rules: list[tuple[McpAccess, str]], out: Collector) -> None:

@@ -29,6 +29,7 @@ __all__ = [
     "Logs",
     "Mcp",
     "McpAccess",
+    "McpOAuth",
     "McpServer",
     "McpStart",
     "McpTransport",
@@ -373,6 +374,8 @@ class McpTransport(enum.Enum):
     """How sidegate reaches an upstream MCP server."""
 
     STREAMABLE_HTTP = "streamable-http"
+    SSE = "sse"
+    """The legacy HTTP+SSE transport (protocol 2024-11-05)."""
     STDIO = "stdio"
 
 
@@ -384,6 +387,16 @@ class McpStart(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class McpOAuth:
+    """OAuth 2.0 client credentials: the token endpoint and the client's id and secret."""
+
+    token_url: str
+    client_id: Secret
+    client_secret: Secret
+    scope: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class McpServer:
     """One upstream MCP server."""
 
@@ -392,6 +405,8 @@ class McpServer:
     url: str | None
     headers: tuple[Header, ...]
     """Sent with every HTTP request (auth included: `Authorization: Bearer ...` or an API-key header)."""
+    oauth: McpOAuth | None
+    """Bearer tokens from an OAuth 2.0 client-credentials grant (HTTP transports)."""
     command: tuple[str, ...]
     env: tuple[Header, ...]
     """Environment variables added for a stdio subprocess (name, value)."""

@@ -1,6 +1,7 @@
 """One caller's view of the upstream servers: `/mcp` merges them all under namespaced names
 (`<server><sep><name>`, resource URIs `<server>+<uri>`), `/mcp/<server>` shows one as it is.
-Lists page across servers with an opaque cursor; calls are routed to the owning server; names the
+A list page merges the next page of every server (fetched concurrently); the opaque cursor
+holds the servers' own cursors; calls are routed to the owning server; names the
 caller may not use are absent from lists and refused like unknown ones."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+import trio
 
 from runtime.mcp.hub import Hub
 from runtime.mcp.permissions import Permissions
@@ -58,47 +60,53 @@ class View:
         return self.permissions.permits(f"{server}{self.sep}{value}")
 
     async def list(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        """One page of the merged list; `nextCursor` while any server has more."""
+        """One page of the merged list: the next page of every server that has one, fetched at once;
+        `nextCursor` while any server has more."""
         member, field = LISTS[method]
-        position = self._cursor(params.get("cursor"))
-        items: list[Any] = []
+        todo = self._cursor(params.get("cursor"))
+        pages: dict[str, dict[str, Any]] = {}
         down: list[str] = []
-        while position is not None and not items:
-            index, cursor = position
-            server = self.names[index]
-            follow = None
+
+        async def fetch(server: str, cursor: str | None) -> None:
             try:
-                result = await self.hub.upstreams[server].request(method, {"cursor": cursor} if cursor else {})
+                pages[server] = await self.hub.upstreams[server].request(method, {"cursor": cursor} if cursor else {})
             except McpError as err:
                 if err.code == UPSTREAM_UNAVAILABLE:
                     down.append(server)
-                    self._on_down(server, err.message)
-                result = {}
+                    self._on_down(server, self.hub.upstreams[server].last_error or err.message)
+
+        async with trio.open_nursery() as nursery:
+            for server, cursor in todo.items():
+                nursery.start_soon(fetch, server, cursor)
+        items: list[Any] = []
+        more: dict[str, str] = {}
+        for server in self.names:
+            result = pages.get(server)
+            if result is None:
+                continue
             for item in result.get(member, ()):
                 if isinstance(item, dict) and isinstance(item.get(field), str) and self.permits(server, item[field]):
                     items.append({**item, field: self._public(server, field, item[field])})
             follow = result.get("nextCursor")
             if isinstance(follow, str) and follow:
-                position = (index, follow)
-            else:
-                position = (index + 1, None) if index + 1 < len(self.names) else None
+                more[server] = follow
         out: dict[str, Any] = {member: items}
-        if position is not None:
-            out["nextCursor"] = base64.urlsafe_b64encode(orjson.dumps([self.names[position[0]], position[1]])).decode()
+        if more:
+            out["nextCursor"] = base64.urlsafe_b64encode(orjson.dumps(more)).decode()
         if down:
-            out["_meta"] = {UNAVAILABLE_META: down}
+            out["_meta"] = {UNAVAILABLE_META: sorted(down)}
         return out
 
-    def _cursor(self, raw: Any) -> tuple[int, str | None] | None:
-        if not self.names:
-            return None
+    def _cursor(self, raw: Any) -> dict[str, str | None]:
         if raw is None:
-            return 0, None
+            return dict.fromkeys(self.names)
         try:
-            server, cursor = orjson.loads(base64.urlsafe_b64decode(str(raw).encode()))
-            return self.names.index(server), cursor if isinstance(cursor, str) else None
-        except (ValueError, TypeError):
-            raise McpError(INVALID_PARAMS, "invalid cursor") from None
+            todo = orjson.loads(base64.urlsafe_b64decode(str(raw).encode()))
+        except ValueError:
+            todo = None
+        if not isinstance(todo, dict) or not all(s in self.names and isinstance(c, str) for s, c in todo.items()):
+            raise McpError(INVALID_PARAMS, "invalid cursor")
+        return todo
 
     def route(self, method: str, params: dict[str, Any]) -> tuple[Upstream, str, dict[str, Any]]:
         """The upstream, its own name for the target, and the params to send it."""

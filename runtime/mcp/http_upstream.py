@@ -34,6 +34,10 @@ class _SessionGone(Exception):
     pass
 
 
+class _Refused(Exception):
+    """HTTP 401 while using an OAuth token: fetch a new one and try once more."""
+
+
 class _Unreachable(McpError):
     """No HTTP answer at all (connect refused, reset): a handshake would not help."""
 
@@ -62,6 +66,8 @@ class HttpUpstream(Upstream):
         )
 
     async def aclose(self) -> None:
+        if self.tokens is not None:
+            await self.tokens.aclose()
         if self.session is not None:
             try:
                 with trio.move_on_after(2):
@@ -71,6 +77,17 @@ class HttpUpstream(Upstream):
         await self._client.aclose()
 
     async def _request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return await self._with_session(method, params)
+        except _Refused:
+            assert self.tokens is not None
+            self.tokens.invalidate()
+            try:
+                return await self._with_session(method, params)
+            except _Refused:
+                raise self.unavailable("the upstream refused a fresh OAuth token (HTTP 401)") from None
+
+    async def _with_session(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         await self._connect()
         try:
             return await self._send(method, params)
@@ -129,9 +146,10 @@ class HttpUpstream(Upstream):
 
     async def _notify(self, method: str) -> None:
         body = orjson.dumps({"jsonrpc": "2.0", "method": method})
+        auth = {"authorization": "Bearer " + await self.tokens.token()} if self.tokens is not None else {}
         try:
             await self._client.post(self.url, content=body, headers={
-                **self._headers("", {}), "content-type": "application/json"})
+                **self._headers("", {}), **auth, "content-type": "application/json"})
         except httpx.HTTPError as exc:
             raise self._unreachable(exc) from None
 
@@ -144,6 +162,8 @@ class HttpUpstream(Upstream):
     ) -> dict[str, Any]:
         rid = self.next_id()
         body = orjson.dumps({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
+        if self.tokens is not None:
+            headers = {**headers, "authorization": "Bearer " + await self.tokens.token()}
         request = self._client.build_request(
             "POST", self.url, content=body, headers={**headers, "content-type": "application/json"})
         try:
@@ -153,6 +173,8 @@ class HttpUpstream(Upstream):
         try:
             if response.status_code == 404 and "mcp-session-id" in headers:
                 raise _SessionGone()
+            if response.status_code == 401 and self.tokens is not None:
+                raise _Refused()
             if keep_session:
                 self.session = response.headers.get("mcp-session-id")
             kind = response.headers.get("content-type", "").split(";")[0].strip().lower()

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import trio
 
 from runtime.mcp.http_upstream import HttpUpstream
+from runtime.mcp.sse_upstream import SseUpstream
 from runtime.mcp.stdio_upstream import StdioUpstream
 from runtime.mcp.upstream import ResolvedServer, Upstream
 from runtime.plan import McpTransport
@@ -37,6 +38,8 @@ class Hub:
                 fresh[resolved.server.name] = current
             elif resolved.server.transport is McpTransport.STDIO:
                 fresh[resolved.server.name] = StdioUpstream(resolved, self._on_event)
+            elif resolved.server.transport is McpTransport.SSE:
+                fresh[resolved.server.name] = SseUpstream(resolved, self._on_event)
             else:
                 fresh[resolved.server.name] = HttpUpstream(resolved)
         for name, old in self.upstreams.items():

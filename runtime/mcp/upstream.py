@@ -10,6 +10,7 @@ from typing import Any
 
 import trio
 
+from runtime.mcp.oauth import TokenSource
 from runtime.mcp.protocol import UPSTREAM_UNAVAILABLE, McpError
 from runtime.plan import Mcp, McpServer, Secret
 
@@ -25,6 +26,8 @@ class ResolvedServer:
     server: McpServer
     headers: tuple[tuple[str, str], ...]
     env: tuple[tuple[str, str], ...]
+    oauth: tuple[str, str] | None = None
+    """The OAuth client id and secret."""
 
 
 def resolve_servers(mcp: Mcp | None, resolve: Callable[[Secret], str]) -> tuple[ResolvedServer, ...]:
@@ -36,6 +39,7 @@ def resolve_servers(mcp: Mcp | None, resolve: Callable[[Secret], str]) -> tuple[
             server=s,
             headers=tuple((h.name, resolve(h.value)) for h in s.headers),
             env=tuple((e.name, resolve(e.value)) for e in s.env),
+            oauth=None if s.oauth is None else (resolve(s.oauth.client_id), resolve(s.oauth.client_secret)),
         )
         for s in mcp.servers
     )
@@ -47,6 +51,11 @@ class Upstream:
 
     def __init__(self, resolved: ResolvedServer) -> None:
         self.resolved = resolved
+        self.tokens: TokenSource | None = None
+        oauth = resolved.server.oauth
+        if oauth is not None and resolved.oauth is not None:
+            self.tokens = TokenSource(resolved.server.name, oauth.token_url, *resolved.oauth, oauth.scope,
+                                      resolved.server.timeout)
         self.server = resolved.server
         self.name = resolved.server.name
         self.limiter = trio.CapacityLimiter(resolved.server.max_concurrency)
@@ -68,10 +77,6 @@ class Upstream:
             except trio.TooSlowError:
                 self.last_error = f"no answer within {self.server.timeout:g}s"
                 raise McpError(UPSTREAM_UNAVAILABLE, f"MCP server '{self.name}' timed out") from None
-            except McpError as err:
-                if err.code == UPSTREAM_UNAVAILABLE:
-                    self.last_error = err.message
-                raise
         self.last_error = None
         return result
 

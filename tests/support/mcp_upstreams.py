@@ -34,9 +34,10 @@ class Running:
             self.process.wait()
 
 
-def start_http(name: str, python: str = sys.executable, stateless: bool = False) -> Running:
+def start_http(name: str, python: str = sys.executable, stateless: bool = False, transport: str = "http",
+               extra: tuple[str, ...] = ()) -> Running:
     port = free_port()
-    argv = [python, SERVER, name, "http", str(port), *(["--stateless"] if stateless else [])]
+    argv = [python, SERVER, name, transport, str(port), *(["--stateless"] if stateless else []), *extra]
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

@@ -121,6 +121,8 @@ class App:
             ready = self.store is not None
             body = orjson.dumps({"status": "ready" if ready else "starting", "plan": rt.digest})
             await respond(send, 200 if ready else 503, body, (), _JSON)
+        elif scope["path"] == "/health/mcp":
+            await respond(send, 200, orjson.dumps({"servers": self.mcp.report()}), (), _JSON)
         elif scope["path"] == "/health/deployments":
             await respond(send, 200, orjson.dumps(deployments_report(rt, trio.current_time())), (), _JSON)
         elif obs.metrics.enabled and scope["path"] == obs.metrics.path:

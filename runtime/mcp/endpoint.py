@@ -227,7 +227,8 @@ class Endpoint:
             raise
         finally:
             elapsed = perf_counter() - t0
-            self.metrics.mcp_calls.labels(server, tool, status).inc()
+            label = tool if server == "-" or tool in view.hub.upstreams[server].tools else "other"
+            self.metrics.mcp_calls.labels(server, label, status).inc()
             if server != "-":
                 self.metrics.mcp_latency.labels(server).observe(elapsed)
             extra: dict[str, object] = {}

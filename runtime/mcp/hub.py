@@ -51,6 +51,16 @@ class Hub:
                 if name not in self._scopes:
                     self._nursery.start_soon(self._supervise, name, up)
 
+    def report(self) -> dict[str, object]:
+        """`GET /health/mcp`: each server's transport, state (up, down, idle), protocol and last error."""
+        out: dict[str, object] = {}
+        for name, up in sorted(self.upstreams.items()):
+            down = bool(getattr(up, "down", False)) or (up.last_error is not None and up.version is None)
+            state = "down" if down else ("up" if up.version is not None else "idle")
+            out[name] = {"transport": up.server.transport.value, "state": state, "protocol": up.version,
+                         "error": up.last_error}
+        return out
+
     def _retire(self, name: str, old: Upstream) -> None:
         scope = self._scopes.pop(name, None)
         if scope is not None:

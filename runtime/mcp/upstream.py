@@ -62,6 +62,8 @@ class Upstream:
         self.version: str | None = None
         """The negotiated protocol version; None before the first successful connect."""
         self.last_error: str | None = None
+        self.tools: set[str] = set()
+        """Tool names seen in this server's `tools/list` pages (bounded): metric labels for calls."""
         self._ids = itertools.count(1)
 
     def next_id(self) -> int:

@@ -58,7 +58,8 @@ class Metrics:
         )
         self.mcp_calls = Counter(
             "sidegate_mcp_tool_calls", "MCP tools/call requests by server, tool and status (ok, tool_error, "
-            "denied, unavailable, error); refused names count as tool `-`, names never listed as `other`.", ["server", "tool", "status"], registry=r,
+            "denied, unavailable, error); refused names count as tool `-`, names never listed as `other`.",
+            ["server", "tool", "status"], registry=r,
         )
         self.mcp_latency = Histogram(
             "sidegate_mcp_tool_call_duration_seconds", "Time to answer an MCP tools/call, by server.",

@@ -4,6 +4,7 @@ their headers, malformed requests, logging of bodies, `/health/mcp`."""
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import httpx
@@ -116,3 +117,31 @@ async def test_tool_calls_are_logged_with_arguments_only_when_asked(
     if bodies:
         assert line["arguments"] == {"a": 40, "b": 2}
         assert line["result"]["content"][0]["text"] == "42"
+
+
+async def test_reload_keeps_unchanged_servers_and_replaces_changed_ones() -> None:
+    first = plan()
+    current = [first]
+    async with open_gateway(first, load_plan=lambda: current[0]) as gw:
+        files = gw.app.mcp.upstreams["files"]
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw.port}") as http:
+            body, headers = modern("tools/call", {"name": "files__whoami"})
+            assert (await http.post("/mcp", json=body, headers=headers)).json()["result"]["content"][0]["text"] == "files"
+            old_pid = files.pid  # type: ignore[attr-defined]
+            current[0] = plan(bodies=True)  # a different plan, the same server
+            await gw.reload().wait()
+            assert gw.app.mcp.upstreams["files"] is files
+            text = ("version: 1\nproviders: {fake: {type: mock}}\n"
+                    "models: {demo: {targets: [{provider: fake, model: demo}]}}\n"
+                    f"mcp:\n  servers:\n    files: {json.dumps({'command': stdio_command('files'), 'env': {'X': '1'}})}\n")
+            changed = compile_text(text, "mcp.yaml").plan
+            assert changed is not None
+            current[0] = changed
+            await gw.reload().wait()
+            replaced = gw.app.mcp.upstreams["files"]
+            assert replaced is not files
+            answer = await http.post("/mcp", json=body, headers=headers)
+            assert answer.json()["result"]["content"][0]["text"] == "files"
+            assert replaced.pid != old_pid  # type: ignore[attr-defined]
+            with pytest.raises(ProcessLookupError):
+                os.kill(old_pid, 0)  # the retired server's process was killed

@@ -232,6 +232,14 @@ async def test_restricted_keys_see_and_call_only_their_tools(upstreams: dict[str
 
     async def probe(client: Client) -> tuple[list[str], list[str]]:
         names = sorted(t.name for t in await all_tools(client))
+        prompts = (await client.list_prompts()).prompts
+        assert sorted(p.name for p in prompts) == ["alpha__greet", "files__greet"]
+        resources = (await client.list_resources()).resources
+        assert sorted(str(r.uri) for r in resources) == ["alpha+data://alpha/info", "files+data://files/info"]
+        with pytest.raises(MCPError):
+            await client.get_prompt("beta__greet", {"who": "x"})
+        with pytest.raises(MCPError):
+            await client.read_resource("beta+data://beta/info")
         refusals = []
         for name in ("alpha__drop_table", "beta__add", "files__drop_table"):
             with pytest.raises(MCPError) as refused:

@@ -80,6 +80,10 @@ async def test_stateless_era_rules() -> None:
         assert called.json()["result"]["resultType"] == "complete"
         mismatch = await http.post("/mcp", json=body, headers={**headers, "mcp-method": "tools/list"})
         assert mismatch.status_code == 400 and mismatch.json()["error"]["code"] == -32020
+        wrong_name = await http.post("/mcp", json=body, headers={**headers, "mcp-name": "files__fail"})
+        assert wrong_name.status_code == 400 and wrong_name.json()["error"]["code"] == -32020
+        encoded = await http.post("/mcp", json=body, headers={**headers, "mcp-name": "=?base64?ZmlsZXNfX2FkZA==?="})
+        assert encoded.json()["result"]["content"][0]["text"] == "3"
         future = await http.post("/mcp", json=body, headers={**headers, "mcp-protocol-version": "2099-01-01"})
         assert future.status_code == 400
         assert future.json()["error"]["code"] == -32022
@@ -96,6 +100,8 @@ async def test_stateless_era_rules() -> None:
         body, headers = modern("tools/frobnicate")
         assert (await http.post("/mcp", json=body, headers=headers)).status_code == 404
         assert (await http.post("/mcp", content=b"{not json")).json()["error"]["code"] == -32700
+        too_big = await http.post("/mcp", content=b"x" * (9 * 1024 * 1024))
+        assert too_big.status_code == 413 and too_big.json()["error"]["code"] == -32600
         batch = await http.post("/mcp", json=[rpc("ping")])
         assert batch.status_code == 400 and "batches" in batch.json()["error"]["message"]
         health = (await http.get("/health/mcp")).json()["servers"]["files"]

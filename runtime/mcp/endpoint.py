@@ -25,17 +25,20 @@ from runtime.mcp.permissions import permissions_for
 from runtime.mcp.protocol import (
     HANDSHAKE_VERSIONS,
     HEADER_MISMATCH,
+    INTERNAL_ERROR,
     INVALID_REQUEST,
     LATEST_HANDSHAKE,
     META_SERVER_INFO,
     META_VERSION,
     METHOD_NOT_FOUND,
     MODERN_VERSIONS,
+    NAME_PARAMS,
     PARSE_ERROR,
     UNAUTHORIZED,
     UNSUPPORTED_PROTOCOL_VERSION,
     UPSTREAM_UNAVAILABLE,
     McpError,
+    decode_header,
 )
 from runtime.metrics import Metrics
 from runtime.state import Runtime
@@ -126,11 +129,16 @@ class Endpoint:
         except ClientGone:
             return
         except GatewayError as err:
-            refusal = McpError(UNAUTHORIZED, err.message).body(rid)
+            code = UNAUTHORIZED if err.status in (401, 403) else INVALID_REQUEST
+            refusal = McpError(code, err.message).body(rid)
             await respond(send, err.status, orjson.dumps(refusal), err.headers(), _JSON)
         except McpError as err:
             status = err.status if err.status != 200 else (_STATUS.get(err.code, 200) if modern else 200)
             await respond(send, status, orjson.dumps(err.body(rid)), (), _JSON)
+        except Exception as exc:  # a bug must not become a stack trace on the wire
+            self.logger.error("internal_error", route="mcp", error=repr(exc))
+            failure = McpError(INTERNAL_ERROR, "internal error").body(rid)
+            await respond(send, 500, orjson.dumps(failure), (), _JSON)
 
     @staticmethod
     def _parse(raw: bytes) -> dict[str, Any]:
@@ -165,6 +173,10 @@ class Endpoint:
         named = (header(scope, b"mcp-method") or b"").decode("latin-1")
         if named and named != method:
             raise McpError(HEADER_MISMATCH, "mcp-method does not match the body's method", status=400)
+        target = header(scope, b"mcp-name")
+        key = NAME_PARAMS.get(method)
+        if target is not None and key is not None and decode_header(target.decode("latin-1")) != params.get(key):
+            raise McpError(HEADER_MISMATCH, f"mcp-name does not match params.{key}", status=400)
         return True
 
     def _initialize(self, params: dict[str, Any]) -> tuple[dict[str, Any], str]:

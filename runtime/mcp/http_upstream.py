@@ -4,7 +4,6 @@ selects the stateless 2026-07-28 protocol; on an error the `initialize` handshak
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 import httpx
@@ -20,6 +19,7 @@ from runtime.mcp.protocol import (
     MODERN_VERSIONS,
     NAME_PARAMS,
     McpError,
+    encode_header,
     strip_envelope,
 )
 from runtime.mcp.sse import sse_events
@@ -40,13 +40,6 @@ class _Refused(Exception):
 
 class _Unreachable(McpError):
     """No HTTP answer at all (connect refused, reset): a handshake would not help."""
-
-
-def _header_value(value: str) -> str:
-    """Header-safe form of a name (`=?base64?...?=` when it is not plain printable ASCII)."""
-    if value.isascii() and value.isprintable() and value == value.strip() and not value.startswith("=?base64?"):
-        return value
-    return "=?base64?" + base64.b64encode(value.encode()).decode() + "?="
 
 
 class HttpUpstream(Upstream):
@@ -134,7 +127,7 @@ class HttpUpstream(Upstream):
             out["mcp-method"] = method
             key = NAME_PARAMS.get(method)
             if key is not None and isinstance(params.get(key), str):
-                out["mcp-name"] = _header_value(params[key])
+                out["mcp-name"] = encode_header(params[key])
         return out
 
     async def _send(self, method: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -1,20 +1,22 @@
 """MCP wire facts shared by the endpoint and the upstream clients: protocol versions, headers,
-`_meta` envelope keys, JSON-RPC error codes and message builders."""
+`_meta` envelope keys, JSON-RPC error codes, header-value coding."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
-
-import orjson
 
 __all__ = [
     "ENVELOPE_KEYS",
     "HANDSHAKE_VERSIONS",
     "LATEST_HANDSHAKE",
     "MODERN_VERSIONS",
+    "NAME_PARAMS",
     "McpError",
-    "error_message",
-    "result_message",
+    "decode_header",
+    "encode_header",
+    "strip_envelope",
 ]
 
 HANDSHAKE_VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
@@ -64,14 +66,21 @@ class McpError(Exception):
         return {"jsonrpc": "2.0", "id": rid, "error": error}
 
 
-def error_message(rid: Any, err: McpError) -> bytes:
-    """A serialised JSON-RPC error response."""
-    return orjson.dumps(err.body(rid))
+def encode_header(value: str) -> str:
+    """A name as an HTTP header value: verbatim when plain printable ASCII, else `=?base64?...?=`."""
+    if value.isascii() and value.isprintable() and value == value.strip() and not value.startswith("=?base64?"):
+        return value
+    return "=?base64?" + base64.b64encode(value.encode()).decode() + "?="
 
 
-def result_message(rid: Any, result: Any) -> bytes:
-    """A serialised JSON-RPC result response."""
-    return orjson.dumps({"jsonrpc": "2.0", "id": rid, "result": result})
+def decode_header(value: str) -> str | None:
+    """The inverse of :func:`encode_header`; None for a malformed `=?base64?...?=` value."""
+    if not (value.startswith("=?base64?") and value.endswith("?=")):
+        return value
+    try:
+        return base64.b64decode(value[9:-2], validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
 
 
 def strip_envelope(params: dict[str, Any]) -> dict[str, Any]:

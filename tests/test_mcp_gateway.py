@@ -206,8 +206,12 @@ async def test_killing_one_upstream_leaves_the_others_working(upstreams: dict[st
             assert answers == ["files", "old"]
             async with httpx.AsyncClient() as http:
                 metrics = (await http.get(f"http://127.0.0.1:{gw.port}/metrics")).text
+                health = (await http.get(f"http://127.0.0.1:{gw.port}/health/mcp")).json()["servers"]
             assert 'sidegate_mcp_tool_calls_total{server="doomed",status="unavailable",tool="add"} 1.0' in metrics
             assert 'sidegate_mcp_tool_calls_total{server="files",status="ok",tool="whoami"} 1.0' in metrics
+            assert health["doomed"]["state"] == "down" and "ConnectError" in health["doomed"]["error"]
+            assert health["old"] == {"transport": "streamable-http", "state": "up", "protocol": "2025-11-25",
+                                     "error": None}
 
             # the stdio supervisor restarts a server process that dies
             files = gw.app.mcp.upstreams["files"]

@@ -147,6 +147,7 @@ class HttpUpstream(Upstream):
             raise self._unreachable(exc) from None
 
     def _unreachable(self, exc: Exception) -> McpError:
+        self.version, self.session = None, None  # probe the era again when it is back
         err = self.unavailable(f"{type(exc).__name__}: {exc}")
         return _Unreachable(err.code, err.message)
 

@@ -225,7 +225,9 @@ def _consistent_mcp(spec: dict[str, Any]) -> None:
             for field in ("headers", "env"):
                 for name, value in server.get(field, {}).items():
                     server[field][name] = _clean_secret(value)
-            if "auth" in server:
+            if "command" in server:
+                server.pop("auth", None)
+            elif "auth" in server:
                 server["auth"] = {"bearer": {"env": "MCP_TOKEN"}}
     rules = [k for k in spec.get("auth", {}).get("keys", [])] + list(spec.get("teams", {}).values())
     for holder in rules:

@@ -187,7 +187,8 @@ class Endpoint:
         while len(self.sessions) > _MAX_SESSIONS:
             self.sessions.popitem(last=False)
         result = {"protocolVersion": version, "capabilities": CAPABILITIES, "serverInfo": SERVER_INFO,
-                  "instructions": "sidegate MCP gateway: tools of several servers, named <server>__<tool>."}
+                  "instructions": f"sidegate MCP gateway: the tools of several servers, named "
+                                  f"<server>{self.hub.separator}<tool>."}
         return result, session
 
     def _check_session(self, session: str) -> None:

@@ -66,7 +66,7 @@ async def test_legacy_sse_upstreams_of_both_sdk_majors() -> None:
             url = f"http://127.0.0.1:{gw.port}/mcp"
             names, answers = await trio.to_thread.run_sync(lambda: client_run(url, whoami_everywhere))
             assert answers == {"newsse": "newsse", "oldsse": "oldsse"}
-            assert len(names) == 8
+            assert len(names) == 10
             # the stream is re-opened when the server comes back
             old.stop()
             sse = gw.app.mcp.upstreams["oldsse"]
@@ -150,3 +150,31 @@ async def test_broken_stdio_servers_are_reported_and_the_gateway_stays_up(tmp_pa
         assert meta == {"sidegate.dev/unavailable": ["missing", "silent"]}
         assert gw.app.mcp.upstreams["silent"].last_error == "no answer to initialize"
         assert "FileNotFoundError" in (gw.app.mcp.upstreams["missing"].last_error or "")
+
+
+async def test_per_server_timeout_and_concurrency_cap() -> None:
+    import sys
+
+    from tests.support.mcp_upstreams import stdio_command
+
+    command = json.dumps(stdio_command("files", sys.executable))
+    plan = compiled(f"mcp:\n  servers:\n    files: {{command: {command}, timeout: 1s, max_concurrency: 1, start: boot}}\n")
+    async with open_gateway(plan) as gw:
+        url = f"http://127.0.0.1:{gw.port}/mcp"
+
+        async def naps(client: Client) -> tuple[float, str]:
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            first, second = await asyncio.gather(client.call_tool("files__nap", {"seconds": 0.4}),
+                                                 client.call_tool("files__nap", {"seconds": 0.4}))
+            assert first.content[0].text == second.content[0].text == "rested"
+            both = loop.time() - t0
+            try:
+                await client.call_tool("files__nap", {"seconds": 5})
+            except Exception as exc:  # the SDK's MCPError
+                return both, str(exc)
+            return both, "answered"
+
+        both, slow = await trio.to_thread.run_sync(lambda: client_run(url, naps))
+    assert both >= 0.8  # one at a time
+    assert slow == "MCP server 'files' timed out"

@@ -64,6 +64,12 @@ class StreamUpstream(Upstream):
         try:
             await self._send({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
             message = await receive.receive()
+        except trio.Cancelled:
+            if method != "initialize":  # tell the server (best effort) that nobody waits any more
+                with trio.CancelScope(shield=True), trio.move_on_after(1), contextlib.suppress(McpError):
+                    await self._send({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                                      "params": {"requestId": rid, "reason": "timed out at the gateway"}})
+            raise
         finally:
             self._pending.pop(rid, None)
         if "__gone__" in message:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+import anyio
+
 try:
     from mcp.server.mcpserver import MCPServer as Server
 except ImportError:  # mcp 1.x
@@ -34,6 +36,11 @@ def build(name: str, **settings: object) -> Server:
     @server.tool(description="Names this server.")
     def whoami() -> str:
         return name
+
+    @server.tool(description="Sleeps, then answers.")
+    async def nap(seconds: float) -> str:
+        await anyio.sleep(seconds)
+        return "rested"
 
     @server.tool(description="A dangerous tool that restricted keys must never see.")
     def drop_table(table: str) -> str:

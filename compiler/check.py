@@ -11,6 +11,7 @@ from compiler import routing
 from compiler.a2a import check_a2a
 from compiler.diagnostics import Collector, did_you_mean, join_pointer
 from compiler.governance import check_governance
+from compiler.mcp_spec import check_mcp
 from compiler.resolve import MOCK_FIELDS, GroupSpec, ProviderSpec, Resolved
 from runtime.plan import Family
 
@@ -186,6 +187,9 @@ def check(resolved: Resolved, out: Collector) -> None:
         *((f"/auth/keys/{i}", k.a2a) for i, k in enumerate(gov.auth.keys if gov.auth else ())),
         *((join_pointer("/teams", t.name), t.a2a) for t in gov.teams),
     ], out)
+    rules = [(k.mcp, f"/auth/keys/{i}/mcp") for i, k in enumerate(gov.auth.keys if gov.auth else ()) if k.mcp]
+    rules.extend((t.mcp, join_pointer("/teams", t.name, "mcp")) for t in gov.teams if t.mcp)
+    check_mcp(resolved.mcp, rules, out)
     routing.check_fallbacks(
         {g.name: g.policies for g in resolved.groups},
         {g.name for g in resolved.groups if g.name.endswith("/*")},

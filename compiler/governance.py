@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from compiler.a2a import a2a_policy
 from compiler.diagnostics import Collector, did_you_mean, join_pointer
+from compiler.mcp_spec import access
 from runtime.plan import Auth, BudgetRule, JwtRule, LimitRule, Secret, SecretSource, StaticKey, Team, UserRule
 
 __all__ = ["GovernanceSpec", "check_governance", "check_redis_url", "resolve_governance"]
@@ -52,7 +53,8 @@ def resolve_governance(
         models = tuple(raw.get("models", ()))
         refs.extend(("model", m, f"{pointer}/models/{i}") for i, m in enumerate(models))
         budget, limits = _budget(raw.get("budget")), _limits(raw.get("limits"))
-        teams.append(Team(name=name, models=models, budget=budget, limits=limits, a2a=a2a_policy(raw.get("a2a"))))
+        teams.append(Team(name=name, models=models, budget=budget, limits=limits, a2a=a2a_policy(raw.get("a2a")),
+                          mcp=access(raw.get("mcp"))))
     auth = None
     raw_auth = spec.get("auth")
     if raw_auth is not None:
@@ -77,6 +79,7 @@ def resolve_governance(
                     name=k["name"], key=value, team=k.get("team"), user=k.get("user"),
                     models=tuple(k.get("models", ())), budget=_budget(k.get("budget")), limits=_limits(k.get("limits")),
                     a2a=a2a_policy(k.get("a2a")),
+                    mcp=access(k.get("mcp")),
                 ))
         jwt = None
         raw_jwt = raw_auth.get("jwt")

@@ -105,4 +105,5 @@ def lower(resolved: Resolved) -> Plan:
         teams=resolved.governance.teams,
         users=resolved.governance.users,
         a2a=resolved.a2a,
+        mcp=resolved.mcp,
     )

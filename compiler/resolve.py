@@ -20,6 +20,7 @@ from compiler.a2a import resolve_a2a
 from compiler.catalog import ProviderType, load_catalog, price_info
 from compiler.diagnostics import Collector, did_you_mean, join_pointer
 from compiler.governance import GovernanceSpec, check_redis_url, resolve_governance
+from compiler.mcp_spec import resolve_mcp
 from compiler.prices import ModelInfo, known_models
 from compiler.routing import Policies
 from runtime.plan import (
@@ -30,6 +31,7 @@ from runtime.plan import (
     LogFormat,
     LogLevel,
     Logs,
+    Mcp,
     Metrics,
     MockBehaviour,
     Observability,
@@ -178,6 +180,7 @@ class Resolved:
     observability: Observability
     governance: GovernanceSpec
     a2a: A2A | None = None
+    mcp: Mcp | None = None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -391,4 +394,5 @@ def resolve(spec: Mapping[str, Any], out: Collector) -> Resolved:
         observability=r.observability(spec.get("observability", {})),
         governance=resolve_governance(spec, r.secret, parse_duration, out),
         a2a=resolve_a2a(spec, r.reference, parse_duration),
+        mcp=resolve_mcp(spec, r.secret, parse_duration, out),
     )

@@ -16,6 +16,8 @@ from runtime.dialect import CLIENT_HEADERS, MessagesDialect, parse_messages
 from runtime.errors import GatewayError, ModelNotFound, NotFound, from_exception, openai_body
 from runtime.http import ClientGone, Receive, Scope, Send, header, read_body, respond
 from runtime.logs import Logger
+from runtime.mcp.endpoint import Endpoint
+from runtime.mcp.hub import Hub
 from runtime.messages import anthropic_error_body, count_tokens_body
 from runtime.metrics import Metrics
 from runtime.proxy import serve_call
@@ -40,6 +42,9 @@ class App:
         self.store: Store | None = None
         self.access = Access(runtime, logger, metrics)
         self.a2a = A2AGateway(runtime, logger, A2AMetrics(metrics.registry))
+        self.mcp = Hub(on_event=logger.warning)
+        self.mcp.configure(runtime.mcp_servers, runtime.plan.mcp.separator if runtime.plan.mcp else "__")
+        self.mcp_endpoint = Endpoint(self.mcp, self.access, logger, metrics)
         metrics.set_plan(runtime.digest)
 
     def swap(self, runtime: Runtime) -> None:
@@ -47,6 +52,7 @@ class App:
         self.runtime = runtime
         self.access.configure(runtime)
         self.a2a.configure(runtime)
+        self.mcp.configure(runtime.mcp_servers, runtime.plan.mcp.separator if runtime.plan.mcp else "__")
         self.metrics.set_plan(runtime.digest)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -70,6 +76,9 @@ class App:
         if path.startswith("/v1/"):
             path = path[3:]
         method: str = scope["method"]
+        if scope["path"] == "/mcp" or scope["path"].startswith("/mcp/"):
+            await self.mcp_endpoint.handle(self.runtime, scope, receive, send)
+            return
         op = _POST.get(path)
         if op is not None and method == "POST" and op != "count_tokens":
             await self._model_call(op, scope, receive, send)
@@ -121,6 +130,8 @@ class App:
                 detail["a2a"] = self.a2a.ready_detail()
             body = orjson.dumps(detail)
             await respond(send, 200 if ready else 503, body, (), _JSON)
+        elif scope["path"] == "/health/mcp":
+            await respond(send, 200, orjson.dumps({"servers": self.mcp.report()}), (), _JSON)
         elif scope["path"] == "/health/deployments":
             await respond(send, 200, orjson.dumps(deployments_report(rt, trio.current_time())), (), _JSON)
         elif obs.metrics.enabled and scope["path"] == obs.metrics.path:

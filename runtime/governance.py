@@ -228,6 +228,7 @@ def policies_from_plan(plan: Plan) -> tuple[tuple[Grant, ...], dict[str, TeamPol
                 budget_soft=k.budget.soft if k.budget else None,
                 rpm=k.limits.rpm if k.limits else None, tpm=k.limits.tpm if k.limits else None,
                 parallel=k.limits.parallel if k.limits else None,
-                metadata={"a2a": {"allow": list(k.a2a.allow), "deny": list(k.a2a.deny)}} if k.a2a else {},
+                metadata={**({"a2a": {"allow": list(k.a2a.allow), "deny": list(k.a2a.deny)}} if k.a2a else {}),
+                          **({"mcp": {"allow": k.mcp.allow, "deny": k.mcp.deny}} if k.mcp else {})},
             ))
     return tuple(grants), teams

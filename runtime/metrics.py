@@ -56,6 +56,15 @@ class Metrics:
             "The router's latency estimate per deployment (time to first byte for streams, per token otherwise).",
             ["model", "deployment", "kind"], registry=r,
         )
+        self.mcp_calls = Counter(
+            "sidegate_mcp_tool_calls", "MCP tools/call requests by server, tool and status (ok, tool_error, "
+            "denied, unavailable, error); refused names count as tool `-`, names never listed as `other`.",
+            ["server", "tool", "status"], registry=r,
+        )
+        self.mcp_latency = Histogram(
+            "sidegate_mcp_tool_call_duration_seconds", "Time to answer an MCP tools/call, by server.",
+            ["server"], buckets=_BUCKETS, registry=r,
+        )
         self.plan_info = Gauge("sidegate_plan_info", "The plan being served (1), by digest.", ["digest"], registry=r)
         self.spend_pending = Gauge(
             "sidegate_spend_rows_pending", "Spend rows queued or being retried, not yet in the store.", registry=r,

@@ -30,6 +30,12 @@ __all__ = [
     "LogFormat",
     "LogLevel",
     "Logs",
+    "Mcp",
+    "McpAccess",
+    "McpOAuth",
+    "McpServer",
+    "McpStart",
+    "McpTransport",
     "Metrics",
     "MockBehaviour",
     "ModelGroup",
@@ -51,7 +57,7 @@ __all__ = [
     "UserRule",
 ]
 
-PLAN_VERSION = 7
+PLAN_VERSION = 8
 """Bumped whenever a plan written by an older compiler could be misread by this runtime."""
 
 JSONValue = Union[None, bool, int, float, str, tuple["JSONValue", ...], Mapping[str, "JSONValue"]]  # noqa: UP007
@@ -373,6 +379,68 @@ class A2APolicy:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class McpAccess:
+    """MCP permissions: glob patterns over namespaced names (`<server><sep><tool>`); deny wins."""
+
+    allow: tuple[str, ...] | None
+    """None: every name not denied."""
+    deny: tuple[str, ...]
+
+
+class McpTransport(enum.Enum):
+    """How sidegate reaches an upstream MCP server."""
+
+    STREAMABLE_HTTP = "streamable-http"
+    SSE = "sse"
+    """The legacy HTTP+SSE transport (protocol 2024-11-05)."""
+    STDIO = "stdio"
+
+
+class McpStart(enum.Enum):
+    """When a stdio server's subprocess is started."""
+
+    LAZY = "lazy"
+    BOOT = "boot"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class McpOAuth:
+    """OAuth 2.0 client credentials: the token endpoint and the client's id and secret."""
+
+    token_url: str
+    client_id: Secret
+    client_secret: Secret
+    scope: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class McpServer:
+    """One upstream MCP server."""
+
+    name: str
+    transport: McpTransport
+    url: str | None
+    headers: tuple[Header, ...]
+    """Sent with every HTTP request (auth included: `Authorization: Bearer ...` or an API-key header)."""
+    oauth: McpOAuth | None
+    """Bearer tokens from an OAuth 2.0 client-credentials grant (HTTP transports)."""
+    command: tuple[str, ...]
+    env: tuple[Header, ...]
+    """Environment variables added for a stdio subprocess (name, value)."""
+    start: McpStart
+    timeout: float
+    max_concurrency: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Mcp:
+    """The MCP gateway: upstream servers, aggregated at `/mcp`."""
+
+    separator: str
+    servers: tuple[McpServer, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StaticKey:
     """A key declared in the spec (its value a secret reference)."""
 
@@ -384,6 +452,8 @@ class StaticKey:
     budget: BudgetRule | None
     limits: LimitRule | None
     a2a: A2APolicy | None = None
+    mcp: McpAccess | None = None
+    """Which MCP tools this key may use; None: no key-level rule."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -395,6 +465,8 @@ class Team:
     budget: BudgetRule | None
     limits: LimitRule | None
     a2a: A2APolicy | None = None
+    mcp: McpAccess | None = None
+    """Which MCP tools the team's keys may use; None: no team-level rule."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -470,6 +542,7 @@ class Plan:
     teams: tuple[Team, ...]
     users: tuple[UserRule, ...] = ()
     a2a: A2A | None = None
+    mcp: Mcp | None = None
 
     def provider(self, name: str) -> Provider:
         """The provider called `name` (the compiler guarantees every target's exists)."""

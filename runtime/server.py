@@ -151,6 +151,7 @@ async def serve(
         app.store = store
         nursery.start_soon(app.access.run, store)
         await nursery.start(app.a2a.run)
+        nursery.start_soon(app.mcp.run)
 
         async def run_server(task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
             await worker_serve(

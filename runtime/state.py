@@ -12,6 +12,7 @@ from runtime.adapter import Adapter, adapter_for, url_for
 from runtime.balance import DeploymentState, GroupState
 from runtime.governance import TeamPolicy, policies_from_plan
 from runtime.keys import Grant
+from runtime.mcp.upstream import ResolvedServer, resolve_servers
 from runtime.mock import MockTransport
 from runtime.openai_wire import OPS
 from runtime.plan import Family, ModelGroup, Plan, Provider, Target
@@ -80,6 +81,8 @@ class Runtime:
     """The resolved HMAC secret of `auth.jwt`, when it has one."""
     a2a_headers: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
     """A2A agent name -> the resolved headers that authenticate sidegate to it."""
+    mcp_servers: tuple[ResolvedServer, ...] = ()
+    """The `mcp` section's upstream servers, credentials resolved."""
 
 
 def _headers(provider: Provider, target: Target) -> tuple[tuple[str, str], ...]:
@@ -144,6 +147,7 @@ def build_runtime(plan: Plan, shared: Transport, previous: Runtime | None = None
         jwt_secret=resolve(jwt.secret) if jwt is not None and jwt.secret is not None else None,
         a2a_headers={a.name: tuple((h.name, resolve(h.value)) for h in a.headers)
                      for a in (plan.a2a.agents if plan.a2a is not None else ())},
+        mcp_servers=resolve_servers(plan.mcp, resolve),
     )
 
 

@@ -202,6 +202,7 @@ def make_consistent(spec: dict[str, Any], types: list[str]) -> dict[str, Any]:
                 k["team"] = team_names[i % len(team_names)]
             else:
                 k.pop("team", None)
+    _consistent_mcp(spec)
     used = {t["provider"] for g in spec["models"].values() for t in g["targets"]}
     spec["providers"] = {n: p for n, p in providers.items() if n in used}
     listen = spec.get("server", {}).get("listen", "")
@@ -215,6 +216,33 @@ def make_consistent(spec: dict[str, Any], types: list[str]) -> dict[str, Any]:
     if "redis_sync" in spec.get("store", {}):
         spec["store"]["redis_sync"] = "250ms"  # the compiler checks the 50ms..10s range
     return spec
+
+
+def _consistent_mcp(spec: dict[str, Any]) -> None:
+    """MCP: credentials are references, the transport matches url/command, names avoid the
+    separator, and permission patterns name declared servers."""
+    mcp = spec.get("mcp")
+    servers = sorted(mcp["servers"]) if mcp else []
+    if mcp:
+        sep = mcp.get("separator", "__")
+        if any(sep in name for name in servers):
+            mcp["separator"] = "__"
+        for server in mcp["servers"].values():
+            server.pop("transport", None)
+            for field in ("headers", "env"):
+                for name, value in server.get(field, {}).items():
+                    server[field][name] = _clean_secret(value)
+            if "command" in server:
+                server.pop("auth", None)
+            elif "auth" in server:
+                server["auth"] = {"bearer": {"env": "MCP_TOKEN"}}
+    rules = [k for k in spec.get("auth", {}).get("keys", [])] + list(spec.get("teams", {}).values())
+    for holder in rules:
+        if "mcp" in holder:
+            if servers:
+                holder["mcp"] = {"allow": [f"{servers[0]}{spec['mcp'].get('separator', '__')}*"], "deny": ["*x*"]}
+            else:
+                holder.pop("mcp")
 
 
 @SETTINGS

@@ -1,0 +1,205 @@
+"""An upstream MCP server over Streamable HTTP, in the era it speaks: a `server/discover` probe
+selects the stateless 2026-07-28 protocol; on an error the `initialize` handshake opens a session
+(`mcp-session-id`), which is re-opened once when the server forgets it (404)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import orjson
+import trio
+
+from runtime.mcp.protocol import (
+    INTERNAL_ERROR,
+    LATEST_HANDSHAKE,
+    META_CLIENT_CAPS,
+    META_CLIENT_INFO,
+    META_VERSION,
+    MODERN_VERSIONS,
+    NAME_PARAMS,
+    McpError,
+    encode_header,
+    strip_envelope,
+)
+from runtime.mcp.sse import sse_events
+from runtime.mcp.upstream import CLIENT_INFO, ResolvedServer, Upstream
+
+__all__ = ["HttpUpstream"]
+
+_ACCEPT = "application/json, text/event-stream"
+
+
+class _SessionGone(Exception):
+    pass
+
+
+class _Refused(Exception):
+    """HTTP 401 while using an OAuth token: fetch a new one and try once more."""
+
+
+class _Unreachable(McpError):
+    """No HTTP answer at all (connect refused, reset): a handshake would not help."""
+
+
+class HttpUpstream(Upstream):
+    """A Streamable HTTP upstream (either era)."""
+
+    def __init__(self, resolved: ResolvedServer) -> None:
+        super().__init__(resolved)
+        assert resolved.server.url is not None
+        self.url = resolved.server.url
+        self.session: str | None = None
+        self.modern = False
+        self._lock = trio.Lock()
+        self._client = httpx.AsyncClient(
+            headers={**dict(resolved.headers), "accept": _ACCEPT},
+            timeout=httpx.Timeout(resolved.server.timeout),
+            limits=httpx.Limits(max_connections=resolved.server.max_concurrency),
+        )
+
+    async def aclose(self) -> None:
+        if self.tokens is not None:
+            await self.tokens.aclose()
+        if self.session is not None:
+            try:
+                with trio.move_on_after(2):
+                    await self._client.delete(self.url, headers=self._headers("", {}))
+            except httpx.HTTPError:
+                pass
+        await self._client.aclose()
+
+    async def _request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return await self._with_session(method, params)
+        except _Refused:
+            assert self.tokens is not None
+            self.tokens.invalidate()
+            try:
+                return await self._with_session(method, params)
+            except _Refused:
+                raise self.unavailable("the upstream refused a fresh OAuth token (HTTP 401)") from None
+
+    async def _with_session(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        await self._connect()
+        try:
+            return await self._send(method, params)
+        except _SessionGone:
+            self.version = None
+            await self._connect()
+            try:
+                return await self._send(method, params)
+            except _SessionGone:
+                raise self.unavailable("session lost twice") from None
+
+    async def _connect(self) -> None:
+        async with self._lock:
+            if self.version is not None:
+                return
+            self.session, self.modern = None, False
+            meta = {META_VERSION: MODERN_VERSIONS[-1], META_CLIENT_INFO: CLIENT_INFO, META_CLIENT_CAPS: {}}
+            try:
+                found = await self._post("server/discover", {"_meta": meta}, {
+                    "mcp-protocol-version": MODERN_VERSIONS[-1], "mcp-method": "server/discover"})
+                versions = found.get("supportedVersions")
+            except _Unreachable:
+                raise
+            except (McpError, _SessionGone):
+                versions = None
+            if isinstance(versions, list) and MODERN_VERSIONS[-1] in versions:
+                self.version, self.modern = MODERN_VERSIONS[-1], True
+                return
+            params = {"protocolVersion": LATEST_HANDSHAKE, "capabilities": {}, "clientInfo": CLIENT_INFO}
+            result = await self._post("initialize", params, {}, keep_session=True)
+            version = result.get("protocolVersion")
+            if not isinstance(version, str):
+                raise self.unavailable("initialize answered without a protocolVersion")
+            self.version = version
+            await self._notify("notifications/initialized")
+
+    def _headers(self, method: str, params: dict[str, Any]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        if self.version is not None:
+            out["mcp-protocol-version"] = self.version
+        if self.session is not None:
+            out["mcp-session-id"] = self.session
+        if self.modern and method:
+            out["mcp-method"] = method
+            key = NAME_PARAMS.get(method)
+            if key is not None and isinstance(params.get(key), str):
+                out["mcp-name"] = encode_header(params[key])
+        return out
+
+    async def _send(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        params = strip_envelope(params)
+        if self.modern:
+            params = {**params, "_meta": {**params.get("_meta", {}), META_VERSION: self.version,
+                                          META_CLIENT_INFO: CLIENT_INFO, META_CLIENT_CAPS: {}}}
+        return await self._post(method, params, self._headers(method, params))
+
+    async def _notify(self, method: str) -> None:
+        body = orjson.dumps({"jsonrpc": "2.0", "method": method})
+        auth = {"authorization": "Bearer " + await self.tokens.token()} if self.tokens is not None else {}
+        try:
+            await self._client.post(self.url, content=body, headers={
+                **self._headers("", {}), **auth, "content-type": "application/json"})
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from None
+
+    def _unreachable(self, exc: Exception) -> McpError:
+        self.version, self.session = None, None  # probe the era again when it is back
+        err = self.unavailable(f"{type(exc).__name__}: {exc}")
+        return _Unreachable(err.code, err.message)
+
+    async def _post(
+        self, method: str, params: dict[str, Any], headers: dict[str, str], keep_session: bool = False,
+    ) -> dict[str, Any]:
+        rid = self.next_id()
+        body = orjson.dumps({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
+        if self.tokens is not None:
+            headers = {**headers, "authorization": "Bearer " + await self.tokens.token()}
+        request = self._client.build_request(
+            "POST", self.url, content=body, headers={**headers, "content-type": "application/json"})
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from None
+        try:
+            if response.status_code == 404 and "mcp-session-id" in headers:
+                raise _SessionGone()
+            if response.status_code == 401 and self.tokens is not None:
+                raise _Refused()
+            if keep_session:
+                self.session = response.headers.get("mcp-session-id")
+            kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+            try:
+                if kind == "text/event-stream":
+                    message = await self._from_stream(response, rid)
+                else:
+                    message = orjson.loads(await response.aread())
+            except (httpx.HTTPError, ValueError) as exc:
+                raise self.unavailable(f"bad answer to {method} (HTTP {response.status_code}): {exc}") from None
+        finally:
+            await response.aclose()
+        return self._unwrap(message, method, response.status_code)
+
+    async def _from_stream(self, response: httpx.Response, rid: int) -> Any:
+        async for _event, data in sse_events(response.aiter_bytes()):
+            try:
+                message = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(message, dict) and message.get("id") == rid and "method" not in message:
+                return message
+        raise ValueError("the event stream ended without the answer")
+
+    def _unwrap(self, message: Any, method: str, status: int) -> dict[str, Any]:
+        if isinstance(message, dict) and isinstance(message.get("error"), dict):
+            error = message["error"]
+            code = error.get("code")
+            raise McpError(code if isinstance(code, int) else INTERNAL_ERROR, str(error.get("message", "error")),
+                           error.get("data"))
+        if status >= 400 or not isinstance(message, dict) or not isinstance(message.get("result"), dict):
+            raise self.unavailable(f"{method} answered HTTP {status} without a JSON-RPC result")
+        result: dict[str, Any] = message["result"]
+        return result

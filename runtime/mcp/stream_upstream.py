@@ -1,0 +1,146 @@
+"""Upstreams that hold one long-lived channel and match answers to requests by id: a stdio
+subprocess, a legacy HTTP+SSE stream. A supervisor (run in the hub's nursery) opens the channel at
+boot or at the first request, performs the `initialize` handshake, and reopens it with exponential
+backoff when it ends; requests fail at once while it is down."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import orjson
+import trio
+
+from runtime.mcp.protocol import INTERNAL_ERROR, LATEST_HANDSHAKE, METHOD_NOT_FOUND, McpError, strip_envelope
+from runtime.mcp.upstream import CLIENT_INFO, ResolvedServer, Upstream
+
+__all__ = ["StreamUpstream"]
+
+_BACKOFF = (0.25, 30.0)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        return _describe(exc.exceptions[0])
+    if isinstance(exc, trio.TooSlowError):
+        return "no answer to initialize"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class StreamUpstream(Upstream):
+    """The request/answer matching and the supervisor loop; subclasses open the channel."""
+
+    def __init__(self, resolved: ResolvedServer, on_event: Any = None, boot: bool = True) -> None:
+        super().__init__(resolved)
+        self.wanted = trio.Event()
+        if boot:
+            self.wanted.set()
+        self.ready = trio.Event()
+        self.restarts = 0
+        self.down = False
+        """Between an end of the channel and the next successful open: requests fail at once."""
+        self._pending: dict[int, trio.MemorySendChannel[dict[str, Any]]] = {}
+        self._on_event = on_event
+
+    async def _request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        self.wanted.set()
+        if self.down:
+            raise self.unavailable(self.last_error or "restarting")
+        await self.ready.wait()
+        return await self._call(method, strip_envelope(params))
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        """Deliver one message to the server (raise McpError when the channel is gone)."""
+        raise NotImplementedError
+
+    async def _open(self) -> str:
+        """Open the channel, run `_handshake` once reading has started, serve until it ends; return why."""
+        raise NotImplementedError
+
+    async def _call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        rid = self.next_id()
+        send, receive = trio.open_memory_channel[dict[str, Any]](1)
+        self._pending[rid] = send
+        try:
+            await self._send({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
+            message = await receive.receive()
+        except trio.Cancelled:
+            if method != "initialize":  # tell the server (best effort) that nobody waits any more
+                with trio.CancelScope(shield=True), trio.move_on_after(1), contextlib.suppress(McpError):
+                    await self._send({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                                      "params": {"requestId": rid, "reason": "timed out at the gateway"}})
+            raise
+        finally:
+            self._pending.pop(rid, None)
+        if "__gone__" in message:
+            raise self.unavailable(message["__gone__"])
+        error = message.get("error")
+        if isinstance(error, dict):
+            code = error.get("code")
+            raise McpError(code if isinstance(code, int) else INTERNAL_ERROR, str(error.get("message", "error")),
+                           error.get("data"))
+        result = message.get("result")
+        if not isinstance(result, dict):
+            raise self.unavailable(f"{method} answered without a result")
+        return result
+
+    async def _handshake(self) -> None:
+        with trio.fail_after(self.server.timeout):
+            result = await self._call("initialize", {
+                "protocolVersion": LATEST_HANDSHAKE, "capabilities": {}, "clientInfo": CLIENT_INFO})
+        self.version = str(result.get("protocolVersion"))
+        await self._send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        self.down = False
+        self.ready.set()
+
+    async def run(self) -> None:
+        """Supervise the channel until cancelled."""
+        await self.wanted.wait()
+        delay = _BACKOFF[0]
+        while True:
+            started = trio.current_time()
+            try:
+                why = await self._open()
+            except Exception as exc:  # the supervisor outlives any failure of one run (groups included)
+                why = _describe(exc)
+            finally:
+                self.ready = trio.Event()
+                self.version = None
+            self._fail_pending(why)
+            self.last_error = why
+            self.down = True
+            if self._on_event is not None:
+                self._on_event("mcp_upstream_down", server=self.name, reason=why, retry_in=delay)
+            if trio.current_time() - started > 60:
+                delay = _BACKOFF[0]
+            await trio.sleep(delay)
+            delay = min(delay * 2, _BACKOFF[1])
+            self.restarts += 1
+
+    async def _dispatch(self, raw: bytes | str) -> None:
+        """Handle one message from the server: an answer, or a request it makes (refused)."""
+        try:
+            message = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(message, dict):
+            return
+        if "method" in message:
+            if "id" in message:  # a request from the server: sidegate offers no client features
+                answer: dict[str, Any] = {"jsonrpc": "2.0", "id": message["id"]}
+                if message["method"] == "ping":
+                    answer["result"] = {}
+                else:
+                    answer["error"] = {"code": METHOD_NOT_FOUND, "message": "not supported by the gateway"}
+                with contextlib.suppress(McpError):
+                    await self._send(answer)
+            return
+        rid = message.get("id")
+        waiter = self._pending.get(rid) if isinstance(rid, int) else None
+        if waiter is not None:
+            waiter.send_nowait(message)
+
+    def _fail_pending(self, why: str) -> None:
+        for waiter in list(self._pending.values()):
+            with contextlib.suppress(trio.WouldBlock):
+                waiter.send_nowait({"__gone__": why})

@@ -1,0 +1,97 @@
+"""What every upstream MCP client shares: resolved credentials, the concurrency cap and the
+per-request deadline, and the JSON-RPC envelope of the requests it sends."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from runtime.mcp.oauth import TokenSource
+from runtime.mcp.protocol import UPSTREAM_UNAVAILABLE, McpError
+from runtime.plan import Mcp, McpServer, Secret
+
+__all__ = ["CLIENT_INFO", "ResolvedServer", "Upstream", "resolve_servers"]
+
+CLIENT_INFO = {"name": "sidegate", "version": "0.1.0"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResolvedServer:
+    """An upstream server with its secret references resolved (never logged)."""
+
+    server: McpServer
+    headers: tuple[tuple[str, str], ...]
+    env: tuple[tuple[str, str], ...]
+    oauth: tuple[str, str] | None = None
+    """The OAuth client id and secret."""
+
+
+def resolve_servers(mcp: Mcp | None, resolve: Callable[[Secret], str]) -> tuple[ResolvedServer, ...]:
+    """Resolve every server's headers and environment (blocking: call off the event loop)."""
+    if mcp is None:
+        return ()
+    return tuple(
+        ResolvedServer(
+            server=s,
+            headers=tuple((h.name, resolve(h.value)) for h in s.headers),
+            env=tuple((e.name, resolve(e.value)) for e in s.env),
+            oauth=None if s.oauth is None else (resolve(s.oauth.client_id), resolve(s.oauth.client_secret)),
+        )
+        for s in mcp.servers
+    )
+
+
+class Upstream:
+    """One upstream server. `request` returns the JSON-RPC result or raises McpError: the upstream's
+    own error passed through, or UPSTREAM_UNAVAILABLE when it cannot be reached in time."""
+
+    def __init__(self, resolved: ResolvedServer) -> None:
+        self.resolved = resolved
+        self.tokens: TokenSource | None = None
+        oauth = resolved.server.oauth
+        if oauth is not None and resolved.oauth is not None:
+            self.tokens = TokenSource(resolved.server.name, oauth.token_url, *resolved.oauth, oauth.scope,
+                                      resolved.server.timeout)
+        self.server = resolved.server
+        self.name = resolved.server.name
+        self.limiter = trio.CapacityLimiter(resolved.server.max_concurrency)
+        self.version: str | None = None
+        """The negotiated protocol version; None before the first successful connect."""
+        self.last_error: str | None = None
+        self.tools: set[str] = set()
+        """Tool names seen in this server's `tools/list` pages (bounded): metric labels for calls."""
+        self._ids = itertools.count(1)
+
+    def next_id(self) -> int:
+        """A fresh JSON-RPC request id."""
+        return next(self._ids)
+
+    async def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Send one request under the server's concurrency cap and deadline."""
+        async with self.limiter:
+            try:
+                with trio.fail_after(self.server.timeout):
+                    result = await self._request(method, params)
+            except trio.TooSlowError:
+                self.last_error = f"no answer within {self.server.timeout:g}s"
+                raise McpError(UPSTREAM_UNAVAILABLE, f"MCP server '{self.name}' timed out") from None
+        self.last_error = None
+        return result
+
+    async def _request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def run(self) -> None:
+        """Background work owned by the hub's nursery (a stdio supervisor); none by default."""
+
+    async def aclose(self) -> None:
+        """Release connections."""
+
+    def unavailable(self, why: str) -> McpError:
+        """The error for an unreachable server (the detail is kept for `/health`, not sent)."""
+        self.last_error = why
+        return McpError(UPSTREAM_UNAVAILABLE, f"MCP server '{self.name}' is unavailable")

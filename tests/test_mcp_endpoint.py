@@ -1,0 +1,153 @@
+"""The `/mcp` endpoint's wire rules with a plain HTTP client: sessions, notifications, eras and
+their headers, malformed requests, logging of bodies, `/health/mcp`."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import httpx
+import pytest
+
+from compiler.pipeline import compile_text
+from runtime.plan import Plan
+from tests.support.gateway import open_gateway
+from tests.support.mcp_upstreams import stdio_command
+
+MODERN = "2026-07-28"
+ENVELOPE = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
+
+
+def plan(bodies: bool = False) -> Plan:
+    text = ("version: 1\nproviders: {fake: {type: mock}}\nmodels: {demo: {targets: [{provider: fake, model: demo}]}}\n"
+            f"observability: {{logs: {{bodies: {str(bodies).lower()}}}}}\n"
+            f"mcp:\n  servers:\n    files: {json.dumps({'command': stdio_command('files')})}\n")
+    result = compile_text(text, "mcp.yaml")
+    assert result.plan is not None, [d.format_text() for d in result.diagnostics]
+    return result.plan
+
+
+def rpc(method: str, params: dict[str, Any] | None = None, rid: int | None = 1) -> dict[str, Any]:
+    message: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "params": params or {}}
+    if rid is not None:
+        message["id"] = rid
+    return message
+
+
+def modern(method: str, params: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+    return rpc(method, {**(params or {}), "_meta": ENVELOPE}), {"mcp-protocol-version": MODERN, "mcp-method": method}
+
+
+async def test_session_era_rules() -> None:
+    async with open_gateway(plan()) as gw, httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw.port}") as http:
+        assert (await http.get("/mcp")).status_code == 405
+        missing = await http.post("/mcp", json=rpc("tools/list"))
+        assert missing.status_code == 400 and missing.json()["error"]["code"] == -32600
+        unknown = await http.post("/mcp", json=rpc("tools/list"), headers={"mcp-session-id": "nope"})
+        assert unknown.status_code == 404
+        init = await http.post("/mcp", json=rpc("initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
+                                                               "clientInfo": {"name": "t", "version": "1"}}))
+        session = init.headers["mcp-session-id"]
+        assert init.json()["result"]["protocolVersion"] == "2025-06-18"
+        assert "resultType" not in init.json()["result"]
+        headers = {"mcp-session-id": session, "mcp-protocol-version": "2025-06-18"}
+        note = await http.post("/mcp", json=rpc("notifications/initialized", rid=None), headers=headers)
+        assert note.status_code == 202 and note.content == b""
+        listed = await http.post("/mcp", json=rpc("tools/list"), headers=headers)
+        assert listed.headers["content-type"] == "application/json"
+        assert "files__add" in [t["name"] for t in listed.json()["result"]["tools"]]
+        assert "cacheScope" not in listed.json()["result"]
+        nomethod = await http.post("/mcp", json=rpc("sampling/createMessage"), headers=headers)
+        assert nomethod.status_code == 200 and nomethod.json()["error"]["code"] == -32601
+        badcursor = await http.post("/mcp", json=rpc("tools/list", {"cursor": "x"}), headers=headers)
+        assert badcursor.json()["error"] == {"code": -32602, "message": "invalid cursor"}
+        assert (await http.delete("/mcp", headers=headers)).status_code == 200
+        assert (await http.post("/mcp", json=rpc("tools/list"), headers=headers)).status_code == 404
+        nosuch = await http.post("/mcp/nosuch", json=rpc("ping"))
+        assert nosuch.status_code == 404
+
+
+async def test_stateless_era_rules() -> None:
+    async with open_gateway(plan()) as gw, httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw.port}") as http:
+        body, headers = modern("server/discover")
+        found = (await http.post("/mcp", json=body, headers=headers)).json()["result"]
+        assert found["supportedVersions"] == [MODERN]
+        assert found["resultType"] == "complete" and found["cacheScope"] == "private"
+        body, headers = modern("tools/call", {"name": "files__add", "arguments": {"a": 1, "b": 2}})
+        called = await http.post("/mcp", json=body, headers={**headers, "mcp-name": "files__add"})
+        assert called.json()["result"]["content"][0]["text"] == "3"
+        assert called.json()["result"]["resultType"] == "complete"
+        mismatch = await http.post("/mcp", json=body, headers={**headers, "mcp-method": "tools/list"})
+        assert mismatch.status_code == 400 and mismatch.json()["error"]["code"] == -32020
+        wrong_name = await http.post("/mcp", json=body, headers={**headers, "mcp-name": "files__fail"})
+        assert wrong_name.status_code == 400 and wrong_name.json()["error"]["code"] == -32020
+        encoded = await http.post("/mcp", json=body, headers={**headers, "mcp-name": "=?base64?ZmlsZXNfX2FkZA==?="})
+        assert encoded.json()["result"]["content"][0]["text"] == "3"
+        future = await http.post("/mcp", json=body, headers={**headers, "mcp-protocol-version": "2099-01-01"})
+        assert future.status_code == 400
+        assert future.json()["error"]["code"] == -32022
+        assert future.json()["error"]["data"]["supported"] == [MODERN]
+        body, headers = modern("tools/call", {"name": "nosuch__add"})
+        unknown = await http.post("/mcp", json=body, headers=headers)
+        assert unknown.status_code == 400 and unknown.json()["error"]["message"] == "Unknown tool: nosuch__add"
+        body, headers = modern("tools/call", {"name": "files__nope"})
+        upstream_says = await http.post("/mcp", json=body, headers=headers)  # the server's own answer
+        assert upstream_says.json()["result"]["isError"] is True
+        metrics = (await http.get("/metrics")).text
+        assert 'sidegate_mcp_tool_calls_total{server="files",status="tool_error",tool="other"} 1.0' in metrics
+        assert 'sidegate_mcp_tool_calls_total{server="-",status="denied",tool="-"} 1.0' in metrics
+        body, headers = modern("tools/frobnicate")
+        assert (await http.post("/mcp", json=body, headers=headers)).status_code == 404
+        assert (await http.post("/mcp", content=b"{not json")).json()["error"]["code"] == -32700
+        too_big = await http.post("/mcp", content=b"x" * (9 * 1024 * 1024))
+        assert too_big.status_code == 413 and too_big.json()["error"]["code"] == -32600
+        batch = await http.post("/mcp", json=[rpc("ping")])
+        assert batch.status_code == 400 and "batches" in batch.json()["error"]["message"]
+        health = (await http.get("/health/mcp")).json()["servers"]["files"]
+        assert health == {"transport": "stdio", "state": "up", "protocol": "2025-11-25", "error": None}
+
+
+@pytest.mark.parametrize("bodies", [False, True])
+async def test_tool_calls_are_logged_with_arguments_only_when_asked(
+    bodies: bool, capfd: pytest.CaptureFixture[str]
+) -> None:
+    async with open_gateway(plan(bodies)) as gw, httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw.port}") as http:
+        body, headers = modern("tools/call", {"name": "files__add", "arguments": {"a": 40, "b": 2}})
+        assert (await http.post("/mcp", json=body, headers=headers)).status_code == 200
+    lines = [json.loads(line) for line in capfd.readouterr().err.splitlines() if '"mcp_call"' in line]
+    assert len(lines) == 1
+    line = lines[0]
+    assert (line["server"], line["tool"], line["status"]) == ("files", "add", "ok")
+    assert ("arguments" in line) is bodies
+    if bodies:
+        assert line["arguments"] == {"a": 40, "b": 2}
+        assert line["result"]["content"][0]["text"] == "42"
+
+
+async def test_reload_keeps_unchanged_servers_and_replaces_changed_ones() -> None:
+    first = plan()
+    current = [first]
+    async with open_gateway(first, load_plan=lambda: current[0]) as gw:
+        files = gw.app.mcp.upstreams["files"]
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw.port}") as http:
+            body, headers = modern("tools/call", {"name": "files__whoami"})
+            assert (await http.post("/mcp", json=body, headers=headers)).json()["result"]["content"][0]["text"] == "files"
+            old_pid = files.pid  # type: ignore[attr-defined]
+            current[0] = plan(bodies=True)  # a different plan, the same server
+            await gw.reload().wait()
+            assert gw.app.mcp.upstreams["files"] is files
+            text = ("version: 1\nproviders: {fake: {type: mock}}\n"
+                    "models: {demo: {targets: [{provider: fake, model: demo}]}}\n"
+                    f"mcp:\n  servers:\n    files: {json.dumps({'command': stdio_command('files'), 'env': {'X': '1'}})}\n")
+            changed = compile_text(text, "mcp.yaml").plan
+            assert changed is not None
+            current[0] = changed
+            await gw.reload().wait()
+            replaced = gw.app.mcp.upstreams["files"]
+            assert replaced is not files
+            answer = await http.post("/mcp", json=body, headers=headers)
+            assert answer.json()["result"]["content"][0]["text"] == "files"
+            assert replaced.pid != old_pid  # type: ignore[attr-defined]
+            with pytest.raises(ProcessLookupError):
+                os.kill(old_pid, 0)  # the retired server's process was killed

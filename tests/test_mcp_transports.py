@@ -1,0 +1,180 @@
+"""MCP upstreams on the legacy HTTP+SSE transport (an mcp 1.x FastMCP server and an mcp 2.x
+MCPServer) and behind OAuth 2.0 client credentials, reached through sidegate's `/mcp` by the
+official mcp 2.x client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx2
+import pytest
+import trio
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from compiler.pipeline import compile_text
+from runtime.plan import Plan
+from tests.support.fake_base import open_fake
+from tests.support.gateway import open_gateway
+from tests.support.mcp_oauth import FakeTokenServer
+from tests.support.mcp_upstreams import start_http
+from tests.support.mcp_venv1 import mcp1_python
+
+T = TypeVar("T")
+
+
+def compiled(text: str) -> Plan:
+    result = compile_text("version: 1\nproviders: {fake: {type: mock}}\n"
+                          "models: {demo: {targets: [{provider: fake, model: demo}]}}\n" + text, "mcp.yaml")
+    assert result.plan is not None, [d.format_text() for d in result.diagnostics]
+    return result.plan
+
+
+def client_run(url: str, body: Callable[[Client], Awaitable[T]]) -> T:
+    async def main() -> T:
+        async with httpx2.AsyncClient(timeout=30) as http:
+            async with Client(streamable_http_client(url, http_client=http)) as client:
+                return await body(client)
+
+    return asyncio.run(main())
+
+
+async def whoami_everywhere(client: Client) -> tuple[list[str], dict[str, Any]]:
+    tools = (await client.list_tools()).tools
+    servers = sorted({t.name.split("__")[0] for t in tools})
+    answers = {}
+    for s in servers:
+        result = await client.call_tool(f"{s}__whoami", {})
+        answers[s] = result.content[0].text
+        failed = await client.call_tool(f"{s}__fail", {})
+        assert failed.is_error
+    return sorted(t.name for t in tools), answers
+
+
+async def test_legacy_sse_upstreams_of_both_sdk_majors() -> None:
+    old = start_http("oldsse", python=mcp1_python(), transport="sse")
+    new = start_http("newsse", transport="sse")
+    try:
+        plan = compiled("mcp:\n  servers:\n"
+                        f"    oldsse: {{url: 'http://127.0.0.1:{old.port}/sse', transport: sse}}\n"
+                        f"    newsse: {{url: 'http://127.0.0.1:{new.port}/sse', transport: sse}}\n")
+        async with open_gateway(plan) as gw:
+            url = f"http://127.0.0.1:{gw.port}/mcp"
+            names, answers = await trio.to_thread.run_sync(lambda: client_run(url, whoami_everywhere))
+            assert answers == {"newsse": "newsse", "oldsse": "oldsse"}
+            assert len(names) == 10
+            # the stream is re-opened when the server comes back
+            old.stop()
+            sse = gw.app.mcp.upstreams["oldsse"]
+            with trio.fail_after(5):
+                while not sse.down:  # type: ignore[attr-defined]
+                    await trio.sleep(0.05)
+            names, answers = await trio.to_thread.run_sync(lambda: client_run(url, whoami_everywhere))
+            assert answers == {"newsse": "newsse"}
+    finally:
+        old.stop()
+        new.stop()
+
+
+async def test_oauth_client_credentials_token_is_cached_and_refreshed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MCP_CLIENT_SECRET", "s3cret")
+    tokens = tmp_path / "tokens"
+    tokens.write_text("tok-1\n")
+    guarded = start_http("guarded", stateless=True, extra=("--tokens-file", str(tokens)))
+    try:
+        async with open_fake(FakeTokenServer()) as issuer:
+            plan = compiled(
+                "mcp:\n  servers:\n    guarded:\n"
+                f"      url: {guarded.url}\n"
+                f"      auth: {{oauth: {{token_url: '{issuer.root}/oauth/token', client_id: gateway, "
+                "client_secret: '${MCP_CLIENT_SECRET}', scope: tools}}\n")
+            assert "s3cret" not in json.dumps(str(plan))
+            async with open_gateway(plan) as gw:
+                url = f"http://127.0.0.1:{gw.port}/mcp"
+                for _ in range(2):
+                    _, answers = await trio.to_thread.run_sync(lambda: client_run(url, whoami_everywhere))
+                    assert answers == {"guarded": "guarded"}
+                assert issuer.issued == 1  # cached across requests
+                assert all("scope=tools" in s.raw.decode() for s in issuer.seen)
+                tokens.write_text("tok-2\n")  # the upstream revokes tok-1: a 401 fetches a new token
+                _, answers = await trio.to_thread.run_sync(lambda: client_run(url, whoami_everywhere))
+                assert answers == {"guarded": "guarded"}
+                assert issuer.issued == 2
+    finally:
+        guarded.stop()
+
+
+async def test_wrong_oauth_client_secret_reports_the_server_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MCP_CLIENT_SECRET", "wrong")
+    async with open_fake(FakeTokenServer()) as issuer:
+        plan = compiled(
+            "mcp:\n  servers:\n    guarded:\n      url: http://127.0.0.1:9/mcp\n"
+            f"      auth: {{oauth: {{token_url: '{issuer.root}/oauth/token', client_id: gateway, "
+            "client_secret: '${MCP_CLIENT_SECRET}'}}\n")
+        async with open_gateway(plan) as gw:
+            up = gw.app.mcp.upstreams["guarded"]
+            from runtime.mcp.protocol import McpError
+
+            with pytest.raises(McpError) as failed:
+                await up.request("tools/list", {})
+    assert failed.value.message == "MCP server 'guarded': OAuth token request failed: HTTP 401 (invalid_client)"
+    assert "wrong" not in failed.value.message
+
+
+async def test_broken_stdio_servers_are_reported_and_the_gateway_stays_up(tmp_path: Path) -> None:
+    silent = tmp_path / "silent.py"
+    silent.write_text("import time\ntime.sleep(60)\n")
+    import sys
+
+    plan = compiled("mcp:\n  servers:\n"
+                    f"    silent: {{command: ['{sys.executable}', '{silent}'], timeout: 1s, start: boot}}\n"
+                    "    missing: {command: [/nonexistent/server], start: boot}\n")
+    async with open_gateway(plan) as gw:
+        url = f"http://127.0.0.1:{gw.port}/mcp"
+        with trio.fail_after(10):
+            while not gw.app.mcp.upstreams["silent"].down:  # type: ignore[attr-defined]
+                await trio.sleep(0.05)
+
+        async def listing(client: Client) -> tuple[list[Any], Any]:
+            page = await client.list_tools()
+            return page.tools, page.meta
+
+        tools, meta = await trio.to_thread.run_sync(lambda: client_run(url, listing))
+        assert tools == []
+        assert meta == {"sidegate.dev/unavailable": ["missing", "silent"]}
+        assert gw.app.mcp.upstreams["silent"].last_error == "no answer to initialize"
+        assert "FileNotFoundError" in (gw.app.mcp.upstreams["missing"].last_error or "")
+
+
+async def test_per_server_timeout_and_concurrency_cap() -> None:
+    import sys
+
+    from tests.support.mcp_upstreams import stdio_command
+
+    command = json.dumps(stdio_command("files", sys.executable))
+    plan = compiled(f"mcp:\n  servers:\n    files: {{command: {command}, timeout: 1s, max_concurrency: 1, start: boot}}\n")
+    async with open_gateway(plan) as gw:
+        url = f"http://127.0.0.1:{gw.port}/mcp"
+
+        async def naps(client: Client) -> tuple[float, str]:
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            first, second = await asyncio.gather(client.call_tool("files__nap", {"seconds": 0.4}),
+                                                 client.call_tool("files__nap", {"seconds": 0.4}))
+            assert first.content[0].text == second.content[0].text == "rested"
+            both = loop.time() - t0
+            try:
+                await client.call_tool("files__nap", {"seconds": 5})
+            except Exception as exc:  # the SDK's MCPError
+                return both, str(exc)
+            return both, "answered"
+
+        both, slow = await trio.to_thread.run_sync(lambda: client_run(url, naps))
+    assert both >= 0.8  # one at a time
+    assert slow == "MCP server 'files' timed out"

@@ -12,7 +12,7 @@ import orjson
 import peewee
 import trio
 
-from runtime.admin import ADMIN_ROUTES, Admin, grant_from_row
+from runtime.admin import ADMIN_ROUTES, Admin, grant_from_row, team_from_row, user_limits_from_row
 from runtime.call import Call, estimate_tokens
 from runtime.errors import BadRequest
 from runtime.governance import Admission, AuthError, Forbidden, Gatekeeper, cost_of, token_of, users_from_plan
@@ -22,7 +22,8 @@ from runtime.keys import Grant, KeyCache
 from runtime.limits import Budget, period_start
 from runtime.logs import Logger
 from runtime.metrics import Metrics
-from runtime.models import ApiKey, SpendLog
+from runtime.models import ApiKey, SpendLog, User
+from runtime.models import Team as TeamRow
 from runtime.redis_sync import RedisSync
 from runtime.spend import SpendRow, SpendWriter
 from runtime.state import Runtime
@@ -69,15 +70,19 @@ class Access:
         """Start using the store: load stored keys and this period's spend (before serving)."""
         self.spend = SpendWriter(store, on_failure=lambda msg, n: self.logger.error(
             "spend_write_failed", error=msg, pending=n), metrics=self.metrics)
-        self.admin = Admin(store, self.gate.cache)
+        self.admin = Admin(store, self.gate.cache, on_change=lambda: self.reload_keys(store))
         await trio.to_thread.run_sync(load)  # the token encoding (~0.3 s), before the first count
         await self.reload_keys(store)
         await self._load_spend(store)
 
     async def reload_keys(self, store: Store) -> None:
-        """Re-read every stored key into the cache (the bound on revocation from elsewhere)."""
+        """Re-read every stored key into the cache (the bound on revocation from elsewhere), and the
+        teams and users created through the admin API."""
         rows = await store.run(lambda: [grant_from_row(r) for r in ApiKey.select()])
         self.gate.cache.replace_stored(g for g in rows if not g.revoked)
+        teams = await store.run(lambda: {t.name: team_from_row(t) for t in TeamRow.select()})
+        users = await store.run(lambda: {u.name: user_limits_from_row(u) for u in User.select()})
+        self.gate.set_stored(teams, users)
 
     async def _load_spend(self, store: Store) -> None:
         wall = time.time()

@@ -1,28 +1,32 @@
-"""The admin API (master key only): virtual keys, teams, spend logs and reports, in shapes a
+"""The admin API (master key only): virtual keys, teams, users, spend logs and reports, in shapes a
 LiteLLM user would recognise (`/key/generate`, `/key/info`, `/key/update`, `/key/delete`,
-`/team/new`, `/team/info`, `/spend/logs`, `/spend/report`). Every database call goes through the
-store's worker-thread seam; the key cache is updated at once so this pod sees changes immediately."""
+`/team/new`, `/team/info`, `/user/new`, `/user/info`, `/spend/logs`, `/spend/report`). Every
+database call goes through the store's worker-thread seam; the key cache (and the gate's stored
+teams and users) are updated at once so this pod sees changes immediately."""
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 
 import orjson
 import peewee
 
 from runtime.errors import BadRequest, NotFound
+from runtime.governance import TeamPolicy
 from runtime.keys import Grant, KeyCache, display_prefix, hash_key, new_key
-from runtime.models import ApiKey, DailySpend, SpendLog, Team
+from runtime.limits import Budget, Limits
+from runtime.models import ApiKey, DailySpend, SpendLog, Team, User
 from runtime.store import Store
 
-__all__ = ["ADMIN_ROUTES", "Admin", "grant_from_row"]
+__all__ = ["ADMIN_ROUTES", "Admin", "grant_from_row", "team_from_row", "user_limits_from_row"]
 
 ADMIN_ROUTES = {
     ("POST", "/key/generate"), ("GET", "/key/info"), ("POST", "/key/update"), ("POST", "/key/delete"),
-    ("POST", "/team/new"), ("GET", "/team/info"), ("GET", "/spend/logs"), ("GET", "/spend/report"),
+    ("POST", "/team/new"), ("GET", "/team/info"), ("POST", "/user/new"), ("GET", "/user/info"),
+    ("GET", "/spend/logs"), ("GET", "/spend/report"),
 }
 _PERIOD = re.compile(r"^([0-9]+d|month)$")
 _DURATION = re.compile(r"^([0-9]+)([smhd])$")
@@ -38,6 +42,19 @@ def grant_from_row(row: ApiKey) -> Grant:
         rpm=row.rpm, tpm=row.tpm, parallel=row.parallel, expires_at=row.expires_at, revoked=row.revoked,
         metadata=orjson.loads(row.metadata or "{}"),
     )
+
+
+def team_from_row(row: Team) -> TeamPolicy:
+    """The gate's policy for a stored team."""
+    models = orjson.loads(row.models)
+    limits = Limits(row.rpm, row.tpm, row.parallel) if (row.rpm, row.tpm, row.parallel) != (None, None, None) else None
+    budget = Budget(row.budget, row.budget_period or "30d") if row.budget is not None else None
+    return TeamPolicy(name=row.name, models=frozenset(models) if models else None, limits=limits, budget=budget)
+
+
+def user_limits_from_row(row: User) -> Limits | None:
+    """The gate's limits for a stored user."""
+    return Limits(row.rpm, row.tpm, row.parallel) if (row.rpm, row.tpm, row.parallel) != (None, None, None) else None
 
 
 def _opt_int(body: Mapping[str, Any], name: str) -> int | None:
@@ -115,16 +132,20 @@ def _key_view(row: ApiKey) -> dict[str, Any]:
 class Admin:
     """Admin request handlers; `now` is the wall clock (seconds since the epoch)."""
 
-    def __init__(self, store: Store, cache: KeyCache, now: Callable[[], float] = time.time) -> None:
+    def __init__(self, store: Store, cache: KeyCache, now: Callable[[], float] = time.time,
+                 on_change: Callable[[], Awaitable[None]] | None = None) -> None:
         self.store = store
         self.cache = cache
         self.now = now
+        self.on_change = on_change
+        """Called after a team or user is created, so the gate enforces it from the next request."""
 
     async def handle(self, method: str, path: str, query: Mapping[str, str], body: Mapping[str, Any]) -> Any:
         """The JSON answer to one admin call (raises GatewayError for bad input)."""
         handler = {
             "/key/generate": self.key_generate, "/key/info": self.key_info, "/key/update": self.key_update,
             "/key/delete": self.key_delete, "/team/new": self.team_new, "/team/info": self.team_info,
+            "/user/new": self.user_new, "/user/info": self.user_info,
             "/spend/logs": self.spend_logs, "/spend/report": self.spend_report,
         }[path]
         return await handler(query if method == "GET" else body)
@@ -215,7 +236,42 @@ class Admin:
             await self.store.run(lambda: Team.create(**fields))
         except peewee.IntegrityError:
             raise BadRequest(f"team '{name}' exists", param="team_id", code="team_exists") from None
+        if self.on_change is not None:
+            await self.on_change()
         return {"team_id": name, **{k: v for k, v in fields.items() if k not in ("name",)}}
+
+    async def user_new(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a user with its rate limits (counted across all of the user's keys)."""
+        name = _text(body, "user_id")
+        if not name:
+            raise BadRequest("'user_id' is required", param="user_id")
+        limits = _limit_fields(body)
+        if limits["budget"] is not None:
+            raise BadRequest("users take rate limits only; budgets belong to keys and teams", param="max_budget")
+        fields = {"name": name, "rpm": limits["rpm"], "tpm": limits["tpm"], "parallel": limits["parallel"],
+                  "created_at": self.now()}
+        try:
+            await self.store.run(lambda: User.create(**fields))
+        except peewee.IntegrityError:
+            raise BadRequest(f"user '{name}' exists", param="user_id", code="user_exists") from None
+        if self.on_change is not None:
+            await self.on_change()
+        return {"user_id": name, "rpm_limit": fields["rpm"], "tpm_limit": fields["tpm"],
+                "max_parallel_requests": fields["parallel"], "created_at": fields["created_at"]}
+
+    async def user_info(self, query: Mapping[str, Any]) -> dict[str, Any]:
+        """A user's limits, keys and spend."""
+        name = query.get("user_id")
+        user = await self.store.run(lambda: User.get_or_none(User.name == name))
+        if user is None:
+            raise NotFound("no such user", code="user_not_found")
+        keys = await self.store.run(lambda: [_key_view(k) for k in ApiKey.select().where(ApiKey.user == name)])
+        spend = await self.store.run(
+            lambda: SpendLog.select(peewee.fn.COALESCE(peewee.fn.SUM(SpendLog.cost), 0.0))
+            .where(SpendLog.user == name).scalar()
+        )
+        return {"user_id": name, "user_info": {"rpm_limit": user.rpm, "tpm_limit": user.tpm,
+                                               "max_parallel_requests": user.parallel}, "keys": keys, "spend": spend}
 
     async def team_info(self, query: Mapping[str, Any]) -> dict[str, Any]:
         """A team's settings, keys and spend."""

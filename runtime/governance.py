@@ -103,26 +103,38 @@ class Gatekeeper:
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.cache = cache
+        self._spec_teams = dict(teams)
+        self._stored_teams: dict[str, TeamPolicy] = {}
         self.teams = dict(teams)
         self.required = required
         self.ledger = ledger or Ledger()
         self.wall = wall
+        self._spec_users: dict[str, Limits | None] = {}
+        self._stored_users: dict[str, Limits | None] = {}
         self.users: dict[str, Limits | None] = {}
         self.default_user: Limits | None = None
 
     def set_users(self, users: Mapping[str, Limits | None], default: Limits | None) -> None:
         """Per-user limits (a reloaded plan's `users`); `default` applies to each user without an entry."""
-        self.users = dict(users)
+        self._spec_users = dict(users)
         self.default_user = default
+        self.users = {**self._stored_users, **self._spec_users}
+
+    def set_stored(self, teams: Mapping[str, TeamPolicy], users: Mapping[str, Limits | None]) -> None:
+        """Teams and users created through the admin API (the spec's win on a shared name)."""
+        self._stored_teams, self._stored_users = dict(teams), dict(users)
+        self.teams = {**self._stored_teams, **self._spec_teams}
+        self.users = {**self._stored_users, **self._spec_users}
 
     def user_limits(self, user: str) -> Limits | None:
         """The limits of `user`: its own entry, else the default (each user counted on its own)."""
         return self.users.get(user, self.default_user)
 
     def configure(self, grants: tuple[Grant, ...], teams: Mapping[str, TeamPolicy], required: bool) -> None:
-        """Apply a (re)loaded plan's keys and teams; counters and store keys are kept."""
+        """Apply a (re)loaded plan's keys and teams; counters and store keys, teams and users are kept."""
         self.cache.set_fixed(grants)
-        self.teams = dict(teams)
+        self._spec_teams = dict(teams)
+        self.teams = {**self._stored_teams, **self._spec_teams}
         self.required = required
 
     def authenticate(self, token: str | None) -> Grant | None:

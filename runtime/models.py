@@ -9,7 +9,7 @@ import peewee
 from playhouse.migrate import SchemaMigrator
 from playhouse.migrate import migrate as playhouse_migrate
 
-__all__ = ["MIGRATIONS", "ApiKey", "DailySpend", "Meta", "SpendLog", "Team", "migrate"]
+__all__ = ["MIGRATIONS", "ApiKey", "DailySpend", "Meta", "SpendLog", "Team", "User", "migrate"]
 
 
 class Meta(peewee.Model):
@@ -27,6 +27,16 @@ class Team(peewee.Model):
     """JSON list of model groups the team may use (empty: all)."""
     budget = peewee.DoubleField(null=True)
     budget_period = peewee.CharField(null=True)
+    rpm = peewee.IntegerField(null=True)
+    tpm = peewee.IntegerField(null=True)
+    parallel = peewee.IntegerField(null=True)
+    created_at = peewee.DoubleField()
+
+
+class User(peewee.Model):
+    """A user created through the admin API, with its rate limits (spec users live in the plan)."""
+
+    name = peewee.CharField(primary_key=True)
     rpm = peewee.IntegerField(null=True)
     tpm = peewee.IntegerField(null=True)
     parallel = peewee.IntegerField(null=True)
@@ -92,7 +102,7 @@ class DailySpend(peewee.Model):
         indexes = ((("day", "key_hash", "team", "model"), True),)
 
 
-TABLES: list[type[peewee.Model]] = [Meta, Team, ApiKey, SpendLog, DailySpend]
+TABLES: list[type[peewee.Model]] = [Meta, Team, User, ApiKey, SpendLog, DailySpend]
 
 
 def _v1(db: peewee.Database) -> None:
@@ -114,7 +124,11 @@ def _v3(db: peewee.Database) -> None:
 _MIGRATION_LOCK = 0x5169_6567_6174
 """The PostgreSQL advisory lock id held while migrating (any fixed 64-bit number)."""
 
-MIGRATIONS: list[Callable[[peewee.Database], None]] = [_v1, _v2, _v3]
+def _v4(db: peewee.Database) -> None:
+    db.create_tables([User])
+
+
+MIGRATIONS: list[Callable[[peewee.Database], None]] = [_v1, _v2, _v3, _v4]
 """Migration n brings the schema from version n to n+1 (later ones may use playhouse.migrate)."""
 
 

@@ -125,3 +125,36 @@ async def test_open_gateway_without_auth_section_needs_no_key() -> None:
         async with open_gateway(p) as gw:
             r = await _sdk(gw, "anything").chat.completions.create(model="demo", messages=MSG)  # type: ignore[arg-type]
     assert r.choices
+
+
+async def test_admin_created_teams_and_users_are_enforced_and_survive_a_restart(tmp_path: Path) -> None:
+    """A team made with POST /team/new (rpm 2) and a user made with POST /user/new (rpm 1) limit the
+    keys that name them from the next request, and again after a restart (read from the store)."""
+    db = f"sqlite:///{tmp_path}/gov.db"
+    master = {"authorization": "Bearer sk-master-secret"}
+    with trio.fail_after(20):
+        async with open_gateway(_plan(db)) as gw:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw.port}") as c:
+                assert (await c.post("/team/new", headers=master, json={"team_id": "small", "rpm_limit": 2,
+                                                                        "models": ["demo"]})).status_code == 200
+                made = await c.post("/user/new", headers=master, json={"user_id": "bob", "rpm_limit": 1})
+                assert made.status_code == 200 and made.json()["rpm_limit"] == 1
+                dup = await c.post("/user/new", headers=master, json={"user_id": "bob"})
+                assert dup.status_code == 400 and dup.json()["error"]["code"] == "user_exists"
+                team_key = (await c.post("/key/generate", headers=master, json={"team_id": "small"})).json()["key"]
+                user_key = (await c.post("/key/generate", headers=master, json={"user_id": "bob"})).json()["key"]
+
+                async def codes(key: str, n: int, model: str = "demo") -> list[int]:
+                    return [(await c.post("/v1/chat/completions", headers={"authorization": f"Bearer {key}"},
+                                          json={"model": model, "messages": MSG})).status_code for _ in range(n)]
+
+                assert await codes(team_key, 3) == [200, 200, 429]
+                assert await codes(team_key, 1, "other") == [403], "the team's models bind its keys"
+                assert await codes(user_key, 2) == [200, 429]
+                info = (await c.get("/user/info", headers=master, params={"user_id": "bob"})).json()
+                assert info["user_info"]["rpm_limit"] == 1 and len(info["keys"]) == 1 and info["spend"] >= 0
+        async with open_gateway(_plan(db)) as gw:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw.port}") as c:
+                after = [(await c.post("/v1/chat/completions", headers={"authorization": f"Bearer {user_key}"},
+                                       json={"model": "demo", "messages": MSG})).status_code for _ in range(2)]
+    assert after == [200, 429], "stored users are enforced after a restart"

@@ -211,8 +211,12 @@ async def test_priority_uses_tier_zero_while_it_is_up(autojump_clock: trio.testi
 async def test_health_report_and_metrics_show_breaker_state(autojump_clock: trio.testing.MockClock) -> None:
     t = ScriptedTransport({"a.test": lambda r: Reply(error(500)), "b.test": lambda r: ok()})
     app = make_app(two(), t)
-    for _ in range(10):
+    # The router picks at random: send until `a` has failed the 3 times that open its breaker.
+    for _ in range(200):
+        if t.count("a.test") >= 3:
+            break
         await asgi_call(app, CHAT)
+    await asgi_call(app, CHAT)
     _, _, body = await asgi_call(app, {}, path="/health/deployments", method="GET")
     report = {d["deployment"]: d for d in json.loads(body)["deployments"]}
     assert report["a/m"]["state"] == "open" and report["b/m"]["state"] == "closed"

@@ -265,13 +265,19 @@ class Admin:
         user = await self.store.run(lambda: User.get_or_none(User.name == name))
         if user is None:
             raise NotFound("no such user", code="user_not_found")
-        keys = await self.store.run(lambda: [_key_view(k) for k in ApiKey.select().where(ApiKey.user == name)])
-        spend = await self.store.run(
-            lambda: SpendLog.select(peewee.fn.COALESCE(peewee.fn.SUM(SpendLog.cost), 0.0))
-            .where(SpendLog.user == name).scalar()
-        )
+        keys, spend = await self._keys_and_spend("user", name)
         return {"user_id": name, "user_info": {"rpm_limit": user.rpm, "tpm_limit": user.tpm,
                                                "max_parallel_requests": user.parallel}, "keys": keys, "spend": spend}
+
+    async def _keys_and_spend(self, column: str, name: Any) -> tuple[list[dict[str, Any]], float]:
+        """The keys whose `column` (team or user) is `name`, and the spend logged under it."""
+
+        def read() -> tuple[list[dict[str, Any]], float]:
+            keys = [_key_view(k) for k in ApiKey.select().where(getattr(ApiKey, column) == name)]
+            total = SpendLog.select(peewee.fn.COALESCE(peewee.fn.SUM(SpendLog.cost), 0.0))
+            return keys, float(total.where(getattr(SpendLog, column) == name).scalar())
+
+        return await self.store.run(read)
 
     async def team_info(self, query: Mapping[str, Any]) -> dict[str, Any]:
         """A team's settings, keys and spend."""
@@ -279,11 +285,7 @@ class Admin:
         team = await self.store.run(lambda: Team.get_or_none(Team.name == name))
         if team is None:
             raise NotFound("no such team", code="team_not_found")
-        keys = await self.store.run(lambda: [_key_view(k) for k in ApiKey.select().where(ApiKey.team == name)])
-        spend = await self.store.run(
-            lambda: SpendLog.select(peewee.fn.COALESCE(peewee.fn.SUM(SpendLog.cost), 0.0))
-            .where(SpendLog.team == name).scalar()
-        )
+        keys, spend = await self._keys_and_spend("team", name)
         return {"team_id": name, "team_info": {"models": orjson.loads(team.models), "max_budget": team.budget,
                                                "rpm_limit": team.rpm, "tpm_limit": team.tpm}, "keys": keys,
                 "spend": spend}

@@ -10,23 +10,13 @@ from pathlib import Path
 import pytest
 
 from compiler.cli import main
+from tests.support.specs import store_spec
 
 Capture = pytest.CaptureFixture[str]
 
 
 def _spec(tmp_path: Path) -> Path:
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(f"""\
-version: 1
-providers:
-  fake: {{type: mock}}
-models:
-  demo:
-    targets: [{{provider: fake, model: echo}}]
-store:
-  database: sqlite:///{tmp_path}/keys.db
-""")
-    return spec
+    return store_spec(tmp_path, f"sqlite:///{tmp_path}/keys.db")
 
 
 def test_create_list_revoke(tmp_path: Path, capsys: Capture) -> None:

@@ -10,23 +10,13 @@ import pytest
 
 from compiler.cli import main
 from tests.support.postgres import fresh_database, pg_server  # noqa: F401 - fixtures
+from tests.support.specs import store_spec
 
 Capture = pytest.CaptureFixture[str]
 
 
 def _spec(tmp_path: Path, url: str) -> str:
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(f"""\
-version: 1
-providers:
-  fake: {{type: mock}}
-models:
-  demo:
-    targets: [{{provider: fake, model: echo}}]
-store:
-  database: "{url}"
-""")
-    return str(spec)
+    return str(store_spec(tmp_path, url))
 
 
 def test_keys_create_list_revoke_on_postgresql(pg_server: str, tmp_path: Path, capsys: Capture,  # noqa: F811

@@ -28,7 +28,7 @@ from runtime.redis_sync import RedisSync
 from runtime.spend import SpendRow, SpendWriter
 from runtime.state import Runtime
 from runtime.store import Store
-from runtime.tokens import estimate_usage, load
+from runtime.tokens import estimate_usage
 
 __all__ = ["ADMIN_ROUTES", "Access"]
 
@@ -71,7 +71,6 @@ class Access:
         self.spend = SpendWriter(store, on_failure=lambda msg, n: self.logger.error(
             "spend_write_failed", error=msg, pending=n), metrics=self.metrics)
         self.admin = Admin(store, self.gate.cache, on_change=lambda: self.reload_keys(store))
-        await trio.to_thread.run_sync(load)  # the token encoding (~0.3 s), before the first count
         await self.reload_keys(store)
         await self._load_spend(store)
 

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import trio
 
+from runtime import tokens
 from runtime.a2a import A2AGateway, A2AMetrics
 from runtime.access import ADMIN_ROUTES, Access
 from runtime.call import Call, parse_request
@@ -104,6 +105,8 @@ class App:
     async def _count_tokens(self, scope: Scope, receive: Receive, send: Send, rid: str) -> None:
         """`POST /v1/messages/count_tokens`: an estimate of the request's input tokens (no upstream call)."""
         rt = self.runtime
+        if not tokens.is_loaded():
+            await trio.to_thread.run_sync(tokens.load)  # once, off the loop (~0.3 s)
         data = parse_messages(await read_body(scope, receive, rt.plan.server.max_body), count=True)
         if rt.routes.resolve(data["model"]) is None:
             raise ModelNotFound(f"model '{data['model']}' is not served by this gateway", param="model")

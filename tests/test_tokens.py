@@ -105,6 +105,7 @@ async def test_answers_without_usage_are_metered_locally_and_flagged(tmp_path: P
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TOK_MASTER", "sk-master-tok")
     monkeypatch.setenv("TOK_KEY", "sk-user-tok")
+    await trio.to_thread.run_sync(tokens.load)  # exact metering (see the next test for before the load)
     async with open_fake_openai() as fake:
         p = plan([openai_provider("up", fake.base_url)], [
             group("bare", target("up", "no-usage", price=PRICE)), group("metered", target("up", "ok", price=PRICE))],
@@ -134,6 +135,23 @@ async def test_answers_without_usage_are_metered_locally_and_flagged(tmp_path: P
     assert rows[1] == ("bare", prompt, answer, pytest.approx(cost), 1)
     assert rows[2] == ("metered", 11, 2, pytest.approx(11e-3 + 2 * 2e-3), 0), "reported usage is used as is"
     assert rows[3] == ("bare", 10, answer, pytest.approx(10e-3 + answer * 2e-3), 1)
+
+
+async def test_the_encoding_loads_on_first_need_and_metering_is_rough_until_then(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing loads the encoding at start (it costs ~75 MB); the first answer without usage starts
+    the load in a worker thread and is metered at ~4 characters a token meanwhile."""
+    monkeypatch.setattr(tokens, "_encoding", None)
+    monkeypatch.setattr(tokens, "_loading", False)
+    answer = b'{"choices": [{"message": {"content": "Hi there, how are you today?"}}]}'
+    usage = tokens.estimate_usage({"messages": ASK}, answer, "chat")
+    assert usage.completion == tokens.rough("Hi there, how are you today?") == 7
+    assert usage.prompt == tokens.rough(FOX) + 6
+    with trio.fail_after(10):
+        while not tokens.is_loaded():
+            await trio.sleep(0.01)
+    exact = tokens.estimate_usage({"messages": ASK}, answer, "chat")
+    assert exact.completion == tokens.count("Hi there, how are you today?") and exact.prompt == 16
 
 
 async def test_long_prompts_are_counted_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -27,6 +27,8 @@ __all__ = ["SpendRow", "SpendWriter", "write_rows", "write_values"]
 BATCH = 500
 LINGER = 0.05
 """How long the writer waits after the first queued row, so rows are written in batches."""
+MEMORY_ROWS = 10_000
+"""Spend log rows kept by an in-memory store (`sqlite://:memory:`); a file or PostgreSQL keeps all."""
 MAX_RETRY_DELAY = 5.0
 """The longest wait between retries while the database is down (backoff doubles from 0.5 s)."""
 
@@ -125,6 +127,12 @@ def write_values(values: list[Values]) -> None:
         else:
             cursor.executemany(insert + f"({', '.join([db.param] * len(_COLUMNS))})", values)
             cursor.executemany(upsert, daily)
+            if db.database == ":memory:":
+                # An in-memory store lives in this process's RAM: keep the newest rows only (the
+                # daily aggregates stay complete), or a busy sidecar would grow without bound.
+                q, table = db.quote[0], SpendLog._meta.table_name
+                cursor.execute(f"DELETE FROM {q}{table}{q} WHERE id <= "
+                               f"(SELECT MAX(id) FROM {q}{table}{q}) - {MEMORY_ROWS}")
 
 
 class _DatabaseFailed(Exception):

@@ -138,3 +138,17 @@ async def test_a_row_the_database_refuses_is_dropped_alone(store_url: str) -> No
     assert writer.rejected == 1 and writer.written == 9
     assert _sample(metrics, 'sidegate_spend_rows_dropped_total{reason="rejected"}') == 1
     assert len(failures) == 1 and "'r3' refused" in failures[0]
+
+
+async def test_an_in_memory_store_keeps_the_newest_rows_and_whole_aggregates() -> None:
+    from runtime.spend import MEMORY_ROWS, write_rows
+
+    store = await Store.open("sqlite://:memory:")
+    for start in range(0, MEMORY_ROWS + 2_000, 1_000):
+        batch = [_row(i) for i in range(start, start + 1_000)]
+        await store.run(lambda batch=batch: write_rows(batch))  # type: ignore[misc]
+    kept = await store.run(lambda: [r.request_id for r in SpendLog.select(SpendLog.request_id)])
+    requests = await store.run(lambda: sum(d.requests for d in DailySpend.select()))
+    await store.aclose()
+    assert len(kept) == MEMORY_ROWS and f"r{MEMORY_ROWS + 1_999}" in kept and "r0" not in kept
+    assert requests == MEMORY_ROWS + 2_000, "the daily aggregates count every row"

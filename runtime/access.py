@@ -5,7 +5,7 @@ master key. Owned by the app; the key cache, counters and spend writer outlive p
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 import orjson
@@ -17,8 +17,7 @@ from runtime.call import Call, estimate_tokens
 from runtime.errors import BadRequest
 from runtime.governance import Admission, AuthError, Forbidden, Gatekeeper, cost_of, token_of, users_from_plan
 from runtime.http import Receive, Scope, read_body
-from runtime.jwt_auth import JwtVerifier, looks_like_jwt
-from runtime.keys import Grant, KeyCache
+from runtime.keys import Grant, KeyCache, looks_like_jwt
 from runtime.limits import Budget, period_start
 from runtime.logs import Logger
 from runtime.metrics import Metrics
@@ -30,6 +29,9 @@ from runtime.state import Runtime
 from runtime.store import Store
 from runtime.tokens import estimate_usage
 
+if TYPE_CHECKING:
+    from runtime.jwt_auth import JwtVerifier
+
 __all__ = ["ADMIN_ROUTES", "Access"]
 
 
@@ -39,6 +41,8 @@ def _verifier(runtime: Runtime, current: JwtVerifier | None) -> JwtVerifier | No
         return None
     if current is not None and current.rule == rule:
         return current  # keep the cached signing keys across a reload
+    from runtime.jwt_auth import JwtVerifier  # pyjwt and cryptography (~8 MB) only where auth.jwt is set
+
     return JwtVerifier(rule, runtime.jwt_secret)
 
 

@@ -12,17 +12,12 @@ import jwt
 import trio
 
 from runtime.governance import AuthError
-from runtime.keys import Grant
+from runtime.keys import Grant, looks_like_jwt
 from runtime.plan import JwtRule
 
 __all__ = ["JwtVerifier", "claim", "looks_like_jwt"]
 
 _MIN_REFETCH = 10.0
-
-
-def looks_like_jwt(token: str) -> bool:
-    """A compact JWS (three base64url parts, a JSON header)."""
-    return token.startswith("eyJ") and token.count(".") == 2
 
 
 def claim(claims: Any, path: str | None) -> Any:

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["KEY_PREFIX", "Grant", "KeyCache", "display_prefix", "hash_key", "new_key"]
+__all__ = ["KEY_PREFIX", "Grant", "KeyCache", "display_prefix", "hash_key", "looks_like_jwt", "new_key"]
 
 KEY_PREFIX = "sk-sg-"
 
@@ -21,6 +21,11 @@ KEY_PREFIX = "sk-sg-"
 def new_key() -> str:
     """A fresh random virtual key."""
     return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def looks_like_jwt(token: str) -> bool:
+    """A compact JWS (three base64url parts, a JSON header)."""
+    return token.startswith("eyJ") and token.count(".") == 2
 
 
 def hash_key(key: str) -> str:

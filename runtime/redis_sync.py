@@ -19,8 +19,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import redis
 import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -29,6 +29,9 @@ from runtime.logs import Logger
 from runtime.plan import Secret
 from runtime.secrets import SecretError, resolve
 from runtime.window import WINDOW
+
+if TYPE_CHECKING:
+    import redis
 
 __all__ = ["PREFIX", "RedisSync", "push"]
 
@@ -103,6 +106,8 @@ class RedisSync:
         pending = self.ledger.take_pending(self.wall())
         if not pending.windows and not pending.spend:
             return True
+        import redis  # only where store.redis is set (~6 MB)
+
         t0 = trio.current_time()
         try:
             client = await self._connect()
@@ -130,6 +135,8 @@ class RedisSync:
             source = self.source
             assert source is not None
             url = await trio.to_thread.run_sync(resolve, source)
+            import redis
+
             self._client = redis.Redis.from_url(url, socket_timeout=_TIMEOUT, socket_connect_timeout=_TIMEOUT,
                                                 health_check_interval=0)
             self._client_source = source

@@ -18,7 +18,6 @@ from urllib.parse import quote
 
 import httpx
 import orjson
-from botocore.eventstream import EventStreamBuffer, ParserError
 
 from runtime.errors import BadRequest, GatewayError, UpstreamError
 from runtime.openai_wire import Usage, thaw
@@ -263,6 +262,8 @@ class BedrockStream:
         self.keep_usage = keep_usage
         self.usage: Usage | None = None
         self.done = False
+        from botocore.eventstream import EventStreamBuffer  # botocore (~9 MB) only where Bedrock streams
+
         self._buffer = EventStreamBuffer()
         self._writer = ChunkWriter(f"bedrock-{uuid.uuid4().hex}", model, created, keep_usage)
         self._tools: dict[int, int] = {}
@@ -270,6 +271,8 @@ class BedrockStream:
 
     def feed(self, data: bytes) -> bytes:
         """OpenAI chunk bytes for the frames these bytes complete."""
+        from botocore.eventstream import ParserError
+
         self._buffer.add_data(data)
         out: list[bytes] = []
         try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import io
 import threading
 from collections.abc import Callable
 from importlib import resources
@@ -63,8 +64,8 @@ def _ranks() -> dict[bytes, int]:
     if hashlib.sha256(raw).hexdigest() != _SHA256:
         raise RuntimeError("the shipped o200k_base encoding is damaged (SHA-256 mismatch)")
     ranks: dict[bytes, int] = {}
-    for line in raw.splitlines():
-        if line:
+    for line in io.BytesIO(raw):  # line by line: no second copy of the file as a list of lines
+        if line.strip():
             token, rank = line.split()
             ranks[base64.b64decode(token)] = int(rank)
     return ranks
@@ -76,8 +77,13 @@ def load() -> tiktoken.Encoding:
     if _encoding is None:
         with _lock:
             if _encoding is None:
-                _encoding = tiktoken.Encoding(ENCODING, pat_str=_PATTERN, mergeable_ranks=_ranks(),
-                                              special_tokens=_SPECIAL)
+                ranks = _ranks()
+                encoding = tiktoken.Encoding(ENCODING, pat_str=_PATTERN, mergeable_ranks=ranks,
+                                             special_tokens=_SPECIAL)
+                # The Rust core keeps its own copy; the Python dict (~30 MB) is only read again to
+                # pickle the encoding, which sidegate never does.
+                ranks.clear()
+                _encoding = encoding
     return _encoding
 
 

@@ -10,7 +10,19 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Union
+
+from runtime.plan_gateways import (
+    A2A,
+    A2AAgent,
+    A2APolicy,
+    Mcp,
+    McpAccess,
+    McpOAuth,
+    McpServer,
+    McpStart,
+    McpTransport,
+)
+from runtime.plan_values import Header, JSONValue, Secret, SecretPart, SecretSource
 
 __all__ = [
     "A2A",
@@ -59,52 +71,6 @@ __all__ = [
 
 PLAN_VERSION = 8
 """Bumped whenever a plan written by an older compiler could be misread by this runtime."""
-
-JSONValue = Union[None, bool, int, float, str, tuple["JSONValue", ...], Mapping[str, "JSONValue"]]  # noqa: UP007
-"""A frozen JSON value: arrays are tuples, objects are read-only mappings."""
-
-class SecretSource(enum.Enum):
-    """Where one part of a secret's value comes from."""
-
-    TEXT = "text"
-    ENV = "env"
-    FILE = "file"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SecretPart:
-    """Literal text, or the name of an environment variable, or a file path."""
-
-    source: SecretSource
-    value: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Secret:
-    """A reference to a secret: its parts are concatenated once they are resolved at start."""
-
-    parts: tuple[SecretPart, ...]
-
-    def describe(self) -> str:
-        """Show where the secret comes from, never its value (safe for logs and `explain`)."""
-        out: list[str] = []
-        for part in self.parts:
-            if part.source is SecretSource.ENV:
-                out.append("${" + part.value + "}")
-            elif part.source is SecretSource.FILE:
-                out.append("{file:" + part.value + "}")
-            else:
-                out.append(part.value)
-        return "".join(out)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Header:
-    """An extra header sent upstream; its value may hold secret references."""
-
-    name: str
-    value: Secret
-
 
 class Family(enum.Enum):
     """The adapter family that speaks to a provider's wire format."""
@@ -370,77 +336,6 @@ class LimitRule:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class A2APolicy:
-    """Which A2A agents a key or team may call: names matching an `allow` glob (all when `allow`
-    is empty) and no `deny` glob."""
-
-    allow: tuple[str, ...]
-    deny: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class McpAccess:
-    """MCP permissions: glob patterns over namespaced names (`<server><sep><tool>`); deny wins."""
-
-    allow: tuple[str, ...] | None
-    """None: every name not denied."""
-    deny: tuple[str, ...]
-
-
-class McpTransport(enum.Enum):
-    """How sidegate reaches an upstream MCP server."""
-
-    STREAMABLE_HTTP = "streamable-http"
-    SSE = "sse"
-    """The legacy HTTP+SSE transport (protocol 2024-11-05)."""
-    STDIO = "stdio"
-
-
-class McpStart(enum.Enum):
-    """When a stdio server's subprocess is started."""
-
-    LAZY = "lazy"
-    BOOT = "boot"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class McpOAuth:
-    """OAuth 2.0 client credentials: the token endpoint and the client's id and secret."""
-
-    token_url: str
-    client_id: Secret
-    client_secret: Secret
-    scope: str | None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class McpServer:
-    """One upstream MCP server."""
-
-    name: str
-    transport: McpTransport
-    url: str | None
-    headers: tuple[Header, ...]
-    """Sent with every HTTP request (auth included: `Authorization: Bearer ...` or an API-key header)."""
-    oauth: McpOAuth | None
-    """Bearer tokens from an OAuth 2.0 client-credentials grant (HTTP transports)."""
-    command: tuple[str, ...]
-    env: tuple[Header, ...]
-    """Environment variables added for a stdio subprocess (name, value)."""
-    start: McpStart
-    timeout: float
-    max_concurrency: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Mcp:
-    """The MCP gateway: upstream servers, aggregated at `/mcp`."""
-
-    separator: str
-    servers: tuple[McpServer, ...]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class StaticKey:
     """A key declared in the spec (its value a secret reference)."""
 
@@ -501,31 +396,6 @@ class Auth:
     keys: tuple[StaticKey, ...]
     refresh: float
     jwt: JwtRule | None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class A2AAgent:
-    """An upstream A2A agent fronted at `/a2a/{name}`: where its card is, the headers that
-    authenticate sidegate to it (secret references), and its deadlines."""
-
-    name: str
-    card_url: str
-    """The agent card's URL (`{url}/.well-known/agent-card.json` when the spec gives a base URL)."""
-    headers: tuple[Header, ...]
-    connect_timeout: float
-    timeout: float
-    """Deadline of a unary call and of the card fetch; streams are bounded by `stream_idle` instead."""
-    stream_idle: float
-    """The longest wait for the next byte of a stream."""
-    refresh: float
-    """Seconds between card fetches while the agent is healthy."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class A2A:
-    """The A2A gateway: the agents the spec declares."""
-
-    agents: tuple[A2AAgent, ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -83,6 +83,7 @@ def generation_schema() -> dict[str, Any]:
     schema["properties"]["providers"]["maxProperties"] = 3
     schema["properties"]["models"]["maxProperties"] = 3
     schema["properties"].pop("a2a", None)
+    schema["properties"].pop("mcp", None)  # its own section test: tests/test_mcp_compiler.py
     defs["model_group"]["properties"]["targets"]["maxItems"] = 3
     defs["model_group"]["properties"]["aliases"]["maxItems"] = 2
     for holder in (defs["provider"], defs["target"]):

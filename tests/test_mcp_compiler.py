@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis_jsonschema import from_schema
+
 from compiler.pipeline import compile_text
+from compiler.schemafile import load_schema
 from runtime.plan import McpStart, McpTransport, SecretSource
 from runtime.plan_json import dumps, loads
+from tests.test_a2a_units import strip
+from tests.test_compiler_properties import SETTINGS, _consistent_mcp, to_yaml  # adapts hypothesis-jsonschema
 
 HEAD = "version: 1\nproviders: {fake: {type: mock}}\nmodels: {demo: {targets: [{provider: fake, model: demo}]}}\n"
 
@@ -76,3 +84,25 @@ def test_transport_auth_and_names_are_checked() -> None:
         ("mcp.server-name", "/mcp/servers/my-files")]
     both = codes(base + "    a: {url: 'http://x/mcp', command: [x]}\n")
     assert both and all(code.startswith("schema") for code, _ in both)
+
+
+def _mcp_schema() -> dict[str, Any]:
+    """The schema's `mcp` section alone with the definitions it uses (at most 2 servers): drawn
+    apart from the whole-spec property test, which is many times slower with it."""
+    schema = load_schema()
+    defs = {k: schema["$defs"][k] for k in ("mcp_server", "secret", "duration")}
+    section = strip({"$defs": defs, **schema["properties"]["mcp"]})
+    section["properties"]["servers"]["maxProperties"] = 2
+    return section
+
+
+@settings(SETTINGS, max_examples=25)
+@given(from_schema(_mcp_schema()))
+def test_any_schema_valid_mcp_section_compiles_cleanly_once_consistent(section: dict[str, Any]) -> None:
+    spec = {"version": 1, "providers": {"fake": {"type": "mock"}},
+            "models": {"demo": {"targets": [{"provider": "fake", "model": "demo"}]}}, "mcp": section}
+    _consistent_mcp(spec)
+    result = compile_text(to_yaml(spec), "generated.yaml")
+    assert [d for d in result.diagnostics if d.is_error] == [], result.diagnostics
+    assert result.plan is not None and result.plan.mcp is not None and loads(dumps(result.plan)) == result.plan
+    assert {s.name for s in result.plan.mcp.servers} == set(section["servers"])

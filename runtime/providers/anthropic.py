@@ -21,6 +21,7 @@ from runtime.providers.chat import Chat, Image, Text, ToolCall, ToolResult, pars
 from runtime.providers.common import (
     ChunkWriter,
     NativeAdapterBase,
+    NativeStream,
     SseParser,
     completion_body,
     json_body,
@@ -228,19 +229,14 @@ class AnthropicAdapter(NativeAdapterBase):
         return error_from_anthropic(status, headers, body)
 
 
-class AnthropicStream:
+class AnthropicStream(NativeStream):
     """Anthropic SSE events -> OpenAI chunk events."""
 
-    __slots__ = ("_blocks", "_created", "_finish", "_model", "_parser", "_tools", "_writer", "done", "keep_usage",
-                 "usage")
+    __slots__ = ("_blocks", "_finish", "_parser", "_tools", "_writer")
 
     def __init__(self, keep_usage: bool, created: int, model: str) -> None:
-        self.keep_usage = keep_usage
-        self.usage: Usage | None = None
-        self.done = False
+        super().__init__(keep_usage, created, model)
         self._parser = SseParser()
-        self._created = created
-        self._model = model
         self._writer = ChunkWriter("msg", model, created, keep_usage)
         self._blocks: dict[int, int] = {}
         """Anthropic content block index -> OpenAI tool call index."""

@@ -26,6 +26,7 @@ from runtime.providers.chat import EFFORT_BUDGET, Chat, Image, Text, ToolCall, T
 from runtime.providers.common import (
     ChunkWriter,
     NativeAdapterBase,
+    NativeStream,
     completion_body,
     guess_media_type,
     json_body,
@@ -253,15 +254,13 @@ class BedrockAdapter(NativeAdapterBase):
         return error_from_bedrock(status, headers, body)
 
 
-class BedrockStream:
+class BedrockStream(NativeStream):
     """ConverseStream binary frames -> OpenAI chunk events; exception frames raise."""
 
-    __slots__ = ("_buffer", "_tools", "_writer", "done", "keep_usage", "usage")
+    __slots__ = ("_buffer", "_tools", "_writer")
 
     def __init__(self, keep_usage: bool, created: int, model: str) -> None:
-        self.keep_usage = keep_usage
-        self.usage: Usage | None = None
-        self.done = False
+        super().__init__(keep_usage, created, model)
         from botocore.eventstream import EventStreamBuffer  # botocore (~9 MB) only where Bedrock streams
 
         self._buffer = EventStreamBuffer()

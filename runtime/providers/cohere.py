@@ -22,6 +22,7 @@ from runtime.providers.chat import EFFORT_BUDGET, Chat, Image, Text, ToolCall, T
 from runtime.providers.common import (
     ChunkWriter,
     NativeAdapterBase,
+    NativeStream,
     SseParser,
     completion_body,
     embedding_inputs,
@@ -221,18 +222,14 @@ class CohereAdapter(NativeAdapterBase):
         return error_from_cohere(status, headers, body)
 
 
-class CohereStream:
+class CohereStream(NativeStream):
     """Cohere v2 SSE events -> OpenAI chunk events."""
 
-    __slots__ = ("_created", "_model", "_parser", "_tools", "_writer", "done", "keep_usage", "usage")
+    __slots__ = ("_parser", "_tools", "_writer")
 
     def __init__(self, keep_usage: bool, created: int, model: str) -> None:
-        self.keep_usage = keep_usage
-        self.usage: Usage | None = None
-        self.done = False
+        super().__init__(keep_usage, created, model)
         self._parser = SseParser()
-        self._created = created
-        self._model = model
         self._writer = ChunkWriter("cohere", model, created, keep_usage)
         self._tools: dict[int, int] = {}
 

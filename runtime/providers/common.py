@@ -26,6 +26,7 @@ from runtime.transport import UpstreamRequest
 __all__ = [
     "ChunkWriter",
     "NativeAdapterBase",
+    "NativeStream",
     "RequestAuthorizer",
     "SseEvent",
     "SseParser",
@@ -54,6 +55,20 @@ class NativeAdapterBase:
     def __init__(self, *, drop_unsupported: bool = False, clock: Callable[[], float] = time.time) -> None:
         self.drop_unsupported = drop_unsupported
         self._clock = clock
+
+
+class NativeStream:
+    """What every native stream translator keeps: whether the client asked for the usage chunk, the
+    usage seen so far, whether the stream completed, and the `created` and `model` of its chunks."""
+
+    __slots__ = ("_created", "_model", "done", "keep_usage", "usage")
+
+    def __init__(self, keep_usage: bool, created: int, model: str) -> None:
+        self.keep_usage = keep_usage
+        self.usage: Usage | None = None
+        self.done = False
+        self._created = created
+        self._model = model
 
 
 class RequestAuthorizer(Protocol):

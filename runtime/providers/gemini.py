@@ -29,6 +29,7 @@ from runtime.providers.chat import EFFORT_BUDGET, Chat, Image, Text, ToolCall, T
 from runtime.providers.common import (
     ChunkWriter,
     NativeAdapterBase,
+    NativeStream,
     SseParser,
     completion_body,
     embedding_inputs,
@@ -312,20 +313,16 @@ class GeminiAdapter(NativeAdapterBase):
         return error_from_gemini(status, headers, body)
 
 
-class GeminiStream:
+class GeminiStream(NativeStream):
     """Gemini SSE chunks (each a whole `GenerateContentResponse`) -> OpenAI chunk events."""
 
-    __slots__ = ("_created", "_model", "_parser", "_tools", "_writer", "done", "keep_usage", "usage")
+    __slots__ = ("_parser", "_tools", "_writer")
 
     def __init__(self, keep_usage: bool, created: int, model: str) -> None:
-        self.keep_usage = keep_usage
-        self.usage: Usage | None = None
-        self.done = False
+        super().__init__(keep_usage, created, model)
         self._parser = SseParser()
         self._writer: ChunkWriter | None = None
         self._tools = 0
-        self._created = created
-        self._model = model
 
     def feed(self, data: bytes) -> bytes:
         """OpenAI chunk bytes for these upstream bytes."""

@@ -228,3 +228,25 @@ async def test_upstream_error_and_mid_stream_error(case: Case, tmp_path: Path) -
     assert err.response.headers["retry-after"] == case.retry_after
     assert received, "the stream had started before the upstream failed"
     assert broken.value.message
+
+
+async def test_bedrock_embeddings_through_the_openai_sdk(tmp_path: Path) -> None:
+    """Titan and Cohere embedding models on Bedrock via InvokeModel, SigV4-signed, as the openai SDK
+    sees them (base64 by default, decoded by the SDK)."""
+    with trio.fail_after(15):
+        async with open_fake(FakeBedrock()) as fake:
+            provider = native_provider("aws", Family.BEDROCK, fake.base_url, None, region="us-east-1")
+            p = plan([provider], [group("titan", target("aws", "amazon.titan-embed-text-v2:0")),
+                                  group("cohere", target("aws", "cohere.embed-english-v3"))])
+            async with open_gateway(p) as gw:
+                client = openai.AsyncOpenAI(base_url=base_url(gw), api_key="unused", max_retries=0)
+                titan = await client.embeddings.create(model="titan", input="hello there world", dimensions=3)
+                cohere = await client.embeddings.create(model="cohere", input=["a", "b"])
+                with pytest.raises(openai.BadRequestError) as many:
+                    await client.embeddings.create(model="titan", input=["a", "b"])
+    assert [round(v, 2) for v in titan.data[0].embedding] == [0.01, 0.02, 0.03]
+    assert titan.usage.prompt_tokens == 3
+    assert [d.embedding for d in cohere.data] == [[0.5, -0.25, 0.0], [0.5, -0.25, 1.0]]
+    assert "one input" in str(many.value)
+    assert fake.seen[0].path == "/model/amazon.titan-embed-text-v2:0/invoke"
+    assert fake.seen[0].headers["authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/")

@@ -152,3 +152,31 @@ def test_error_mapping() -> None:
     assert _err(403, "AccessDeniedException", "no access").code == "upstream_auth_error"
     assert isinstance(_err(500, "InternalServerException", "boom"), UpstreamError)
     assert "ThrottlingException" in _err(429, "ThrottlingException", "x").message
+
+
+def _embed(model: str, body: dict[str, Any]) -> Any:
+    url = BedrockAdapter.url(bedrock_base_url("us-east-1"), model, "embeddings")
+    return BedrockAdapter().request(native_provider(), target("bedrock", "e"), url, (), "embeddings", model,
+                                    {"model": "public", **body})
+
+
+def test_embeddings_titan_one_input_and_cohere_batches() -> None:
+    titan = _embed("amazon.titan-embed-text-v2:0", {"input": "hello world", "dimensions": 256})
+    assert titan.url.endswith("/model/amazon.titan-embed-text-v2%3A0/invoke")
+    assert json.loads(titan.body) == {"inputText": "hello world", "dimensions": 256}
+    cohere = _embed("cohere.embed-english-v3", {"input": ["a", "b"]})
+    assert json.loads(cohere.body) == {"texts": ["a", "b"], "input_type": "search_document"}
+    with pytest.raises(BadRequest) as many:
+        _embed("amazon.titan-embed-text-v2:0", {"input": ["a", "b"]})
+    assert many.value.param == "input"
+    with pytest.raises(BadRequest) as chat_model:
+        _embed(MODEL, {"input": "x"})
+    assert chat_model.value.param == "model"
+    body, usage = BedrockAdapter().response("embeddings", json.dumps(
+        {"embedding": [0.1, 0.2], "inputTextTokenCount": 2, "embeddingsByType": {"float": [0.1, 0.2]}}).encode(),
+        model="titan", request={})
+    assert json.loads(body)["data"][0]["embedding"] == [0.1, 0.2] and usage is not None and usage.prompt == 2
+    body, _ = BedrockAdapter().response("embeddings", json.dumps(
+        {"embeddings": {"float": [[1.0], [2.0]]}, "id": "x", "response_type": "embeddings_by_type"}).encode(),
+        model="cohere", request={})
+    assert [d["embedding"] for d in json.loads(body)["data"]] == [[1.0], [2.0]]

@@ -28,6 +28,8 @@ from runtime.providers.common import (
     NativeAdapterBase,
     NativeStream,
     completion_body,
+    embedding_inputs,
+    embeddings_body,
     guess_media_type,
     json_body,
     loads_upstream,
@@ -112,6 +114,45 @@ def _thinking(payload: dict[str, Any], chat: Chat, model: str, drop: bool) -> No
         del payload["inferenceConfig"]
 
 
+def embed_body(body: Mapping[str, Any], model: str) -> dict[str, Any]:
+    """InvokeModel's native body for an embeddings request: Amazon Titan Text Embeddings take one
+    `inputText` a request (`dimensions` on v2); Cohere Embed on Bedrock takes `texts` in batches."""
+    texts = embedding_inputs(body, "bedrock")
+    dims = body.get("dimensions")
+    if "cohere." in model:
+        if dims is not None:
+            raise unsupported("bedrock", f"'dimensions' on model '{model}'", param="dimensions")
+        return {"texts": texts, "input_type": "search_document"}
+    if "titan-embed" not in model:
+        raise unsupported("bedrock", f"embeddings with model '{model}' (Titan or Cohere embedding models)",
+                          param="model")
+    if len(texts) != 1:
+        raise BadRequest("Titan embedding models on Bedrock take one input a request", param="input")
+    out: dict[str, Any] = {"inputText": texts[0]}
+    if isinstance(dims, int):
+        out["dimensions"] = dims
+    return out
+
+
+def embeddings_answer(obj: Any, model: str, request: Mapping[str, Any]) -> tuple[bytes, Usage]:
+    """Titan's `embedding` (+ `inputTextTokenCount`) or Cohere's `embeddings` as OpenAI's list."""
+    if not isinstance(obj, dict):
+        raise upstream_error("bedrock", 502, "answer is not a JSON object")
+    if isinstance(obj.get("embedding"), list):
+        vectors = [[float(v) for v in obj["embedding"]]]
+        tokens = int(obj.get("inputTextTokenCount") or 0)
+    else:
+        raw = obj.get("embeddings")
+        if isinstance(raw, dict):  # embedding_types asked: {"float": [[...]]}
+            raw = raw.get("float")
+        if not isinstance(raw, list):
+            raise upstream_error("bedrock", 502, "answer without embeddings")
+        vectors = [[float(v) for v in e] for e in raw]
+        tokens = int(((obj.get("meta") or {}).get("billed_units") or {}).get("input_tokens") or 0)
+    fmt = request.get("encoding_format")
+    return embeddings_body(vectors, model, tokens, fmt if isinstance(fmt, str) else None), Usage(prompt=tokens)
+
+
 def bedrock_request_body(chat: Chat, drop: bool = False) -> dict[str, Any]:
     """The Converse body for a parsed chat request."""
     out: dict[str, Any] = {"messages": [{"role": t.role, "content": _blocks(t.parts)} for t in chat.turns]}
@@ -185,8 +226,10 @@ class BedrockAdapter(NativeAdapterBase):
 
     @staticmethod
     def url(base_url: str, model: str, op: str) -> str:
-        """`{base_url}/model/{modelId}/converse`, the model id (or ARN) percent-encoded."""
-        return f"{base_url.rstrip('/')}/model/{quote(model, safe='')}/converse"
+        """`{base_url}/model/{modelId}/converse` (`/invoke` for embeddings), the model id (or ARN)
+        percent-encoded."""
+        action = "invoke" if op == "embeddings" else "converse"
+        return f"{base_url.rstrip('/')}/model/{quote(model, safe='')}/{action}"
 
     @staticmethod
     def stream_url(url: str) -> str:
@@ -203,7 +246,11 @@ class BedrockAdapter(NativeAdapterBase):
         model: str,
         body: dict[str, Any],
     ) -> UpstreamRequest:
-        """POST the Converse body (unsigned: the signer adds SigV4 afterwards)."""
+        """POST the Converse body, or an embedding model's InvokeModel body (unsigned: the signer
+        adds SigV4 afterwards)."""
+        if op == "embeddings":
+            payload = {**{k: thaw(v) for k, v in target.extra_body.items()}, **embed_body(body, model)}
+            return UpstreamRequest("POST", url, headers, json_body(payload), provider.connect_timeout)
         if op != "chat":
             raise unsupported("bedrock", f"the '{op}' operation", param="model")
         chat = parse_chat(body, "bedrock", SUPPORTED, self.drop_unsupported)
@@ -220,8 +267,10 @@ class BedrockAdapter(NativeAdapterBase):
     def response(
         self, op: str, body: bytes, *, model: str = "", request: Mapping[str, Any] | None = None
     ) -> tuple[bytes, Usage | None]:
-        """A Converse answer as a `chat.completion`."""
+        """A Converse answer as a `chat.completion` (an InvokeModel embedding answer as OpenAI's list)."""
         obj = loads_upstream(body)
+        if op == "embeddings":
+            return embeddings_answer(obj, model, request or {})
         message = (obj.get("output") or {}).get("message") if isinstance(obj, dict) else None
         if not isinstance(message, dict):
             raise upstream_error("bedrock", 502, "answer without output.message")

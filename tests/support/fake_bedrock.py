@@ -118,6 +118,9 @@ class FakeBedrock(FakeServer):
                             [(b"x-amzn-errortype", f"{kind}:http://internal.amazon.com/coral/com.amazon.bedrock/".encode())])
             return
         body = seen.body or {}
+        if action == "invoke":
+            await self._embed(model, body, send)
+            return
         names = [t["toolSpec"]["name"] for t in (body.get("toolConfig") or {}).get("tools") or [] if "toolSpec" in t]
         calls = [(f"tooluse_{i}", n, ['{"location":', ' "Paris"}']) for i, n in enumerate(names[:2])]
         if action == "converse-stream":
@@ -132,6 +135,29 @@ class FakeBedrock(FakeServer):
                                                                                "content": content}}})
             return
         await self.json(send, 200, CONVERSE_TEXT)
+
+
+    async def _embed(self, model: str, body: dict[str, Any], send: Any) -> None:
+        """InvokeModel for embedding models: Titan Text Embeddings (one `inputText`; v2 takes
+        `dimensions`) and Cohere Embed (`texts` with `input_type`), per their model-parameter pages."""
+        if model.startswith("amazon.titan-embed"):
+            if not isinstance(body.get("inputText"), str) or set(body) - {"inputText", "dimensions", "normalize",
+                                                                          "embeddingTypes"}:
+                await self.json(send, 400, {"message": "Malformed input request: extraneous key"},
+                                [(b"x-amzn-errortype", b"ValidationException:http://internal.amazon.com/")])
+                return
+            vector = [round(0.01 * (i + 1), 2) for i in range(int(body.get("dimensions") or 4))]
+            await self.json(send, 200, {"embedding": vector, "inputTextTokenCount": len(body["inputText"].split()),
+                                        "embeddingsByType": {"float": vector}})
+            return
+        texts = body.get("texts")
+        if not isinstance(texts, list) or body.get("input_type") not in ("search_document", "search_query",
+                                                                         "classification", "clustering"):
+            await self.json(send, 400, {"message": "Malformed input request: #: required key [input_type] not found"},
+                            [(b"x-amzn-errortype", b"ValidationException:http://internal.amazon.com/")])
+            return
+        await self.json(send, 200, {"embeddings": [[0.5, -0.25, float(i)] for i in range(len(texts))],
+                                    "id": "emb-1", "response_type": "embeddings_floats", "texts": texts})
 
 
 def open_fake_bedrock():  # type: ignore[no-untyped-def]

@@ -36,15 +36,12 @@ _FALLBACK_KINDS = ("fallbacks", "context_window_fallbacks", "content_policy_fall
 _OVERRIDABLE = ("num_retries", "allowed_fails", "cooldown_time", *_FALLBACK_KINDS)
 """Settings both router_settings and litellm_settings may hold (router_settings wins)."""
 _REASONS = {
-    "redis_host": "limits shared across replicas are not in the spec language yet",
-    "redis_port": "limits shared across replicas are not in the spec language yet",
-    "redis_password": "limits shared across replicas are not in the spec language yet",
     "retry_policy": "sidegate retries by failure kind, in retry.on, not with per-exception counts",
     "allowed_fails_policy": "sidegate's circuit breaker counts failures by kind, without per-exception limits",
     "default_fallbacks": "sidegate has no fallbacks for every group; give each group its own",
     "enable_pre_call_checks": "sidegate checks context windows itself for groups with context_window_fallbacks",
     "drop_params": "sidegate passes request parameters through unchanged",
-    "database_url": "sidegate keeps its state in store.database, an embedded sqlite file",
+    "database_url": "store.database takes a postgresql:// URL written in the spec, its password as a reference",
     "master_key": "this schema has no auth section",
     "set_verbose": "use observability.logs.level",
     "aws_access_key_id": "sidegate signs with the AWS default chain: set AWS_ACCESS_KEY_ID in its environment",
@@ -82,6 +79,7 @@ def features() -> Features:
         "group": _props(defs.get("model_group"), defs),
         "target": _props(defs.get("target"), defs),
         "auth": _props(top.get("auth"), defs),
+        "store": _props(top.get("store"), defs),
         "logs": _props(_props(top.get("observability"), defs).get("logs"), defs),
     }
     names = frozenset(f"{section}.{name}" for section, props in sections.items() for name in props)
@@ -123,6 +121,8 @@ class Draft:
     notes: dict[Path, list[str]] = field(default_factory=dict)
     left_behind: list[tuple[int, int, str]] = field(default_factory=list)
     """(line, column, note) of every setting left behind or assumed."""
+    redis: dict[str, tuple[object, str]] = field(default_factory=dict)
+    """router_settings' redis_host/port/password: value and pointer, joined into store.redis."""
 
     def where(self, pointer: str) -> str:
         """``line N`` of the node at ``pointer`` in the LiteLLM file."""
@@ -273,6 +273,10 @@ def _section(draft: Draft, name: str, raw: Mapping[str, Any], done: set[str]) ->
                     target.setdefault("max_parallel", value)
         elif key == "json_logs" and name == "litellm_settings" and isinstance(value, bool):
             draft.top.setdefault("observability", {})["logs"] = {"format": "json" if value else "text"}
+        elif key in ("redis_host", "redis_port", "redis_password") and "store.redis" in draft.features:
+            draft.redis[key] = (value, pointer)
+        elif key == "database_url" and name == "general_settings" and _postgres_url(value) is not None:
+            draft.top.setdefault("store", {})["database"] = _postgres_url(value)
         elif key == "master_key" and name == "general_settings" and "auth.master_key" in draft.features:
             reference = env_reference(value)
             if reference is None:
@@ -288,6 +292,41 @@ def _section(draft: Draft, name: str, raw: Mapping[str, Any], done: set[str]) ->
         done.add(key)
 
 
+def _postgres_url(value: object) -> str | None:
+    """A literal postgresql:// URL without a password in it (the spec wants passwords as references)."""
+    if isinstance(value, str) and re.fullmatch(r"postgres(ql)?://[^:@/]+(@[^/]+)?/\S+", value):
+        return value
+    return None
+
+
+def _redis(draft: Draft) -> None:
+    """router_settings' redis_host, redis_port and redis_password as one `store.redis` URL."""
+    host, host_at = draft.redis.get("redis_host", (None, ""))
+    if host is None:
+        for _value, pointer in draft.redis.values():
+            draft.skip(pointer, "a Redis port or password without redis_host; left out")
+        return
+    host_ref = env_reference(host) or (str(host) if re.fullmatch(r"[A-Za-z0-9.-]+", str(host)) else None)
+    if host_ref is None:
+        draft.skip(host_at, f"redis_host {host!r} is not a host name; store.redis left out")
+        for key, (_value, pointer) in draft.redis.items():
+            if key != "redis_host":
+                draft.skip(pointer, f"{key} left out with redis_host")
+        return
+    port, _ = draft.redis.get("redis_port", (6379, ""))
+    port_ref = env_reference(port) or (str(port) if _int(port) else "6379")
+    auth = ""
+    if "redis_password" in draft.redis:
+        password, password_at = draft.redis["redis_password"]
+        reference = env_reference(password)
+        if reference is None:
+            draft.skip(password_at, "a literal redis_password is not copied; the URL reads ${REDIS_PASSWORD}",
+                       "litellm.literal-secret")
+            reference = "${REDIS_PASSWORD}"
+        auth = ":" + reference + "@"
+    draft.top.setdefault("store", {})["redis"] = f"redis://{auth}{host_ref}:{port_ref}/0"
+
+
 def translate_settings(data: Mapping[str, Any], draft: Draft) -> None:
     """Translate the proxy-wide sections of a LiteLLM config (after its model_list) into ``draft``."""
     done: set[str] = set()
@@ -299,6 +338,8 @@ def translate_settings(data: Mapping[str, Any], draft: Draft) -> None:
             draft.skip("/" + name, f"{name} is not a mapping; left out", "litellm.invalid")
             continue
         _section(draft, name, raw, done)
+    if draft.redis:
+        _redis(draft)
     env = data.get("environment_variables")
     if env is not None and not isinstance(env, Mapping):
         draft.skip("/environment_variables", "environment_variables is not a mapping; left out", "litellm.invalid")

@@ -30,7 +30,8 @@ UPDATE = os.environ.get("SIDEGATE_GOLDEN_UPDATE") == "1"
 # Settings the importer translates (everything else must be reported).
 TRANSLATED = {
     "router_settings": {"routing_strategy", "num_retries", "timeout", "allowed_fails", "cooldown_time",
-                        "fallbacks", "context_window_fallbacks", "content_policy_fallbacks", "model_group_alias"},
+                        "fallbacks", "context_window_fallbacks", "content_policy_fallbacks", "model_group_alias",
+                        "redis_host", "redis_port", "redis_password"},
     "litellm_settings": {"num_retries", "request_timeout", "fallbacks", "context_window_fallbacks",
                          "content_policy_fallbacks", "json_logs", "allowed_fails", "cooldown_time"},
     "general_settings": {"max_parallel_requests", "master_key"},
@@ -260,3 +261,22 @@ def test_cli_exit_codes_and_output(
     assert main(["import", "litellm", "-"]) == 1
     assert "error[litellm.empty]" in capsys.readouterr().err
     assert main(["import", "litellm", str(tmp_path / "missing.yaml")]) == 1
+
+
+def test_redis_and_postgres_settings_become_the_store() -> None:
+    spec, notes = _import(
+        "model_list:\n"
+        "  - model_name: gpt\n"
+        "    litellm_params: {model: openai/gpt-4o, api_key: os.environ/OPENAI_API_KEY}\n"
+        "router_settings:\n"
+        "  redis_host: os.environ/REDIS_HOST\n"
+        "  redis_port: 6380\n"
+        "  redis_password: hunter2-literal\n"
+        "general_settings:\n"
+        "  database_url: postgresql://litellm@db.internal:5432/litellm\n"
+    )
+    store = parse(spec, "spec.yaml").data["store"]
+    assert store == {"redis": "redis://:${REDIS_PASSWORD}@${REDIS_HOST}:6380/0",
+                     "database": "postgresql://litellm@db.internal:5432/litellm"}
+    assert "hunter2-literal" not in spec and any("litellm.literal-secret" in n for n in notes)
+    assert compile_text(spec, "spec.yaml").plan is not None

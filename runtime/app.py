@@ -13,13 +13,14 @@ from runtime import tokens
 from runtime.a2a import A2AGateway, A2AMetrics
 from runtime.access import ADMIN_ROUTES, Access
 from runtime.call import Call, parse_request
+from runtime.count_tokens import count_input_tokens
 from runtime.dialect import CLIENT_HEADERS, MessagesDialect, parse_messages
 from runtime.errors import GatewayError, ModelNotFound, NotFound, from_exception, openai_body
 from runtime.http import ClientGone, Receive, Scope, Send, header, read_body, respond
 from runtime.logs import Logger
 from runtime.mcp.endpoint import Endpoint
 from runtime.mcp.hub import Hub
-from runtime.messages import anthropic_error_body, count_tokens_body
+from runtime.messages import anthropic_error_body
 from runtime.metrics import Metrics
 from runtime.proxy import serve_call
 from runtime.state import Runtime, deployments_report, model_card
@@ -103,14 +104,19 @@ class App:
             await respond(send, err.status, body, headers, _JSON)
 
     async def _count_tokens(self, scope: Scope, receive: Receive, send: Send, rid: str) -> None:
-        """`POST /v1/messages/count_tokens`: an estimate of the request's input tokens (no upstream call)."""
+        """`POST /v1/messages/count_tokens`: Anthropic's count for a group with an Anthropic
+        deployment, else a local one; `x-sidegate-token-count` says which."""
         rt = self.runtime
         if not tokens.is_loaded():
             await trio.to_thread.run_sync(tokens.load)  # once, off the loop (~0.3 s)
         data = parse_messages(await read_body(scope, receive, rt.plan.server.max_body), count=True)
-        if rt.routes.resolve(data["model"]) is None:
+        route = rt.routes.resolve(data["model"])
+        if route is None:
             raise ModelNotFound(f"model '{data['model']}' is not served by this gateway", param="model")
-        await respond(send, 200, count_tokens_body(data), [(b"x-request-id", rid.encode())], _JSON)
+        client = {k.decode(): v.decode("latin-1") for k, v in scope["headers"] if k in CLIENT_HEADERS}
+        counted, source = await count_input_tokens(rt, route, data, client)
+        headers = [(b"x-request-id", rid.encode()), (b"x-sidegate-token-count", source.encode())]
+        await respond(send, 200, orjson.dumps({"input_tokens": counted}), headers, _JSON)
 
     async def _other(self, method: str, path: str, scope: Scope, send: Send) -> None:
         rt = self.runtime

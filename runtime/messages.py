@@ -22,7 +22,6 @@ __all__ = [
     "anthropic_error_body",
     "anthropic_error_event",
     "anthropic_to_openai",
-    "count_tokens_body",
     "estimate_input_tokens",
     "openai_to_anthropic_response",
 ]
@@ -337,7 +336,3 @@ def estimate_input_tokens(body: dict[str, Any]) -> int:
     """
     return prompt_tokens(body) - REPLY_OVERHEAD
 
-
-def count_tokens_body(body: dict[str, Any]) -> bytes:
-    """The `/v1/messages/count_tokens` answer: `{"input_tokens": n}` (an estimate)."""
-    return orjson.dumps({"input_tokens": estimate_input_tokens(body)})

@@ -211,5 +211,23 @@ async def test_count_tokens_estimates_and_checks_the_model() -> None:
                                                      tools=TOOLS)
             with pytest.raises(anthropic.NotFoundError):
                 await client.messages.count_tokens(model="nope", messages=ASK)
-    assert 0 < short.input_tokens < 20
+    assert 0 < short.input_tokens < 20, "an OpenAI-format group: counted locally"
     assert big.input_tokens > 400  # 400 words are ~400 o200k_base tokens, plus the tools
+
+
+async def test_count_tokens_asks_anthropic_for_an_anthropic_group_and_falls_back() -> None:
+    msgs = [{"role": "user", "content": "word " * 40}]
+    with trio.fail_after(15):
+        async with open_stack() as (client, fakes):
+            exact = await client.messages.with_raw_response.count_tokens(model="claude", messages=msgs,  # type: ignore[arg-type]
+                                                                         system="Be brief.")
+            limited = await client.messages.with_raw_response.count_tokens(model="claude-limited", messages=msgs)  # type: ignore[arg-type]
+            local = await client.messages.with_raw_response.count_tokens(model="openai", messages=msgs)  # type: ignore[arg-type]
+    sent = [s for s in fakes["claude"].seen if s.path.endswith("/count_tokens")]
+    assert sent[0].body == {"model": "ok", "messages": msgs, "system": "Be brief."}
+    assert sent[0].headers["x-api-key"] == "sk-ant-upstream"
+    assert exact.headers["x-sidegate-token-count"] == "anthropic"
+    assert (await exact.parse()).input_tokens == len(json.dumps({"messages": msgs, "system": "Be brief."})) // 3
+    assert limited.headers["x-sidegate-token-count"] == "local", "an upstream error falls back to the local count"
+    assert local.headers["x-sidegate-token-count"] == "local"
+    assert (await limited.parse()).input_tokens == (await local.parse()).input_tokens > 40

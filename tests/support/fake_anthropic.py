@@ -15,6 +15,7 @@ Requests without `x-api-key` or `anthropic-version` are refused as the real API 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from tests.support.fake_base import FakeServer, Seen, open_fake, sse
@@ -106,7 +107,23 @@ class FakeAnthropic(FakeServer):
         elif "anthropic-version" not in seen.headers:
             await self._error(send, 400, "invalid_request_error", "anthropic-version header is required")
             return
+        if seen.path.endswith("/messages/count_tokens"):
+            await self.count_tokens(mode, body, send)
+            return
         await self.answer_mode(mode, body, send)
+
+    async def count_tokens(self, mode: str, body: dict[str, Any], send: Any) -> None:
+        """`POST /v1/messages/count_tokens` (https://docs.anthropic.com/en/api/messages-count-tokens):
+        `{"input_tokens": n}`; this fake counts 1 token per 3 bytes of the counted fields' JSON."""
+        if mode in _ERRORS:
+            status, kind, message = _ERRORS[mode]
+            await self._error(send, status, kind, message)
+            return
+        if set(body) - {"model", "messages", "system", "tools", "tool_choice", "thinking", "mcp_servers"}:
+            await self._error(send, 400, "invalid_request_error", f"unexpected fields: {sorted(body)}")
+            return
+        counted = {k: v for k, v in body.items() if k != "model"}
+        await self.json(send, 200, {"input_tokens": len(json.dumps(counted)) // 3})
 
     async def answer_mode(self, mode: str, body: dict[str, Any], send: Any) -> None:
         """The answer for `mode` (the model name's first part) to a checked request."""

@@ -63,7 +63,7 @@ def test_quickstart_with_the_openai_sdk(tmp_path: Path) -> None:
     spec, port = _spec(tmp_path)
     with serving(str(spec)) as (proc, started):
         assert str(started[0]["plan"]).startswith("sha256:")
-        c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+        c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=20)
         chat = c.chat.completions.create(model="demo", messages=[{"role": "user", "content": "hi"}])
         text = "".join(ch.choices[0].delta.content or "" for ch in c.chat.completions.create(
             model="echo", stream=True, messages=[{"role": "user", "content": "stream me back"}]) if ch.choices)
@@ -95,7 +95,7 @@ def test_serve_plan_json_without_the_compiler(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-c", probe, str(plan_file)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     assert json.loads(proc.stderr.readline())["event"] == "started"
-    c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+    c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=20)
     assert c.chat.completions.create(model="demo", messages=[{"role": "user", "content": "x"}]).choices[0].message.content
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=15) == 0
@@ -107,7 +107,7 @@ def test_two_workers_share_the_port(tmp_path: Path) -> None:
     spec, port = _spec(tmp_path)
     with serving(str(spec), "--workers", "2", starts=2) as (proc, started):
         assert len({s["pid"] for s in started}) == 2
-        c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+        c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=20)
         for _ in range(10):
             assert c.chat.completions.create(model="demo", messages=[{"role": "user", "content": "x"}]).choices
         proc.send_signal(signal.SIGTERM)
@@ -117,7 +117,7 @@ def test_two_workers_share_the_port(tmp_path: Path) -> None:
 def test_sighup_reload_and_broken_spec_keeps_serving(tmp_path: Path) -> None:
     spec, port = _spec(tmp_path)
     with serving(str(spec)) as (proc, _):
-        c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
+        c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=20)
         spec.write_text(spec.read_text().replace("Hello from sidegate.", "Reloaded."))
         proc.send_signal(signal.SIGHUP)
         for _ in range(100):
@@ -132,6 +132,7 @@ def test_sighup_reload_and_broken_spec_keeps_serving(tmp_path: Path) -> None:
         failure = ""
         while "reload_failed" not in failure:
             failure = proc.stderr.readline()
+            assert failure or proc.poll() is None, "sidegate exited instead of keeping the last plan"
         assert "targetz" in failure
         reply = c.chat.completions.create(model="demo", messages=[{"role": "user", "content": "x"}])
         assert reply.choices[0].message.content == "Reloaded."

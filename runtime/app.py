@@ -14,7 +14,7 @@ from runtime.a2a import A2AGateway, A2AMetrics
 from runtime.access import ADMIN_ROUTES, Access
 from runtime.call import Call, parse_request
 from runtime.count_tokens import count_input_tokens
-from runtime.dialect import CLIENT_HEADERS, MessagesDialect, parse_messages
+from runtime.dialect import MessagesDialect, client_headers, parse_messages
 from runtime.errors import GatewayError, ModelNotFound, NotFound, from_exception, openai_body
 from runtime.http import ClientGone, Receive, Scope, Send, header, read_body, respond
 from runtime.logs import Logger
@@ -113,7 +113,7 @@ class App:
         route = rt.routes.resolve(data["model"])
         if route is None:
             raise ModelNotFound(f"model '{data['model']}' is not served by this gateway", param="model")
-        client = {k.decode(): v.decode("latin-1") for k, v in scope["headers"] if k in CLIENT_HEADERS}
+        client = client_headers(scope["headers"])
         counted, source = await count_input_tokens(rt, route, data, client)
         headers = [(b"x-request-id", rid.encode()), (b"x-sidegate-token-count", source.encode())]
         await respond(send, 200, orjson.dumps({"input_tokens": counted}), headers, _JSON)
@@ -164,7 +164,7 @@ class App:
                 call.extra["request_body"] = body.decode("utf-8", "replace")
             if op == "messages":
                 data = parse_messages(body)
-                client = {k.decode(): v.decode("latin-1") for k, v in scope["headers"] if k in CLIENT_HEADERS}
+                client = client_headers(scope["headers"])
                 call.dialect = MessagesDialect(data, client)
             else:
                 data = parse_request(op, body)

@@ -29,10 +29,15 @@ from runtime.providers.common import loads_upstream
 from runtime.state import Deployment
 from runtime.transport import UpstreamRequest
 
-__all__ = ["CLIENT_HEADERS", "MessagesDialect", "parse_messages"]
+__all__ = ["CLIENT_HEADERS", "MessagesDialect", "client_headers", "parse_messages"]
 
 CLIENT_HEADERS = (b"anthropic-version", b"anthropic-beta")
 """Client headers an Anthropic target receives as sent."""
+
+
+def client_headers(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The Anthropic client headers of a request that go along to an Anthropic upstream."""
+    return {k.decode(): v.decode("latin-1") for k, v in headers if k in CLIENT_HEADERS}
 
 
 def parse_messages(body: bytes, *, count: bool = False) -> dict[str, Any]:

@@ -17,8 +17,7 @@ import trio
 from runtime.breaker import Circuit
 from runtime.messages import estimate_input_tokens
 from runtime.plan import Family
-from runtime.providers.anthropic import ANTHROPIC_VERSION
-from runtime.providers.common import with_header
+from runtime.providers.anthropic import client_versioned
 from runtime.routes import Route
 from runtime.state import Runtime
 from runtime.transport import UpstreamRequest
@@ -47,11 +46,7 @@ async def _upstream(rt: Runtime, route: Route, data: dict[str, Any], client: Map
         return None
     body = {k: v for k, v in data.items() if k in COUNTED}
     body["model"] = dep.target.model
-    headers = dep.headers
-    for name in ("anthropic-beta", "anthropic-version"):
-        if client.get(name):
-            headers = with_header(headers, name, client[name])
-    headers = with_header(headers, "anthropic-version", ANTHROPIC_VERSION)
+    headers = client_versioned(dep.headers, client)
     url = dep.url("chat", dep.target.model) + "/count_tokens"
     request = UpstreamRequest("POST", url, headers, orjson.dumps(body), dep.provider.connect_timeout)
     with trio.move_on_after(_DEADLINE):

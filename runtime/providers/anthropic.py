@@ -39,6 +39,7 @@ __all__ = [
     "AnthropicRelay",
     "AnthropicStream",
     "anthropic_request_body",
+    "client_versioned",
     "error_from_anthropic",
     "message_usage",
     "passthrough_request",
@@ -312,12 +313,18 @@ def passthrough_request(
     (and `max_tokens` when missing). The client's `anthropic-version` and `anthropic-beta` go along."""
     payload = {**{k: thaw(v) for k, v in target.extra_body.items()}, **body, "model": model}
     payload.setdefault("max_tokens", target.max_output_tokens or DEFAULT_MAX_TOKENS)
+    return UpstreamRequest("POST", url, client_versioned(headers, client_headers), json_body(payload),
+                           provider.connect_timeout)
+
+
+def client_versioned(headers: tuple[tuple[str, str], ...], client: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """`headers` with the client's `anthropic-version` / `anthropic-beta` (configured ones win), and
+    sidegate's API version when the client sent none."""
     for name in ("anthropic-beta", "anthropic-version"):
-        value = client_headers.get(name)
+        value = client.get(name)
         if value:
             headers = with_header(headers, name, value)
-    headers = with_header(headers, "anthropic-version", ANTHROPIC_VERSION)
-    return UpstreamRequest("POST", url, headers, json_body(payload), provider.connect_timeout)
+    return with_header(headers, "anthropic-version", ANTHROPIC_VERSION)
 
 
 class AnthropicRelay:

@@ -7,12 +7,12 @@ must be there); unused providers and missing keys are worth a warning.
 
 from __future__ import annotations
 
-from compiler import routing
-from compiler.a2a import check_a2a
 from compiler.diagnostics import Collector, did_you_mean, join_pointer
-from compiler.governance import check_governance
-from compiler.mcp_spec import check_mcp
 from compiler.resolve import MOCK_FIELDS, GroupSpec, ProviderSpec, Resolved
+from compiler.sections import routing
+from compiler.sections.a2a import check_a2a
+from compiler.sections.governance import check_governance
+from compiler.sections.mcp import check_mcp
 from runtime.plan import Family
 
 __all__ = ["check"]

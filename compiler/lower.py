@@ -7,9 +7,9 @@ order of mapping keys in the spec; targets keep the order they were written in.
 from __future__ import annotations
 
 from compiler.resolve import GroupSpec, ProviderSpec, Resolved, TargetSpec
-from compiler.routing import flatten_fallbacks
+from compiler.sections.routing import flatten_fallbacks
 from runtime.plan import PLAN_VERSION, Family, ModelGroup, Plan, Price, Provider, Target
-from runtime.providers import bedrock_base_url, vertex_base_url
+from runtime.upstream.providers import bedrock_base_url, vertex_base_url
 
 __all__ = ["lower"]
 

@@ -15,14 +15,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from compiler import routing
-from compiler.a2a import resolve_a2a
-from compiler.catalog import ProviderType, load_catalog, price_info
+from compiler.data.catalog import ProviderType, load_catalog, price_info
+from compiler.data.prices import ModelInfo, known_models
 from compiler.diagnostics import Collector, did_you_mean, join_pointer
-from compiler.governance import GovernanceSpec, check_redis_url, resolve_governance
-from compiler.mcp_spec import resolve_mcp
-from compiler.prices import ModelInfo, known_models
-from compiler.routing import Policies
+from compiler.sections import routing
+from compiler.sections.a2a import resolve_a2a
+from compiler.sections.governance import GovernanceSpec, check_redis_url, resolve_governance
+from compiler.sections.mcp import resolve_mcp
+from compiler.sections.routing import Policies
 from runtime.plan import (
     A2A,
     Header,

@@ -17,16 +17,16 @@ from hypercorn.config import Config, Sockets
 from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 
-from runtime.app import App
-from runtime.h11pool import H11Transport
-from runtime.logs import Logger
-from runtime.metrics import Metrics
+from runtime.http.app import App
+from runtime.observe.logs import Logger
+from runtime.observe.metrics import Metrics
 from runtime.plan import Plan
-from runtime.prober import run_probes
-from runtime.secrets import SecretError, resolve
-from runtime.state import build_runtime
-from runtime.store import Store, StoreUnavailable
-from runtime.transport import HttpxTransport, Transport
+from runtime.plan.secrets import SecretError, resolve
+from runtime.routing.prober import run_probes
+from runtime.routing.state import build_runtime
+from runtime.store.database import Store, StoreUnavailable
+from runtime.upstream.h11pool import H11Transport
+from runtime.upstream.transport import HttpxTransport, Transport
 
 __all__ = ["Handle", "run", "serve", "upstream_transport"]
 

@@ -15,7 +15,7 @@ import pytest
 
 from compiler.cli import EXIT_USAGE, main
 from runtime.plan import Plan
-from runtime.plan_json import loads
+from runtime.plan.canonical import loads
 
 DATA = Path(__file__).parent / "data"
 Capture = pytest.CaptureFixture[str]

@@ -24,7 +24,7 @@ from ruamel.yaml.representer import SafeRepresenter
 
 from compiler.pipeline import compile_text
 from compiler.schemafile import load_schema
-from runtime.plan_json import dumps, loads
+from runtime.plan.canonical import dumps, loads
 
 
 class _CompatMany:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from compiler.cli import main
-from compiler.diff import describe_changes
+from compiler.cli.diff import describe_changes
 from compiler.pipeline import compile_text
 from runtime.plan import Plan
 

@@ -14,7 +14,7 @@ import pytest
 
 from compiler.pipeline import compile_text
 from compiler.report import CODES, text
-from runtime.plan_json import dumps, loads
+from runtime.plan.canonical import dumps, loads
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("SIDEGATE_GOLDEN_UPDATE") == "1"

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 
 from runtime.errors import RateLimited
-from runtime.governance import AuthError, Forbidden, Gatekeeper, TeamPolicy, cost_of, token_of
-from runtime.keys import Grant, KeyCache, hash_key
-from runtime.limits import Budget, Limits
-from runtime.openai_wire import Usage
+from runtime.governance.gate import AuthError, Forbidden, Gatekeeper, TeamPolicy, cost_of, token_of
+from runtime.governance.keys import Grant, KeyCache, hash_key
+from runtime.governance.limits import Budget, Limits
 from runtime.plan import Price
+from runtime.upstream.openai_wire import Usage
 
 
 def gate(required: bool = True, **grant: object) -> Gatekeeper:

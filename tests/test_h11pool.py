@@ -10,8 +10,8 @@ import pytest
 import trio
 
 from runtime.errors import UpstreamError
-from runtime.h11pool import H11Transport
-from runtime.transport import UpstreamRequest
+from runtime.upstream.h11pool import H11Transport
+from runtime.upstream.transport import UpstreamRequest
 from tests.support.upstream import open_fake_openai
 
 

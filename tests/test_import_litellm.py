@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from compiler import litellm_settings
 from compiler.cli import main
-from compiler.litellm_import import import_litellm
-from compiler.litellm_settings import Features
+from compiler.importers.litellm import settings as litellm_settings
+from compiler.importers.litellm.importer import import_litellm
+from compiler.importers.litellm.settings import Features
 from compiler.parse import parse
 from compiler.pipeline import compile_text
 from compiler.report import CODES, text
@@ -163,7 +163,7 @@ def test_without_priority_tiers_in_the_schema_backups_are_reported_and_left_out(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(litellm_settings, "features", lambda: Features(frozenset(), frozenset()))
-    monkeypatch.setattr("compiler.litellm_import.features", litellm_settings.features)
+    monkeypatch.setattr("compiler.importers.litellm.importer.features", litellm_settings.features)
     source = (
         "model_list:\n"
         "  - {model_name: m, litellm_params: {model: openai/gpt-4o, order: 1}}\n"

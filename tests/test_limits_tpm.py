@@ -9,10 +9,10 @@ import pytest
 import trio
 
 from runtime.errors import RateLimited
-from runtime.governance import Gatekeeper
-from runtime.keys import Grant, KeyCache
-from runtime.openai_wire import Usage
+from runtime.governance.gate import Gatekeeper
+from runtime.governance.keys import Grant, KeyCache
 from runtime.plan import Auth, LimitRule, StaticKey
+from runtime.upstream.openai_wire import Usage
 from tests.support.gateway import base_url, open_gateway
 from tests.support.plans import env, group, mock_provider, plan, target
 

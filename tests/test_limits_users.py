@@ -13,11 +13,11 @@ import trio
 
 from compiler.pipeline import compile_text
 from runtime.errors import RateLimited
-from runtime.governance import Gatekeeper
-from runtime.keys import Grant, KeyCache
-from runtime.limits import Limits
+from runtime.governance.gate import Gatekeeper
+from runtime.governance.keys import Grant, KeyCache
+from runtime.governance.limits import Limits
 from runtime.plan import Auth, JwtRule, LimitRule, StaticKey, UserRule
-from runtime.plan_json import dumps, loads
+from runtime.plan.canonical import dumps, loads
 from tests.support.gateway import base_url, open_gateway
 from tests.support.plans import env, group, mock_provider, plan, target
 

@@ -13,7 +13,7 @@ from anthropic.lib.streaming._messages import accumulate_event
 from anthropic.types import Message, RawMessageStreamEvent
 
 from runtime.errors import BadRequest, GatewayError, RateLimited, Unavailable, UpstreamError, UpstreamTimeout
-from runtime.messages import (
+from runtime.http.anthropic.messages import (
     OpenAIToAnthropicStream,
     anthropic_error_body,
     anthropic_error_event,

@@ -22,7 +22,7 @@ import pytest
 import trio
 
 from runtime.plan import Family, Plan, Secret, SecretPart, SecretSource
-from runtime.transport import UpstreamRequest
+from runtime.upstream.transport import UpstreamRequest
 from tests.support.fake_anthropic import FakeAnthropic, FakeVertexClaude
 from tests.support.fake_base import FakeServer, open_fake
 from tests.support.fake_bedrock import FakeBedrock

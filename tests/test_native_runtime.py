@@ -12,13 +12,13 @@ import openai
 import pytest
 import trio
 
-from compiler.explain import explain
+from compiler.cli.explain import explain
 from runtime.plan import Family, Secret, SecretPart, SecretSource
-from runtime.providers.auth import CredentialsError
-from runtime.providers.bedrock_auth import BedrockSigner
-from runtime.secrets import SecretError
-from runtime.state import build_runtime
-from runtime.transport import HttpxTransport
+from runtime.plan.secrets import SecretError
+from runtime.routing.state import build_runtime
+from runtime.upstream.providers.auth import CredentialsError
+from runtime.upstream.providers.bedrock_auth import BedrockSigner
+from runtime.upstream.transport import HttpxTransport
 from tests.support.fake_anthropic import open_fake_anthropic
 from tests.support.fake_base import open_fake
 from tests.support.fake_cohere import FakeCohere

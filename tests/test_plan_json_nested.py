@@ -6,7 +6,7 @@ import dataclasses
 import types
 
 from compiler.pipeline import compile_text
-from runtime.plan_json import dumps, loads
+from runtime.plan.canonical import dumps, loads
 
 SPEC = """\
 version: 1

@@ -1,4 +1,4 @@
-"""Tests for the model price table: compiler.pricegen (generator) and compiler.prices (lookup)."""
+"""Tests for the model price table: compiler.data.pricegen (generator) and compiler.data.prices (lookup)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from compiler import pricegen, prices
-from compiler.prices import ModelInfo, known_models, lookup
+from compiler.data import pricegen, prices
+from compiler.data.prices import ModelInfo, known_models, lookup
 
 # The LiteLLM data lives beside the checkout (../shared) on the development machine only.
 SOURCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "model_prices.json"
@@ -176,7 +176,7 @@ def test_regenerating_gives_committed_bytes(tmp_path: Path) -> None:
     out = tmp_path / "prices.json"
     assert pricegen.main([str(SOURCE), "-o", str(out)]) == 0
     assert out.read_bytes() == _committed_bytes(), (
-        "compiler/data/prices.json is stale: run python -m compiler.pricegen " + str(SOURCE)
+        "compiler/data/prices.json is stale: run python -m compiler.data.pricegen " + str(SOURCE)
     )
     assert pricegen.generate(SOURCE) == _committed_bytes()
 

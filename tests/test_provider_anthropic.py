@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from runtime.errors import BadRequest, RateLimited, UpstreamError
-from runtime.providers.anthropic import AnthropicAdapter, AnthropicRelay, passthrough_request
+from runtime.upstream.providers.anthropic import AnthropicAdapter, AnthropicRelay, passthrough_request
 from tests.support.fake_anthropic import MESSAGE_TEXT, MESSAGE_TOOL, STREAM_TOOL, tool_stream
 from tests.support.fake_base import assemble, feed_split, native_provider, sse
 from tests.support.plans import target

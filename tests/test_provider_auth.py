@@ -18,9 +18,9 @@ import pytest
 import trio
 from botocore.credentials import Credentials, RefreshableCredentials
 
-from runtime.providers.bedrock_auth import BedrockSigner
-from runtime.providers.vertex_auth import VertexTokenSource
-from runtime.transport import UpstreamRequest
+from runtime.upstream.providers.bedrock_auth import BedrockSigner
+from runtime.upstream.providers.vertex_auth import VertexTokenSource
+from runtime.upstream.transport import UpstreamRequest
 from tests.support.fake_base import FakeServer, Seen, open_fake
 
 REQUEST = UpstreamRequest("POST", "https://example.test/v1/x", (("content-type", "application/json"),

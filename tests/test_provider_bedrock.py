@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from runtime.errors import BadRequest, RateLimited, UpstreamError
-from runtime.providers.bedrock import BedrockAdapter, bedrock_base_url
+from runtime.upstream.providers.bedrock import BedrockAdapter, bedrock_base_url
 from tests.support.fake_base import assemble, feed_split, native_provider
 from tests.support.fake_bedrock import CONVERSE_TEXT, CONVERSE_TOOL, event_frame, exception_frame, stream_events
 from tests.support.plans import target

@@ -17,10 +17,10 @@ import trio
 from botocore.credentials import Credentials
 
 from runtime.errors import GatewayError, RateLimited, UpstreamError
-from runtime.providers import AnthropicAdapter, BedrockAdapter, CohereAdapter, GeminiAdapter
-from runtime.providers.bedrock_auth import BedrockSigner
-from runtime.providers.vertex_auth import VertexTokenSource
-from runtime.transport import UpstreamRequest
+from runtime.upstream.providers import AnthropicAdapter, BedrockAdapter, CohereAdapter, GeminiAdapter
+from runtime.upstream.providers.bedrock_auth import BedrockSigner
+from runtime.upstream.providers.vertex_auth import VertexTokenSource
+from runtime.upstream.transport import UpstreamRequest
 from tests.support.fake_anthropic import open_fake_anthropic
 from tests.support.fake_base import FakeServer, assemble, native_provider
 from tests.support.fake_bedrock import open_fake_bedrock

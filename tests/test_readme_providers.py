@@ -10,7 +10,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from compiler.catalog import load_catalog
+from compiler.data.catalog import load_catalog
 from compiler.pipeline import compile_text
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()

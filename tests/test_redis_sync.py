@@ -12,10 +12,10 @@ import httpx
 import pytest
 import trio
 
-from runtime.limits import Budget, Ledger
-from runtime.logs import Logger
+from runtime.governance.limits import Budget, Ledger
+from runtime.governance.redis_sync import PREFIX, RedisSync
+from runtime.observe.logs import Logger
 from runtime.plan import Auth, BudgetRule, LimitRule, LogLevel, Price, StaticKey, Store
-from runtime.redis_sync import PREFIX, RedisSync
 from tests.support.gateway import base_url, open_gateway
 from tests.support.plans import env, group, mock_provider, plan, target, text
 from tests.support.redis import RedisServer, redis_server

@@ -19,10 +19,10 @@ import pytest
 from ruamel.yaml import YAML
 
 from compiler.cli import main
-from compiler.deploy import CONTAINER_UID
-from compiler.render import TARGETS, Rendered, render_text
+from compiler.deploy.render import TARGETS, Rendered, render_text
+from compiler.deploy.section import CONTAINER_UID
 from compiler.report import CODES
-from runtime.plan_json import digest, dumps, loads
+from runtime.plan.canonical import digest, dumps, loads
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).parent / "golden" / "render"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from compiler.deploy import CONTAINER_GID, CONTAINER_UID, PLAN_PATH, WORKDIR
+from compiler.deploy.section import CONTAINER_GID, CONTAINER_UID, PLAN_PATH, WORKDIR
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -75,4 +75,4 @@ def test_the_build_context_has_what_the_build_copies() -> None:
         assert (ROOT / name.rstrip("/")).exists(), name
     for name in ("pyproject.toml", "README.md", "LICENSE", "NOTICE", "schema/", "compiler/", "runtime/"):
         assert f"!{name}" in ignore
-    assert os.path.exists(ROOT / "compiler" / "templates" / "deployment-patch.yaml.j2")
+    assert os.path.exists(ROOT / "compiler" / "deploy" / "templates" / "deployment-patch.yaml.j2")

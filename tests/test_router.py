@@ -11,8 +11,8 @@ import pytest
 import trio
 import trio.testing
 
-from runtime.breaker import Circuit
 from runtime.plan import CooldownPolicy, RetryOn, RetryPolicy, Strategy
+from runtime.routing.breaker import Circuit
 from tests.support.plans import group, openai_provider, plan, target
 from tests.support.scripted import Reply, ScriptedTransport, asgi_call, error, make_app, sse
 
@@ -239,7 +239,7 @@ async def test_active_health_probes_open_and_close_the_breaker(autojump_clock: t
     from dataclasses import replace
 
     from runtime.plan import HealthProbe
-    from runtime.prober import run_probes
+    from runtime.routing.prober import run_probes
 
     up = {"a": False}
     t = ScriptedTransport({"a.test": lambda r: ok() if up["a"] else Reply(error(503)), "b.test": lambda r: ok()})

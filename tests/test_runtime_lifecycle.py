@@ -15,7 +15,7 @@ import httpx
 import openai
 import trio
 
-from runtime.plan_json import dumps
+from runtime.plan.canonical import dumps
 from tests.support.gateway import base_url, open_gateway
 from tests.support.plans import group, mock_provider, plan, quick, target
 
@@ -100,7 +100,7 @@ async def test_in_flight_request_finishes_on_the_plan_it_started_with() -> None:
 def _start(tmp_path: Path, p: object, *extra_env: tuple[str, str]) -> tuple[subprocess.Popen[str], int]:
     plan_file = tmp_path / "plan.json"
     plan_file.write_text(dumps(p))  # type: ignore[arg-type]
-    code = ("import sys; from runtime.plan_json import loads; from runtime.server import run; "
+    code = ("import sys; from runtime.plan.canonical import loads; from runtime.server import run; "
             "p = loads(open(sys.argv[1]).read()); sys.exit(run(p, load_plan=lambda: p, watch_path=None, workers=1))")
     env = {**os.environ, **dict(extra_env)}
     proc = subprocess.Popen([sys.executable, "-c", code, str(plan_file)], cwd=ROOT, stderr=subprocess.PIPE,
@@ -182,7 +182,7 @@ def test_missing_secret_fails_start_naming_only_the_reference(tmp_path: Path) ->
              [group("m", target("up", "x"))])
     plan_file = tmp_path / "plan.json"
     plan_file.write_text(dumps(p))
-    code = ("import sys; from runtime.plan_json import loads; from runtime.server import run; "
+    code = ("import sys; from runtime.plan.canonical import loads; from runtime.server import run; "
             "p = loads(open(sys.argv[1]).read()); sys.exit(run(p, load_plan=lambda: p, watch_path=None, workers=1))")
     out = subprocess.run([sys.executable, "-c", code, str(plan_file)], cwd=ROOT, capture_output=True, text=True,
                          timeout=20)

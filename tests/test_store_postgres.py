@@ -8,10 +8,10 @@ import psycopg2
 import pytest
 import trio
 
-from runtime.keys import hash_key, new_key
-from runtime.models import ApiKey, SpendLog
-from runtime.spend import SpendRow, write_rows
-from runtime.store import SCHEMA_VERSION, Store, StoreUnavailable
+from runtime.governance.keys import hash_key, new_key
+from runtime.store.database import SCHEMA_VERSION, Store, StoreUnavailable
+from runtime.store.models import ApiKey, SpendLog
+from runtime.store.spend import SpendRow, write_rows
 from tests.support.postgres import Cluster, fresh_database, pg_cluster, pg_server  # noqa: F401 - fixtures
 
 

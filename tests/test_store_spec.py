@@ -4,9 +4,9 @@ writes nothing on the pod's disk."""
 
 from __future__ import annotations
 
+from compiler.deploy.render import render_text
 from compiler.pipeline import compile_text
-from compiler.render import render_text
-from runtime.secrets import resolve
+from runtime.plan.secrets import resolve
 
 SPEC = """version: 1
 providers:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from fnmatch import fnmatchcase
 from typing import Any
 
-from runtime.keys import Grant
+from runtime.governance.keys import Grant
 from runtime.plan import A2APolicy
 
 __all__ = ["allowed", "policy_from_metadata"]

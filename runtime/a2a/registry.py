@@ -13,7 +13,7 @@ import httpx
 import trio
 
 from runtime.a2a.card import Card, CardError, parse_card
-from runtime.logs import Logger
+from runtime.observe.logs import Logger
 from runtime.plan import A2AAgent
 
 __all__ = ["AgentState", "Registry"]

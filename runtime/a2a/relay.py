@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import trio
 
-from runtime.http import Receive, Scope, Send
+from runtime.asgi import Receive, Scope, Send
 from runtime.plan import A2AAgent
 
 __all__ = ["FORWARDED", "Outcome", "UpstreamFailed", "relay"]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
-from runtime.keys import Grant
+from runtime.governance.keys import Grant
 from runtime.plan import McpAccess
 
 __all__ = ["Permissions", "permissions_for"]

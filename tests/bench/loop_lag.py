@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import trio
 import trio.lowlevel
 
-from runtime.models import SpendLog
-from runtime.spend import SpendRow, SpendWriter
-from runtime.store import Store
+from runtime.store.database import Store
+from runtime.store.models import SpendLog
+from runtime.store.spend import SpendRow, SpendWriter
 
 PROBE = 0.001
 

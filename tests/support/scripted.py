@@ -16,13 +16,13 @@ import httpx
 import trio
 import trio.lowlevel
 
-from runtime.app import App
 from runtime.errors import UpstreamError
-from runtime.logs import Logger
-from runtime.metrics import Metrics
+from runtime.http.app import App
+from runtime.observe.logs import Logger
+from runtime.observe.metrics import Metrics
 from runtime.plan import Plan
-from runtime.state import build_runtime
-from runtime.transport import UpstreamRequest, UpstreamResponse
+from runtime.routing.state import build_runtime
+from runtime.upstream.transport import UpstreamRequest, UpstreamResponse
 
 JSON = httpx.Headers({"content-type": "application/json"})
 SSE = httpx.Headers({"content-type": "text/event-stream"})

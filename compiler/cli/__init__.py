@@ -1,0 +1,12 @@
+"""The ``sidegate`` command line. `main` parses and dispatches (lint, compile, explain, schema,
+providers, serve); `deploy` adds render, import and diff; `keys` manages virtual keys; `explain` and
+`diff` read plans for people. Every command module depends on the shared core (`common`), never on
+another command module; heavy modules load inside the commands that need them.
+
+May import: every compiler room, and the runtime (`serve` starts it; `keys` uses its store).
+"""
+
+from compiler.cli.common import EXIT_USAGE
+from compiler.cli.main import main
+
+__all__ = ["EXIT_USAGE", "main"]

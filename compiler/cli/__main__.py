@@ -1,0 +1,7 @@
+"""`python -m compiler.cli`: the ``sidegate`` command."""
+
+import sys
+
+from compiler.cli.main import main
+
+sys.exit(main())

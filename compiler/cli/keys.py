@@ -1,0 +1,142 @@
+"""`sidegate keys create|revoke|list SPEC`: manage virtual keys in the spec's store directly (a
+running sidecar picks changes up within `auth.refresh`). Uses the same admin handlers as the API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, TypeVar
+
+__all__ = ["add_keys_commands"]
+
+_Parser = TypeVar("_Parser", bound=argparse.ArgumentParser)
+
+
+def _database(args: argparse.Namespace) -> str | None:
+    if args.plan:
+        from runtime.plan.canonical import PlanFormatError, loads
+
+        try:
+            with open(args.plan, "rb") as f:
+                plan = loads(f.read())
+        except (OSError, PlanFormatError) as exc:
+            print(f"sidegate keys: {args.plan}: {exc}", file=sys.stderr)
+            return None
+    else:
+        from compiler.cli.common import compile_file
+        from compiler.report import text
+
+        if not args.spec:
+            print("sidegate keys: give a SPEC or --plan", file=sys.stderr)
+            return None
+        result = compile_file(args.spec)
+        if result.plan is None:
+            sys.stderr.write(text(result.diagnostics))
+            return None
+        plan = result.plan
+    from runtime.plan.secrets import SecretError, resolve
+
+    try:
+        return resolve(plan.store.database)
+    except SecretError as exc:
+        print(f"sidegate keys: {exc}", file=sys.stderr)
+        return None
+
+
+def _admin_call(url: str, method: str, path: str, query: dict[str, str], body: dict[str, Any]) -> Any:
+    import trio
+
+    from runtime.governance.keys import KeyCache
+    from runtime.http.admin import Admin
+    from runtime.store.database import Store
+
+    async def call() -> Any:
+        store = await Store.open(url, wait=0.0)  # a CLI reports an unreachable store at once
+        try:
+            return await Admin(store, KeyCache()).handle(method, path, query, body)
+        finally:
+            await store.aclose()
+
+    return trio.run(call)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from runtime.errors import GatewayError
+    from runtime.store.database import StoreUnavailable
+
+    url = _database(args)
+    if url is None:
+        return 1
+    if url.endswith(":memory:"):
+        print("sidegate keys: the spec's store is in memory; set store.database to a file", file=sys.stderr)
+        return 1
+    if getattr(args, "metadata", None):
+        try:
+            json.loads(args.metadata)
+        except ValueError:
+            print("sidegate keys: --metadata must be a JSON object", file=sys.stderr)
+            return 64
+    try:
+        if args.action == "create":
+            body: dict[str, Any] = {"key_alias": args.name, "team_id": args.team, "user_id": args.user,
+                                    "models": [m for m in (args.models or "").split(",") if m],
+                                    "max_budget": args.budget, "budget_duration": args.budget_period,
+                                    "rpm_limit": args.rpm, "tpm_limit": args.tpm,
+                                    "max_parallel_requests": args.parallel, "duration": args.expires,
+                                    "metadata": json.loads(args.metadata) if args.metadata else None}
+            made = _admin_call(url, "POST", "/key/generate", {}, {k: v for k, v in body.items() if v is not None})
+            print(made["key"])
+            print(f"token {made['token']}", file=sys.stderr)
+        elif args.action == "revoke":
+            _admin_call(url, "POST", "/key/delete", {}, {"keys": [args.key]})
+        else:
+            from runtime.store.database import Store
+            from runtime.store.models import ApiKey
+
+            async def read() -> list[dict[str, Any]]:
+                store = await Store.open(url, wait=0.0)
+                try:
+                    return await store.run(lambda: [
+                        {"token": k.hash, "prefix": k.prefix, "name": k.name, "team": k.team, "revoked": k.revoked}
+                        for k in ApiKey.select()])
+                finally:
+                    await store.aclose()
+
+            import trio
+
+            print(json.dumps(trio.run(read), indent=2))
+    except GatewayError as exc:
+        print(f"sidegate keys: {exc.message}", file=sys.stderr)
+        return 1
+    except StoreUnavailable as exc:
+        print(f"sidegate keys: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_keys_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
+    """Add `keys create|revoke|list`."""
+    keys = commands.add_parser("keys", help="create, revoke or list virtual keys in the spec's store")
+    actions = keys.add_subparsers(dest="action", metavar="ACTION", parser_class=type(keys))
+    actions.required = True
+    for name, helptext in (("create", "create a key (printed once)"), ("revoke", "revoke a key"),
+                           ("list", "list keys (hashes and prefixes only)")):
+        sub = actions.add_parser(name, help=helptext)
+        sub.add_argument("spec", nargs="?", metavar="SPEC", help="the spec whose store to use")
+        sub.add_argument("--plan", metavar="PLAN", help="a compiled plan instead of a spec")
+        sub.set_defaults(run=_run)
+        if name == "create":
+            sub.add_argument("--name")
+            sub.add_argument("--team")
+            sub.add_argument("--user")
+            sub.add_argument("--models", help="comma-separated model groups (default: all)")
+            sub.add_argument("--budget", type=float, help="USD per budget period")
+            sub.add_argument("--budget-period", default=None, help="1d, 7d, 30d (default) or month")
+            sub.add_argument("--rpm", type=int)
+            sub.add_argument("--tpm", type=int)
+            sub.add_argument("--parallel", type=int)
+            sub.add_argument("--expires", help="lifetime such as 12h or 30d")
+            sub.add_argument("--metadata", help='a JSON object, e.g. \'{"mcp": {"allow": ["files__*"]}}\'')
+        if name == "revoke":
+            sub.add_argument("key", metavar="KEY", help="the key or its token")

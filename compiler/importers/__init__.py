@@ -1,0 +1,5 @@
+"""Importers of other gateways' configurations into sidegate specs (`litellm/`), and the small YAML
+writer they share (`yamlwrite`).
+
+May import: the pipeline, `compiler.data`.
+"""

@@ -1,0 +1,246 @@
+"""Who may call what, how fast and for how much: the hot-path gate in front of every model call.
+
+Authentication is a hash lookup in the in-memory key cache; model permissions, budgets and rate
+limits are checked against in-memory counters (the `Ledger`). Nothing here waits on the database.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from runtime.errors import GatewayError, RateLimited
+from runtime.governance.keys import Grant, KeyCache, hash_key
+from runtime.governance.limits import Budget, Ledger, Limits
+from runtime.plan import LimitRule, Plan, Price
+from runtime.plan.secrets import resolve
+from runtime.upstream.openai_wire import Usage
+
+__all__ = [
+    "Admission", "AuthError", "Forbidden", "Gatekeeper", "TeamPolicy", "cost_of", "policies_from_plan", "token_of",
+    "users_from_plan",
+]
+
+
+class AuthError(GatewayError):
+    """No key, or a key that is unknown, revoked or expired."""
+
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class Forbidden(GatewayError):
+    """A valid key asking for something it may not use."""
+
+    status = 403
+    type = "permission_error"
+    code = "model_not_allowed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TeamPolicy:
+    """A team's permissions, limits and budget."""
+
+    name: str
+    models: frozenset[str] | None = None
+    limits: Limits | None = None
+    budget: Budget | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """An admitted request: who, and the counters it holds until it finishes."""
+
+    grant: Grant | None
+    subjects: tuple[str, ...]
+    reserved: int = 0
+    """Prompt tokens reserved against tpm until the request finishes."""
+    window: int = -1
+    """The minute window the request was counted in."""
+
+
+def token_of(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The presented key: `Authorization: Bearer <key>` or `x-api-key: <key>`."""
+    for name, value in headers:
+        if name == b"authorization" and value[:7].lower() == b"bearer ":
+            return value[7:].decode("latin-1").strip()
+        if name == b"x-api-key":
+            return value.decode("latin-1").strip()
+    return None
+
+
+def cost_of(usage: Usage, price: Price | None) -> float:
+    """USD for a request's usage at a deployment's prices (cached prompt tokens at the cached price)."""
+    if price is None:
+        return 0.0
+    cached = min(usage.cached, usage.prompt) if price.cached_input is not None else 0
+    cached_cost = cached * (price.cached_input or 0.0)
+    return (usage.prompt - cached) * price.input + cached_cost + usage.completion * price.output
+
+
+def _limits(grant: Grant) -> Limits | None:
+    if grant.rpm is None and grant.tpm is None and grant.parallel is None:
+        return None
+    return Limits(grant.rpm, grant.tpm, grant.parallel)
+
+
+def _budget(grant: Grant) -> Budget | None:
+    return None if grant.budget is None else Budget(grant.budget, grant.budget_period or "30d", grant.budget_soft)
+
+
+class Gatekeeper:
+    """Authenticates, authorises and meters model calls."""
+
+    def __init__(
+        self,
+        cache: KeyCache,
+        teams: Mapping[str, TeamPolicy],
+        *,
+        required: bool,
+        ledger: Ledger | None = None,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.cache = cache
+        self._spec_teams = dict(teams)
+        self._stored_teams: dict[str, TeamPolicy] = {}
+        self.teams = dict(teams)
+        self.required = required
+        self.ledger = ledger or Ledger()
+        self.wall = wall
+        self._spec_users: dict[str, Limits | None] = {}
+        self._stored_users: dict[str, Limits | None] = {}
+        self.users: dict[str, Limits | None] = {}
+        self.default_user: Limits | None = None
+
+    def set_users(self, users: Mapping[str, Limits | None], default: Limits | None) -> None:
+        """Per-user limits (a reloaded plan's `users`); `default` applies to each user without an entry."""
+        self._spec_users = dict(users)
+        self.default_user = default
+        self.users = {**self._stored_users, **self._spec_users}
+
+    def set_stored(self, teams: Mapping[str, TeamPolicy], users: Mapping[str, Limits | None]) -> None:
+        """Teams and users created through the admin API (the spec's win on a shared name)."""
+        self._stored_teams, self._stored_users = dict(teams), dict(users)
+        self.teams = {**self._stored_teams, **self._spec_teams}
+        self.users = {**self._stored_users, **self._spec_users}
+
+    def user_limits(self, user: str) -> Limits | None:
+        """The limits of `user`: its own entry, else the default (each user counted on its own)."""
+        return self.users.get(user, self.default_user)
+
+    def configure(self, grants: tuple[Grant, ...], teams: Mapping[str, TeamPolicy], required: bool) -> None:
+        """Apply a (re)loaded plan's keys and teams; counters and store keys, teams and users are kept."""
+        self.cache.set_fixed(grants)
+        self._spec_teams = dict(teams)
+        self.teams = {**self._stored_teams, **self._spec_teams}
+        self.required = required
+
+    def authenticate(self, token: str | None) -> Grant | None:
+        """The caller's grant; None when the gateway is open (no `auth` in the spec) and no key came."""
+        if token is None:
+            if self.required:
+                raise AuthError("missing API key: send 'Authorization: Bearer <key>' or 'x-api-key'")
+            return None
+        grant = self.cache.lookup(token)
+        if grant is None or grant.revoked:
+            if not self.required:
+                return None
+            raise AuthError("invalid API key")
+        if grant.expires_at is not None and grant.expires_at <= self.wall():
+            raise AuthError("this API key has expired", code="expired_api_key")
+        return grant
+
+    def admit(self, grant: Grant | None, group: str, now: float, prompt: Callable[[], int] | None = None) -> Admission:
+        """Check permissions, budgets and limits for a call to `group`, and count it. When a tpm limit
+        applies, `prompt()` (the prompt's token estimate) is reserved until the request finishes."""
+        if grant is None or grant.master:
+            return Admission(grant, ())
+        team = self.teams.get(grant.team) if grant.team else None
+        if not grant.allows(group) or (team is not None and team.models is not None and group not in team.models):
+            raise Forbidden(f"this key may not use model '{group}'", param="model")
+        wall = self.wall()
+        checks: list[tuple[str, Limits | None, Budget | None]] = [(f"key:{grant.hash}", _limits(grant), _budget(grant))]
+        if team is not None:
+            checks.append((f"team:{team.name}", team.limits, team.budget))
+        if grant.user:
+            checks.append((f"user:{grant.user}", self.user_limits(grant.user), None))
+        for subject, _, budget in checks:
+            if budget is not None and self.ledger.over_budget(subject, budget, wall):
+                who = subject.split(":", 1)[0]
+                raise RateLimited(f"the {who}'s budget of ${budget.amount:g} per {budget.period} is spent",
+                                  code="budget_exceeded", retry_after=None)
+        for subject, limits, _ in checks:
+            if limits is not None:
+                wait = self.ledger.limited_for(subject, limits, now)
+                if wait is not None:
+                    who = subject.split(":", 1)[0]
+                    raise RateLimited(f"the {who}'s rate limit is reached", retry_after=wait)
+        subjects = tuple(s for s, _, _ in checks)
+        reserve = 0
+        if prompt is not None and any(limits is not None and limits.tpm is not None for _, limits, _ in checks):
+            reserve = prompt()
+        window = -1
+        for subject in subjects:
+            window = self.ledger.start(subject, now, reserve)
+        return Admission(grant, subjects, reserve, window)
+
+    def settle(self, admission: Admission, now: float, usage: Usage | None, cost: float) -> list[str]:
+        """Release the request's counters, add its tokens and spend; returns the subjects whose soft
+        budget threshold this request crossed."""
+        tokens = usage.prompt + usage.completion if usage is not None else 0
+        crossed: list[str] = []
+        wall = self.wall()
+        grant = admission.grant
+        for subject in admission.subjects:
+            self.ledger.finish(subject, now, tokens, admission.reserved, admission.window)
+            budget = None
+            if subject.startswith("key:") and grant is not None:
+                budget = _budget(grant)
+            elif subject.startswith("team:"):
+                team = self.teams.get(subject[5:])
+                budget = team.budget if team else None
+            if cost and self.ledger.add_spend(subject, cost, budget, wall):
+                crossed.append(subject)
+        return crossed
+
+
+def _limits_of(rule: LimitRule | None) -> Limits | None:
+    return None if rule is None else Limits(rule.rpm, rule.tpm, rule.parallel)
+
+
+def users_from_plan(plan: Plan) -> tuple[dict[str, Limits | None], Limits | None]:
+    """The spec's per-user limits by user, and the `default` entry's."""
+    named = {u.name: _limits_of(u.limits) for u in plan.users if u.name != "default"}
+    default = next((_limits_of(u.limits) for u in plan.users if u.name == "default"), None)
+    return named, default
+
+
+def policies_from_plan(plan: Plan) -> tuple[tuple[Grant, ...], dict[str, TeamPolicy]]:
+    """The spec's keys (master and static, secrets resolved: call off the event loop) and teams."""
+    teams = {
+        t.name: TeamPolicy(
+            name=t.name,
+            models=frozenset(t.models) if t.models else None,
+            limits=None if t.limits is None else Limits(t.limits.rpm, t.limits.tpm, t.limits.parallel),
+            budget=None if t.budget is None else Budget(t.budget.amount, t.budget.period, t.budget.soft),
+        )
+        for t in plan.teams
+    }
+    grants: list[Grant] = []
+    if plan.auth is not None:
+        if plan.auth.master_key is not None:
+            grants.append(Grant(hash=hash_key(resolve(plan.auth.master_key)), name="master", master=True))
+        for k in plan.auth.keys:
+            grants.append(Grant(
+                hash=hash_key(resolve(k.key)), name=k.name, team=k.team, user=k.user,
+                models=frozenset(k.models) if k.models else None,
+                budget=k.budget.amount if k.budget else None, budget_period=k.budget.period if k.budget else None,
+                budget_soft=k.budget.soft if k.budget else None,
+                rpm=k.limits.rpm if k.limits else None, tpm=k.limits.tpm if k.limits else None,
+                parallel=k.limits.parallel if k.limits else None,
+                metadata={**({"a2a": {"allow": list(k.a2a.allow), "deny": list(k.a2a.deny)}} if k.a2a else {}),
+                          **({"mcp": {"allow": k.mcp.allow, "deny": k.mcp.deny}} if k.mcp else {})},
+            ))
+    return tuple(grants), teams

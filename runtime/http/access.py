@@ -1,0 +1,183 @@
+"""The governance glue around model calls and the admin API: admit a call, settle it (counters,
+spend, soft-budget warnings, the spend row), and serve `/key/*`, `/team/*`, `/spend/*` to the
+master key. Owned by the app; the key cache, counters and spend writer outlive plan reloads."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
+
+import orjson
+import peewee
+import trio
+
+from runtime.asgi import Receive, Scope, read_body
+from runtime.errors import BadRequest
+from runtime.governance.gate import Admission, AuthError, Forbidden, Gatekeeper, cost_of, token_of, users_from_plan
+from runtime.governance.keys import Grant, KeyCache, looks_like_jwt
+from runtime.governance.limits import Budget, period_start
+from runtime.governance.redis_sync import RedisSync
+from runtime.http.admin import ADMIN_ROUTES, Admin, grant_from_row, team_from_row, user_limits_from_row
+from runtime.observe.logs import Logger
+from runtime.observe.metrics import Metrics
+from runtime.routing.call import Call, estimate_tokens
+from runtime.routing.state import Runtime
+from runtime.store.database import Store
+from runtime.store.models import ApiKey, SpendLog, User
+from runtime.store.models import Team as TeamRow
+from runtime.store.spend import SpendRow, SpendWriter
+from runtime.upstream.tokens import estimate_usage
+
+if TYPE_CHECKING:
+    from runtime.governance.jwt_auth import JwtVerifier
+
+__all__ = ["ADMIN_ROUTES", "Access"]
+
+
+def _verifier(runtime: Runtime, current: JwtVerifier | None) -> JwtVerifier | None:
+    rule = runtime.plan.auth.jwt if runtime.plan.auth is not None else None
+    if rule is None:
+        return None
+    if current is not None and current.rule == rule:
+        return current  # keep the cached signing keys across a reload
+    from runtime.governance.jwt_auth import JwtVerifier  # pyjwt and cryptography (~8 MB) only where auth.jwt is set
+
+    return JwtVerifier(rule, runtime.jwt_secret)
+
+
+class Access:
+    """Keys, limits, budgets and spend for one process."""
+
+    def __init__(self, runtime: Runtime, logger: Logger, metrics: Metrics | None = None) -> None:
+        self.gate = Gatekeeper(KeyCache(), runtime.teams, required=runtime.plan.auth is not None)
+        self.gate.configure(runtime.grants, runtime.teams, runtime.plan.auth is not None)
+        self.gate.set_users(*users_from_plan(runtime.plan))
+        self.logger = logger
+        self.metrics = metrics
+        self.spend: SpendWriter | None = None
+        self.admin: Admin | None = None
+        self.refresh = runtime.plan.auth.refresh if runtime.plan.auth else 5.0
+        self.jwt = _verifier(runtime, None)
+        self.shared = RedisSync(self.gate.ledger, logger, metrics.registry if metrics is not None else None)
+        self.shared.configure(runtime.plan.store.redis, runtime.plan.store.redis_sync)
+
+    def configure(self, runtime: Runtime) -> None:
+        """Apply a reloaded plan's keys and teams."""
+        self.gate.configure(runtime.grants, runtime.teams, runtime.plan.auth is not None)
+        self.gate.set_users(*users_from_plan(runtime.plan))
+        self.refresh = runtime.plan.auth.refresh if runtime.plan.auth else 5.0
+        self.jwt = _verifier(runtime, self.jwt)
+        self.shared.configure(runtime.plan.store.redis, runtime.plan.store.redis_sync)
+
+    async def attach(self, store: Store) -> None:
+        """Start using the store: load stored keys and this period's spend (before serving)."""
+        self.spend = SpendWriter(store, on_failure=lambda msg, n: self.logger.error(
+            "spend_write_failed", error=msg, pending=n), metrics=self.metrics)
+        self.admin = Admin(store, self.gate.cache, on_change=lambda: self.reload_keys(store))
+        await self.reload_keys(store)
+        await self._load_spend(store)
+
+    async def reload_keys(self, store: Store) -> None:
+        """Re-read every stored key into the cache (the bound on revocation from elsewhere), and the
+        teams and users created through the admin API."""
+        rows = await store.run(lambda: [grant_from_row(r) for r in ApiKey.select()])
+        self.gate.cache.replace_stored(g for g in rows if not g.revoked)
+        teams = await store.run(lambda: {t.name: team_from_row(t) for t in TeamRow.select()})
+        users = await store.run(lambda: {u.name: user_limits_from_row(u) for u in User.select()})
+        self.gate.set_stored(teams, users)
+
+    async def _load_spend(self, store: Store) -> None:
+        wall = time.time()
+        budgets: list[tuple[str, Budget, str, str]] = []
+        for g in self.gate.cache.all():
+            if g.budget is not None:
+                budgets.append((f"key:{g.hash}", Budget(g.budget, g.budget_period or "30d"), "key_hash", g.hash))
+        for t in self.gate.teams.values():
+            if t.budget is not None:
+                budgets.append((f"team:{t.name}", t.budget, "team", t.name))
+        for subject, budget, column, value in budgets:
+            since = period_start(budget.period, wall)
+            field = getattr(SpendLog, column)
+
+            def total(f: Any = field, v: str = value, s: float = since) -> float:
+                query = SpendLog.select(peewee.fn.COALESCE(peewee.fn.SUM(SpendLog.cost), 0.0))
+                return float(query.where((f == v) & (SpendLog.created_at >= s)).scalar())
+
+            self.gate.ledger.load_spend(subject, budget, await store.run(total), wall)
+
+    async def run(self, store: Store) -> None:
+        """Background work: the spend writer, the periodic key refresh, the JWKS refresh."""
+        assert self.spend is not None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.spend.run)
+            nursery.start_soon(self.shared.run)
+            if self.jwt is not None:
+                nursery.start_soon(self.jwt.run)
+            while True:
+                await trio.sleep(self.refresh)
+                try:
+                    await self.reload_keys(store)
+                except Exception as exc:
+                    self.logger.error("key_refresh_failed", error=f"{type(exc).__name__}: {exc}")
+
+    def admit(self, grant: Grant | None, group: str, data: dict[str, Any] | None = None) -> Admission:
+        """Admit an authenticated model call to `group` (its prompt estimate reserved against tpm)."""
+        prompt = None if data is None else (lambda: estimate_tokens(data)[0])
+        return self.gate.admit(grant, group, self.gate.wall(), prompt)
+
+    async def authenticate(self, scope: Scope) -> Grant | None:
+        """The caller's grant: a JWT when `auth.jwt` is set and the token is one, else a key."""
+        token = token_of(scope["headers"])
+        if token is not None and self.jwt is not None and looks_like_jwt(token):
+            return await self.jwt.verify(token)
+        return self.gate.authenticate(token)
+
+    def settle(self, admission: Admission, call: Call) -> None:
+        """Release counters, count spend and queue the spend row."""
+        usage = call.usage
+        estimated = usage is None and bool(call.answer)
+        if estimated:
+            # The provider reported no usage for an answer that was served: count it locally (after
+            # the answer went out) and flag the spend row.
+            usage = call.usage = estimate_usage(call.request, b"".join(call.answer), call.op)
+            call.extra["usage_estimated"] = True
+        cost = cost_of(usage, call.price) if usage is not None else 0.0
+        for subject in self.gate.settle(admission, self.gate.wall(), usage, cost):
+            scope = subject.split(":", 1)[0]
+            self.logger.warning("budget_soft_threshold", subject=scope, name=subject.split(":", 1)[1][:12])
+            if self.metrics is not None:
+                self.metrics.budget_soft_crossings.labels(scope).inc()
+        call.extra["cost"] = round(cost, 8)
+        if self.spend is None:
+            return
+        grant = admission.grant
+        self.spend.record_nowait(SpendRow(
+            request_id=call.request_id, key_hash=grant.hash if grant else None, team=grant.team if grant else None,
+            user=grant.user if grant else None, model=call.group, deployment=call.deployment,
+            prompt_tokens=usage.prompt if usage else 0, completion_tokens=usage.completion if usage else 0,
+            cached_tokens=usage.cached if usage else 0, reasoning_tokens=usage.reasoning if usage else 0,
+            cost=cost, estimated=estimated, latency_ms=round((time.perf_counter() - call.t0) * 1000, 2),
+            status=call.status, created_at=time.time(),
+        ))
+
+    async def admin_call(self, method: str, path: str, scope: Scope, receive: Receive, limit: int) -> Any:
+        """An admin API answer; master key only."""
+        grant = self.gate.authenticate(token_of(scope["headers"]))
+        if grant is None:
+            raise AuthError("the admin API needs the master key")
+        if not grant.master:
+            raise Forbidden("the admin API needs the master key", code="forbidden")
+        if self.admin is None:
+            raise AuthError("the store is not open yet")
+        body: dict[str, Any] = {}
+        if method == "POST":
+            raw = await read_body(scope, receive, limit)
+            try:
+                body = orjson.loads(raw) if raw else {}
+            except orjson.JSONDecodeError:
+                raise BadRequest("request body is not valid JSON") from None
+            if not isinstance(body, dict):
+                raise BadRequest("request body must be a JSON object")
+        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+        return await self.admin.handle(method, path, query, body)

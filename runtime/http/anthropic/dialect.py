@@ -1,0 +1,134 @@
+"""The Anthropic Messages dialect (`POST /v1/messages`): the hook through which the routing loop
+serves Anthropic clients from any target.
+
+An Anthropic target gets the client's body untouched but for `model` (and a default `max_tokens`),
+and its answers and streams go back verbatim. Any other target gets the request translated to
+OpenAI's shape (`runtime.http.anthropic.messages`), sent through its own adapter like an OpenAI request, and its
+answer translated back into a Messages answer or Anthropic's stream events. Errors before the answer
+starts use Anthropic's envelope (rendered by the app); errors mid-stream its `error` event.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from runtime.errors import BadRequest, GatewayError
+from runtime.http.anthropic.messages import (
+    OpenAIToAnthropicStream,
+    anthropic_error_event,
+    anthropic_to_openai,
+    openai_to_anthropic_response,
+)
+from runtime.plan import Family
+from runtime.routing.state import Deployment
+from runtime.upstream.adapter import StreamTranslator
+from runtime.upstream.openai_wire import Usage
+from runtime.upstream.providers.anthropic import AnthropicRelay, message_usage, passthrough_request
+from runtime.upstream.providers.common import loads_upstream
+from runtime.upstream.transport import UpstreamRequest
+
+__all__ = ["CLIENT_HEADERS", "MessagesDialect", "client_headers", "parse_messages"]
+
+CLIENT_HEADERS = (b"anthropic-version", b"anthropic-beta")
+"""Client headers an Anthropic target receives as sent."""
+
+
+def client_headers(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The Anthropic client headers of a request that go along to an Anthropic upstream."""
+    return {k.decode(): v.decode("latin-1") for k, v in headers if k in CLIENT_HEADERS}
+
+
+def parse_messages(body: bytes, *, count: bool = False) -> dict[str, Any]:
+    """A Messages request's JSON object, with the fields Anthropic requires checked (`max_tokens`
+    is not part of a count_tokens request)."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadRequest("request body must be a JSON object")
+    model = data.get("model")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("model: field required (a non-empty string)", param="model")
+    messages = data.get("messages")
+    if not isinstance(messages, list):
+        raise BadRequest("messages: field required (an array)", param="messages")
+    if count:
+        return data
+    if not messages:
+        raise BadRequest("messages: at least one message is required", param="messages")
+    tokens = data.get("max_tokens")
+    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
+        raise BadRequest("max_tokens: field required (a positive integer)", param="max_tokens")
+    stream = data.get("stream", False)
+    if stream is not None and not isinstance(stream, bool):
+        raise BadRequest("stream: must be a boolean", param="stream")
+    return data
+
+
+class _Chained:
+    """An adapter's stream translator (upstream -> OpenAI chunks) followed by OpenAI chunks ->
+    Anthropic events."""
+
+    __slots__ = ("_inner", "_outer", "done", "usage")
+
+    def __init__(self, inner: StreamTranslator, outer: OpenAIToAnthropicStream) -> None:
+        self._inner = inner
+        self._outer = outer
+        self.usage: Usage | None = None
+        self.done = False
+
+    def feed(self, data: bytes) -> bytes:
+        openai = self._inner.feed(data)
+        self.usage, self.done = self._inner.usage, self._inner.done
+        return self._outer.feed(openai) if openai else b""
+
+
+class MessagesDialect:
+    """One `/v1/messages` request: its body, the client headers an Anthropic target keeps, and (built
+    on the first non-Anthropic attempt) its translation to OpenAI's shape."""
+
+    __slots__ = ("_openai", "body", "headers", "model")
+
+    def __init__(self, body: dict[str, Any], headers: dict[str, str]) -> None:
+        self.body = body
+        self.headers = headers
+        self.model: str = body["model"]
+        self._openai: dict[str, Any] | None = None
+
+    def openai_body(self) -> dict[str, Any]:
+        """The request in OpenAI's chat shape (400 for what cannot be expressed there)."""
+        if self._openai is None:
+            body = anthropic_to_openai(self.body)
+            # Usage on streams is asked for where the provider type supports it (request_body does).
+            body.pop("stream_options", None)
+            self._openai = body
+        return self._openai
+
+    def request(self, dep: Deployment, model: str) -> UpstreamRequest:
+        """Pass-through to an Anthropic target; otherwise the target's adapter on the translation."""
+        url = dep.url("chat", model)
+        if dep.provider.family is Family.ANTHROPIC:
+            return passthrough_request(dep.provider, dep.target, url, dep.headers, model, self.body, self.headers)
+        return dep.adapter.request(dep.provider, dep.target, url, dep.headers, "chat", model, self.openai_body())
+
+    def response(self, dep: Deployment, model: str, body: bytes) -> tuple[bytes, Usage | None]:
+        """An Anthropic target's answer as it is; any other one's translated to a Messages answer."""
+        if dep.provider.family is Family.ANTHROPIC:
+            obj = loads_upstream(body)
+            usage = obj.get("usage") if isinstance(obj, dict) else None
+            return body, message_usage(usage) if isinstance(usage, dict) else None
+        openai, usage = dep.adapter.response("chat", body, model=model, request=self.openai_body())
+        return openai_to_anthropic_response(openai, self.model), usage
+
+    def stream(self, dep: Deployment, model: str) -> StreamTranslator:
+        """Anthropic's events relayed whole, or the target's stream translated into them."""
+        if dep.provider.family is Family.ANTHROPIC:
+            return AnthropicRelay()
+        return _Chained(dep.adapter.stream("chat", True, model=model), OpenAIToAnthropicStream(self.model))
+
+    def error_event(self, err: GatewayError) -> bytes:
+        """Anthropic's `event: error`."""
+        return anthropic_error_event(err)

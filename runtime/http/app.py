@@ -1,0 +1,248 @@
+"""The ASGI application: the HTTP surface and the one boundary where errors become responses."""
+
+from __future__ import annotations
+
+import uuid
+from time import perf_counter
+from typing import Any
+
+import orjson
+import trio
+
+from runtime.a2a.metrics import A2AMetrics
+from runtime.asgi import ClientGone, Receive, Scope, Send, header, read_body, respond
+from runtime.errors import GatewayError, ModelNotFound, NotFound, from_exception, openai_body
+from runtime.http.a2a_endpoint import A2AGateway
+from runtime.http.access import ADMIN_ROUTES, Access
+from runtime.http.anthropic.count_tokens import count_input_tokens
+from runtime.http.anthropic.dialect import MessagesDialect, client_headers, parse_messages
+from runtime.http.anthropic.messages import anthropic_error_body
+from runtime.http.mcp_endpoint import Endpoint
+from runtime.mcp.hub import Hub
+from runtime.observe.logs import Logger
+from runtime.observe.metrics import Metrics
+from runtime.routing.call import Call, parse_request
+from runtime.routing.proxy import serve_call
+from runtime.routing.state import Runtime, deployments_report, model_card, observe_deployments
+from runtime.store.database import Store
+from runtime.upstream import tokens
+
+__all__ = ["App"]
+
+_JSON = b"application/json"
+_POST = {"/chat/completions": "chat", "/completions": "completions", "/embeddings": "embeddings",
+         "/messages": "messages", "/messages/count_tokens": "count_tokens"}
+
+
+class App:
+    """sidegate's ASGI app. `runtime` is swapped whole on reload; each request keeps the one it
+    started with."""
+
+    def __init__(self, runtime: Runtime, logger: Logger, metrics: Metrics) -> None:
+        self.runtime = runtime
+        self.logger = logger
+        self.metrics = metrics
+        self.store: Store | None = None
+        self.access = Access(runtime, logger, metrics)
+        self.a2a = A2AGateway(runtime, logger, A2AMetrics(metrics.registry))
+        self.mcp = Hub(on_event=logger.warning)
+        self.mcp.configure(runtime.mcp_servers, runtime.plan.mcp.separator if runtime.plan.mcp else "__")
+        self.mcp_endpoint = Endpoint(self.mcp, self.access, logger, metrics)
+        metrics.set_plan(runtime.digest)
+
+    def swap(self, runtime: Runtime) -> None:
+        """Serve a new plan from the next request on."""
+        self.runtime = runtime
+        self.access.configure(runtime)
+        self.a2a.configure(runtime)
+        self.mcp.configure(runtime.mcp_servers, runtime.plan.mcp.separator if runtime.plan.mcp else "__")
+        self.metrics.set_plan(runtime.digest)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        if path == "/a2a" or path.startswith("/a2a/"):
+            await self.a2a.handle(scope, receive, send, self.access)
+            return
+        if path.startswith("/v1/"):
+            path = path[3:]
+        method: str = scope["method"]
+        if scope["path"] == "/mcp" or scope["path"].startswith("/mcp/"):
+            await self.mcp_endpoint.handle(self.runtime, scope, receive, send)
+            return
+        op = _POST.get(path)
+        if op is not None and method == "POST" and op != "count_tokens":
+            await self._model_call(op, scope, receive, send)
+            return
+        rid = (header(scope, b"x-request-id") or b"").decode("latin-1") or uuid.uuid4().hex
+        try:
+            if (method, path) in ADMIN_ROUTES:
+                answer = await self.access.admin_call(method, path, scope, receive, self.runtime.plan.server.max_body)
+                await respond(send, 200, orjson.dumps(answer), [(b"x-request-id", rid.encode())], _JSON)
+                return
+            if op == "count_tokens" and method == "POST":
+                await self.access.authenticate(scope)
+                await self._count_tokens(scope, receive, send, rid)
+            else:
+                await self._other(method, path, scope, send)
+        except ClientGone:
+            return
+        except GatewayError as err:
+            headers = [(b"x-request-id", rid.encode()), *err.headers()]
+            body = anthropic_error_body(err, rid) if op == "count_tokens" else openai_body(err)
+            await respond(send, err.status, body, headers, _JSON)
+
+    async def _count_tokens(self, scope: Scope, receive: Receive, send: Send, rid: str) -> None:
+        """`POST /v1/messages/count_tokens`: Anthropic's count for a group with an Anthropic
+        deployment, else a local one; `x-sidegate-token-count` says which."""
+        rt = self.runtime
+        if not tokens.is_loaded():
+            await trio.to_thread.run_sync(tokens.load)  # once, off the loop (~0.3 s)
+        data = parse_messages(await read_body(scope, receive, rt.plan.server.max_body), count=True)
+        route = rt.routes.resolve(data["model"])
+        if route is None:
+            raise ModelNotFound(f"model '{data['model']}' is not served by this gateway", param="model")
+        client = client_headers(scope["headers"])
+        counted, source = await count_input_tokens(rt, route, data, client)
+        headers = [(b"x-request-id", rid.encode()), (b"x-sidegate-token-count", source.encode())]
+        await respond(send, 200, orjson.dumps({"input_tokens": counted}), headers, _JSON)
+
+    async def _other(self, method: str, path: str, scope: Scope, send: Send) -> None:
+        rt = self.runtime
+        obs = rt.plan.observability
+        if method != "GET":
+            raise NotFound(f"no route for {method} {scope['path']}")
+        if path == "/models":
+            await respond(send, 200, rt.models_body, (), _JSON)
+        elif path.startswith("/models/"):
+            name = path[len("/models/") :]
+            if rt.routes.resolve(name) is None:
+                raise ModelNotFound(f"model '{name}' is not served by this gateway", param="model")
+            await respond(send, 200, orjson.dumps(model_card(name)), (), _JSON)
+        elif scope["path"] == "/health/live":
+            await respond(send, 200, b'{"status":"ok"}', (), _JSON)
+        elif scope["path"] == "/health/ready":
+            ready = self.store is not None
+            detail: dict[str, object] = {"status": "ready" if ready else "starting", "plan": rt.digest}
+            if rt.plan.a2a is not None:
+                detail["a2a"] = self.a2a.ready_detail()
+            body = orjson.dumps(detail)
+            await respond(send, 200 if ready else 503, body, (), _JSON)
+        elif scope["path"] == "/health/mcp":
+            await respond(send, 200, orjson.dumps({"servers": self.mcp.report()}), (), _JSON)
+        elif scope["path"] == "/health/deployments":
+            await respond(send, 200, orjson.dumps(deployments_report(rt, trio.current_time())), (), _JSON)
+        elif obs.metrics.enabled and scope["path"] == obs.metrics.path:
+            observe_deployments(self.metrics, rt)
+            self.a2a.observe()
+            await respond(send, 200, self.metrics.render(), (), b"text/plain; version=0.0.4; charset=utf-8")
+        else:
+            raise NotFound(f"no route for {method} {scope['path']}")
+
+    async def _model_call(self, op: str, scope: Scope, receive: Receive, send: Send) -> None:
+        rt = self.runtime
+        rid = (header(scope, b"x-request-id") or b"").decode("latin-1") or uuid.uuid4().hex
+        call = Call(request_id=rid, op=op, t0=perf_counter())
+        in_flight = None
+        admission = None
+        try:
+            grant = await self.access.authenticate(scope)
+            body = await read_body(scope, receive, rt.plan.server.max_body)
+            if rt.plan.observability.logs.bodies:
+                call.log_bodies = True
+                call.extra["request_body"] = body.decode("utf-8", "replace")
+            if op == "messages":
+                data = parse_messages(body)
+                client = client_headers(scope["headers"])
+                call.dialect = MessagesDialect(data, client)
+            else:
+                data = parse_request(op, body)
+            route = rt.routes.resolve(data["model"])
+            if route is not None:
+                admission = self.access.admit(grant, route.group.name, data)
+            in_flight = self.metrics.in_flight.labels(route.group.name if route else "unknown")
+            in_flight.inc()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope, call)
+                try:
+                    await serve_call(rt, call, data, send)
+                finally:
+                    nursery.cancel_scope.cancel()
+            if call.status == 0:
+                call.status = 499
+                call.error = "client disconnected"
+        except ClientGone:
+            call.status, call.error = 499, "client disconnected"
+        except BaseException as exc:
+            if isinstance(exc, trio.Cancelled):
+                raise
+            err = from_exception(exc)
+            if err.code == "internal_error":
+                self.logger.error("internal_error", request_id=rid, error=repr(exc))
+            call.status, call.error = err.status, err.message
+            if not call.started:
+                headers = [*call.headers(), *err.headers()]
+                body = anthropic_error_body(err, rid) if op == "messages" else openai_body(err)
+                await respond(send, err.status, body, headers, _JSON)
+        finally:
+            if in_flight is not None:
+                in_flight.dec()
+            if admission is not None:
+                self.access.settle(admission, call)
+            self._account(call)
+
+    def _account(self, call: Call) -> None:
+        elapsed = perf_counter() - call.t0
+        m = self.metrics
+        m.requests.labels(call.group, call.deployment, str(call.status)).inc()
+        m.latency.labels(call.group, call.deployment).observe(elapsed)
+        if call.deployment:
+            m.upstream_latency.labels(call.group, call.deployment).observe(call.upstream)
+            if call.status >= 500 or call.status == 429:
+                m.upstream_errors.labels(call.group, call.deployment, str(call.status)).inc()
+        u = call.usage
+        if u is not None:
+            m.tokens.labels(call.group, call.deployment, "prompt").inc(u.prompt)
+            m.tokens.labels(call.group, call.deployment, "completion").inc(u.completion)
+        self.logger.info(
+            "request",
+            request_id=call.request_id,
+            op=call.op,
+            model=call.model,
+            group=call.group,
+            deployment=call.deployment,
+            stream=call.stream,
+            status=call.status,
+            latency_ms=round(elapsed * 1000, 2),
+            upstream_ms=round(call.upstream * 1000, 2),
+            prompt_tokens=u.prompt if u else None,
+            completion_tokens=u.completion if u else None,
+            **({"error": call.error} if call.error else {}),
+            **call.extra,
+        )
+
+
+async def _cancel_on_disconnect(receive: Receive, scope: trio.CancelScope, call: Call) -> None:
+    """Cancel the request (and so its upstream call) when the client goes away first.
+
+    The server also reports a disconnect once the last byte of the answer is sent; cancelling
+    then would interrupt the server's own connection recycling, so a complete answer is left be.
+    """
+    while True:
+        message: Any = await receive()
+        if message["type"] == "http.disconnect":
+            if not call.complete:
+                scope.cancel()
+            return

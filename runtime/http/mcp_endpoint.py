@@ -1,0 +1,251 @@
+"""`/mcp` and `/mcp/<server>`: MCP over Streamable HTTP for clients of both protocol eras.
+
+Session era (up to 2025-11-25): `initialize` opens a session (`mcp-session-id`), notifications are
+answered 202, `DELETE` closes the session; there is no server-initiated stream (`GET` is 405).
+Stateless era (2026-07-28): every POST carries `mcp-protocol-version`, `mcp-method` (and
+`mcp-name`) headers and the `_meta` envelope; `server/discover` describes the gateway.
+Answers are single JSON responses; errors are JSON-RPC errors with the matching HTTP status."""
+
+from __future__ import annotations
+
+import uuid
+from collections import OrderedDict
+from time import perf_counter
+from typing import Any
+
+import orjson
+
+from runtime.asgi import ClientGone, Receive, Scope, Send, header, read_body, respond
+from runtime.errors import GatewayError
+from runtime.http.access import Access
+from runtime.mcp.aggregate import LISTS, View
+from runtime.mcp.hub import Hub
+from runtime.mcp.permissions import permissions_for
+from runtime.mcp.protocol import (
+    HANDSHAKE_VERSIONS,
+    HEADER_MISMATCH,
+    INTERNAL_ERROR,
+    INVALID_REQUEST,
+    LATEST_HANDSHAKE,
+    META_SERVER_INFO,
+    META_VERSION,
+    METHOD_NOT_FOUND,
+    MODERN_VERSIONS,
+    NAME_PARAMS,
+    PARSE_ERROR,
+    UNAUTHORIZED,
+    UNSUPPORTED_PROTOCOL_VERSION,
+    UPSTREAM_UNAVAILABLE,
+    McpError,
+    decode_header,
+)
+from runtime.observe.logs import Logger
+from runtime.observe.metrics import Metrics
+from runtime.routing.state import Runtime
+
+__all__ = ["Endpoint"]
+
+_JSON = b"application/json"
+_MAX_SESSIONS = 10_000
+_STATUS = {PARSE_ERROR: 400, INVALID_REQUEST: 400, -32602: 400, HEADER_MISMATCH: 400,
+           UNSUPPORTED_PROTOCOL_VERSION: 400, METHOD_NOT_FOUND: 404}
+"""HTTP status of a JSON-RPC error in the stateless era (the session era answers 200)."""
+SERVER_INFO = {"name": "sidegate", "version": "0.1.0"}
+CAPABILITIES = {"tools": {"listChanged": False}, "prompts": {"listChanged": False},
+                "resources": {"subscribe": False, "listChanged": False}}
+
+
+_CACHEABLE = {"server/discover", "resources/read", *LISTS}
+"""Results that carry caching hints at 2026-07-28 (merged lists are per caller: private, never cached)."""
+_MODERN_ONLY = ("resultType", "cacheScope", "ttlMs")
+
+
+def _for_era(result: dict[str, Any], method: str, modern: bool) -> None:
+    """Add the fields the stateless era requires; drop them for session-era clients."""
+    if not modern:
+        for name in _MODERN_ONLY:
+            result.pop(name, None)
+        return
+    result.setdefault("resultType", "complete")
+    if method in _CACHEABLE:
+        if method != "resources/read":
+            result.update(cacheScope="private", ttlMs=0)
+        result.setdefault("cacheScope", "private")
+        result.setdefault("ttlMs", 0)
+
+
+class Endpoint:
+    """The MCP endpoint of one process (sessions are per process)."""
+
+    def __init__(self, hub: Hub, access: Access, logger: Logger, metrics: Metrics) -> None:
+        self.hub = hub
+        self.access = access
+        self.logger = logger
+        self.metrics = metrics
+        self.sessions: OrderedDict[str, str] = OrderedDict()
+        """Session id -> negotiated protocol version."""
+
+    async def handle(self, rt: Runtime, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer one HTTP request to `/mcp` or `/mcp/<server>`."""
+        path: str = scope["path"].rstrip("/")
+        only = path[len("/mcp/"):] if path.startswith("/mcp/") else None
+        method: str = scope["method"]
+        rid: Any = None
+        modern = False
+        try:
+            grant = await self.access.authenticate(scope)
+            if only is not None and only not in self.hub.upstreams:
+                raise McpError(INVALID_REQUEST, f"no MCP server '{only}'", status=404)
+            session = (header(scope, b"mcp-session-id") or b"").decode("latin-1")
+            if method == "DELETE":
+                found = self.sessions.pop(session, None) is not None
+                await respond(send, 200 if found else 404, b"", (), _JSON)
+                return
+            if method != "POST":
+                await respond(send, 405, b"", [(b"allow", b"POST, DELETE")], _JSON)
+                return
+            message = self._parse(await read_body(scope, receive, rt.plan.server.max_body))
+            if "method" not in message or "id" not in message:  # a notification or a response
+                await respond(send, 202, b"", (), _JSON)
+                return
+            rid = message["id"]
+            params = message.get("params") or {}
+            if not isinstance(params, dict):
+                raise McpError(INVALID_REQUEST, "params must be an object", status=400)
+            modern = self._era(scope, message["method"], params)
+            extra: list[tuple[bytes, bytes]] = []
+            if message["method"] == "initialize" and not modern:
+                result, new = self._initialize(params)
+                extra.append((b"mcp-session-id", new.encode()))
+            else:
+                if not modern and message["method"] not in ("ping", "server/discover"):
+                    self._check_session(session)
+                view = View(self.hub, only, permissions_for(grant, {t.name: t.mcp for t in rt.plan.teams}),
+                            self._down)
+                result = await self._dispatch(rt, view, grant.name if grant else None, message["method"], params)
+            _for_era(result, message["method"], modern)
+            body = orjson.dumps({"jsonrpc": "2.0", "id": rid, "result": result})
+            await respond(send, 200, body, extra, _JSON)
+        except ClientGone:
+            return
+        except GatewayError as err:
+            code = UNAUTHORIZED if err.status in (401, 403) else INVALID_REQUEST
+            refusal = McpError(code, err.message).body(rid)
+            await respond(send, err.status, orjson.dumps(refusal), err.headers(), _JSON)
+        except McpError as err:
+            status = err.status if err.status != 200 else (_STATUS.get(err.code, 200) if modern else 200)
+            await respond(send, status, orjson.dumps(err.body(rid)), (), _JSON)
+        except Exception as exc:  # a bug must not become a stack trace on the wire
+            self.logger.error("internal_error", route="mcp", error=repr(exc))
+            failure = McpError(INTERNAL_ERROR, "internal error").body(rid)
+            await respond(send, 500, orjson.dumps(failure), (), _JSON)
+
+    @staticmethod
+    def _parse(raw: bytes) -> dict[str, Any]:
+        try:
+            message = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise McpError(PARSE_ERROR, "Parse error: the body is not JSON", status=400) from None
+        if isinstance(message, list):
+            raise McpError(INVALID_REQUEST, "JSON-RPC batches are not supported", status=400)
+        if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+            raise McpError(INVALID_REQUEST, "not a JSON-RPC 2.0 message", status=400)
+        if "method" in message and not isinstance(message["method"], str):
+            raise McpError(INVALID_REQUEST, "method must be a string", status=400)
+        return message
+
+    @staticmethod
+    def _era(scope: Scope, method: str, params: dict[str, Any]) -> bool:
+        """True for a stateless-era (2026-07-28) request; checks its headers against its body."""
+        version = (header(scope, b"mcp-protocol-version") or b"").decode("latin-1")
+        meta = params.get("_meta")
+        body_version = meta.get(META_VERSION) if isinstance(meta, dict) else None
+        if version and version not in HANDSHAKE_VERSIONS and version not in MODERN_VERSIONS:
+            raise McpError(UNSUPPORTED_PROTOCOL_VERSION, f"unsupported protocol version {version}",
+                           {"supported": list(MODERN_VERSIONS), "requested": version}, status=400)
+        if version not in MODERN_VERSIONS and body_version is None:
+            return False
+        if body_version not in MODERN_VERSIONS:
+            raise McpError(UNSUPPORTED_PROTOCOL_VERSION, f"unsupported protocol version {body_version}",
+                           {"supported": list(MODERN_VERSIONS), "requested": body_version}, status=400)
+        if version and version != body_version:
+            raise McpError(HEADER_MISMATCH, "mcp-protocol-version does not match params._meta", status=400)
+        named = (header(scope, b"mcp-method") or b"").decode("latin-1")
+        if named and named != method:
+            raise McpError(HEADER_MISMATCH, "mcp-method does not match the body's method", status=400)
+        target = header(scope, b"mcp-name")
+        key = NAME_PARAMS.get(method)
+        if target is not None and key is not None and decode_header(target.decode("latin-1")) != params.get(key):
+            raise McpError(HEADER_MISMATCH, f"mcp-name does not match params.{key}", status=400)
+        return True
+
+    def _initialize(self, params: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        asked = params.get("protocolVersion")
+        version = asked if asked in HANDSHAKE_VERSIONS else LATEST_HANDSHAKE
+        session = uuid.uuid4().hex
+        self.sessions[session] = version
+        while len(self.sessions) > _MAX_SESSIONS:
+            self.sessions.popitem(last=False)
+        result = {"protocolVersion": version, "capabilities": CAPABILITIES, "serverInfo": SERVER_INFO,
+                  "instructions": f"sidegate MCP gateway: the tools of several servers, named "
+                                  f"<server>{self.hub.separator}<tool>."}
+        return result, session
+
+    def _check_session(self, session: str) -> None:
+        if not session:
+            raise McpError(INVALID_REQUEST, "Bad Request: missing mcp-session-id (send initialize first)", status=400)
+        if session not in self.sessions:
+            raise McpError(INVALID_REQUEST, "Session not found", status=404)
+        self.sessions.move_to_end(session)
+
+    def _down(self, server: str, why: str) -> None:
+        self.logger.warning("mcp_upstream_unavailable", server=server, error=why)
+
+    async def _dispatch(
+        self, rt: Runtime, view: View, key: str | None, method: str, params: dict[str, Any],
+    ) -> dict[str, Any]:
+        if method == "ping":
+            return {}
+        if method == "server/discover":
+            return {"supportedVersions": list(MODERN_VERSIONS), "capabilities": CAPABILITIES,
+                    "_meta": {META_SERVER_INFO: SERVER_INFO}}
+        if method in LISTS:
+            return await view.list(method, params)
+        if method == "tools/call":
+            return await self._call_tool(rt, view, key, params)
+        if method == "prompts/get":
+            upstream, _, forward = view.route(method, params)
+            return await upstream.request(method, forward)
+        if method == "resources/read":
+            return await view.read(params)
+        raise view.unknown(method)
+
+    async def _call_tool(self, rt: Runtime, view: View, key: str | None, params: dict[str, Any]) -> dict[str, Any]:
+        t0 = perf_counter()
+        server, tool, status = "-", "-", "error"
+        result: dict[str, Any] | None = None
+        try:
+            try:
+                upstream, tool, forward = view.route("tools/call", params)
+            except McpError:
+                status = "denied"
+                raise
+            server = upstream.name
+            result = await upstream.request("tools/call", forward)
+            status = "tool_error" if result.get("isError") else "ok"
+            return result
+        except McpError as err:
+            if err.code == UPSTREAM_UNAVAILABLE:
+                status = "unavailable"
+            raise
+        finally:
+            elapsed = perf_counter() - t0
+            label = tool if server == "-" or tool in view.hub.upstreams[server].tools else "other"
+            self.metrics.mcp_calls.labels(server, label, status).inc()
+            if server != "-":
+                self.metrics.mcp_latency.labels(server).observe(elapsed)
+            extra: dict[str, object] = {}
+            if rt.plan.observability.logs.bodies:
+                extra = {"arguments": params.get("arguments"), "result": result}
+            self.logger.info("mcp_call", server=server, tool=tool, status=status, key=key,
+                             latency_ms=round(elapsed * 1000, 2), **extra)

@@ -1,0 +1,422 @@
+"""The plan: the frozen, executable form of a spec, and the only seam between compiler and runtime.
+
+The compiler targets these types; the runtime executes them. Every value is immutable (tuples,
+read-only mappings), durations are seconds as floats, closed sets are enums. Secrets appear only
+as references (:class:`Secret`), resolved by the runtime at start.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from runtime.plan.gateways import (
+    A2A,
+    A2AAgent,
+    A2APolicy,
+    Mcp,
+    McpAccess,
+    McpOAuth,
+    McpServer,
+    McpStart,
+    McpTransport,
+)
+from runtime.plan.values import Header, JSONValue, Secret, SecretPart, SecretSource
+
+__all__ = [
+    "A2A",
+    "PLAN_VERSION",
+    "A2AAgent",
+    "A2APolicy",
+    "Auth",
+    "AuthScheme",
+    "BudgetRule",
+    "CooldownPolicy",
+    "Family",
+    "Header",
+    "HealthProbe",
+    "JSONValue",
+    "JwtRule",
+    "LimitRule",
+    "LogFormat",
+    "LogLevel",
+    "Logs",
+    "Mcp",
+    "McpAccess",
+    "McpOAuth",
+    "McpServer",
+    "McpStart",
+    "McpTransport",
+    "Metrics",
+    "MockBehaviour",
+    "ModelGroup",
+    "Observability",
+    "Plan",
+    "Price",
+    "Provider",
+    "RetryOn",
+    "RetryPolicy",
+    "Secret",
+    "SecretPart",
+    "SecretSource",
+    "Server",
+    "StaticKey",
+    "Store",
+    "Strategy",
+    "Target",
+    "Team",
+    "UserRule",
+]
+
+PLAN_VERSION = 8
+"""Bumped whenever a plan written by an older compiler could be misread by this runtime."""
+
+class Family(enum.Enum):
+    """The adapter family that speaks to a provider's wire format."""
+
+    OPENAI = "openai"
+    AZURE = "azure"
+    MOCK = "mock"
+    ANTHROPIC = "anthropic"
+    GEMINI = "gemini"
+    VERTEX = "vertex"
+    BEDROCK = "bedrock"
+    COHERE = "cohere"
+
+    @property
+    def native(self) -> bool:
+        """Whether requests are translated (not OpenAI's wire format passed through)."""
+        return self not in (Family.OPENAI, Family.AZURE, Family.MOCK)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthScheme:
+    """How the API key is presented upstream: `header: prefix + key`."""
+
+    header: str
+    prefix: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MockBehaviour:
+    """The deterministic built-in test double's behaviour (provider type `mock`)."""
+
+    text: str | None
+    """Canned reply; None echoes the last user message."""
+    latency: float
+    """Delay before the first token (seconds)."""
+    latency_per_token: float
+    error_rate: float
+    """Share of requests (0..1) answered with `error_status`, decided by a seeded generator."""
+    error_status: int
+    seed: int
+    embedding_dimensions: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HealthProbe:
+    """Active health checks of a provider's deployments: a cheap request every `interval`."""
+
+    interval: float
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Provider:
+    """A named upstream account or endpoint."""
+
+    name: str
+    type: str
+    """The provider type as the spec names it (a catalog type such as `groq`, or `openai`...)."""
+    family: Family
+    base_url: str
+    auth: AuthScheme | None
+    api_key: Secret | None
+    headers: tuple[Header, ...]
+    connect_timeout: float
+    stream_usage: bool
+    """Whether the upstream accepts `stream_options.include_usage`."""
+    api_version: str | None
+    """Azure's `api-version` query parameter."""
+    mock: MockBehaviour | None
+    health: HealthProbe | None
+    region: str | None
+    """Cloud region: Vertex AI location or AWS region (Bedrock signs requests for it)."""
+    project: str | None
+    """Google Cloud project (Vertex AI)."""
+    credentials: Secret | None
+    """Vertex AI service-account key (its JSON text, usually `{file: ...}`); None means Google's
+    application default credentials."""
+    aws_profile: str | None
+    """Bedrock: the AWS shared-config profile; None means botocore's default credential chain."""
+    drop_unsupported: bool
+    """Native families: drop request parameters the provider cannot take instead of answering 400."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Price:
+    """USD per token, from the price table at compile time."""
+
+    input: float
+    output: float
+    cached_input: float | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Target:
+    """One deployment of a model group: a provider and the upstream model name."""
+
+    id: str
+    """Stable deployment id, `provider/model` (unique inside its group); used in metrics."""
+    provider: str
+    model: str
+    """Upstream model name; `*` in a wildcard group forwards the requested suffix."""
+    weight: float
+    rpm: int | None
+    tpm: int | None
+    max_parallel: int | None
+    headers: tuple[Header, ...]
+    extra_body: Mapping[str, JSONValue]
+    price: Price | None
+    max_input_tokens: int | None
+    max_output_tokens: int | None
+    tier: int
+    """Priority tier for the `priority` strategy (0 first)."""
+
+
+class Strategy(enum.Enum):
+    """How a group picks the deployment for each attempt."""
+
+    WEIGHTED = "weighted"
+    ROUND_ROBIN = "round-robin"
+    LEAST_BUSY = "least-busy"
+    LATENCY = "latency"
+    USAGE = "usage"
+    COST = "cost"
+    PRIORITY = "priority"
+
+
+class RetryOn(enum.Enum):
+    """Failures that are retried."""
+
+    RATE_LIMIT = "429"
+    SERVER_ERROR = "5xx"
+    TIMEOUT = "timeout"
+    CONNECT = "connect"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """Attempts per group (the first included), exponential backoff with jitter."""
+
+    attempts: int
+    backoff: float
+    max_backoff: float
+    on: tuple[RetryOn, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CooldownPolicy:
+    """Circuit breaker per deployment: open after `failures` (429s and 5xx counted separately) in
+    `window`, or when the error rate over `window` reaches `error_rate` with at least
+    `min_requests`; stay open `duration`; then half-open with one probe request."""
+
+    failures: int
+    window: float
+    duration: float
+    error_rate: float | None
+    min_requests: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelGroup:
+    """A public model name (or `prefix/*` wildcard) and the deployments that serve it."""
+
+    name: str
+    aliases: tuple[str, ...]
+    wildcard_prefix: str | None
+    """For a name like `groq/*`: `groq/`; None for an exact name."""
+    targets: tuple[Target, ...]
+    timeout: float
+    """The request's single deadline, in seconds."""
+    strategy: Strategy
+    retry: RetryPolicy
+    cooldown: CooldownPolicy
+    fallbacks: tuple[str, ...]
+    """Groups tried, in order, when every attempt on this one failed (flattened, no cycles)."""
+    context_window_fallbacks: tuple[str, ...]
+    """Groups tried when the prompt is over this group's context windows."""
+    content_policy_fallbacks: tuple[str, ...]
+    """Groups tried when an upstream refuses the content."""
+    hedge_after: float | None
+    """Start a second attempt elsewhere when the first has sent no byte after this long."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Server:
+    """Where and how the sidecar listens."""
+
+    host: str
+    port: int
+    workers: int
+    max_body: int
+    drain_timeout: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Store:
+    """The embedded or shared database."""
+
+    database: Secret
+    """A `sqlite:///path` or `sqlite://:memory:` URL (may hold secret references)."""
+    redis: Secret | None = None
+    """A Redis URL: rate-limit counters and budget spend shared by every sidecar using it."""
+    redis_sync: float = 0.5
+    """Seconds between two syncs of the counters with Redis."""
+
+
+class LogFormat(enum.Enum):
+    """How log lines are written."""
+
+    JSON = "json"
+    TEXT = "text"
+
+
+class LogLevel(enum.Enum):
+    """The lowest level written."""
+
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Metrics:
+    """The Prometheus endpoint."""
+
+    enabled: bool
+    path: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Logs:
+    """Request and server logs."""
+
+    format: LogFormat
+    level: LogLevel
+    bodies: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Observability:
+    """Metrics and logs."""
+
+    metrics: Metrics
+    logs: Logs
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BudgetRule:
+    """USD per period (`Nd` windows from the epoch, or `month`); `soft` is a warning share."""
+
+    amount: float
+    period: str
+    soft: float | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LimitRule:
+    """Requests and tokens per minute, and requests in flight."""
+
+    rpm: int | None
+    tpm: int | None
+    parallel: int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StaticKey:
+    """A key declared in the spec (its value a secret reference)."""
+
+    name: str
+    key: Secret
+    team: str | None
+    user: str | None
+    models: tuple[str, ...]
+    budget: BudgetRule | None
+    limits: LimitRule | None
+    a2a: A2APolicy | None = None
+    mcp: McpAccess | None = None
+    """Which MCP tools this key may use; None: no key-level rule."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Team:
+    """A team's models, budget and limits."""
+
+    name: str
+    models: tuple[str, ...]
+    budget: BudgetRule | None
+    limits: LimitRule | None
+    a2a: A2APolicy | None = None
+    mcp: McpAccess | None = None
+    """Which MCP tools the team's keys may use; None: no team-level rule."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UserRule:
+    """One user's rate limits; the entry named `default` applies to every user without one."""
+
+    name: str
+    limits: LimitRule | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JwtRule:
+    """JWT bearer tokens: verified with an HS secret or keys from a JWKS URL; claims (dotted paths,
+    `[n]` for list items) name the team, user and allowed models."""
+
+    secret: Secret | None
+    jwks_url: str | None
+    algorithms: tuple[str, ...]
+    audience: str | None
+    issuer: str | None
+    team_claim: str | None
+    user_claim: str | None
+    models_claim: str | None
+    jwks_refresh: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Auth:
+    """Keys are required; the master key and static keys; how often store keys are re-read."""
+
+    master_key: Secret | None
+    keys: tuple[StaticKey, ...]
+    refresh: float
+    jwt: JwtRule | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Plan:
+    """The whole executable plan."""
+
+    version: int
+    server: Server
+    providers: tuple[Provider, ...]
+    models: tuple[ModelGroup, ...]
+    store: Store
+    observability: Observability
+    auth: Auth | None
+    teams: tuple[Team, ...]
+    users: tuple[UserRule, ...] = ()
+    a2a: A2A | None = None
+    mcp: Mcp | None = None
+
+    def provider(self, name: str) -> Provider:
+        """The provider called `name` (the compiler guarantees every target's exists)."""
+        for p in self.providers:
+            if p.name == name:
+                return p
+        raise KeyError(name)

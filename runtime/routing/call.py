@@ -1,0 +1,150 @@
+"""One client request's record (for headers, the log line and metrics) and its validation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from time import perf_counter
+from typing import TYPE_CHECKING, Any, Protocol
+
+import orjson
+import trio
+
+from runtime.errors import BadRequest, GatewayError
+from runtime.plan import Price
+from runtime.upstream.openai_wire import Usage
+from runtime.upstream.tokens import prompt_tokens
+
+if TYPE_CHECKING:
+    from runtime.routing.state import Deployment
+    from runtime.upstream.adapter import StreamTranslator
+    from runtime.upstream.transport import UpstreamRequest
+
+__all__ = ["Call", "Dialect", "estimate_tokens", "estimate_tokens_off_loop", "parse_request"]
+
+
+class Dialect(Protocol):
+    """A client API other than OpenAI's (Anthropic's Messages): the hook the routing loop calls to
+    build each attempt's upstream request and to shape its answer, stream and errors for the client.
+    A request in OpenAI's shape has no dialect and takes the adapters' path directly."""
+
+    def request(self, dep: Deployment, model: str) -> UpstreamRequest:
+        """The upstream request for one attempt on `dep` (upstream model `model`)."""
+        ...
+
+    def response(self, dep: Deployment, model: str, body: bytes) -> tuple[bytes, Usage | None]:
+        """The client's answer for `dep`'s whole answer, and its usage."""
+        ...
+
+    def stream(self, dep: Deployment, model: str) -> StreamTranslator:
+        """A translator of `dep`'s stream into the client's events."""
+        ...
+
+    def error_event(self, err: GatewayError) -> bytes:
+        """The event that ends a started stream with an error."""
+        ...
+
+_REQUIRED = {"chat": "messages", "completions": "prompt", "embeddings": "input"}
+
+
+@dataclass(slots=True)
+class Call:
+    """What one request did, for its response headers, log line and metrics."""
+
+    request_id: str
+    op: str
+    t0: float
+    model: str = ""
+    group: str = "unknown"
+    deployment: str = ""
+    stream: bool = False
+    upstream: float = 0.0
+    status: int = 0
+    attempts: int = 0
+    started: bool = False
+    """True once response headers were sent (errors must then go in-stream)."""
+    complete: bool = False
+    """True once the last byte of the answer is being sent."""
+    usage: Usage | None = None
+    price: Price | None = None
+    """The serving deployment's prices (for the request's cost)."""
+    error: str | None = None
+    log_bodies: bool = False
+    """The spec asked for bodies in the request log (`observability.logs.bodies`)."""
+    dialect: Dialect | None = None
+    """The client's API when it is not OpenAI's."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    request: dict[str, Any] | None = None
+    """The request body, kept when the upstream reported no usage (to count its tokens locally)."""
+    answer: list[bytes] = field(default_factory=list)
+    """What the client was sent of the answer, kept when the upstream reported no usage (counted locally
+    at settle time, after the answer went out)."""
+
+    def overhead_ms(self) -> str:
+        """Time spent inside sidegate so far, upstream wait excluded, in milliseconds."""
+        return f"{max(0.0, perf_counter() - self.t0 - self.upstream) * 1000:.2f}"
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """Headers every answer carries."""
+        out = [(b"x-request-id", self.request_id.encode())]
+        if self.deployment:
+            out.append((b"x-sidegate-deployment", self.deployment.encode()))
+        if self.attempts:
+            out.append((b"x-sidegate-attempts", str(self.attempts).encode()))
+        out.append((b"x-sidegate-overhead-ms", self.overhead_ms().encode()))
+        return out
+
+
+def parse_request(op: str, body: bytes) -> dict[str, Any]:
+    """The request's JSON object, with the fields every operation needs checked."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadRequest("request body must be a JSON object")
+    model = data.get("model")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("'model' is required and must be a non-empty string", param="model")
+    needed = _REQUIRED[op]
+    if needed not in data:
+        raise BadRequest(f"'{needed}' is required", param=needed)
+    if op == "chat" and (not isinstance(data["messages"], list) or not data["messages"]):
+        raise BadRequest("'messages' must be a non-empty array", param="messages")
+    stream = data.get("stream", False)
+    if stream is not None and not isinstance(stream, bool):
+        raise BadRequest("'stream' must be a boolean", param="stream")
+    if op == "embeddings" and stream:
+        raise BadRequest("embeddings cannot be streamed", param="stream")
+    return data
+
+
+def estimate_tokens(data: dict[str, Any], window: int | None = None) -> tuple[int, int]:
+    """A (prompt, completion) token estimate before the call, for routing and context-window checks.
+
+    The prompt is ~4 characters a token (no encoding: nothing on the hot path) unless a context window
+    is in question: when the prompt's JSON is longer in bytes than `window` (the smallest context
+    window of the deployments that may serve it; a token is at least one byte, so a shorter prompt
+    fits for sure), tiktoken counts it exactly (~37 us a KB). The completion is `max_tokens` or 256.
+    """
+    size = _prompt_size(data)
+    prompt = prompt_tokens(data) if window is not None and size > window else size // 4
+    return prompt, _completion_budget(data)
+
+
+async def estimate_tokens_off_loop(data: dict[str, Any], window: int | None = None) -> tuple[int, int]:
+    """`estimate_tokens`, with an exact count (a long prompt: milliseconds) done in a worker thread."""
+    size = _prompt_size(data)
+    if window is not None and size > window:
+        prompt = await trio.to_thread.run_sync(prompt_tokens, data)
+    else:
+        prompt = size // 4
+    return prompt, _completion_budget(data)
+
+
+def _prompt_size(data: dict[str, Any]) -> int:
+    return len(orjson.dumps(data.get("messages", data.get("prompt", data.get("input", "")))))
+
+
+def _completion_budget(data: dict[str, Any]) -> int:
+    limit = data.get("max_completion_tokens", data.get("max_tokens"))
+    return limit if isinstance(limit, int) and limit > 0 else 256

@@ -1,0 +1,200 @@
+"""A loaded plan, ready to serve: routes, deployments with resolved credentials, adapters, request
+authorizers and precomputed URLs and headers, and their counters. Built once per plan (at start and
+on reload), off the loop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import orjson
+
+from runtime.governance.gate import TeamPolicy, policies_from_plan
+from runtime.governance.keys import Grant
+from runtime.mcp.upstream import ResolvedServer, resolve_servers
+from runtime.observe.metrics import Metrics
+from runtime.plan import Family, ModelGroup, Plan, Provider, Target
+from runtime.plan.canonical import digest
+from runtime.plan.secrets import resolve
+from runtime.routing.balance import DeploymentState, GroupState
+from runtime.routing.routes import RouteTable
+from runtime.upstream.adapter import Adapter, adapter_for, url_for
+from runtime.upstream.mock import MockTransport
+from runtime.upstream.openai_wire import OPS
+from runtime.upstream.providers.auth import authorizer_for
+from runtime.upstream.providers.common import RequestAuthorizer
+from runtime.upstream.transport import Transport
+
+__all__ = [
+    "Deployment", "Runtime", "build_runtime", "deployments_report", "model_card", "observe_deployments", "public_names",
+]
+
+
+class Deployment:
+    """One target of one group, with everything a request needs precomputed."""
+
+    __slots__ = ("adapter", "authorizer", "group", "headers", "provider", "state", "target", "transport", "urls")
+
+    def __init__(
+        self,
+        group: ModelGroup,
+        target: Target,
+        provider: Provider,
+        transport: Transport,
+        headers: tuple[tuple[str, str], ...],
+        state: DeploymentState,
+        adapter: Adapter | None = None,
+        authorizer: RequestAuthorizer | None = None,
+    ) -> None:
+        self.group = group
+        self.target = target
+        self.provider = provider
+        self.transport = transport
+        self.headers = headers
+        self.state = state
+        self.adapter: Adapter = adapter or adapter_for(provider)
+        self.authorizer = authorizer
+        """Adds credentials to each finished request (Vertex token, Bedrock SigV4); None for static keys."""
+        self.urls = {op: url_for(provider, target.model, op) for op in OPS} if target.model != "*" else {}
+
+    def url(self, op: str, model: str) -> str:
+        """The upstream URL for `op`; wildcard targets build it for the forwarded model name."""
+        url = self.urls.get(op)
+        return url if url is not None else url_for(self.provider, model, op)
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """Everything derived from one plan; swapped whole on reload."""
+
+    plan: Plan
+    digest: str
+    routes: RouteTable
+    deployments: dict[str, tuple[Deployment, ...]]
+    """Group name -> its deployments, in target order."""
+    models_body: bytes
+    """The `GET /v1/models` answer, serialised once."""
+    groups: dict[str, ModelGroup]
+    """Group name -> group (fallbacks name groups)."""
+    cursors: dict[str, GroupState]
+    """Group name -> strategy state (round-robin cursor)."""
+    grants: tuple[Grant, ...]
+    """The spec's master and static keys (hashed)."""
+    teams: dict[str, TeamPolicy]
+    jwt_secret: str | None
+    """The resolved HMAC secret of `auth.jwt`, when it has one."""
+    a2a_headers: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    """A2A agent name -> the resolved headers that authenticate sidegate to it."""
+    mcp_servers: tuple[ResolvedServer, ...] = ()
+    """The `mcp` section's upstream servers, credentials resolved."""
+
+
+def _headers(provider: Provider, target: Target) -> tuple[tuple[str, str], ...]:
+    out: list[tuple[str, str]] = [("content-type", "application/json")]
+    if provider.auth is not None and provider.api_key is not None:
+        out.append((provider.auth.header, provider.auth.prefix + resolve(provider.api_key)))
+    out.extend((h.name, resolve(h.value)) for h in provider.headers)
+    out.extend((h.name, resolve(h.value)) for h in target.headers)
+    return tuple(out)
+
+
+def build_runtime(plan: Plan, shared: Transport, previous: Runtime | None = None) -> Runtime:
+    """Resolve secrets and precompute deployments (blocking: run in a worker thread).
+
+    Counters of deployments that survive a reload (same group and target id) are kept, and so are
+    the authorizers (and their cached tokens) of providers that did not change.
+    Raises SecretError (CredentialsError too) when a referenced secret or credential is missing.
+    """
+    old: dict[tuple[str, str], DeploymentState] = {}
+    mocks: dict[str, MockTransport] = {}
+    authorizers: dict[str, RequestAuthorizer | None] = {}
+    if previous is not None:
+        for existing in previous.deployments.values():
+            for d in existing:
+                old[(d.group.name, d.target.id)] = d.state
+                if d.provider in plan.providers:
+                    authorizers[d.provider.name] = d.authorizer
+                    if isinstance(d.transport, MockTransport):
+                        mocks[d.provider.name] = d.transport
+    adapters: dict[str, Adapter] = {}
+    deployments: dict[str, tuple[Deployment, ...]] = {}
+    for group in plan.models:
+        deps: list[Deployment] = []
+        for target in group.targets:
+            provider = plan.provider(target.provider)
+            transport: Transport
+            if provider.family is Family.MOCK:
+                assert provider.mock is not None
+                transport = mocks.setdefault(provider.name, MockTransport(provider.mock))
+            else:
+                transport = shared
+            if provider.name not in adapters:
+                adapters[provider.name] = adapter_for(provider)
+                if provider.name not in authorizers:
+                    authorizers[provider.name] = authorizer_for(provider, resolve)
+            state = old.get((group.name, target.id)) or DeploymentState()
+            deps.append(Deployment(group, target, provider, transport, _headers(provider, target), state,
+                                   adapters[provider.name], authorizers[provider.name]))
+        deployments[group.name] = tuple(deps)
+    grants, teams = policies_from_plan(plan)
+    jwt = plan.auth.jwt if plan.auth is not None else None
+    return Runtime(
+        plan=plan,
+        digest=digest(plan),
+        routes=RouteTable(plan),
+        deployments=deployments,
+        models_body=orjson.dumps({"object": "list", "data": [model_card(n) for n in public_names(plan)]}),
+        groups={g.name: g for g in plan.models},
+        cursors={g.name: GroupState() for g in plan.models},
+        grants=grants,
+        teams=teams,
+        jwt_secret=resolve(jwt.secret) if jwt is not None and jwt.secret is not None else None,
+        a2a_headers={a.name: tuple((h.name, resolve(h.value)) for h in a.headers)
+                     for a in (plan.a2a.agents if plan.a2a is not None else ())},
+        mcp_servers=resolve_servers(plan.mcp, resolve),
+    )
+
+
+def deployments_report(rt: Runtime, now: float) -> dict[str, object]:
+    """`GET /health/deployments`: every deployment's breaker state, counters and latency estimate."""
+    out = []
+    for name, deps in sorted(rt.deployments.items()):
+        for d in deps:
+            b, s = d.state.breaker, d.state
+            b.available(now)  # moves open -> half-open when due, so the report is current
+            out.append({
+                "model": name,
+                "deployment": d.target.id,
+                "state": b.circuit.name.lower(),
+                "retry_in": round(b.wait(now), 3),
+                "in_flight": s.in_flight,
+                "requests_this_minute": s.requests,
+                "tokens_this_minute": s.tokens,
+                "failures": b.failures_total,
+                "ttft_ms": None if b.ttft is None else round(b.ttft * 1000, 2),
+                "ms_per_token": None if b.per_token is None else round(b.per_token * 1000, 3),
+            })
+    return {"plan": rt.digest, "deployments": out}
+
+
+def public_names(plan: Plan) -> list[str]:
+    """Names a client can send as `model`: group names and aliases (wildcards are patterns)."""
+    names = [g.name for g in plan.models if g.wildcard_prefix is None]
+    names.extend(a for g in plan.models for a in g.aliases)
+    return sorted(names)
+
+
+def model_card(name: str) -> dict[str, object]:
+    """One entry of the model list, in OpenAI's shape."""
+    return {"id": name, "object": "model", "created": 0, "owned_by": "sidegate"}
+
+
+def observe_deployments(metrics: Metrics, rt: Runtime) -> None:
+    """Copy the router's per-deployment state into the gauges (at scrape time)."""
+    for name, deps in rt.deployments.items():
+        for d in deps:
+            b = d.state.breaker
+            metrics.deployment_state.labels(name, d.target.id).set(b.circuit.value)
+            if b.ttft is not None:
+                metrics.deployment_latency.labels(name, d.target.id, "ttft").set(b.ttft)
+            if b.per_token is not None:
+                metrics.deployment_latency.labels(name, d.target.id, "per_token").set(b.per_token)

@@ -1,0 +1,259 @@
+"""Spend rows written off the hot path: requests queue rows without waiting; one task writes them
+in batches through the store's worker-thread seam. If the database is down, rows wait in a bounded
+buffer and are retried with backoff (a log line and a metric say so); they are never silently
+dropped, and a request never blocks on them. On shutdown the buffer is flushed."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from functools import partial
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any
+
+import peewee
+import trio
+
+from runtime.store.database import Store
+from runtime.store.models import DailySpend, SpendLog
+
+if TYPE_CHECKING:
+    from runtime.observe.metrics import Metrics
+
+__all__ = ["SpendRow", "SpendWriter", "write_rows", "write_values"]
+
+BATCH = 500
+LINGER = 0.05
+"""How long the writer waits after the first queued row, so rows are written in batches."""
+MEMORY_ROWS = 10_000
+"""Spend log rows kept by an in-memory store (`sqlite://:memory:`); a file or PostgreSQL keeps all."""
+MAX_RETRY_DELAY = 5.0
+"""The longest wait between retries while the database is down (backoff doubles from 0.5 s)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SpendRow:
+    """One request's spend."""
+
+    request_id: str
+    key_hash: str | None
+    team: str | None
+    user: str | None
+    model: str
+    deployment: str
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    reasoning_tokens: int
+    cost: float
+    estimated: bool
+    latency_ms: float
+    status: int
+    created_at: float
+
+
+_COLUMNS = tuple(f.name for f in fields(SpendRow))
+_values = attrgetter(*_COLUMNS)
+_DAILY = ("day", "key_hash", "team", "model", "requests", "prompt_tokens", "completion_tokens", "cost")
+
+
+def _statements(db: peewee.Database) -> tuple[str, str]:
+    """The insert and the daily upsert as SQL both sqlite (>= 3.24) and PostgreSQL accept."""
+    q = db.quote[0]
+    log, daily = SpendLog._meta.table_name, DailySpend._meta.table_name
+
+    def names(cols: tuple[str, ...]) -> str:
+        return ", ".join(f"{q}{c}{q}" for c in cols)
+
+    one = f"({', '.join([db.param] * len(_DAILY))})"
+    bump = ", ".join(f"{q}{c}{q} = {q}{daily}{q}.{q}{c}{q} + excluded.{q}{c}{q}" for c in _DAILY[4:])
+    upsert = (f"INSERT INTO {q}{daily}{q} ({names(_DAILY)}) VALUES {one} "
+              f"ON CONFLICT ({names(_DAILY[:4])}) DO UPDATE SET {bump}")
+    return f"INSERT INTO {q}{log}{q} ({names(_COLUMNS)}) VALUES ", upsert
+
+
+Values = tuple[Any, ...]
+"""A row as a plain tuple in `_COLUMNS` order: what the writer buffers (tuples of strings and numbers
+are untracked by the garbage collector, so a full buffer does not lengthen collections on the loop)."""
+_I = {name: i for i, name in enumerate(_COLUMNS)}
+MAX_TEXT = 255
+"""Text columns are VARCHAR(255) on PostgreSQL: longer values (a client's x-request-id) are clipped."""
+_RETRY = (peewee.OperationalError, peewee.InterfaceError, peewee.ProgrammingError)
+"""Failures of the database, not of a row: the batch is kept and retried. Anything else (a constraint,
+a value out of range) is a row the database refuses: the batch is written row by row and only the
+refused rows are dropped (logged and counted), so one bad row cannot stall the writer."""
+
+
+def _flatten(row: SpendRow) -> Values:
+    values: Values = _values(row)
+    if any(isinstance(v, str) and len(v) > MAX_TEXT for v in values):
+        values = tuple(v[:MAX_TEXT] if isinstance(v, str) else v for v in values)
+    return values
+
+
+def write_rows(rows: list[SpendRow]) -> None:
+    """Insert rows and fold them into the daily aggregates, in one transaction (blocking)."""
+    write_values([_flatten(r) for r in rows])
+
+
+def write_values(values: list[Values]) -> None:
+    """`write_rows` for rows already flattened to tuples (blocking).
+
+    Plain SQL through the driver's bulk calls rather than peewee's query builder: the worker thread
+    holds the GIL for as little Python as possible, which is what keeps the event loop's lag low
+    while thousands of rows are written."""
+    db = SpendLog._meta.database
+    insert, upsert = _statements(db)
+    created, key, team, model = _I["created_at"], _I["key_hash"], _I["team"], _I["model"]
+    prompt, completion, cost = _I["prompt_tokens"], _I["completion_tokens"], _I["cost"]
+    totals: dict[tuple[str, str, str, str], list[float]] = {}
+    for v in values:
+        day = time.strftime("%Y-%m-%d", time.gmtime(v[created]))
+        t = totals.setdefault((day, v[key] or "", v[team] or "", v[model]), [0, 0, 0, 0.0])
+        t[0] += 1
+        t[1] += v[prompt]
+        t[2] += v[completion]
+        t[3] += v[cost]
+    daily = [(*k, *t) for k, t in totals.items()]
+    with db.atomic():
+        cursor = db.cursor()
+        if isinstance(db, peewee.PostgresqlDatabase):
+            from psycopg2.extras import execute_batch, execute_values
+
+            execute_values(cursor, insert + "%s", values, page_size=len(values))
+            execute_batch(cursor, upsert, daily, page_size=len(daily))  # one round trip, not one per row
+        else:
+            cursor.executemany(insert + f"({', '.join([db.param] * len(_COLUMNS))})", values)
+            cursor.executemany(upsert, daily)
+            if db.database == ":memory:":
+                # An in-memory store lives in this process's RAM: keep the newest rows only (the
+                # daily aggregates stay complete), or a busy sidecar would grow without bound.
+                q, table = db.quote[0], SpendLog._meta.table_name
+                cursor.execute(f"DELETE FROM {q}{table}{q} WHERE id <= "
+                               f"(SELECT MAX(id) FROM {q}{table}{q}) - {MEMORY_ROWS}")
+
+
+class _DatabaseFailed(Exception):
+    """The database failed while a refused batch was being written row by row."""
+
+
+class SpendWriter:
+    """Queue of spend rows and the task that writes them."""
+
+    def __init__(self, store: Store, *, max_buffer: int = 100_000,
+                 on_failure: Callable[[str, int], None] | None = None, metrics: Metrics | None = None) -> None:
+        self._store = store
+        self._buffer: deque[Values] = deque()
+        self._writing = 0
+        self._max = max_buffer
+        self._wake = trio.Event()
+        self._on_failure = on_failure
+        self._metrics = metrics
+        self.written = 0
+        self.failures = 0
+        self.overflowed = 0
+        self.rejected = 0
+        self._last_error = ""
+        if metrics is not None:
+            metrics.spend_pending.set_function(lambda: self.pending)
+
+    def record_nowait(self, row: SpendRow) -> None:
+        """Queue a row (never blocks). Past the buffer bound the oldest row is dropped and counted:
+        the bound is what keeps a long database outage from exhausting memory."""
+        self._buffer.append(_flatten(row))
+        self._trim()
+        self._wake.set()
+
+    def _trim(self) -> None:
+        excess = len(self._buffer) + self._writing - self._max
+        for _ in range(min(excess, len(self._buffer))):
+            self._buffer.popleft()
+        if excess > 0:
+            self.overflowed += excess
+            if self._metrics is not None:
+                self._metrics.spend_dropped.labels("overflow").inc(excess)
+
+    @property
+    def pending(self) -> int:
+        """Rows not yet written (queued, or in the batch being written)."""
+        return len(self._buffer) + self._writing
+
+    async def flush(self) -> None:
+        """Write everything queued; raises when the database refuses (the failed batch goes back to
+        the front of the queue)."""
+        while self._buffer:
+            batch = [self._buffer.popleft() for _ in range(min(BATCH, len(self._buffer)))]
+            self._writing = len(batch)
+            try:
+                try:
+                    await self._store.run(partial(write_values, batch))
+                except _RETRY:
+                    raise
+                except Exception:
+                    batch = await self._write_each(batch)  # what is left when the database failed
+                    if batch:
+                        raise _DatabaseFailed(self._last_error) from None
+                else:
+                    self._count_written(len(batch))
+            except BaseException:
+                self._buffer.extendleft(reversed(batch))
+                raise
+            finally:
+                self._writing = 0
+                self._trim()
+
+    def _count_written(self, n: int) -> None:
+        self.written += n
+        if self._metrics is not None:
+            self._metrics.spend_written.inc(n)
+
+    async def _write_each(self, batch: list[Values]) -> list[Values]:
+        """Write a refused batch row by row, dropping the rows the database refuses; returns the rows
+        not yet written when the database itself fails (empty when all were handled)."""
+        for i, values in enumerate(batch):
+            try:
+                await self._store.run(partial(write_values, [values]))
+            except _RETRY as exc:
+                self._last_error = f"{type(exc).__name__}: {exc}"
+                return batch[i:]
+            except Exception as exc:
+                self.rejected += 1
+                if self._metrics is not None:
+                    self._metrics.spend_dropped.labels("rejected").inc()
+                if self._on_failure is not None:
+                    self._on_failure(f"row {values[_I['request_id']]!r} refused, dropped: "
+                                     f"{type(exc).__name__}: {exc}", self.pending)
+                continue
+            self._count_written(1)
+        return []
+
+    async def run(self) -> None:
+        """Write rows as they come, retrying with backoff while the database is down; on
+        cancellation, one last flush (shielded)."""
+        delay = 0.5
+        try:
+            while True:
+                await self._wake.wait()
+                await trio.sleep(LINGER)  # gather a batch: one thread hop per batch, not per request
+                self._wake = trio.Event()
+                try:
+                    await self.flush()
+                    delay = 0.5
+                except Exception as exc:
+                    self.failures += 1
+                    if self._metrics is not None:
+                        self._metrics.spend_write_failures.inc()
+                    if self._on_failure is not None:
+                        self._on_failure(f"{type(exc).__name__}: {exc}", self.pending)
+                    await trio.sleep(delay)
+                    delay = min(delay * 2, MAX_RETRY_DELAY)
+                    self._wake.set()
+        finally:
+            with trio.CancelScope(shield=True):
+                try:
+                    await self.flush()
+                except Exception as exc:
+                    if self._on_failure is not None:
+                        self._on_failure(f"final flush failed: {exc}", self.pending)

@@ -364,7 +364,8 @@ class _Resolver:
             self.out.error("store.redis-sync-range", "/store/redis_sync",
                            f"redis_sync must be between 50ms and 10s (got {raw['redis_sync']})")
         return Store(database=self._secret(raw.get("database", "sqlite://:memory:"), "/store/database"),
-                     redis=redis, redis_sync=sync)
+                     redis=redis, redis_sync=sync,
+                     responses_retention=parse_duration(raw.get("responses_retention", "30d")))
 
     @staticmethod
     def observability(raw: Mapping[str, Any]) -> Observability:

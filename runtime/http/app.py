@@ -18,6 +18,7 @@ from runtime.http.anthropic.count_tokens import count_input_tokens
 from runtime.http.anthropic.dialect import MessagesDialect, client_headers, parse_messages
 from runtime.http.anthropic.messages import anthropic_error_body
 from runtime.http.mcp_endpoint import Endpoint
+from runtime.http.responses import prepare, stored
 from runtime.mcp.hub import Hub
 from runtime.observe.logs import Logger
 from runtime.observe.metrics import Metrics
@@ -31,7 +32,7 @@ __all__ = ["App"]
 
 _JSON = b"application/json"
 _POST = {"/chat/completions": "chat", "/completions": "completions", "/embeddings": "embeddings",
-         "/messages": "messages", "/messages/count_tokens": "count_tokens"}
+         "/messages": "messages", "/messages/count_tokens": "count_tokens", "/responses": "responses"}
 
 
 class App:
@@ -88,6 +89,12 @@ class App:
             return
         rid = (header(scope, b"x-request-id") or b"").decode("latin-1") or uuid.uuid4().hex
         try:
+            if path.startswith("/responses/"):
+                grant = await self.access.authenticate(scope)
+                retention = self.runtime.plan.store.responses_retention
+                answer = await stored(method, path, scope, grant, self.store, retention)
+                await respond(send, 200, orjson.dumps(answer), [(b"x-request-id", rid.encode())], _JSON)
+                return
             if (method, path) in ADMIN_ROUTES:
                 answer = await self.access.admin_call(method, path, scope, receive, self.runtime.plan.server.max_body)
                 await respond(send, 200, orjson.dumps(answer), [(b"x-request-id", rid.encode())], _JSON)
@@ -167,6 +174,9 @@ class App:
                 data = parse_messages(body)
                 client = client_headers(scope["headers"])
                 call.dialect = MessagesDialect(data, client)
+            elif op == "responses":
+                data, call.dialect = await prepare(body, grant, self.store, rt.plan.store.responses_retention,
+                                                   self.logger)
             else:
                 data = parse_request(op, body)
             route = rt.routes.resolve(data["model"])

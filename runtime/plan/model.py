@@ -69,7 +69,7 @@ __all__ = [
     "UserRule",
 ]
 
-PLAN_VERSION = 8
+PLAN_VERSION = 9
 """Bumped whenever a plan written by an older compiler could be misread by this runtime."""
 
 class Family(enum.Enum):
@@ -274,6 +274,8 @@ class Store:
     """A Redis URL: rate-limit counters and budget spend shared by every sidecar using it."""
     redis_sync: float = 0.5
     """Seconds between two syncs of the counters with Redis."""
+    responses_retention: float = 30 * 86400.0
+    """Seconds a stored `/v1/responses` answer is kept."""
 
 
 class LogFormat(enum.Enum):

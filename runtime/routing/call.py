@@ -43,6 +43,11 @@ class Dialect(Protocol):
         """The event that ends a started stream with an error."""
         ...
 
+    async def complete(self) -> None:
+        """The answer is whole and about to be finished for the client (a stored answer is kept now,
+        so that a client reading its end can already ask for it)."""
+        ...
+
 _REQUIRED = {"chat": "messages", "completions": "prompt", "embeddings": "input"}
 
 

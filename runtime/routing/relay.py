@@ -113,6 +113,8 @@ async def _whole(
         body, usage = call.dialect.response(dep, model, response.body)
     if not _begin(dep, call, claim):
         return
+    if call.dialect is not None:
+        await call.dialect.complete()
     call.usage, call.status = usage, 200
     if usage is None:
         call.request, call.answer = data, [body]  # metered locally once the answer is out
@@ -167,6 +169,8 @@ async def _stream(
                         # accounted as that error (set first: the client may hang up on reading it).
                         call.status, call.error, call.complete = failure.status, failure.message, True
                     call.answer.append(out)
+                    if relay.done and call.dialect is not None and failure is None:
+                        await call.dialect.complete()
                     await send({"type": "http.response.body", "body": out, "more_body": failure is None})
                     if failure is not None:
                         raise failure

@@ -9,7 +9,7 @@ import peewee
 from playhouse.migrate import SchemaMigrator
 from playhouse.migrate import migrate as playhouse_migrate
 
-__all__ = ["MIGRATIONS", "ApiKey", "DailySpend", "Meta", "SpendLog", "Team", "User", "migrate"]
+__all__ = ["MIGRATIONS", "ApiKey", "DailySpend", "Meta", "SpendLog", "StoredResponse", "Team", "User", "migrate"]
 
 
 class Meta(peewee.Model):
@@ -86,6 +86,24 @@ class SpendLog(peewee.Model):
     created_at = peewee.DoubleField(index=True)
 
 
+class StoredResponse(peewee.Model):
+    """A Responses API answer kept for `GET /v1/responses/{id}` and `previous_response_id`, visible
+    only to the key that made it (`owner`: its hash; empty without auth)."""
+
+    id = peewee.CharField(primary_key=True, max_length=80)
+    owner = peewee.CharField(index=True)
+    created_at = peewee.DoubleField(index=True)
+    model = peewee.CharField()
+    provider = peewee.CharField()
+    """The provider that served it; an OpenAI or Azure one holds it upstream too (`passthrough`)."""
+    passthrough = peewee.BooleanField(default=False)
+    previous_id = peewee.CharField(null=True, max_length=80)
+    input = peewee.TextField()
+    """JSON: this request's own input items (the earlier turns are the `previous_id` chain's)."""
+    response = peewee.TextField()
+    """JSON: the response object as the client received it."""
+
+
 class DailySpend(peewee.Model):
     """Spend per day, key, team and model, kept up to date as logs are written."""
 
@@ -102,7 +120,7 @@ class DailySpend(peewee.Model):
         indexes = ((("day", "key_hash", "team", "model"), True),)
 
 
-TABLES: list[type[peewee.Model]] = [Meta, Team, User, ApiKey, SpendLog, DailySpend]
+TABLES: list[type[peewee.Model]] = [Meta, Team, User, ApiKey, SpendLog, DailySpend, StoredResponse]
 
 
 def _v1(db: peewee.Database) -> None:
@@ -128,7 +146,11 @@ def _v4(db: peewee.Database) -> None:
     db.create_tables([User])
 
 
-MIGRATIONS: list[Callable[[peewee.Database], None]] = [_v1, _v2, _v3, _v4]
+def _v5(db: peewee.Database) -> None:
+    db.create_tables([StoredResponse])
+
+
+MIGRATIONS: list[Callable[[peewee.Database], None]] = [_v1, _v2, _v3, _v4, _v5]
 """Migration n brings the schema from version n to n+1 (later ones may use playhouse.migrate)."""
 
 

@@ -15,7 +15,8 @@ import orjson
 from runtime.errors import BadRequest, GatewayError, RateLimited, UpstreamError, UpstreamTimeout
 from runtime.plan import Family, JSONValue, Provider
 
-__all__ = ["OPS", "SseRelay", "Usage", "error_from_upstream", "request_body", "upstream_url", "usage_from"]
+__all__ = ["OPS", "SseRelay", "Usage", "error_from_upstream", "request_body", "responses_url", "upstream_url",
+           "usage_from"]
 
 OPS = {"chat": "chat/completions", "completions": "completions", "embeddings": "embeddings"}
 """Operation -> path under the provider's base URL."""
@@ -28,6 +29,14 @@ def upstream_url(provider: Provider, model: str, op: str) -> str:
             f"{provider.base_url}/openai/deployments/{model}/{OPS[op]}?api-version={provider.api_version}"
         )
     return f"{provider.base_url}/{OPS[op]}"
+
+
+def responses_url(provider: Provider) -> str:
+    """The Responses API URL of an OpenAI or Azure provider (Azure serves it on its v1 surface, the
+    deployment named by `model` in the body)."""
+    if provider.family is Family.AZURE:
+        return f"{provider.base_url}/openai/v1/responses"
+    return f"{provider.base_url}/responses"
 
 
 def thaw(value: JSONValue) -> Any:

@@ -132,3 +132,6 @@ class MessagesDialect:
     def error_event(self, err: GatewayError) -> bytes:
         """Anthropic's `event: error`."""
         return anthropic_error_event(err)
+
+    async def complete(self) -> None:
+        """Nothing to keep: Messages answers are not stored."""

@@ -208,9 +208,8 @@ async def test_a_conversation_moves_between_translated_and_passthrough_backends(
     ({"input": [{"type": "computer_call_output", "call_id": "x"}]}, "input[0].type"),
     ({"input": [{"type": "function_call_output", "call_id": "nope", "output": "1"}]}, "input[0].call_id"),
     ({"input": "hi", "previous_response_id": "resp_unknown"}, "previous_response_id"),
-    ({"input": "hi", "tools": [{"type": "web_search"}]}, "tools"),
+    ({"input": "hi", "tools": [{"type": "web_search"}], "tool_choice": {"type": "web_search"}}, "tool_choice"),
     ({"input": "hi", "background": True}, "background"),
-    ({"input": "hi", "extra_body": {"no_such_parameter": 1}}, "no_such_parameter"),
     ({"input": "hi", "max_output_tokens": 3}, "max_output_tokens"),
 ])
 async def test_bad_input_is_a_400_naming_the_parameter(kwargs: dict[str, Any], param: str) -> None:
@@ -271,3 +270,106 @@ def test_the_docs_table_matches_the_translation_rules() -> None:
     for names, row in ((MAPPED, "mapped"), (DROPPED, "dropped"), (tuple(REFUSED), "refused")):
         for name in names:
             assert f"`{name}`" in rows[row], (name, row)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["run", "run_streamed"])
+async def test_the_agents_sdk_runs_a_function_tool_through_sidegate(stream: bool) -> None:
+    """The OpenAI Agents SDK with its default model (OpenAIResponsesModel), in its own asyncio process."""
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("agents", reason="the openai-agents package (a dev dependency) is not installed")
+    root = Path(__file__).resolve().parent.parent
+    with trio.fail_after(60):
+        async with _setup() as (_client, fake, _, url):
+            done = await trio.run_process(
+                [sys.executable, "-m", "tests.support.agents_client", url, "chat", *(["--stream"] if stream else [])],
+                cwd=root, capture_stdout=True, capture_stderr=True, check=False)
+            assert done.returncode == 0, done.stderr.decode()[-2000:]
+            result = json.loads(done.stdout.decode().strip().splitlines()[-1])
+            assert result["calls"] == ["Paris"] and result["output"] == "Sunny, 22C in Paris"
+            assert len(result["ids"]) == 2 and all(i.startswith("resp_") for i in result["ids"])
+            assert [s.path for s in fake.seen] == ["/v1/chat/completions"] * 2
+            assert fake.seen[-1].body["messages"][-1] == {"role": "tool", "tool_call_id": "call_2",
+                                                          "content": "22C in Paris"}
+
+
+async def test_langchain_with_use_responses_api() -> None:
+    """LangChain's ChatOpenAI on the Responses API: a tool call bound with bind_tools, then the answer to
+    its result, whole and streamed (the sync client in a worker thread)."""
+    lc = pytest.importorskip("langchain_openai", reason="langchain-openai (a dev dependency) is not installed")
+    from langchain_core.messages import HumanMessage, ToolMessage
+
+    with trio.fail_after(60):
+        async with _setup() as (_client, fake, _, url):
+            def run() -> tuple[Any, Any, str]:
+                llm = lc.ChatOpenAI(model="chat", base_url=url, api_key="unused", use_responses_api=True,
+                                    max_retries=0)
+                tool = {"type": "function", "function": {"name": "get_weather", "description": "Weather",
+                        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
+                asked = llm.bind_tools([tool]).invoke([HumanMessage("Weather in Paris?")])
+                call = asked.tool_calls[0]
+                answered = llm.bind_tools([tool]).invoke(
+                    [HumanMessage("Weather in Paris?"), asked, ToolMessage("22C", tool_call_id=call["id"])])
+                streamed = "".join(str(c.text) for c in llm.stream([HumanMessage("Stream it")]))
+                return asked, answered, streamed
+
+            asked, answered, streamed = await trio.to_thread.run_sync(run)
+    assert asked.tool_calls[0]["name"] == "get_weather" and asked.tool_calls[0]["args"] == {"city": "Paris"}
+    assert answered.text == "Sunny, 22C"
+    assert streamed == "You said: Stream it (1 messages)"
+    assert all(s.path == "/v1/chat/completions" for s in fake.seen)
+
+
+async def test_a_stream_cut_mid_way_ends_with_response_failed_and_is_not_stored() -> None:
+    from tests.support.upstream import open_fake_openai
+
+    with trio.fail_after(20):
+        async with open_fake_openai() as broken:
+            p = plan([openai_provider("flaky", broken.base_url)], [group("flaky", target("flaky", "break-stream"))])
+            async with open_gateway(p) as gw:
+                url = base_url(gw)
+                async with openai.AsyncOpenAI(base_url=url, api_key="x").with_streaming_response.responses.create(
+                        model="flaky", input="hi", stream=True) as raw:
+                    events = _events(await raw.read())
+                assert events[0]["type"] == "response.created" and events[-1]["type"] == "response.failed"
+                failed = events[-1]["response"]
+                assert failed["status"] == "failed" and "upstream connection broke" in failed["error"]["message"]
+                assert [e["sequence_number"] for e in events] == list(range(len(events)))
+                client = openai.AsyncOpenAI(base_url=url, api_key="x", max_retries=0)
+                with pytest.raises(openai.NotFoundError):
+                    await client.responses.retrieve(failed["id"])
+
+
+async def test_unknown_parameters_reach_openai_and_are_dropped_for_chat_backends() -> None:
+    with trio.fail_after(20):
+        async with _setup() as (client, fake, _, _url):
+            ok = await client.responses.create(model="chat", input="hi", extra_body={"client_metadata": {"a": 1},
+                                                                                     "future_knob": True})
+            assert ok.status == "completed" and "future_knob" not in fake.seen[-1].body
+            with pytest.raises(openai.BadRequestError) as refused:
+                await client.responses.create(model="oai", input="hi", extra_body={"future_knob": True})
+            assert refused.value.body["param"] == "future_knob", "OpenAI itself judged it"  # type: ignore[index]
+
+
+async def test_the_openai_node_sdk() -> None:
+    """The openai npm package (Node) against /v1/responses: text, a function tool over two turns, a stream."""
+    import os
+    from pathlib import Path
+
+    from tests.support.npm import npm_modules
+
+    modules = await trio.to_thread.run_sync(npm_modules, "openai@6.49.0", "openai/package.json")
+    script = Path(__file__).resolve().parent / "support" / "responses_node.js"
+    with trio.fail_after(60):
+        async with _setup() as (_client, _fake, _, url):
+            done = await trio.run_process(["node", str(script), url, "chat"], capture_stdout=True,
+                                          capture_stderr=True, check=False,
+                                          env={**os.environ, "NODE_PATH": str(modules)})
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    result = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    assert result["text"] == "You said: Hello from Node (1 messages)"
+    assert result["call"] == "get_weather" and json.loads(result["args"]) == {"city": "Paris"}
+    assert result["answered"] == "Sunny, 22C"
+    assert result["events"][0] == "response.created" and result["events"][-1] == "response.completed"
+    assert result["streamed"] == "You said: Stream it (1 messages)"

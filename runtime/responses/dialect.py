@@ -11,6 +11,7 @@ event sequence. Either way the finished response is kept (`final`) for the store
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -18,7 +19,7 @@ import orjson
 from runtime.errors import BadRequest, GatewayError
 from runtime.responses.items import new_id
 from runtime.responses.output import from_chat, shell, usage_of_response
-from runtime.responses.request import builtin_tools, to_chat
+from runtime.responses.request import forced_builtin, to_chat
 from runtime.responses.stream import ChatToResponsesStream, sse_event
 from runtime.routing.state import Deployment
 from runtime.upstream.adapter import StreamTranslator
@@ -60,6 +61,24 @@ class _Relay:
         return data
 
 
+@dataclass(slots=True)
+class _Answer:
+    """One attempt's answer: who served it and its response (whole, or made by its stream translator)."""
+
+    provider: str
+    passthrough: bool
+    final: dict[str, Any] | None = None
+    relay: _Relay | None = None
+    translator: ChatToResponsesStream | None = None
+
+    def response(self) -> dict[str, Any] | None:
+        if self.relay is not None:
+            return self.relay.final
+        if self.translator is not None:
+            return self.translator.final
+        return self.final
+
+
 class _Chained:
     """The target adapter's stream translator (upstream -> OpenAI chunks), then chunks -> Responses events."""
 
@@ -81,7 +100,11 @@ class _Chained:
 
 class ResponsesDialect:
     """One `/v1/responses` request: its body and items, the stored conversation it continues, and
-    the response it produced (`final`, with `provider`: who served it)."""
+    the response it produced (`finished()`; `provider` and `passthrough` say who served it).
+
+    With hedging, attempts run side by side: each keeps its own answer, and the one that completes
+    (the routing loop calls `complete()` for the attempt that answers the client) is the response.
+    """
 
     def __init__(self, body: dict[str, Any], items: list[dict[str, Any]], history: list[dict[str, Any]],
                  previous_provider: str | None = None) -> None:
@@ -93,31 +116,44 @@ class ResponsesDialect:
         """The provider that holds `previous_response_id` upstream (a pass-through answer), if any."""
         self.id = new_id("resp")
         self.model: str = body["model"]
-        self.final: dict[str, Any] | None = None
-        self.provider: str | None = None
-        self._chat: dict[str, Any] | None = None
-        self._stream: ChatToResponsesStream | None = None
-        self._relay: _Relay | None = None
         self.on_complete: Callable[[], Awaitable[None]] | None = None
         """Called once the answer is whole, before its last bytes go out (the store keeps it)."""
+        self._chat: dict[str, Any] | None = None
+        self._answers: list[_Answer] = []
+        self._latest: _Answer | None = None
+        """The attempt whose whole answer was translated last (the one answering, when it completes)."""
+        self._winner: _Answer | None = None
 
-        self.passthrough = False
+    @property
+    def provider(self) -> str | None:
+        """The provider that served the answer."""
+        return self._winner.provider if self._winner is not None else None
+
+    @property
+    def passthrough(self) -> bool:
         """Whether the answer came from an upstream's own Responses API (which holds it too)."""
-        self._completed = False
+        return self._winner is not None and self._winner.passthrough
 
     async def complete(self) -> None:
-        """The answer is whole: keep it (once), before the client can ask for it."""
-        if self.on_complete is not None and not self._completed:
-            self._completed = True
+        """The answering attempt's answer is whole: keep it (once), before the client can ask for it."""
+        if self._winner is not None:
+            return
+        done = [a for a in self._answers if (a.relay or a.translator) is not None and a.response() is not None]
+        self._winner = done[0] if done else self._latest
+        if self.on_complete is not None:
             await self.on_complete()
+
+    def finished(self) -> dict[str, Any] | None:
+        """The response this request produced, once it is complete."""
+        return self._winner.response() if self._winner is not None else None
 
     def chat_body(self) -> dict[str, Any]:
         """The conversation as a chat request (400 for what a chat backend cannot do)."""
         if self._chat is None:
-            tools = builtin_tools(self.body)
-            if tools:
-                raise BadRequest(f"the built-in tool '{tools[0]}' runs only on OpenAI and Azure deployments",
-                                 param="tools")
+            forced = forced_builtin(self.body)
+            if forced is not None:
+                raise BadRequest(f"tool_choice requires the built-in tool '{forced}', which runs only on OpenAI "
+                                 "and Azure deployments", param="tool_choice")
             body = to_chat(self.body, [*self.history, *self.items])
             body.pop("stream_options", None)  # usage on streams is asked for by the adapter where it can be
             self._chat = body
@@ -142,39 +178,32 @@ class ResponsesDialect:
 
     def response(self, dep: Deployment, model: str, body: bytes) -> tuple[bytes, Usage | None]:
         """A pass-through answer as it is; any other one translated into a response object."""
-        self.provider = dep.provider.name
-        self.passthrough = dep.provider.type in PASSTHROUGH
-        if self.passthrough:
+        answer = _Answer(dep.provider.name, dep.provider.type in PASSTHROUGH)
+        self._answers.append(answer)
+        if answer.passthrough:
             obj = loads_upstream(body)
-            self.final = obj if isinstance(obj, dict) else None
+            answer.final = obj if isinstance(obj, dict) else None
+            self._latest = answer
             return body, usage_of_response(obj)
         openai, usage = dep.adapter.response("chat", body, model=model, request=self.chat_body())
-        self.final, _ = from_chat(openai, shell(self.body, self.id, self.model))
-        return orjson.dumps(self.final), usage
+        answer.final, _ = from_chat(openai, shell(self.body, self.id, self.model))
+        self._latest = answer
+        return orjson.dumps(answer.final), usage
 
     def stream(self, dep: Deployment, model: str) -> StreamTranslator:
         """The upstream's Responses events relayed, or the target's chat stream translated into them."""
-        self.provider = dep.provider.name
-        self.passthrough = dep.provider.type in PASSTHROUGH
-        if self.passthrough:
-            self._relay = _Relay()
-            self._stream = None
-            return self._relay
-        self._relay = None
-        self._stream = ChatToResponsesStream(shell(self.body, self.id, self.model))
-        return _Chained(dep.adapter.stream("chat", True, model=model), self._stream)
-
-    def finished(self) -> dict[str, Any] | None:
-        """The response this request produced, once it is complete."""
-        if self._relay is not None:
-            return self._relay.final
-        if self._stream is not None:
-            return self._stream.final
-        return self.final
+        answer = _Answer(dep.provider.name, dep.provider.type in PASSTHROUGH)
+        self._answers.append(answer)
+        if answer.passthrough:
+            answer.relay = _Relay()
+            return answer.relay
+        answer.translator = ChatToResponsesStream(shell(self.body, self.id, self.model))
+        return _Chained(dep.adapter.stream("chat", True, model=model), answer.translator)
 
     def error_event(self, err: GatewayError) -> bytes:
         """`response.failed` for a translated stream; OpenAI's `error` event for a relayed one."""
-        if self._stream is not None:
-            return self._stream.failed(err)
+        for answer in self._answers:
+            if answer.translator is not None and answer.translator.started:
+                return answer.translator.failed(err)
         return sse_event({"type": "error", "code": err.code, "message": err.message, "param": err.param,
                           "sequence_number": 0})

@@ -5,7 +5,12 @@ Each top-level parameter is mapped (`instructions`, `tools`, `tool_choice`, `tex
 `reasoning.effort`, `max_output_tokens`, sampling), dropped because it only tunes OpenAI's own
 service (`metadata`, `include`, `truncation`, `service_tier`, `prompt_cache_key`...), or refused
 with a 400 naming it because dropping it would change the answer (`background`, `conversation`,
-`prompt`, built-in tools). Unknown parameters are refused, as OpenAI refuses them.
+`prompt`, a `tool_choice` that requires a hosted tool). Hosted tools, tool namespaces and custom
+tools that are only offered are dropped for backends other than OpenAI and Azure: the model there
+cannot call them, and the rest of the request keeps its meaning (Codex offers `web_search` on
+every turn). Parameters this table does not know go to OpenAI and Azure as sent (the
+upstream judges them) and are dropped for other backends: clients add new ones faster than any
+gateway learns them (Codex sends `client_metadata`).
 """
 
 from __future__ import annotations
@@ -17,18 +22,13 @@ import orjson
 from runtime.errors import BadRequest
 from runtime.responses.items import input_items, to_messages
 
-__all__ = ["BUILTIN_TOOLS", "DROPPED", "MAPPED", "REFUSED", "builtin_tools", "parse_responses", "to_chat"]
+__all__ = ["DROPPED", "MAPPED", "REFUSED", "forced_builtin", "parse_responses", "to_chat"]
 
 MAPPED = ("model", "input", "instructions", "tools", "tool_choice", "text", "reasoning", "max_output_tokens",
           "parallel_tool_calls", "temperature", "top_p", "top_logprobs", "stream", "user", "previous_response_id")
 DROPPED = ("metadata", "store", "include", "truncation", "service_tier", "prompt_cache_key", "safety_identifier",
-           "stream_options", "max_tool_calls")
+           "stream_options", "max_tool_calls", "client_metadata")
 REFUSED = {"background": "background responses", "conversation": "conversations", "prompt": "prompt templates"}
-BUILTIN_TOOLS = frozenset({"web_search", "web_search_preview", "web_search_preview_2025_03_11", "file_search",
-                           "code_interpreter", "computer_use_preview", "computer_use", "image_generation", "mcp",
-                           "local_shell", "shell", "apply_patch", "custom"})
-_KNOWN = frozenset(MAPPED) | frozenset(DROPPED) | frozenset(REFUSED)
-
 
 def parse_responses(body: bytes) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The request's JSON object with every parameter's shape checked (400 with `param` otherwise),
@@ -39,9 +39,6 @@ def parse_responses(body: bytes) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object")
-    for key in data:
-        if key not in _KNOWN:
-            raise BadRequest(f"Unknown parameter: '{key}'.", param=key)
     model = data.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("'model' is required and must be a non-empty string", param="model")
@@ -68,18 +65,19 @@ def parse_responses(body: bytes) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return data, items
 
 
-def builtin_tools(data: dict[str, Any]) -> list[str]:
-    """The built-in (hosted) tools a request asks for: only OpenAI and Azure run them."""
-    return [str(t.get("type")) for t in data.get("tools") or [] if t.get("type") != "function"]
+def forced_builtin(data: dict[str, Any]) -> str | None:
+    """The non-function tool `tool_choice` requires, if any (it cannot be dropped)."""
+    choice = data.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") not in (None, "function", "allowed_tools"):
+        return str(choice["type"])
+    return None
 
 
 def _tools(data: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for i, tool in enumerate(data.get("tools") or []):
         if tool.get("type") != "function":
-            kind = tool.get("type")
-            raise BadRequest(f"the built-in tool '{kind}' runs only on OpenAI and Azure deployments; this model's "
-                             "deployment is another provider", param=f"tools[{i}].type")
+            continue  # offered, not required: the model cannot use it on this backend (see forced_builtin)
         if not isinstance(tool.get("name"), str):
             raise BadRequest(f"tools[{i}].name is required", param=f"tools[{i}].name")
         fn: dict[str, Any] = {"name": tool["name"], "parameters": tool.get("parameters") or {"type": "object"}}

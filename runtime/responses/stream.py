@@ -47,6 +47,11 @@ class ChatToResponsesStream:
         self._tools: dict[int, dict[str, Any]] = {}
         self._finish: str | None = None
 
+    @property
+    def started(self) -> bool:
+        """Whether events went out (an error must then end the stream in-band)."""
+        return self._started
+
     def _emit(self, out: list[bytes], kind: str, **fields: Any) -> None:
         out.append(sse_event({"type": kind, "sequence_number": self._seq, **fields}))
         self._seq += 1

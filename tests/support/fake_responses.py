@@ -4,7 +4,7 @@
   OpenAI's (it keeps its answers; an unknown `previous_response_id` is a 400), streamed with the
   documented event sequence, refusing unknown parameters;
 - `POST /v1/chat/completions` with function calling: tools and a user turn last -> a call of the
-  first tool with `{"city": "Paris"}`; a tool result last -> "Sunny, <result>"; a JSON schema format
+  first tool with `{"city": "Paris"}` (Codex CLI's `exec_command`: `echo sidegate-tool-ran`); a tool result last -> "Sunny, <result>"; a JSON schema format
   -> `{"city": "Paris"}`; otherwise "You said: <last user text> (<n> messages)". It refuses what
   OpenAI refuses: unknown parameters, `reasoning_effort` on a non-reasoning model, a `tool` message
   that answers no preceding tool call, roles other than system/developer/user/assistant/tool.
@@ -25,6 +25,8 @@ _RESPONSES_PARAMS = {"model", "input", "instructions", "tools", "tool_choice", "
                      "max_output_tokens", "parallel_tool_calls", "temperature", "top_p", "stream", "user",
                      "previous_response_id", "store", "metadata", "include", "truncation", "top_logprobs",
                      "service_tier", "prompt_cache_key", "safety_identifier", "stream_options", "max_tool_calls"}
+TOOL_ARGS = {"exec_command": '{"cmd": "echo sidegate-tool-ran"}', "shell": '{"command": ["echo", "sidegate-tool-ran"]}'}
+"""The arguments this fake calls a tool with, by name (Codex CLI's shell tools get a harmless command)."""
 USAGE = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
 
 
@@ -84,9 +86,9 @@ class FakeOpenAIResponses(FakeServer):
             return {"role": "assistant", "content": f"Sunny, {last['content']}"}
         if body.get("tools") and last["role"] == "user":
             name = body["tools"][0]["function"]["name"]
+            args = TOOL_ARGS.get(name, '{"city": "Paris"}')
             return {"role": "assistant", "content": None, "tool_calls": [
-                {"id": f"call_{len(messages)}", "type": "function",
-                 "function": {"name": name, "arguments": '{"city": "Paris"}'}}]}
+                {"id": f"call_{len(messages)}", "type": "function", "function": {"name": name, "arguments": args}}]}
         if fmt.get("type") == "json_schema":
             return {"role": "assistant", "content": '{"city": "Paris"}'}
         user = next(m for m in reversed(messages) if m["role"] == "user")
@@ -177,4 +179,4 @@ def open_fake_responses():  # type: ignore[no-untyped-def]
     return open_fake(FakeOpenAIResponses())
 
 
-__all__ = ["USAGE", "FakeOpenAIResponses", "open_fake_responses"]
+__all__ = ["TOOL_ARGS", "USAGE", "FakeOpenAIResponses", "open_fake_responses"]

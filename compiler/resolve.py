@@ -12,7 +12,7 @@ import ipaddress
 import re
 import types
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from compiler.data.catalog import ProviderType, load_catalog, price_info
@@ -62,6 +62,8 @@ _SIZE = re.compile(r"([0-9]+)(B|KB|KiB|MB|MiB|GB|GiB)")
 _SIZE_UNITS = {"B": 1, "KB": 1000, "KiB": 1024, "MB": 1000**2, "MiB": 1024**2, "GB": 1000**3, "GiB": 1024**3}
 _REFERENCE = re.compile(r"\$\$|\$\{([^}]*)\}|\$\{")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_REF = r"\$\{[A-Za-z_][A-Za-z0-9_]*\}"
+_LISTEN_REF = re.compile(rf"(?:(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+|{_REF}):)?([0-9]+|{_REF})")
 _LISTEN = re.compile(r"\[([0-9a-fA-F:]+)\]:([0-9]+)|([A-Za-z0-9.-]+):([0-9]+)")
 
 
@@ -228,6 +230,14 @@ class _Resolver:
     def server(self, raw: Mapping[str, Any]) -> Server:
         listen = raw.get("listen", "127.0.0.1:4000")
         host, port = "127.0.0.1", 4000
+        if "${" in listen:  # resolved at start (`127.0.0.1:${PORT}`): the literal parts and defaults here
+            reference = self.secret(listen, "/server/listen")
+            literal = _LISTEN_REF.fullmatch(listen)
+            if literal is not None and literal.group(1) and "${" not in literal.group(1):
+                host = literal.group(1).strip("[]")
+            if literal is not None and literal.group(2) and "${" not in literal.group(2):
+                port = int(literal.group(2))
+            return replace(self._server(raw, host, port), listen=reference)
         match = _LISTEN.fullmatch(listen)
         if match is None:  # the schema's pattern already reported it
             return self._server(raw, host, port)

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import trio
@@ -21,7 +21,7 @@ from runtime.http.app import App
 from runtime.observe.logs import Logger
 from runtime.observe.metrics import Metrics
 from runtime.plan import Plan
-from runtime.plan.secrets import SecretError, resolve
+from runtime.plan.secrets import SecretError, resolve, resolve_listen
 from runtime.routing.prober import run_probes
 from runtime.routing.state import build_runtime
 from runtime.store.database import Store, StoreUnavailable
@@ -42,6 +42,11 @@ class Handle:
     shutdown: trio.Event
     reload: Callable[[], trio.Event]
     """Ask for a reload; the returned event is set when it has been tried."""
+
+
+def _listening(plan: Plan) -> Plan:
+    """The plan with a referenced `server.listen` resolved (itself when there is none)."""
+    return plan if plan.server.listen is None else replace(plan, server=resolve_listen(plan.server))
 
 
 def upstream_transport() -> Transport:
@@ -76,6 +81,7 @@ async def serve(
     task_status: trio.TaskStatus[Handle] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `plan` until shut down (SIGTERM/SIGINT or `Handle.shutdown`), then drain and return."""
+    plan = _listening(plan)
     logger = Logger(plan.observability.logs)
     metrics = Metrics()
     transport = upstream_transport()
@@ -102,6 +108,7 @@ async def serve(
     async def do_reload() -> None:
         try:
             new_plan = await trio.to_thread.run_sync(load_plan)
+            new_plan = _listening(new_plan)
             new_rt = await trio.to_thread.run_sync(build_runtime, new_plan, transport, app.runtime)
         except (ValueError, SecretError, OSError) as exc:
             metrics.reload_failures.inc()
@@ -191,6 +198,11 @@ async def _mtime(path: str) -> float | None:
 
 def run(plan: Plan, *, load_plan: Callable[[], Plan], watch_path: str | None, workers: int | None) -> int:
     """Serve until signalled; with several workers, start one process per worker and wait."""
+    try:
+        plan = _listening(plan)
+    except SecretError as exc:
+        print(f"sidegate: cannot start: {exc}", file=sys.stderr)
+        return 1
     n = workers or plan.server.workers
     if n > 1 and os.environ.get(_WORKER_ENV) is None:
         return _supervise(n)

@@ -9,8 +9,10 @@ Exit codes: 0 clean, 1 errors, 2 warnings under ``--strict``, 64 usage errors.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, TypeVar
 
 from compiler.cli.common import compile_file, version
@@ -130,14 +132,82 @@ def _plan_loader(path: str) -> Callable[[], Plan]:
     return load
 
 
+LISTEN_ENV = ("SIDEGATE_LISTEN", "SIDEGATE_HOST", "SIDEGATE_PORT")
+"""Environment overrides of `server.listen` (below the flags, above the spec)."""
+
+
+def _port(value: str, where: str) -> int:
+    if not value.isdigit() or int(value) > 65535:
+        raise ValueError(f"{where}: '{value}' is not a port (0-65535)")
+    return int(value)
+
+
+def _listen_override(args: argparse.Namespace) -> tuple[str | None, int | None]:
+    """(host, port) that the flags, else the environment, set (None where neither does); ValueError,
+    naming the flag or variable, for a malformed value. Within one layer --host/--port beat --listen."""
+    from runtime.plan.secrets import split_listen
+
+    host: str | None = None
+    port: int | None = None
+    env = [os.environ.get(name) for name in LISTEN_ENV]
+    layers = (("--listen", args.listen, "--host", args.host, "--port", args.port),
+              (LISTEN_ENV[0], env[0], LISTEN_ENV[1], env[1], LISTEN_ENV[2], env[2]))
+    for listen_name, listen, _, one_host, port_name, one_port in layers:
+        layer_host, layer_port = None, None
+        if listen:
+            try:
+                layer_host, layer_port = split_listen(listen)
+            except ValueError as exc:
+                raise ValueError(f"{listen_name}: {exc}") from None
+        if one_host:
+            layer_host = one_host.strip("[]")
+        if one_port:
+            layer_port = _port(one_port, port_name)
+        host = layer_host if host is None else host
+        port = layer_port if port is None else port
+    return host, port
+
+
+def _with_listen(load: Callable[[], Plan], host: str | None, port: int | None) -> Callable[[], Plan]:
+    if host is None and port is None:
+        return load
+
+    def load_with_listen() -> Plan:
+        plan = load()
+        server = plan.server
+        if server.listen is not None and (host is None or port is None):
+            from runtime.plan.secrets import SecretError, resolve_listen
+
+            try:
+                server = resolve_listen(server)
+            except SecretError as exc:
+                raise ValueError(str(exc)) from None
+        server = replace(server, host=host or server.host, port=server.port if port is None else port, listen=None)
+        return replace(plan, server=server)
+
+    return load_with_listen
+
+
+def _looks_like_plan(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096).lstrip()
+    except OSError:
+        return False
+    return head.startswith(b"{") and b'"digest"' in head and b'"plan"' in head
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     """Compile (or load) a plan and run the sidecar on it."""
     if (args.spec is None) == (args.plan is None):
         args.parser.error("give either a SPEC or --plan PLAN.json")
     if args.workers is not None and args.workers < 1:
         args.parser.error("--workers must be at least 1")
+    if args.spec is not None and _looks_like_plan(args.spec):
+        args.parser.error(f"{args.spec} is a compiled plan: serve it with --plan {args.spec}")
     load_plan = _plan_loader(args.plan) if args.plan is not None else _spec_loader(args.spec)
     try:
+        load_plan = _with_listen(load_plan, *_listen_override(args))
         plan = load_plan()
     except ValueError as exc:
         print(f"sidegate serve: {exc}", file=sys.stderr)
@@ -175,4 +245,8 @@ def add_spec_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     serve.add_argument("spec", nargs="?", metavar="SPEC", help="spec file (compiled at start and on reload)")
     serve.add_argument("--plan", metavar="PLAN", help="a compiled plan JSON instead of a spec")
     serve.add_argument("--workers", type=int, metavar="N", help="server processes (default: the plan's)")
+    serve.add_argument("--listen", metavar="HOST:PORT",
+                       help="listen here instead of the spec's server.listen (env: SIDEGATE_LISTEN)")
+    serve.add_argument("--host", metavar="HOST", help="the listen host only (env: SIDEGATE_HOST)")
+    serve.add_argument("--port", metavar="PORT", help="the listen port only (env: SIDEGATE_PORT)")
     serve.set_defaults(run=_cmd_serve, parser=serve)

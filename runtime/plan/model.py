@@ -262,6 +262,9 @@ class Server:
     workers: int
     max_body: int
     drain_timeout: float
+    listen: Secret | None = None
+    """A `listen` with references (`127.0.0.1:${PORT}`), resolved at start; `host` and `port` then
+    hold its literal parts and defaults for the others."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

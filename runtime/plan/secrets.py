@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import replace
 
-from runtime.plan import Secret, SecretSource
+from runtime.plan import Secret, SecretSource, Server
 
-__all__ = ["SecretError", "resolve"]
+__all__ = ["SecretError", "resolve", "resolve_listen", "split_listen"]
+
+_LISTEN = re.compile(r"\[([0-9a-fA-F:]+)\]:([0-9]{1,5})|([A-Za-z0-9.-]+):([0-9]{1,5})")
 
 
 class SecretError(RuntimeError):
@@ -31,3 +35,26 @@ def resolve(secret: Secret) -> str:
             except OSError as exc:
                 raise SecretError(f"cannot read secret file {part.value}: {exc.strerror}") from None
     return "".join(out)
+
+
+def split_listen(text: str) -> tuple[str, int]:
+    """(host, port) of a `host:port` or `[v6]:port` address; ValueError when it is not one."""
+    match = _LISTEN.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"'{text}' is not host:port")
+    port = int(match.group(2) or match.group(4))
+    if port > 65535:
+        raise ValueError(f"port {port} is out of range (0-65535)")
+    return match.group(1) or match.group(3), port
+
+
+def resolve_listen(server: Server) -> Server:
+    """The server with a referenced `listen` resolved into host and port (SecretError otherwise)."""
+    if server.listen is None:
+        return server
+    text = resolve(server.listen)
+    try:
+        host, port = split_listen(text)
+    except ValueError as exc:
+        raise SecretError(f"server.listen: {exc}") from None
+    return replace(server, host=host, port=port, listen=None)

@@ -17,6 +17,7 @@ from runtime.http.access import ADMIN_ROUTES, Access
 from runtime.http.anthropic.count_tokens import count_input_tokens
 from runtime.http.anthropic.dialect import MessagesDialect, client_headers, parse_messages
 from runtime.http.anthropic.messages import anthropic_error_body
+from runtime.http.anthropic.models import anthropic_model, wants_anthropic
 from runtime.http.mcp_endpoint import Endpoint
 from runtime.mcp.hub import Hub
 from runtime.observe.logs import Logger
@@ -96,12 +97,15 @@ class App:
                 await self.access.authenticate(scope)
                 await self._count_tokens(scope, receive, send, rid)
             else:
-                await self._other(method, path, scope, send)
+                await self._other(method, path, scope, send, rid)
         except ClientGone:
             return
         except GatewayError as err:
             headers = [(b"x-request-id", rid.encode()), *err.headers()]
-            body = anthropic_error_body(err, rid) if op == "count_tokens" else openai_body(err)
+            anthropic = op == "count_tokens" or (path.startswith("/models") and wants_anthropic(scope["headers"]))
+            if anthropic:
+                headers.append((b"request-id", rid.encode()))
+            body = anthropic_error_body(err, rid) if anthropic else openai_body(err)
             await respond(send, err.status, body, headers, _JSON)
 
     async def _count_tokens(self, scope: Scope, receive: Receive, send: Send, rid: str) -> None:
@@ -116,21 +120,26 @@ class App:
             raise ModelNotFound(f"model '{data['model']}' is not served by this gateway", param="model")
         client = client_headers(scope["headers"])
         counted, source = await count_input_tokens(rt, route, data, client)
-        headers = [(b"x-request-id", rid.encode()), (b"x-sidegate-token-count", source.encode())]
+        headers = [(b"x-request-id", rid.encode()), (b"request-id", rid.encode()),
+                   (b"x-sidegate-token-count", source.encode())]
         await respond(send, 200, orjson.dumps({"input_tokens": counted}), headers, _JSON)
 
-    async def _other(self, method: str, path: str, scope: Scope, send: Send) -> None:
+    async def _other(self, method: str, path: str, scope: Scope, send: Send, rid: str) -> None:
         rt = self.runtime
         obs = rt.plan.observability
         if method != "GET":
             raise NotFound(f"no route for {method} {scope['path']}")
+        anthropic = wants_anthropic(scope["headers"])
+        ids = [(b"request-id", rid.encode())] if anthropic else []
         if path == "/models":
-            await respond(send, 200, rt.models_body, (), _JSON)
+            await respond(send, 200, rt.anthropic_models_body if anthropic else rt.models_body, ids, _JSON)
         elif path.startswith("/models/"):
             name = path[len("/models/") :]
-            if rt.routes.resolve(name) is None:
+            route = rt.routes.resolve(name)
+            if route is None:
                 raise ModelNotFound(f"model '{name}' is not served by this gateway", param="model")
-            await respond(send, 200, orjson.dumps(model_card(name)), (), _JSON)
+            card = anthropic_model(name, route.group) if anthropic else model_card(name)
+            await respond(send, 200, orjson.dumps(card), ids, _JSON)
         elif scope["path"] == "/health/live":
             await respond(send, 200, b'{"status":"ok"}', (), _JSON)
         elif scope["path"] == "/health/ready":
@@ -166,7 +175,7 @@ class App:
             if op == "messages":
                 data = parse_messages(body)
                 client = client_headers(scope["headers"])
-                call.dialect = MessagesDialect(data, client)
+                call.dialect = MessagesDialect(data, client, call)
             else:
                 data = parse_request(op, body)
             route = rt.routes.resolve(data["model"])
@@ -230,6 +239,7 @@ class App:
             prompt_tokens=u.prompt if u else None,
             completion_tokens=u.completion if u else None,
             **({"error": call.error} if call.error else {}),
+            **({"dropped": list(call.dropped)} if call.dropped else {}),
             **call.extra,
         )
 

@@ -14,6 +14,7 @@ from compiler.sections.a2a import check_a2a
 from compiler.sections.governance import check_governance
 from compiler.sections.mcp import check_mcp
 from runtime.plan import Family
+from runtime.routing.routes import glob_regex, is_prefix_wildcard
 
 __all__ = ["check"]
 
@@ -124,10 +125,30 @@ def _check_provider(p: ProviderSpec, used: bool, out: Collector) -> None:
         )
 
 
+def _check_glob(g: GroupSpec, groups: tuple[GroupSpec, ...], out: Collector) -> None:
+    """Lint a glob name: no `**`, a catch-all is said aloud, exact names it also matches are named."""
+    if "**" in g.name:
+        out.error("model.glob-pattern", g.pointer, f"'{g.name}': '**' means the same as '*'; write one", at_key=True)
+        return
+    if not g.name.replace("*", ""):
+        out.warning("model.glob-catch-all", g.pointer,
+                    f"'{g.name}' matches every model name that no other group serves", at_key=True)
+        return
+    regex = glob_regex(g.name)
+    exact = [n for other in groups if "*" not in other.name for n in (other.name, *other.aliases) if regex.fullmatch(n)]
+    if exact:
+        out.warning("model.glob-shadowed", g.pointer,
+                    f"'{g.name}' also matches {', '.join(repr(n) for n in sorted(exact))}, which "
+                    f"{'its own group serves' if len(exact) == 1 else 'their own groups serve'} (an exact name wins)",
+                    at_key=True)
+
+
 def _check_names(groups: tuple[GroupSpec, ...], out: Collector) -> None:
     owner: dict[str, str] = {g.name: g.name for g in groups}
     for g in groups:
-        wildcard = g.name.endswith("/*")
+        wildcard = "*" in g.name
+        if wildcard and not is_prefix_wildcard(g.name):
+            _check_glob(g, groups, out)
         for i, alias in enumerate(g.aliases):
             pointer = f"{g.pointer}/aliases/{i}"
             if wildcard:
@@ -141,7 +162,7 @@ def _check_names(groups: tuple[GroupSpec, ...], out: Collector) -> None:
 
 
 def _check_targets(g: GroupSpec, providers: dict[str, ProviderSpec], out: Collector) -> None:
-    wildcard = g.name.endswith("/*")
+    wildcard = "*" in g.name
     seen: dict[tuple[str, str], int] = {}
     for i, t in enumerate(g.targets):
         if t.provider not in providers:
@@ -157,8 +178,8 @@ def _check_targets(g: GroupSpec, providers: dict[str, ProviderSpec], out: Collec
             out.error(
                 "model.wildcard-target",
                 t.pointer + "/model",
-                f"model '*' forwards a wildcard suffix, but '{g.name}' is not a wildcard group "
-                "(name it like 'prefix/*')",
+                f"model '*' forwards the requested name, but '{g.name}' is not a wildcard group "
+                "(name it like 'prefix/*' or a glob like 'claude-*')",
             )
         key = (t.provider, t.model)
         if key in seen:
@@ -192,7 +213,7 @@ def check(resolved: Resolved, out: Collector) -> None:
     check_mcp(resolved.mcp, rules, out)
     routing.check_fallbacks(
         {g.name: g.policies for g in resolved.groups},
-        {g.name for g in resolved.groups if g.name.endswith("/*")},
+        {g.name for g in resolved.groups if "*" in g.name},
         {a: g.name for g in resolved.groups for a in g.aliases},
         out,
     )

@@ -6,9 +6,11 @@ order of mapping keys in the spec; targets keep the order they were written in.
 
 from __future__ import annotations
 
+from compiler.data.capabilities import capabilities, override_output
 from compiler.resolve import GroupSpec, ProviderSpec, Resolved, TargetSpec
 from compiler.sections.routing import flatten_fallbacks
 from runtime.plan import PLAN_VERSION, Family, ModelGroup, Plan, Price, Provider, Target
+from runtime.routing.routes import is_prefix_wildcard
 from runtime.upstream.providers import bedrock_base_url, vertex_base_url
 
 __all__ = ["lower"]
@@ -52,8 +54,10 @@ def _provider(p: ProviderSpec) -> Provider:
     )
 
 
-def _target(t: TargetSpec) -> Target:
+def _target(t: TargetSpec, providers: dict[str, ProviderSpec]) -> Target:
     info = t.info
+    kind = providers[t.provider].kind
+    assert kind is not None, "lower runs only on checked specs"
     return Target(
         id=f"{t.provider}/{t.model}",
         provider=t.provider,
@@ -66,18 +70,21 @@ def _target(t: TargetSpec) -> Target:
         extra_body=t.extra_body,
         price=None if info is None else Price(input=info.input, output=info.output, cached_input=info.cached_input),
         max_input_tokens=None if info is None else info.max_input_tokens,
-        max_output_tokens=None if info is None else info.max_output_tokens,
+        max_output_tokens=override_output(t.capabilities, info),
         tier=t.tier,
+        caps=capabilities(kind, t.model, t.capabilities),
     )
 
 
-def _group(g: GroupSpec, chains: dict[str, tuple[str, ...]]) -> ModelGroup:
+def _group(g: GroupSpec, chains: dict[str, tuple[str, ...]], providers: dict[str, ProviderSpec]) -> ModelGroup:
     p = g.policies
+    prefix = g.name[:-1] if is_prefix_wildcard(g.name) else None
     return ModelGroup(
         name=g.name,
         aliases=g.aliases,
-        wildcard_prefix=g.name[:-1] if g.name.endswith("/*") else None,
-        targets=tuple(_target(t) for t in g.targets),
+        wildcard_prefix=prefix,
+        glob=g.name if prefix is None and "*" in g.name else None,
+        targets=tuple(_target(t, providers) for t in g.targets),
         timeout=g.timeout,
         strategy=p.strategy,
         retry=p.retry,
@@ -94,11 +101,12 @@ def lower(resolved: Resolved) -> Plan:
     chains = flatten_fallbacks(
         {g.name: g.policies for g in resolved.groups}, {a: g.name for g in resolved.groups for a in g.aliases}
     )
+    providers = dict(resolved.providers)
     return Plan(
         version=PLAN_VERSION,
         server=resolved.server,
         providers=tuple(_provider(resolved.providers[name]) for name in sorted(resolved.providers)),
-        models=tuple(_group(g, chains[g.name]) for g in sorted(resolved.groups, key=lambda g: g.name)),
+        models=tuple(_group(g, chains[g.name], providers) for g in sorted(resolved.groups, key=lambda g: g.name)),
         store=resolved.store,
         observability=resolved.observability,
         auth=resolved.governance.auth,

@@ -12,7 +12,7 @@ import ipaddress
 import re
 import types
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from compiler.data.catalog import ProviderType, load_catalog, price_info
@@ -155,6 +155,8 @@ class TargetSpec:
     info: ModelInfo | None
     """Price and context window from the price table, when known."""
     tier: int
+    capabilities: Mapping[str, bool | int] = field(default_factory=lambda: types.MappingProxyType({}))
+    """The spec's `capabilities` overrides (see `compiler.data.capabilities`)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -343,6 +345,7 @@ class _Resolver:
             extra_body=types.MappingProxyType({k: _freeze(v) for k, v in raw.get("extra_body", {}).items()}),
             info=info,
             tier=raw.get("tier", 0),
+            capabilities=types.MappingProxyType(dict(raw.get("capabilities", {}))),
         )
 
     def group(

@@ -166,9 +166,14 @@ def make_consistent(spec: dict[str, Any], types: list[str]) -> dict[str, Any]:
             p["headers"][header] = _clean_secret(value)
         del name
     names = sorted(providers)
+    # A glob's `**` is an error (it means `*`): collapse it (the first group of a collapsed name wins).
+    models: dict[str, Any] = {}
+    for group_name, group in spec["models"].items():
+        models.setdefault(re.sub(r"\*{2,}", "*", group_name), group)
+    spec["models"] = models
     taken = set(spec["models"])
     for g_index, (group_name, group) in enumerate(sorted(spec["models"].items())):
-        wildcard = group_name.endswith("/*")
+        wildcard = "*" in group_name  # `prefix/*` or a glob: no aliases, may forward the name
         aliases = [a for a in group.get("aliases", []) if a not in taken and not wildcard]
         taken.update(aliases)
         group["aliases"] = aliases
@@ -183,7 +188,7 @@ def make_consistent(spec: dict[str, Any], types: list[str]) -> dict[str, Any]:
             for header, value in target.get("headers", {}).items():
                 target["headers"][header] = _clean_secret(value)
     # Fallbacks only point "forward" in name order, at non-wildcard groups: never a cycle.
-    ordered = sorted(n for n in spec["models"] if not n.endswith("/*"))
+    ordered = sorted(n for n in spec["models"] if "*" not in n)
     for group_name, group in spec["models"].items():
         later = [n for n in ordered if n > group_name]
         for kind in ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks"):

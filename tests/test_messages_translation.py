@@ -72,7 +72,7 @@ def test_request_to_openai_shape() -> None:
     assert out["tool_choice"] == "required" and out["parallel_tool_calls"] is False
     assert out["stop"] == ["\n\nHuman:"] and out["temperature"] == 0.5 and out["top_k"] == 5
     assert out["stream"] is True and out["stream_options"] == {"include_usage": True}
-    assert out["user"] == "user-42" and out["reasoning_effort"] == "low"
+    assert "user" not in out and out["reasoning_effort"] == "low"  # metadata is Anthropic-side: dropped
 
 
 @pytest.mark.parametrize("choice,expected", [
@@ -85,7 +85,7 @@ def test_tool_choice(choice: dict[str, Any], expected: Any) -> None:
 
 @pytest.mark.parametrize("change,param", [
     ({"container": "c1"}, "container"),
-    ({"mcp_servers": []}, "mcp_servers"),
+    ({"mcp_servers": [{"type": "url", "url": "https://mcp.test/sse", "name": "x"}]}, "mcp_servers"),
     ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools"),
     ({"messages": [{"role": "user", "content": [{"type": "document", "source": {}}]}]}, "messages"),
     ({"max_tokens": None}, "max_tokens"),

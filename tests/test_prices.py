@@ -47,7 +47,10 @@ def test_gpt_4o_known_values() -> None:
         max_input_tokens=128000,
         max_output_tokens=16384,
         mode="chat",
+        vision=True,
+        pdf=True,
     )
+    assert lookup("openai", "gpt-5").reasoning and not lookup("openai", "gpt-4o").reasoning
 
 
 def test_no_provider_falls_back_to_openai_exact_match() -> None:
@@ -96,7 +99,7 @@ def test_table_header_and_shape() -> None:
         "copyright": "Copyright (c) 2023 Berri AI",
         "generated": pricegen.DEFAULT_GENERATED,
     }
-    allowed = {"in", "out", "cached_in", "max_in", "max_out", "mode"}
+    allowed = {"in", "out", "cached_in", "max_in", "max_out", "mode", "reasoning", "vision", "pdf"}
     count = 0
     for models in table["providers"].values():
         for entry in models.values():
@@ -194,6 +197,8 @@ _SYNTHETIC: dict[str, Any] = {
         "max_input_tokens": 1000,
         "max_output_tokens": 100,
         "supports_vision": True,
+        "supports_pdf_input": "yes",
+        "supports_reasoning": False,
     },
     "openai/gpt-x": {
         "litellm_provider": "openai",
@@ -237,6 +242,7 @@ def test_build_table_rules() -> None:
                 "max_in": 1000,
                 "max_out": 100,
                 "mode": "chat",
+                "vision": True,
             }
         },
         "groq": {"llama-3.1-8b-instant": {"in": 5e-08, "out": 8e-08, "mode": "chat"}},
@@ -256,7 +262,7 @@ def test_render_is_deterministic_and_valid_json() -> None:
     assert parsed["_source"]["generated"] == "2026-11-24"
     assert isinstance(parsed["providers"]["vertex_ai-language-models"]["vertex_ai/foo"]["in"], float)
     lines = first.decode().splitlines()
-    gpt_x = '"gpt-x":{"cached_in":5e-07,"in":1e-06,"max_in":1000,"max_out":100,"mode":"chat","out":2e-06}}'
+    gpt_x = '"gpt-x":{"cached_in":5e-07,"in":1e-06,"max_in":1000,"max_out":100,"mode":"chat","out":2e-06,"vision":true}}'
     assert [line.rstrip(",") for line in lines if line.startswith('"gpt-x"')] == [gpt_x]
     dated = pricegen.render(pricegen.build_table(_SYNTHETIC), generated="2000-01-01", version="0.0.1")
     assert json.loads(dated)["_source"]["generated"] == "2000-01-01"

@@ -108,6 +108,7 @@ def _target_lines(index: int, target: Target, provider: Provider, share: float, 
         f"     caps:       {', '.join(caps) if caps else 'none'}",
         f"     price:      {price}",
         f"     context:    {context}",
+        *_caps_line(target, provider),
         *_auth_lines(provider),
     ]
     for header in (*provider.headers, *target.headers):
@@ -118,7 +119,28 @@ def _target_lines(index: int, target: Target, provider: Provider, share: float, 
     return lines
 
 
+def _caps_line(target: Target, provider: Provider) -> list[str]:
+    """What an Anthropic Messages request keeps on this target (see docs/anthropic.md)."""
+    if provider.family is Family.ANTHROPIC or provider.family is Family.MOCK:
+        return []
+    c = target.caps
+
+    def known(value: bool | None) -> str:
+        return "unknown" if value is None else "yes" if value else "no"
+
+    limit = "max_completion_tokens" if c.max_completion_tokens else "max_tokens"
+    parts = [f"reasoning {'yes' if c.reasoning else 'no (thinking/effort dropped)'}", f"limit as {limit}",
+             f"top_k {'mapped' if c.top_k else 'dropped'}", f"images {known(c.vision)}", f"PDFs {known(c.pdf)}"]
+    if not c.sampling:
+        parts.append("temperature/top_p dropped")
+    return [f"     messages:   {', '.join(parts)}"]
+
+
 def _headline(model: str, group: ModelGroup, forwarded: str | None) -> str:
+    if group.glob is not None:
+        if forwarded is None or forwarded == group.name:
+            return f"{model}: glob model group; every name it matches is served, '*' targets get the name"
+        return f"{model} -> model group '{group.name}' (glob; forwards '{forwarded}')"
     if group.wildcard_prefix is not None:
         if forwarded is None:
             return f"{model}: wildcard model group; '{group.wildcard_prefix}<name>' forwards <name>"

@@ -18,6 +18,9 @@ re-running on the same source gives byte-identical output. Rules:
   therefore left out rather than listed as free.
 * ``cached_in`` (``cache_read_input_token_cost``) is omitted when absent or zero; ``max_in`` /
   ``max_out`` are omitted when absent or not a positive integer.
+* ``reasoning``, ``vision`` and ``pdf`` (true, else omitted) come from ``supports_reasoning``,
+  ``supports_vision`` and ``supports_pdf_input``: what the Anthropic Messages translation needs to
+  know of a target (see ``runtime.plan.Capabilities``).
 * A ``<provider>/`` prefix on the key is stripped when it equals the entry's provider; when two
   keys then collapse to the same name, the first in sorted key order wins.
 """
@@ -61,6 +64,9 @@ _COPYRIGHT: Final = "Copyright (c) 2023 Berri AI"
 
 _Entry: TypeAlias = dict[str, float | int | str]
 
+_FLAGS: Final = (("reasoning", "supports_reasoning"), ("vision", "supports_vision"), ("pdf", "supports_pdf_input"))
+"""Capability flags kept in the table: (table key, LiteLLM key)."""
+
 
 def _number(value: object) -> float | None:
     """Return ``value`` as a finite float, or None when it is not a JSON number."""
@@ -95,6 +101,9 @@ def _entry(raw: Mapping[str, object], mode: str) -> _Entry | None:
     max_out = _limit(raw.get("max_output_tokens"))
     if max_out is not None:
         entry["max_out"] = max_out
+    for flag, source in _FLAGS:
+        if raw.get(source) is True:
+            entry[flag] = True
     return entry
 
 

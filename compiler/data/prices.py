@@ -34,6 +34,12 @@ class ModelInfo:
     """Maximum output tokens, or None when unknown."""
     mode: str
     """LiteLLM mode: ``chat``, ``completion``, ``embedding`` or ``responses``."""
+    reasoning: bool = False
+    """Takes reasoning controls (``reasoning_effort`` / thinking)."""
+    vision: bool = False
+    """Reads images."""
+    pdf: bool = False
+    """Reads PDF input."""
 
 
 def _float(entry: Mapping[str, object], key: str, where: str) -> float | None:
@@ -69,6 +75,9 @@ def _model_info(entry: object, where: str) -> ModelInfo:
         max_input_tokens=_int(entry, "max_in", where),
         max_output_tokens=_int(entry, "max_out", where),
         mode=mode,
+        reasoning=entry.get("reasoning") is True,
+        vision=entry.get("vision") is True,
+        pdf=entry.get("pdf") is True,
     )
 
 

@@ -23,6 +23,7 @@ from runtime.mcp.hub import Hub
 from runtime.observe.logs import Logger
 from runtime.observe.metrics import Metrics
 from runtime.routing.call import Call, parse_request
+from runtime.routing.model_list import anthropic_model, wants_anthropic
 from runtime.routing.proxy import serve_call
 from runtime.routing.state import Runtime, deployments_report, model_card, observe_deployments
 from runtime.store.database import Store
@@ -103,12 +104,15 @@ class App:
                 await self.access.authenticate(scope)
                 await self._count_tokens(scope, receive, send, rid)
             else:
-                await self._other(method, path, scope, send)
+                await self._other(method, path, scope, send, rid)
         except ClientGone:
             return
         except GatewayError as err:
             headers = [(b"x-request-id", rid.encode()), *err.headers()]
-            body = anthropic_error_body(err, rid) if op == "count_tokens" else openai_body(err)
+            anthropic = op == "count_tokens" or (path.startswith("/models") and wants_anthropic(scope["headers"]))
+            if anthropic:
+                headers.append((b"request-id", rid.encode()))
+            body = anthropic_error_body(err, rid) if anthropic else openai_body(err)
             await respond(send, err.status, body, headers, _JSON)
 
     async def _count_tokens(self, scope: Scope, receive: Receive, send: Send, rid: str) -> None:
@@ -123,21 +127,26 @@ class App:
             raise ModelNotFound(f"model '{data['model']}' is not served by this gateway", param="model")
         client = client_headers(scope["headers"])
         counted, source = await count_input_tokens(rt, route, data, client)
-        headers = [(b"x-request-id", rid.encode()), (b"x-sidegate-token-count", source.encode())]
+        headers = [(b"x-request-id", rid.encode()), (b"request-id", rid.encode()),
+                   (b"x-sidegate-token-count", source.encode())]
         await respond(send, 200, orjson.dumps({"input_tokens": counted}), headers, _JSON)
 
-    async def _other(self, method: str, path: str, scope: Scope, send: Send) -> None:
+    async def _other(self, method: str, path: str, scope: Scope, send: Send, rid: str) -> None:
         rt = self.runtime
         obs = rt.plan.observability
         if method != "GET":
             raise NotFound(f"no route for {method} {scope['path']}")
+        anthropic = wants_anthropic(scope["headers"])
+        ids = [(b"request-id", rid.encode())] if anthropic else []
         if path == "/models":
-            await respond(send, 200, rt.models_body, (), _JSON)
+            await respond(send, 200, rt.anthropic_models_body if anthropic else rt.models_body, ids, _JSON)
         elif path.startswith("/models/"):
             name = path[len("/models/") :]
-            if rt.routes.resolve(name) is None:
+            route = rt.routes.resolve(name)
+            if route is None:
                 raise ModelNotFound(f"model '{name}' is not served by this gateway", param="model")
-            await respond(send, 200, orjson.dumps(model_card(name)), (), _JSON)
+            card = anthropic_model(name, route.group) if anthropic else model_card(name)
+            await respond(send, 200, orjson.dumps(card), ids, _JSON)
         elif scope["path"] == "/health/live":
             await respond(send, 200, b'{"status":"ok"}', (), _JSON)
         elif scope["path"] == "/health/ready":
@@ -173,7 +182,7 @@ class App:
             if op == "messages":
                 data = parse_messages(body)
                 client = client_headers(scope["headers"])
-                call.dialect = MessagesDialect(data, client)
+                call.dialect = MessagesDialect(data, client, call)
             elif op == "responses":
                 data, call.dialect = await prepare(body, grant, self.store, rt.plan.store.responses_retention,
                                                    self.logger)
@@ -240,6 +249,7 @@ class App:
             prompt_tokens=u.prompt if u else None,
             completion_tokens=u.completion if u else None,
             **({"error": call.error} if call.error else {}),
+            **({"dropped": list(call.dropped)} if call.dropped else {}),
             **call.extra,
         )
 

@@ -32,6 +32,7 @@ __all__ = [
     "Auth",
     "AuthScheme",
     "BudgetRule",
+    "Capabilities",
     "CooldownPolicy",
     "Family",
     "Header",
@@ -164,6 +165,34 @@ class Price:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Capabilities:
+    """What a target's model takes, decided at compile time from the price/context table and the
+    provider family; requests translated for it (Anthropic Messages, the OpenAI surface's token
+    limit) follow it. `None` means the table does not say: the request is sent as it is."""
+
+    reasoning: bool = False
+    """Takes reasoning controls (`reasoning_effort`); otherwise Anthropic's `thinking` and
+    `output_config.effort` are dropped for it."""
+    max_completion_tokens: bool = False
+    """Refuses `max_tokens`: the output limit goes as `max_completion_tokens` (OpenAI reasoning models)."""
+    sampling: bool = True
+    """Takes `temperature` / `top_p` (OpenAI reasoning models take only the defaults)."""
+    stop: bool = True
+    """Takes stop sequences."""
+    top_k: bool = False
+    """Takes `top_k` (native families map it; OpenAI's wire has no such field)."""
+    vision: bool | None = None
+    """Reads images."""
+    pdf: bool | None = None
+    """Reads PDF documents."""
+    prompt_caching: bool = False
+    """Honours Anthropic-style `cache_control` markers (Claude on Bedrock or Vertex AI)."""
+    system_anywhere: bool = False
+    """Takes `system` messages after the first turn (OpenAI and Azure); otherwise they are folded
+    into the system prompt."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Target:
     """One deployment of a model group: a provider and the upstream model name."""
 
@@ -183,6 +212,8 @@ class Target:
     max_output_tokens: int | None
     tier: int
     """Priority tier for the `priority` strategy (0 first)."""
+    caps: Capabilities = Capabilities()
+    """What the model takes (see :class:`Capabilities`)."""
 
 
 class Strategy(enum.Enum):
@@ -237,6 +268,9 @@ class ModelGroup:
     aliases: tuple[str, ...]
     wildcard_prefix: str | None
     """For a name like `groq/*`: `groq/`; None for an exact name."""
+    glob: str | None = None
+    """For any other name with `*` in it (`claude-*`, `*-haiku-*`): that pattern, where `*` stands
+    for any run of characters; the whole requested name is forwarded to a target whose model is `*`."""
     targets: tuple[Target, ...]
     timeout: float
     """The request's single deadline, in seconds."""

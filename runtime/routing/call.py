@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol
@@ -49,6 +50,15 @@ class Dialect(Protocol):
         ...
 
 _REQUIRED = {"chat": "messages", "completions": "prompt", "embeddings": "input"}
+_FIELD = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _field_list(names: tuple[str, ...]) -> bytes:
+    """Client-chosen field names as a safe header value: plain names only, at most 16 of them."""
+    plain = [n for n in names if _FIELD.fullmatch(n)]
+    shown = plain[:16]
+    rest = len(names) - len(shown)
+    return (",".join(shown) + (f",+{rest} more" if rest else "")).lstrip(",").encode()
 
 
 @dataclass(slots=True)
@@ -77,6 +87,10 @@ class Call:
     """The spec asked for bodies in the request log (`observability.logs.bodies`)."""
     dialect: Dialect | None = None
     """The client's API when it is not OpenAI's."""
+    prompt_estimate: int = 0
+    """The prompt's estimated tokens (set by routing; an Anthropic stream's `message_start` reports it)."""
+    dropped: tuple[str, ...] = ()
+    """Request fields the serving target could not take and that were dropped (`x-sidegate-dropped`)."""
     extra: dict[str, Any] = field(default_factory=dict)
     request: dict[str, Any] | None = None
     """The request body, kept when the upstream reported no usage (to count its tokens locally)."""
@@ -96,6 +110,10 @@ class Call:
         if self.attempts:
             out.append((b"x-sidegate-attempts", str(self.attempts).encode()))
         out.append((b"x-sidegate-overhead-ms", self.overhead_ms().encode()))
+        if self.dropped:
+            out.append((b"x-sidegate-dropped", _field_list(self.dropped)))
+        if self.op in ("messages", "count_tokens"):
+            out.append((b"request-id", self.request_id.encode()))  # what Anthropic's SDKs read
         return out
 
 

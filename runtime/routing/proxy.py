@@ -16,12 +16,13 @@ from runtime.errors import (
     Unavailable,
     UpstreamTimeout,
 )
-from runtime.plan import ModelGroup, RetryOn, RetryPolicy
+from runtime.plan import Family, ModelGroup, RetryOn, RetryPolicy
 from runtime.routing.balance import choose
 from runtime.routing.breaker import Circuit
 from runtime.routing.call import Call, estimate_tokens_off_loop
 from runtime.routing.relay import attempt, classify, stream_error
 from runtime.routing.state import Deployment, Runtime
+from runtime.upstream.tokens import prompt_tokens
 
 __all__ = ["backoff", "serve_call"]
 
@@ -68,6 +69,11 @@ async def _route(
     rt: Runtime, group: ModelGroup, suffix: str | None, call: Call, data: dict[str, Any], send: Any
 ) -> None:
     tokens = await estimate_tokens_off_loop(data, _smallest_window(rt, group))
+    if call.dialect is not None and call.stream and _translates(rt, group):
+        # A translated Anthropic stream reports the prompt's tokens in message_start, before the
+        # upstream's count: a real count (a worker thread: milliseconds on a long prompt).
+        tokens = (await trio.to_thread.run_sync(prompt_tokens, data), tokens[1])
+    call.prompt_estimate = tokens[0]
     queue: list[str] = [group.name, *group.fallbacks]
     switched: set[str] = set()
     last: GatewayError | None = None
@@ -100,6 +106,12 @@ async def _route(
                 raise
     assert last is not None
     raise last
+
+
+def _translates(rt: Runtime, group: ModelGroup) -> bool:
+    """Whether a Messages request to `group` may be served by a target that is not Anthropic."""
+    return any(d.provider.family is not Family.ANTHROPIC
+               for name in (group.name, *group.fallbacks) for d in rt.deployments.get(name, ()))
 
 
 def _smallest_window(rt: Runtime, group: ModelGroup) -> int | None:

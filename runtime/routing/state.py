@@ -16,6 +16,7 @@ from runtime.plan import Family, ModelGroup, Plan, Provider, Target
 from runtime.plan.canonical import digest
 from runtime.plan.secrets import resolve
 from runtime.routing.balance import DeploymentState, GroupState
+from runtime.routing.model_list import anthropic_models_body
 from runtime.routing.routes import RouteTable
 from runtime.upstream.adapter import Adapter, adapter_for, url_for
 from runtime.upstream.mock import MockTransport
@@ -73,6 +74,8 @@ class Runtime:
     """Group name -> its deployments, in target order."""
     models_body: bytes
     """The `GET /v1/models` answer, serialised once."""
+    anthropic_models_body: bytes
+    """The same list in Anthropic's shape (for Anthropic clients)."""
     groups: dict[str, ModelGroup]
     """Group name -> group (fallbacks name groups)."""
     cursors: dict[str, GroupState]
@@ -143,6 +146,7 @@ def build_runtime(plan: Plan, shared: Transport, previous: Runtime | None = None
         routes=RouteTable(plan),
         deployments=deployments,
         models_body=orjson.dumps({"object": "list", "data": [model_card(n) for n in public_names(plan)]}),
+        anthropic_models_body=anthropic_models_body(plan, public_names(plan)),
         groups={g.name: g for g in plan.models},
         cursors={g.name: GroupState() for g in plan.models},
         grants=grants,
@@ -178,7 +182,7 @@ def deployments_report(rt: Runtime, now: float) -> dict[str, object]:
 
 def public_names(plan: Plan) -> list[str]:
     """Names a client can send as `model`: group names and aliases (wildcards are patterns)."""
-    names = [g.name for g in plan.models if g.wildcard_prefix is None]
+    names = [g.name for g in plan.models if g.wildcard_prefix is None and g.glob is None]
     names.extend(a for g in plan.models for a in g.aliases)
     return sorted(names)
 

@@ -85,7 +85,12 @@ class OpenAIAdapter:
         model: str,
         body: dict[str, Any],
     ) -> UpstreamRequest:
-        """POST the client's body with `model` rewritten (see :func:`request_body`)."""
+        """POST the client's body with `model` rewritten (see :func:`request_body`); `max_tokens` goes
+        as `max_completion_tokens` to a model that takes only that (OpenAI's reasoning models)."""
+        if op == "chat" and target.caps.max_completion_tokens and "max_tokens" in body:
+            body = dict(body)
+            limit = body.pop("max_tokens")
+            body.setdefault("max_completion_tokens", limit)
         payload = request_body(body, model, target.extra_body, provider.stream_usage)
         return UpstreamRequest("POST", url, headers, payload, provider.connect_timeout)
 

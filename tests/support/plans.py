@@ -98,7 +98,8 @@ COOLDOWN = CooldownPolicy(failures=3, window=60.0, duration=30.0, error_rate=Non
 
 def group(name: str, *targets: Target, timeout: float = 30.0, aliases: tuple[str, ...] = (),
           **kw: Any) -> ModelGroup:
-    prefix = name[:-1] if name.endswith("/*") else None
+    prefix = name[:-1] if name.endswith("/*") and "*" not in name[:-1] else None
+    kw.setdefault("glob", name if prefix is None and "*" in name else None)
     values: dict[str, Any] = dict(strategy=Strategy.WEIGHTED, retry=NO_RETRY, cooldown=COOLDOWN, fallbacks=(),
                                   context_window_fallbacks=(), content_policy_fallbacks=(), hedge_after=None)
     values.update(kw)

@@ -40,14 +40,16 @@ async def count_input_tokens(rt: Runtime, route: Route, data: dict[str, Any],
 
 async def _upstream(rt: Runtime, route: Route, data: dict[str, Any], client: Mapping[str, str]) -> int | None:
     deps = rt.deployments.get(route.group.name, ())
-    dep = next((d for d in deps if d.provider.family is Family.ANTHROPIC and d.target.model != "*"
+    dep = next((d for d in deps if d.provider.family is Family.ANTHROPIC
+                and (d.target.model != "*" or route.suffix)
                 and d.state.breaker.circuit is not Circuit.OPEN), None)
     if dep is None:
         return None
+    model = route.suffix if dep.target.model == "*" and route.suffix else dep.target.model
     body = {k: v for k, v in data.items() if k in COUNTED}
-    body["model"] = dep.target.model
+    body["model"] = model
     headers = client_versioned(dep.headers, client)
-    url = dep.url("chat", dep.target.model) + "/count_tokens"
+    url = dep.url("chat", model) + "/count_tokens"
     request = UpstreamRequest("POST", url, headers, orjson.dumps(body), dep.provider.connect_timeout)
     with trio.move_on_after(_DEADLINE):
         try:

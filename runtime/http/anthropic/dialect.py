@@ -3,9 +3,11 @@ serves Anthropic clients from any target.
 
 An Anthropic target gets the client's body untouched but for `model` (and a default `max_tokens`),
 and its answers and streams go back verbatim. Any other target gets the request translated to
-OpenAI's shape (`runtime.http.anthropic.messages`), sent through its own adapter like an OpenAI request, and its
-answer translated back into a Messages answer or Anthropic's stream events. Errors before the answer
-starts use Anthropic's envelope (rendered by the app); errors mid-stream its `error` event.
+OpenAI's shape for that target's capabilities (`runtime.http.anthropic.request`, by the rules table of
+`runtime.upstream.translation`), sent through its own adapter like an OpenAI request, and its answer
+translated back into a Messages answer or Anthropic's stream events (`runtime.http.anthropic.messages`). Errors
+before the answer starts use Anthropic's envelope (rendered by the app); errors mid-stream its
+`error` event.
 """
 
 from __future__ import annotations
@@ -15,18 +17,17 @@ from typing import Any
 import orjson
 
 from runtime.errors import BadRequest, GatewayError
-from runtime.http.anthropic.messages import (
-    OpenAIToAnthropicStream,
-    anthropic_error_event,
-    anthropic_to_openai,
-    openai_to_anthropic_response,
-)
+from runtime.http.anthropic.messages import OpenAIToAnthropicStream, anthropic_error_event, openai_to_anthropic_response
+from runtime.http.anthropic.request import translate
 from runtime.plan import Family
+from runtime.routing.call import Call
 from runtime.routing.state import Deployment
 from runtime.upstream.adapter import StreamTranslator
 from runtime.upstream.openai_wire import Usage
 from runtime.upstream.providers.anthropic import AnthropicRelay, message_usage, passthrough_request
 from runtime.upstream.providers.common import loads_upstream
+from runtime.upstream.tokens import REPLY_OVERHEAD
+from runtime.upstream.translation import TargetView
 from runtime.upstream.transport import UpstreamRequest
 
 __all__ = ["CLIENT_HEADERS", "MessagesDialect", "client_headers", "parse_messages"]
@@ -88,31 +89,42 @@ class _Chained:
 
 class MessagesDialect:
     """One `/v1/messages` request: its body, the client headers an Anthropic target keeps, and (built
-    on the first non-Anthropic attempt) its translation to OpenAI's shape."""
+    on the first attempt on each non-Anthropic target) its translation for that target."""
 
-    __slots__ = ("_openai", "body", "headers", "model")
+    __slots__ = ("_openai", "body", "call", "dropped", "headers", "model")
 
-    def __init__(self, body: dict[str, Any], headers: dict[str, str]) -> None:
+    def __init__(self, body: dict[str, Any], headers: dict[str, str], call: Call | None = None) -> None:
         self.body = body
         self.headers = headers
+        self.call = call
+        """The request's record: its prompt estimate, and where the dropped fields are noted."""
         self.model: str = body["model"]
-        self._openai: dict[str, Any] | None = None
+        self.dropped: tuple[str, ...] = ()
+        """Top-level fields the last translated attempt dropped (`x-sidegate-dropped`)."""
+        self._openai: dict[str, dict[str, Any]] = {}
 
-    def openai_body(self) -> dict[str, Any]:
-        """The request in OpenAI's chat shape (400 for what cannot be expressed there)."""
-        if self._openai is None:
-            body = anthropic_to_openai(self.body)
+    def openai_body(self, dep: Deployment) -> dict[str, Any]:
+        """The request in OpenAI's chat shape for `dep`'s target (400 for what it cannot take)."""
+        key = dep.target.id
+        body = self._openai.get(key)
+        if body is None:
+            body, dropped = translate(self.body, TargetView.of(dep.target, dep.provider.family))
             # Usage on streams is asked for where the provider type supports it (request_body does).
             body.pop("stream_options", None)
-            self._openai = body
-        return self._openai
+            self._openai[key] = body
+            self.dropped = tuple(dropped)
+            if self.call is not None:
+                self.call.dropped = self.dropped
+        return body
 
     def request(self, dep: Deployment, model: str) -> UpstreamRequest:
         """Pass-through to an Anthropic target; otherwise the target's adapter on the translation."""
         url = dep.url("chat", model)
         if dep.provider.family is Family.ANTHROPIC:
+            if self.call is not None:
+                self.call.dropped = ()
             return passthrough_request(dep.provider, dep.target, url, dep.headers, model, self.body, self.headers)
-        return dep.adapter.request(dep.provider, dep.target, url, dep.headers, "chat", model, self.openai_body())
+        return dep.adapter.request(dep.provider, dep.target, url, dep.headers, "chat", model, self.openai_body(dep))
 
     def response(self, dep: Deployment, model: str, body: bytes) -> tuple[bytes, Usage | None]:
         """An Anthropic target's answer as it is; any other one's translated to a Messages answer."""
@@ -120,14 +132,16 @@ class MessagesDialect:
             obj = loads_upstream(body)
             usage = obj.get("usage") if isinstance(obj, dict) else None
             return body, message_usage(usage) if isinstance(usage, dict) else None
-        openai, usage = dep.adapter.response("chat", body, model=model, request=self.openai_body())
+        openai, usage = dep.adapter.response("chat", body, model=model, request=self.openai_body(dep))
         return openai_to_anthropic_response(openai, self.model), usage
 
     def stream(self, dep: Deployment, model: str) -> StreamTranslator:
-        """Anthropic's events relayed whole, or the target's stream translated into them."""
+        """Anthropic's events relayed whole, or the target's stream translated into them
+        (`message_start` reporting the prompt estimate, `message_delta` the upstream's count)."""
         if dep.provider.family is Family.ANTHROPIC:
             return AnthropicRelay()
-        return _Chained(dep.adapter.stream("chat", True, model=model), OpenAIToAnthropicStream(self.model))
+        estimate = max(0, self.call.prompt_estimate - REPLY_OVERHEAD) if self.call is not None else 0
+        return _Chained(dep.adapter.stream("chat", True, model=model), OpenAIToAnthropicStream(self.model, estimate))
 
     def error_event(self, err: GatewayError) -> bytes:
         """Anthropic's `event: error`."""

@@ -78,7 +78,20 @@ def _check_native(p: ProviderSpec, family: Family, out: Collector) -> None:
         )
 
 
+PLACEHOLDERS = ("replace-me",)
+"""Values `sidegate import litellm` writes where the LiteLLM config had nothing it could translate
+(a base URL read from the environment, a missing project): a spec holding one is not done."""
+
+
+def _check_placeholders(p: ProviderSpec, out: Collector) -> None:
+    for name, value in p.fields.items():
+        if isinstance(value, str) and any(mark in value for mark in PLACEHOLDERS):
+            out.error("provider.placeholder", join_pointer(p.pointer, name),
+                      f"'{value}' is a placeholder (left by `sidegate import litellm`): set the real {name}")
+
+
 def _check_provider(p: ProviderSpec, used: bool, out: Collector) -> None:
+    _check_placeholders(p, out)
     if not used:
         out.warning("provider.unused", p.pointer, f"provider '{p.name}' is not used by any model", at_key=True)
     kind = p.kind

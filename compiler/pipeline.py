@@ -32,12 +32,23 @@ class Result:
         return not has_errors(self.diagnostics)
 
 
+def _looks_like_litellm(data: object) -> bool:
+    """A mapping with LiteLLM's `model_list` (or its settings sections) and none of a spec's keys."""
+    if not isinstance(data, dict) or "version" in data or "models" in data:
+        return False
+    return "model_list" in data or ("litellm_settings" in data and "general_settings" in data)
+
+
 def compile_text(text: str, filename: str) -> Result:
     """Compile the spec ``text``; ``filename`` is what diagnostics name."""
     parsed = parse(text, filename)
     if parsed.data is None:
         return Result(None, tuple(sorted(parsed.diagnostics, key=sort_key)))
     out = Collector(filename, parsed.source_map.locate)
+    if _looks_like_litellm(parsed.data):
+        out.error("spec.litellm-config", "", "this is a LiteLLM proxy config, not a sidegate spec: translate it with "
+                  f"`sidegate import litellm {filename} -o sidegate.yaml`, then lint the result")
+        return Result(None, tuple(out.sorted()))
     validate(parsed.data, out)
     if out.failed:
         return Result(None, tuple(out.sorted()))

@@ -66,12 +66,17 @@ def test_golden_translation(config: Path) -> None:
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_the_spec_compiles_through_the_pipeline(config: Path) -> None:
+    """Each documented config compiles, except where a value could not be translated: there the only
+    errors are the placeholders the importer left, each at its line (never a spec that lints clean
+    with a made-up value)."""
     imported = import_litellm(config.read_text(encoding="utf-8"), config.name)
     assert imported.spec is not None
     result = compile_text(imported.spec, "imported.yaml")
-    assert result.plan is not None, text(result.diagnostics)
+    placeholders = "replace-me" in imported.spec
+    assert (result.plan is None) == placeholders, text(result.diagnostics)
     # Azure deployment names are the account's own; the price table cannot know them.
-    assert {d.code for d in result.diagnostics} <= {"cost.unknown-model"}
+    allowed = {"cost.unknown-model", "provider.placeholder"} if placeholders else {"cost.unknown-model"}
+    assert {d.code for d in result.diagnostics} <= allowed
 
 
 def _settings(data: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -219,7 +224,8 @@ def test_bedrock_and_vertex_fields() -> None:
     }
     assert any(d.startswith("4:46 litellm.not-translated") and "AWS_SECRET_ACCESS_KEY" in d for d in diagnostics)
     assert sum("vertex needs" in d for d in diagnostics) == 2
-    assert compile_text(spec, "s.yaml").plan is not None
+    failed = compile_text(spec, "s.yaml")
+    assert failed.plan is None and [d.pointer for d in failed.diagnostics] == ["/providers/vertex-2/project"]
 
 
 def test_wildcards_and_catch_all() -> None:

@@ -23,6 +23,7 @@ from typing import Any
 from compiler.data.catalog import load_catalog
 from compiler.data.prices import lookup
 from compiler.diagnostics import Collector, Diagnostic, join_pointer, sort_key
+from compiler.importers.litellm import conventions
 from compiler.importers.litellm.groups import Deployment, ProviderKey, settle_group
 from compiler.importers.litellm.settings import Draft, duration, env_reference, features, translate_settings
 from compiler.importers.yamlwrite import dump
@@ -58,7 +59,7 @@ _NATIVE = {
     ),
 }
 """Native type -> (spec field, LiteLLM param, value when it is missing) for the fields it needs."""
-_NATIVE_VALUE = re.compile(r"[a-z][a-z0-9.:-]*[a-z0-9]")
+_NATIVE_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.:_-]*")
 _TOP = ("model_list", "router_settings", "litellm_settings", "general_settings", "environment_variables")
 _GROUP_KEYS = ("aliases", "strategy", "timeout", "fallbacks", "context_window_fallbacks", "content_policy_fallbacks")
 _TARGET_KEYS = ("provider", "model", "weight", "tier", "rpm", "tpm", "max_parallel", "extra_body")
@@ -224,6 +225,8 @@ class _Importer:
         if found is None:
             return None
         kind, upstream = found
+        prefix = params["model"].partition("/")[0] if "/" in params["model"] else ""
+        upstream = conventions.model_id(prefix, upstream)
         if group.endswith("/*") != (upstream == "*"):
             self.invalid(src["model"], "a wildcard needs model_name 'prefix/*' and model 'provider/*'; left out")
             return None
@@ -231,7 +234,10 @@ class _Importer:
         key, key_note = self.secret(params.get("api_key"), src.get("api_key", at), env)
         if "api_key" not in params and self.catalog[kind].requires_key:
             key, key_note = "${" + env + "}", "no api_key in the LiteLLM config (it reads the provider's variable)"
-        base_url = self.base_url(kind, params.get("api_base"), src.get("api_base", at))
+        api_base = params.get("api_base")
+        if isinstance(api_base, str) and _URL.fullmatch(api_base.rstrip("/")):
+            api_base = conventions.base_url(prefix, api_base)
+        base_url = self.base_url(kind, api_base, src.get("api_base", at))
         version, headers = self.api_version(kind, params, src, at), self.headers(params, src)
         if kind == "vertex":
             key = key_note = None  # vertex authenticates with credentials, never an api_key

@@ -2,7 +2,9 @@
 # The sidegate sidecar image: `sidegate serve --plan /etc/sidegate/plan.json` as a non-root user.
 #   docker build -t sidegate:0.1.0 .
 #   sidegate compile spec.yaml -o plan.json
-#   docker run --rm -v "$PWD/plan.json:/etc/sidegate/plan.json:ro" -e OPENAI_API_KEY sidegate:0.1.0
+#   docker run --rm -p 4000:4000 -v "$PWD/plan.json:/etc/sidegate/plan.json:ro" -e OPENAI_API_KEY sidegate:0.1.0
+# Inside the image sidegate listens on 0.0.0.0:4000 (SIDEGATE_LISTEN), so `-p` reaches it; the rendered
+# Kubernetes sidecar sets SIDEGATE_LISTEN back to the spec's address (loopback: the pod's own apps only).
 # `sidegate render kubernetes|compose` writes the manifests that run it (see README, "Deploying").
 
 ARG PYTHON_VERSION=3.11
@@ -17,13 +19,14 @@ COPY schema/ schema/
 COPY compiler/ compiler/
 COPY runtime/ runtime/
 RUN python -m venv /opt/sidegate \
-    && /opt/sidegate/bin/pip install --no-cache-dir . \
+    && /opt/sidegate/bin/pip install --no-cache-dir -c compiler/deploy/constraints.txt . \
     && /opt/sidegate/bin/sidegate --version
 
 # Final stage: the same slim base, the virtualenv, a fixed non-root user (uid/gid 10001, which the
 # rendered Kubernetes securityContext names), and a writable working directory for the sqlite store.
 FROM python:${PYTHON_VERSION}-slim
 ENV PATH=/opt/sidegate/bin:$PATH \
+    SIDEGATE_LISTEN=0.0.0.0:4000 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 RUN groupadd --system --gid 10001 sidegate \

@@ -31,6 +31,12 @@ golden-update:
 bench *args:
     {{py}} -m tests.bench.run {{args}}
 
+# Pin the image's dependencies (compiler/deploy/constraints.txt) to what `pip install .` resolves now.
+constraints:
+    rm -rf .bench/constraints && python3 -m venv .bench/constraints && .bench/constraints/bin/pip install -q .
+    (sed -n '1,2p' compiler/deploy/constraints.txt; .bench/constraints/bin/pip freeze --exclude sidegate) > compiler/deploy/constraints.tmp
+    mv compiler/deploy/constraints.tmp compiler/deploy/constraints.txt
+
 # Install the LiteLLM proxy from PyPI into its own venv (.bench/litellm) for `just bench --vs litellm`.
 bench-litellm-setup:
     python3 -m venv .bench/litellm

@@ -212,7 +212,8 @@ def make_consistent(spec: dict[str, Any], types: list[str]) -> dict[str, Any]:
     used = {t["provider"] for g in spec["models"].values() for t in g["targets"]}
     spec["providers"] = {n: p for n, p in providers.items() if n in used}
     listen = spec.get("server", {}).get("listen", "")
-    if listen.startswith("[") or int(listen.rsplit(":", 1)[-1] or 0) > 65535:
+    port = listen.rsplit(":", 1)[-1]
+    if listen.startswith("[") or (port.isdigit() and int(port) > 65535):  # a `${VAR}` port is read at start
         spec["server"]["listen"] = "127.0.0.1:4000"
     database = spec.get("store", {}).get("database")
     if isinstance(database, str) and not re.fullmatch(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}", database):

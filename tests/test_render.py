@@ -189,7 +189,8 @@ def test_every_secret_reference_is_backed_by_the_secret_and_no_value_is_rendered
                 assert value not in written
     rendered = _render("kubernetes", GOLDEN / "checkout.yaml")
     sidecar = _patched(rendered)["spec"]["template"]["spec"]["containers"][1]
-    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in sidecar["env"]}
+    assert sidecar["env"][0] == {"name": "SIDEGATE_LISTEN", "value": "0.0.0.0:8080"}, "the spec's address, set explicitly"
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in sidecar["env"][1:]}
     assert refs == {n: {"name": "checkout-sidegate", "key": n} for n in ("OPENAI_API_KEY", "OPENAI_ORG_ID")}
     files = {m["mountPath"]: m["subPath"] for m in sidecar["volumeMounts"] if m["name"] == "sidegate-secret-files"}
     assert files == {"/run/secrets/azure/key": "key", "/var/run/secrets/groq/key": "key-2"}
@@ -199,7 +200,8 @@ def test_compose_service() -> None:
     compose = _yaml(_render("compose", GOLDEN / "checkout.yaml").files["compose.yaml"])
     service = compose["services"]["sidegate"]
     assert service["image"] == "ghcr.io/example/sidegate:0.1.0"
-    assert service["environment"] == ["OPENAI_API_KEY", "OPENAI_ORG_ID"]  # names only: values pass through
+    # the spec's address over the image's 0.0.0.0, then secrets by name only: their values pass through
+    assert service["environment"] == ["SIDEGATE_LISTEN=0.0.0.0:8080", "OPENAI_API_KEY", "OPENAI_ORG_ID"]
     assert service["ports"] == ["127.0.0.1:8080:8080"]
     assert service["read_only"] is True and service["user"] == f"{CONTAINER_UID}:{CONTAINER_UID}"
     assert service["stop_grace_period"] == "35s"
@@ -238,3 +240,27 @@ def test_render_cli(tmp_path: Path, capsys: Capture) -> None:
     assert main(["render", "systemd", str(bad)]) == 1
     assert "error[schema.pattern] /deploy/image" in capsys.readouterr().err
     assert main(["render", "helm", str(spec)]) == 64
+
+
+def test_native_sidecar_is_the_default_and_a_missing_image_is_reported(tmp_path: Path) -> None:
+    spec = tmp_path / "app.yaml"
+    spec.write_text("version: 1\nproviders: {fake: {type: mock}}\nmodels: {demo: {targets: [{provider: fake, model: demo}]}}\n"
+                    "deploy: {kubernetes: {app: app}}\n")
+    rendered = render_text("kubernetes", spec.read_text(), spec.name, version="0.1.0")
+    assert rendered.ok and [d.code for d in rendered.diagnostics] == ["render.default-image"]
+    pod = _yaml(rendered.files["deployment-patch.yaml"])["spec"]["template"]["spec"]
+    (sidecar,) = pod["initContainers"]
+    assert sidecar["restartPolicy"] == "Always" and sidecar["image"] == "sidegate:0.1.0"
+    assert sidecar["env"] == [{"name": "SIDEGATE_LISTEN", "value": "127.0.0.1:4000"}], "loopback, not the image's 0.0.0.0"
+    chosen = render_text("kubernetes", spec.read_text(), spec.name, version="0.1.0", image="registry.example/sg:1")
+    assert chosen.ok and chosen.diagnostics == ()
+    assert "registry.example/sg:1" in chosen.files["deployment-patch.yaml"]
+
+
+def test_a_referenced_listen_cannot_be_rendered(tmp_path: Path) -> None:
+    text = ('version: 1\nserver: {listen: "127.0.0.1:${PORT}"}\nproviders: {fake: {type: mock}}\n'
+            "models: {demo: {targets: [{provider: fake, model: demo}]}}\ndeploy: {image: x, kubernetes: {app: a}}\n")
+    for target in ("kubernetes", "compose"):
+        rendered = render_text(target, text, "a.yaml", version="0.1.0")
+        assert not rendered.ok and "render.listen-reference" in [d.code for d in rendered.diagnostics]
+    assert render_text("systemd", text, "a.yaml", version="0.1.0").ok

@@ -76,3 +76,38 @@ def test_the_build_context_has_what_the_build_copies() -> None:
     for name in ("pyproject.toml", "README.md", "LICENSE", "NOTICE", "schema/", "compiler/", "runtime/"):
         assert f"!{name}" in ignore
     assert os.path.exists(ROOT / "compiler" / "deploy" / "templates" / "deployment-patch.yaml.j2")
+
+
+def test_the_image_listens_on_every_interface_so_docker_run_p_reaches_it() -> None:
+    """Read from the image's configuration: the listen override, the exposed port, and the documented
+    `docker run -p` line (a container's loopback is not reachable from the host)."""
+    final = _instructions()[max(i for i, (w, _) in enumerate(_instructions()) if w == "FROM"):]
+    env = " ".join(args for word, args in final if word == "ENV")
+    assert "SIDEGATE_LISTEN=0.0.0.0:4000" in env
+    assert ("EXPOSE", "4000") in final
+    assert "docker run --rm -p 4000:4000" in DOCKERFILE.read_text(encoding="utf-8")
+
+
+def test_the_image_installs_pinned_dependencies_that_satisfy_pyproject() -> None:
+    """Every runtime dependency of pyproject.toml has an exact pin in the constraints file the build
+    uses, and the pin satisfies pyproject's range (a stale file fails here)."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    assert "-c compiler/deploy/constraints.txt" in next(a for w, a in _instructions() if w == "RUN" and "pip" in a)
+    pins = {}
+    for line in (ROOT / "compiler" / "deploy" / "constraints.txt").read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[canonicalize_name(name)] = version
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
+    for raw in deps:
+        req = Requirement(raw)
+        if req.marker is not None and not req.marker.evaluate({"python_version": "3.11",
+                                                               "platform_python_implementation": "CPython"}):
+            continue
+        pin = pins.get(canonicalize_name(req.name))
+        assert pin is not None, f"{req.name} is not pinned"
+        assert req.specifier.contains(pin, prereleases=True), f"{req.name}=={pin} is outside {req.specifier}"

@@ -49,7 +49,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
     except (OSError, UnicodeDecodeError) as exc:
         print(f"sidegate render: cannot read {args.file}: {exc}", file=sys.stderr)
         return 1
-    rendered = render_text(args.target, source, name, version=version())
+    rendered = render_text(args.target, source, name, version=version(), image=args.image)
     sys.stderr.write(text(rendered.diagnostics))
     if not rendered.ok or rendered.plan is None:
         return 1
@@ -142,6 +142,8 @@ def add_deploy_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     render.add_argument("target", choices=RENDER_TARGETS, metavar="TARGET", help=", ".join(RENDER_TARGETS))
     render.add_argument("file", metavar="SPEC", help="spec file ('-' reads stdin)")
     render.add_argument("-o", "--output", metavar="DIR", help="write the files (and plan.json) into DIR")
+    render.add_argument("--image", metavar="IMAGE",
+                        help="the sidecar image (default: deploy.image, else sidegate:VERSION, to build and push)")
     render.set_defaults(run=_cmd_render)
 
     imp = commands.add_parser("import", help="translate another gateway's config into a spec")

@@ -193,8 +193,9 @@ class Rendered:
         return not any(d.is_error for d in self.diagnostics)
 
 
-def render_text(target: str, text: str, filename: str, *, version: str) -> Rendered:
-    """Compile the spec ``text`` and render the ``target``'s files; ``version`` names the default image."""
+def render_text(target: str, text: str, filename: str, *, version: str, image: str | None = None) -> Rendered:
+    """Compile the spec ``text`` and render the ``target``'s files; ``version`` names the default image,
+    ``image`` (`--image`) overrides the spec's."""
     if target not in _FILES:
         raise ValueError(f"unknown render target {target!r}; choose one of {', '.join(TARGETS)}")
     result = compile_text(text, filename)
@@ -203,7 +204,11 @@ def render_text(target: str, text: str, filename: str, *, version: str) -> Rende
     parsed = parse(text, filename)
     out = Collector(filename, parsed.source_map.locate)
     # the Deployment's name matters only to Kubernetes: only there is its default worth a warning
-    deploy = deploy_settings(parsed.data, filename, version, out if target == "kubernetes" else None)
+    deploy = deploy_settings(parsed.data, filename, version, out, image, target=target)
+    if result.plan.server.listen is not None and target != "systemd":
+        out.error("render.listen-reference", "/server/listen",
+                  "the rendered files set the listen address (SIDEGATE_LISTEN over the image's 0.0.0.0:4000): give "
+                  "server.listen a literal host:port to render it")
     source = filename.replace("\\", "/").rsplit("/", 1)[-1]
     context = _context(result.plan, deploy, source, target, out)
     if target == "kubernetes" and len(context["plan_json"].encode()) > CONFIGMAP_LIMIT:

@@ -92,14 +92,23 @@ def _default_app(filename: str) -> str:
     return name or "sidegate"
 
 
-def deploy_settings(data: Mapping[str, Any], filename: str, version: str, out: Collector | None) -> Deploy:
-    """The `deploy` section of the validated spec ``data``; a missing app name is reported to ``out``
-    (when given)."""
+def deploy_settings(data: Mapping[str, Any], filename: str, version: str, out: Collector | None,
+                    image: str | None = None, *, target: str = "kubernetes") -> Deploy:
+    """The `deploy` section of the validated spec ``data`` (``image``: `render --image`, over the
+    spec's); what the ``target`` needs and the spec leaves to defaults (the app name, the image) is
+    reported to ``out`` (when given)."""
     raw: Mapping[str, Any] = data.get("deploy", {})
+    if image is None and "image" not in raw and out is not None and target in ("kubernetes", "compose"):
+        out.warning(
+            "render.default-image",
+            "/deploy" if "deploy" in data else "",
+            f"no image is set (deploy.image or --image); the files name sidegate:{version}, which no registry "
+            f"serves: build it from the Dockerfile and push it (docker build -t REGISTRY/sidegate:{version} .)",
+        )
     kube: Mapping[str, Any] = raw.get("kubernetes", {})
     resources: Mapping[str, Any] = raw.get("resources", {})
     app = kube.get("app") or _default_app(filename)
-    if "app" not in kube and out is not None:
+    if "app" not in kube and out is not None and target == "kubernetes":
         out.warning(
             "render.default-name",
             "/deploy/kubernetes" if "kubernetes" in raw else "/deploy" if "deploy" in data else "",
@@ -107,14 +116,14 @@ def deploy_settings(data: Mapping[str, Any], filename: str, version: str, out: C
             "(the spec file's name)",
         )
     return Deploy(
-        image=raw.get("image", f"sidegate:{version}"),
+        image=image or raw.get("image", f"sidegate:{version}"),
         cpu=resources.get("cpu"),
         memory=resources.get("memory"),
         app=app,
         namespace=kube.get("namespace"),
         secret=kube.get("secret", f"{app}-sidegate"),
         service_account=kube.get("service_account"),
-        native_sidecar=kube.get("native_sidecar", False),
+        native_sidecar=kube.get("native_sidecar", True),
         pre_stop_delay=parse_duration(kube.get("pre_stop_delay", "5s")),
         executable=raw.get("systemd", {}).get("executable", "/usr/local/bin/sidegate"),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol
@@ -73,6 +74,16 @@ class Call:
     dialect: Dialect | None = None
     """The client's API when it is not OpenAI's."""
     extra: dict[str, Any] = field(default_factory=dict)
+    relayed: list[tuple[bytes, bytes]] = field(default_factory=list)
+    """Headers of the serving upstream's answer that go to the client (rate limits, request id)."""
+    log: Callable[..., None] | None = None
+    """Where failed attempts are logged (a warning line each)."""
+    planned: int = 1
+    """Attempts this request may make in all (its group's and its fallbacks')."""
+    attempt_budget: float | None = None
+    """The current attempt's default deadline (see `runtime.routing.relay.attempt_limits`)."""
+    upstream_url: str = ""
+    """The last attempt's upstream URL without credentials or query (for the request's log line)."""
     request: dict[str, Any] | None = None
     """The request body, kept when the upstream reported no usage (to count its tokens locally)."""
     answer: list[bytes] = field(default_factory=list)
@@ -91,6 +102,7 @@ class Call:
         if self.attempts:
             out.append((b"x-sidegate-attempts", str(self.attempts).encode()))
         out.append((b"x-sidegate-overhead-ms", self.overhead_ms().encode()))
+        out.extend(self.relayed)
         return out
 
 

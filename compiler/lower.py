@@ -42,6 +42,8 @@ def _provider(p: ProviderSpec) -> Provider:
         api_key=p.api_key,
         headers=p.headers,
         connect_timeout=p.connect_timeout,
+        first_byte_timeout=p.first_byte_timeout,
+        idle_timeout=p.idle_timeout,
         stream_usage=kind.stream_usage,
         api_version=p.api_version if family is Family.AZURE else None,
         mock=p.mock if family is Family.MOCK else None,

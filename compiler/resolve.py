@@ -75,6 +75,10 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
 
 
+def _optional_duration(text: str | None) -> float | None:
+    return None if text is None else parse_duration(text)
+
+
 def parse_size(text: str) -> int:
     """``512KiB``, ``8MiB``, ``1GB`` -> bytes (KB = 1000, KiB = 1024)."""
     match = _SIZE.fullmatch(text)
@@ -130,6 +134,8 @@ class ProviderSpec:
     api_version: str | None
     headers: tuple[Header, ...]
     connect_timeout: float
+    first_byte_timeout: float | None
+    idle_timeout: float | None
     mock: MockBehaviour
     health: HealthProbe | None
     region: str | None
@@ -285,6 +291,8 @@ class _Resolver:
             api_version=raw.get("api_version"),
             headers=self.headers(raw.get("headers", {}), pointer),
             connect_timeout=parse_duration(raw.get("timeouts", {}).get("connect", "10s")),
+            first_byte_timeout=_optional_duration(raw.get("timeouts", {}).get("first_byte")),
+            idle_timeout=_optional_duration(raw.get("timeouts", {}).get("idle")),
             mock=MockBehaviour(
                 text=raw.get("text"),
                 latency=parse_duration(raw.get("latency", "0ms")),

@@ -10,16 +10,20 @@ from collections.abc import Mapping
 
 import orjson
 
+from runtime.retry_after import retry_after_header
+
 __all__ = [
     "BadRequest",
     "GatewayError",
     "ModelNotFound",
     "NotFound",
+    "Overloaded",
     "PayloadTooLarge",
     "RateLimited",
     "Unavailable",
     "UpstreamError",
     "UpstreamTimeout",
+    "describe",
     "from_exception",
     "openai_body",
 ]
@@ -31,6 +35,8 @@ class GatewayError(Exception):
     status = 500
     type = "api_error"
     code: str | None = None
+    anthropic_status: int | None = None
+    """The status Anthropic clients get when it differs from `status` (529 for overloaded)."""
 
     def __init__(
         self,
@@ -49,12 +55,16 @@ class GatewayError(Exception):
             self.status = status
         self.param = param
         self.retry_after = retry_after
+        self.upstream_status: int | None = None
+        """The upstream's own HTTP status, when an upstream answer caused this error."""
+        self.upstream_headers: list[tuple[bytes, bytes]] = []
+        """Headers of that answer relayed to the client (rate-limit state, upstream request id)."""
 
     def headers(self) -> list[tuple[bytes, bytes]]:
-        """Extra response headers (Retry-After when known)."""
+        """Extra response headers: the relayed upstream ones, and Retry-After when known."""
         if self.retry_after is None:
-            return []
-        return [(b"retry-after", str(max(1, round(self.retry_after))).encode())]
+            return list(self.upstream_headers)
+        return [*self.upstream_headers, (b"retry-after", retry_after_header(self.retry_after))]
 
 
 class BadRequest(GatewayError):
@@ -104,6 +114,16 @@ class UpstreamError(GatewayError):
     code = "bad_gateway"
 
 
+class Overloaded(UpstreamError):
+    """The upstream says it is overloaded (Anthropic's 529): 503 for OpenAI clients, 529
+    `overloaded_error` for Anthropic clients."""
+
+    status = 503
+    type = "overloaded_error"
+    code = "upstream_overloaded"
+    anthropic_status = 529
+
+
 class UpstreamTimeout(GatewayError):
     """The request's deadline passed while waiting on the upstream."""
 
@@ -118,6 +138,21 @@ class Unavailable(GatewayError):
     status = 503
     type = "service_unavailable"
     code = "service_unavailable"
+
+
+def describe(exc: BaseException) -> str:
+    """An exception and its causes (the OS error under a broken stream), for error messages and logs:
+    `BrokenResourceError <- ConnectionResetError: [Errno 104] Connection reset by peer`."""
+    parts: list[str] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(parts) < 3:
+        if isinstance(seen, BaseExceptionGroup):
+            seen = seen.exceptions[0]  # trio's "all attempts to connect failed": the first OS error
+            continue
+        text = str(seen)
+        parts.append(f"{type(seen).__name__}: {text}" if text else type(seen).__name__)
+        seen = seen.__cause__ or seen.__context__
+    return " <- ".join(parts)
 
 
 def from_exception(exc: BaseException) -> GatewayError:

@@ -172,7 +172,7 @@ async def serve(
 
         await nursery.start(run_server)
         nursery.start_soon(reloader)
-        nursery.start_soon(run_probes, lambda: app.runtime)
+        nursery.start_soon(run_probes, lambda: app.runtime, app.logger.warning)
         if watch_path is not None:
             nursery.start_soon(watch_file, watch_path)
         logger.info(

@@ -1,5 +1,5 @@
 """The h11 keep-alive pool behind the transport seam: connection reuse, a stale pooled connection
-retried on a fresh one, cancellation closing the connection, connect failures."""
+left for a fresh one, cancellation closing the connection, connect failures."""
 
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ async def test_sequential_requests_reuse_one_connection() -> None:
 
 async def test_stale_pooled_connection_is_retried_on_a_fresh_one() -> None:
     answered = 0
+    hung_up = trio.Event()
 
     async def once_then_close(stream: trio.SocketStream) -> None:
         nonlocal answered
@@ -45,6 +46,7 @@ async def test_stale_pooled_connection_is_retried_on_a_fresh_one() -> None:
         answered += 1
         await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}")
         await stream.aclose()  # keep-alive was implied, but the server hangs up anyway
+        hung_up.set()
 
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
@@ -53,7 +55,7 @@ async def test_stale_pooled_connection_is_retried_on_a_fresh_one() -> None:
             t = H11Transport()
             req = UpstreamRequest("GET", f"http://127.0.0.1:{port}/v1/models", (), b"", 5.0)
             assert (await t.send(req)).status == 200
-            await trio.sleep(0.05)
+            await hung_up.wait()
             assert (await t.send(req)).status == 200
             nursery.cancel_scope.cancel()
     assert answered == 2
@@ -79,3 +81,32 @@ async def test_connect_failure_is_an_upstream_connect_error() -> None:
     with pytest.raises(UpstreamError) as info:
         await H11Transport().send(UpstreamRequest("GET", "http://127.0.0.1:9/v1/models", (), b"", 2.0))
     assert info.value.code == "upstream_connect_error"
+
+
+async def test_stale_check_sees_a_closed_peer_through_tls_too() -> None:
+    import ssl
+
+    from runtime.upstream.h11pool import _Conn, _stale
+
+    async def idle(stream: trio.SocketStream) -> None:
+        await closing.wait()
+        await stream.aclose()
+        closed.set()
+
+    closing, closed = trio.Event(), trio.Event()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(partial(trio.serve_tcp, idle, 0, host="127.0.0.1"))
+            port = listeners[0].socket.getsockname()[1]
+            plain = await trio.open_tcp_stream("127.0.0.1", port)
+            tls = trio.SSLStream(await trio.open_tcp_stream("127.0.0.1", port), ssl.create_default_context(),
+                                 server_hostname="localhost")
+            assert not _stale(_Conn(plain)) and not _stale(_Conn(tls)), "idle and open: usable"
+            closing.set()
+            await closed.wait()
+            with trio.fail_after(5):  # the FIN is on its way over loopback
+                while not (_stale(_Conn(plain)) and _stale(_Conn(tls))):
+                    await trio.sleep(0.01)
+            await plain.aclose()
+            await trio.aclose_forcefully(tls)
+            nursery.cancel_scope.cancel()

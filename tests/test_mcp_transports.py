@@ -133,7 +133,8 @@ async def test_broken_stdio_servers_are_reported_and_the_gateway_stays_up(tmp_pa
     import sys
 
     plan = compiled("mcp:\n  servers:\n"
-                    f"    silent: {{command: ['{sys.executable}', '{silent}'], timeout: 1s, start: boot}}\n"
+                    f"    silent: {{command: ['{sys.executable}', '{silent}'], timeout: 1s, start_timeout: 1s, "
+                    "start: boot}\n"
                     "    missing: {command: [/nonexistent/server], start: boot}\n")
     async with open_gateway(plan) as gw:
         url = f"http://127.0.0.1:{gw.port}/mcp"
@@ -161,6 +162,13 @@ async def test_per_server_timeout_and_concurrency_cap() -> None:
     plan = compiled(f"mcp:\n  servers:\n    files: {{command: {command}, timeout: 1s, max_concurrency: 1, start: boot}}\n")
     async with open_gateway(plan) as gw:
         url = f"http://127.0.0.1:{gw.port}/mcp"
+        # The subprocess needs its interpreter started before it can answer (seconds on a loaded
+        # machine): wait until the gateway says it is ready, as an orchestrator would.
+        with trio.fail_after(60):
+            await gw.app.mcp.wait_started()
+        async with httpx2.AsyncClient() as http:
+            ready = await http.get(f"http://127.0.0.1:{gw.port}/health/ready")
+        assert ready.status_code == 200 and gw.app.mcp.upstreams["files"].version is not None
 
         async def naps(client: Client) -> tuple[float, str]:
             loop = asyncio.get_running_loop()
@@ -178,3 +186,30 @@ async def test_per_server_timeout_and_concurrency_cap() -> None:
         both, slow = await trio.to_thread.run_sync(lambda: client_run(url, naps))
     assert both >= 0.8  # one at a time
     assert slow == "MCP server 'files' timed out"
+
+
+async def test_readiness_waits_for_boot_servers_to_answer_initialize(tmp_path: Path) -> None:
+    import sys
+
+    from tests.support.mcp_upstreams import stdio_command
+
+    gate = tmp_path / "go"
+    wrapper = tmp_path / "gated.py"
+    # starts the real server only once the test creates `gate`: a start as slow as the test wants
+    wrapper.write_text("import os, sys, time\n"
+                       f"while not os.path.exists({str(gate)!r}):\n    time.sleep(0.02)\n"
+                       f"os.execv(sys.executable, {[sys.executable, *stdio_command('gated')[1:]]!r})\n")
+    plan = compiled("mcp:\n  servers:\n"
+                    f"    gated: {{command: ['{sys.executable}', '{wrapper}'], timeout: 1s, start: boot}}\n")
+    async with open_gateway(plan) as gw:
+        async with httpx2.AsyncClient() as http:
+            ready = f"http://127.0.0.1:{gw.port}/health/ready"
+            waiting = await http.get(ready)
+            assert waiting.status_code == 503 and waiting.json()["mcp_starting"] == ["gated"]
+            gate.write_text("")
+            with trio.fail_after(60):
+                await gw.app.mcp.wait_started()
+            assert (await http.get(ready)).status_code == 200
+        url = f"http://127.0.0.1:{gw.port}/mcp"
+        _, answers = await trio.to_thread.run_sync(lambda: client_run(url, whoami_everywhere))
+    assert answers == {"gated": "gated"}

@@ -198,7 +198,7 @@ async def test_pass_through_stream_ending_in_an_error_event_counts_as_that_error
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{fakes['port']}") as raw:
                 metrics = (await raw.get("/metrics")).text
     assert broke.value.body == {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
-    assert 'sidegate_requests_total{deployment="ant/stream-error",model="claude-breaks",status="502"} 1.0' in metrics
+    assert 'sidegate_requests_total{deployment="ant/stream-error",model="claude-breaks",status="503"} 1.0' in metrics
     assert 'status="200"} 1.0' not in metrics.split("claude-breaks")[0][-200:]
 
 

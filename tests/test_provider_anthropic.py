@@ -188,7 +188,8 @@ def test_error_mapping_by_status() -> None:
     rate = _err(429, "rate_limit_error", "slow down", {"retry-after": "7"})
     assert isinstance(rate, RateLimited) and rate.retry_after == 7.0
     overloaded = _err(529, "overloaded_error", "Overloaded")
-    assert isinstance(overloaded, UpstreamError) and overloaded.status == 502
+    assert isinstance(overloaded, UpstreamError) and overloaded.status == 503, "503 for OpenAI clients"
+    assert overloaded.anthropic_status == 529 and overloaded.type == "overloaded_error"
     auth = _err(401, "authentication_error", "invalid x-api-key")
     assert auth.code == "upstream_auth_error"
     bad = _err(400, "invalid_request_error", "messages: roles must alternate")
@@ -221,8 +222,8 @@ def test_relay_error_event_raises_before_anything_was_relayed_and_is_kept_after(
     first = AnthropicRelay()
     with pytest.raises(UpstreamError) as raised:
         first.feed(sse([overloaded]))
-    assert raised.value.status == 502 and "Overloaded" in raised.value.message
+    assert raised.value.status == 503 and "Overloaded" in raised.value.message
     later = AnthropicRelay()
     out = later.feed(sse([*STREAM_TOOL[:3], overloaded]))
     assert out.endswith(b'"Overloaded"}}\n\n') and later.done
-    assert later.failure is not None and later.failure.status == 502
+    assert later.failure is not None and later.failure.status == 503

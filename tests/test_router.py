@@ -6,6 +6,7 @@ straight into the ASGI app, so the clock can jump over backoffs and cooldowns.""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import trio
@@ -65,19 +66,34 @@ async def test_failed_half_open_probe_reopens(autojump_clock: trio.testing.MockC
     assert app.runtime.deployments["main"][0].state.breaker.circuit is Circuit.OPEN
 
 
-async def test_all_failing_gives_503_with_retry_after_inside_the_deadline(
+async def test_all_failing_gives_503_with_retry_after_and_cause_when_the_last_may_open(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    t = ScriptedTransport({"a.test": lambda r: Reply(error(500)), "b.test": lambda r: Reply(error(503))})
+    cool = replace(COOL, keep_last=False)
+    app = make_app(two(groups=[group("main", target("a", "m"), target("b", "m"), retry=RETRY, cooldown=cool,
+                                     timeout=10.0)]), t)
+    results = []
+    for _ in range(6):
+        start = trio.current_time()
+        status, headers, body = await asgi_call(app, CHAT)
+        assert trio.current_time() - start < 10
+        results.append((status, headers.get("retry-after"), json.loads(body)["error"]["message"]))
+    assert results[0][0] == 502
+    status, retry_after, message = results[-1]
+    assert status == 503 and retry_after is not None and 1 <= int(retry_after) <= 30
+    assert "circuit breaker open" in message and "scripted 50" in message, "the cause is named"
+
+
+async def test_the_last_available_deployment_is_kept_in_and_its_errors_reach_the_client(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     t = ScriptedTransport({"a.test": lambda r: Reply(error(500)), "b.test": lambda r: Reply(error(503))})
     app = make_app(two(timeout=10.0), t)
-    results = []
-    for _ in range(6):
-        start = trio.current_time()
-        status, headers, _ = await asgi_call(app, CHAT)
-        assert trio.current_time() - start < 10
-        results.append((status, headers.get("retry-after")))
-    assert results[0][0] == 502
-    assert results[-1][0] == 503 and results[-1][1] is not None and 1 <= int(results[-1][1]) <= 30
+    statuses = [(await asgi_call(app, CHAT))[0] for _ in range(10)]
+    assert statuses == [502] * 10, "never a 503: b is the last one in, and its own 503 is relayed as 502"
+    circuits = [d.state.breaker.circuit for d in app.runtime.deployments["main"]]
+    assert sorted(c.name for c in circuits) == ["CLOSED", "OPEN"]
 
 
 async def test_429_retry_after_is_honoured(autojump_clock: trio.testing.MockClock) -> None:

@@ -21,7 +21,7 @@ __all__ = ["describe_changes"]
 _SECONDS = frozenset(
     {"timeout", "drain_timeout", "connect_timeout", "hedge_after", "backoff", "max_backoff", "window", "duration"}
 )
-_SECONDS |= {"interval", "latency", "latency_per_token"}
+_SECONDS |= {"interval", "latency", "latency_per_token", "first_byte_timeout", "idle_timeout", "max_retry_after"}
 _CAPS = ("rpm", "tpm", "max_parallel")
 
 

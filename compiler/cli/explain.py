@@ -195,9 +195,11 @@ def _routing_lines(group: ModelGroup, count: int) -> list[str]:
         f"targets: {count}; one is picked per attempt {_STRATEGY[group.strategy]}, skipping any at its caps "
         "or cooling down",
         f"retries: {r.attempts} attempt(s) in all, backoff {format_duration(r.backoff)} doubling to "
-        f"{format_duration(r.max_backoff)}, on {', '.join(o.value for o in r.on)}",
+        f"{format_duration(r.max_backoff)}, on {', '.join(o.value for o in r.on)}; an upstream Retry-After up to "
+        f"{format_duration(r.max_retry_after)} is waited out when no other deployment is free",
         f"cooldown: {c.failures} failures in {format_duration(c.window)} take a deployment out for "
-        f"{format_duration(c.duration)}" + (f" (or an error rate of {c.error_rate:g})" if c.error_rate else ""),
+        f"{format_duration(c.duration)}" + (f" (or an error rate of {c.error_rate:g})" if c.error_rate else "")
+        + ("; the last available one is kept in" if c.keep_last else ""),
     ]
     if group.hedge_after is not None:
         lines.append(f"hedging: a second deployment after {format_duration(group.hedge_after)} without a byte")

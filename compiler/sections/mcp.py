@@ -76,6 +76,7 @@ def resolve_mcp(
             name=name, transport=transport, url=raw.get("url"), headers=tuple(headers), oauth=oauth,
             command=tuple(raw.get("command", ())), env=env, start=McpStart(raw.get("start", "lazy")),
             timeout=seconds(raw.get("timeout", "30s")), max_concurrency=raw.get("max_concurrency", 16),
+            start_timeout=seconds(raw.get("start_timeout", "30s")),
         ))
     return Mcp(separator=raw_mcp.get("separator", "__"), servers=tuple(sorted(servers, key=lambda s: s.name)))
 

@@ -54,6 +54,7 @@ def _retry(raw: Mapping[str, Any], base: RetryPolicy, seconds: Any) -> RetryPoli
         backoff=seconds(raw["backoff"]) if "backoff" in raw else base.backoff,
         max_backoff=seconds(raw["max_backoff"]) if "max_backoff" in raw else base.max_backoff,
         on=tuple(RetryOn(str(v)) for v in raw["on"]) if "on" in raw else base.on,
+        max_retry_after=seconds(raw["max_retry_after"]) if "max_retry_after" in raw else base.max_retry_after,
     )
 
 
@@ -64,11 +65,13 @@ def _cooldown(raw: Mapping[str, Any], base: CooldownPolicy, seconds: Any) -> Coo
         duration=seconds(raw["duration"]) if "duration" in raw else base.duration,
         error_rate=float(raw["error_rate"]) if "error_rate" in raw else base.error_rate,
         min_requests=raw.get("min_requests", base.min_requests),
+        keep_last=raw.get("keep_last", base.keep_last),
     )
 
 
-DEFAULT_RETRY = RetryPolicy(attempts=2, backoff=0.2, max_backoff=5.0, on=tuple(RetryOn))
-DEFAULT_COOLDOWN = CooldownPolicy(failures=3, window=60.0, duration=30.0, error_rate=None, min_requests=10)
+DEFAULT_RETRY = RetryPolicy(attempts=2, backoff=0.2, max_backoff=5.0, on=tuple(RetryOn), max_retry_after=5.0)
+DEFAULT_COOLDOWN = CooldownPolicy(failures=3, window=60.0, duration=30.0, error_rate=None, min_requests=10,
+                                  keep_last=True)
 
 
 def policies(

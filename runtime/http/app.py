@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from time import perf_counter
 from typing import Any
@@ -150,8 +151,11 @@ class App:
         elif scope["path"] == "/health/live":
             await respond(send, 200, b'{"status":"ok"}', (), _JSON)
         elif scope["path"] == "/health/ready":
-            ready = self.store is not None
+            starting = self.mcp.starting()  # `start: boot` MCP servers still starting (bounded)
+            ready = self.store is not None and not starting
             detail: dict[str, object] = {"status": "ready" if ready else "starting", "plan": rt.digest}
+            if starting:
+                detail["mcp_starting"] = starting
             if rt.plan.a2a is not None:
                 detail["a2a"] = self.a2a.ready_detail()
             body = orjson.dumps(detail)
@@ -159,7 +163,7 @@ class App:
         elif scope["path"] == "/health/mcp":
             await respond(send, 200, orjson.dumps({"servers": self.mcp.report()}), (), _JSON)
         elif scope["path"] == "/health/deployments":
-            await respond(send, 200, orjson.dumps(deployments_report(rt, trio.current_time())), (), _JSON)
+            await respond(send, 200, orjson.dumps(deployments_report(rt, trio.current_time(), time.time())), (), _JSON)
         elif obs.metrics.enabled and scope["path"] == obs.metrics.path:
             observe_deployments(self.metrics, rt)
             self.a2a.observe()
@@ -170,7 +174,7 @@ class App:
     async def _model_call(self, op: str, scope: Scope, receive: Receive, send: Send) -> None:
         rt = self.runtime
         rid = (header(scope, b"x-request-id") or b"").decode("latin-1") or uuid.uuid4().hex
-        call = Call(request_id=rid, op=op, t0=perf_counter())
+        call = Call(request_id=rid, op=op, t0=perf_counter(), log=self.logger.warning)
         in_flight = None
         admission = None
         try:
@@ -213,8 +217,11 @@ class App:
             call.status, call.error = err.status, err.message
             if not call.started:
                 headers = [*call.headers(), *err.headers()]
-                body = anthropic_error_body(err, rid) if op == "messages" else openai_body(err)
-                await respond(send, err.status, body, headers, _JSON)
+                if op == "messages":
+                    await respond(send, err.anthropic_status or err.status, anthropic_error_body(err, rid), headers,
+                                  _JSON)
+                else:
+                    await respond(send, err.status, openai_body(err), headers, _JSON)
         finally:
             if in_flight is not None:
                 in_flight.dec()
@@ -248,8 +255,10 @@ class App:
             upstream_ms=round(call.upstream * 1000, 2),
             prompt_tokens=u.prompt if u else None,
             completion_tokens=u.completion if u else None,
+            attempts=call.attempts,
             **({"error": call.error} if call.error else {}),
             **({"dropped": list(call.dropped)} if call.dropped else {}),
+            **({"upstream_url": call.upstream_url} if call.error and call.upstream_url else {}),
             **call.extra,
         )
 

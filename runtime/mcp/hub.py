@@ -11,6 +11,7 @@ import trio
 from runtime.mcp.http_upstream import HttpUpstream
 from runtime.mcp.sse_upstream import SseUpstream
 from runtime.mcp.stdio_upstream import StdioUpstream
+from runtime.mcp.stream_upstream import StreamUpstream
 from runtime.mcp.upstream import ResolvedServer, Upstream
 from runtime.plan import McpTransport
 
@@ -50,6 +51,18 @@ class Hub:
             for name, up in fresh.items():
                 if name not in self._scopes:
                     self._nursery.start_soon(self._supervise, name, up)
+
+    def starting(self) -> list[str]:
+        """Servers started with the gateway whose first start attempt has not ended yet (each attempt
+        is bounded by the server's `start_timeout`): readiness waits for them."""
+        return sorted(name for name, up in self.upstreams.items()
+                      if isinstance(up, StreamUpstream) and up.boot and not up.settled)
+
+    async def wait_started(self) -> None:
+        """Wait until `starting()` is empty."""
+        for up in list(self.upstreams.values()):
+            if isinstance(up, StreamUpstream) and up.boot:
+                await up.wait_settled()
 
     def report(self) -> dict[str, object]:
         """`GET /health/mcp`: each server's transport, state (up, down, idle), protocol and last error."""

@@ -33,6 +33,8 @@ class StreamUpstream(Upstream):
     def __init__(self, resolved: ResolvedServer, on_event: Any = None, boot: bool = True) -> None:
         super().__init__(resolved)
         self.wanted = trio.Event()
+        self.boot = boot
+        """Started with the gateway (readiness waits for it), not at the first request."""
         if boot:
             self.wanted.set()
         self.ready = trio.Event()
@@ -41,13 +43,43 @@ class StreamUpstream(Upstream):
         """Between an end of the channel and the next successful open: requests fail at once."""
         self._pending: dict[int, trio.MemorySendChannel[dict[str, Any]]] = {}
         self._on_event = on_event
+        self._changed = trio.Event()
+        """Set (and replaced) whenever a start attempt succeeds or ends."""
 
     async def _request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        self.wanted.set()
-        if self.down:
-            raise self.unavailable(self.last_error or "restarting")
-        await self.ready.wait()
+        await self.wait_started()
         return await self._call(method, strip_envelope(params))
+
+    @property
+    def started(self) -> bool:
+        """The channel is open and `initialize` was answered."""
+        return self.ready.is_set()
+
+    @property
+    def settled(self) -> bool:
+        """The current start attempt has ended, either way (for readiness probes)."""
+        return self.ready.is_set() or self.down
+
+    async def wait_started(self) -> None:
+        """Ask for the channel and wait (at most `start_timeout`) until it is up; fail at once while it
+        is down between restarts."""
+        self.wanted.set()
+        with trio.move_on_after(self.server.start_timeout):
+            while not self.ready.is_set():
+                if self.down:
+                    raise self.unavailable(self.last_error or "restarting")
+                await self._changed.wait()
+            return
+        raise self.unavailable(f"not started within {self.server.start_timeout:g}s")
+
+    async def wait_settled(self) -> None:
+        """Wait until the current start attempt has ended (up, or down with its reason)."""
+        while not self.settled:
+            await self._changed.wait()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
 
     async def _send(self, message: dict[str, Any]) -> None:
         """Deliver one message to the server (raise McpError when the channel is gone)."""
@@ -85,13 +117,16 @@ class StreamUpstream(Upstream):
         return result
 
     async def _handshake(self) -> None:
-        with trio.fail_after(self.server.timeout):
+        # A fresh process must start its interpreter before it can answer: this is bounded by
+        # `start_timeout`, not by the per-request `timeout`.
+        with trio.fail_after(self.server.start_timeout):
             result = await self._call("initialize", {
                 "protocolVersion": LATEST_HANDSHAKE, "capabilities": {}, "clientInfo": CLIENT_INFO})
         self.version = str(result.get("protocolVersion"))
         await self._send({"jsonrpc": "2.0", "method": "notifications/initialized"})
         self.down = False
         self.ready.set()
+        self._notify()
 
     async def run(self) -> None:
         """Supervise the channel until cancelled."""
@@ -109,6 +144,7 @@ class StreamUpstream(Upstream):
             self._fail_pending(why)
             self.last_error = why
             self.down = True
+            self._notify()
             if self._on_event is not None:
                 self._on_event("mcp_upstream_down", server=self.name, reason=why, retry_in=delay)
             if trio.current_time() - started > 60:

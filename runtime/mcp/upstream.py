@@ -71,7 +71,9 @@ class Upstream:
         return next(self._ids)
 
     async def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        """Send one request under the server's concurrency cap and deadline."""
+        """Send one request under the server's concurrency cap and deadline (once the server has
+        started: waiting for its start is bounded by `start_timeout`, not `timeout`)."""
+        await self.wait_started()
         async with self.limiter:
             try:
                 with trio.fail_after(self.server.timeout):
@@ -84,6 +86,10 @@ class Upstream:
 
     async def _request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
+
+    async def wait_started(self) -> None:
+        """Wait until the server can take requests (a subprocess has answered `initialize`); raise
+        McpError when it cannot. Nothing to wait for by default."""
 
     async def run(self) -> None:
         """Background work owned by the hub's nursery (a stdio supervisor); none by default."""

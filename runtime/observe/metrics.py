@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-__all__ = ["Metrics"]
+__all__ = ["STATES", "Metrics"]
 
+STATES = {"closed": 0, "half_open": 1, "open": 2, "rate_limited": 3}
+"""The value of `sidegate_deployment_state` for each breaker state."""
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
@@ -46,8 +48,18 @@ class Metrics:
             registry=r,
         )
         self.deployment_state = Gauge(
-            "sidegate_deployment_state", "Circuit breaker per deployment: 0 closed, 1 half-open, 2 open.",
+            "sidegate_deployment_state", "Circuit breaker per deployment: 0 closed, 1 half-open, 2 open, "
+            "3 rate-limited (kept out by an upstream Retry-After).",
             ["model", "deployment"], registry=r,
+        )
+        self.deployment_failures = Gauge(
+            "sidegate_deployment_failures", "Failures the breaker counted per deployment since start.",
+            ["model", "deployment"], registry=r,
+        )
+        self.deployment_last_error = Gauge(
+            "sidegate_deployment_last_error_timestamp_seconds",
+            "Unix time of the deployment's last failure (its text is in /health/deployments).",
+            ["model", "deployment", "kind"], registry=r,
         )
         self.deployment_latency = Gauge(
             "sidegate_deployment_latency_seconds",

@@ -72,6 +72,9 @@ class McpServer:
     start: McpStart
     timeout: float
     max_concurrency: int
+    start_timeout: float = 30.0
+    """Stdio and SSE servers: time allowed from starting the process (or opening the stream) to its
+    answer to `initialize`; requests waiting for a start wait this long at most, outside `timeout`."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

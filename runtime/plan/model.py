@@ -153,6 +153,13 @@ class Provider:
     """Bedrock: the AWS shared-config profile; None means botocore's default credential chain."""
     drop_unsupported: bool
     """Native families: drop request parameters the provider cannot take instead of answering 400."""
+    first_byte_timeout: float | None = None
+    """Per attempt: time allowed from sending the request to the answer's headers and first event (a
+    whole answer: to its end). None: the request's remaining deadline shared among the attempts
+    still planned."""
+    idle_timeout: float | None = None
+    """Per attempt: longest silence between two stream events. None: no bound of its own
+    (`first_byte_timeout` bounds the wait for the first event, the request's deadline the rest)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -245,6 +252,9 @@ class RetryPolicy:
     backoff: float
     max_backoff: float
     on: tuple[RetryOn, ...]
+    max_retry_after: float = 5.0
+    """The longest upstream Retry-After waited out inside a request when no other deployment is free;
+    a longer one is answered 429 at once."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -258,6 +268,9 @@ class CooldownPolicy:
     duration: float
     error_rate: float | None
     min_requests: int
+    keep_last: bool = True
+    """Never open the breaker of a group's last available deployment (so a lone deployment never
+    cools down); its failures reach the client with their own status."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

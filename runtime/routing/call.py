@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol
@@ -92,6 +93,16 @@ class Call:
     dropped: tuple[str, ...] = ()
     """Request fields the serving target could not take and that were dropped (`x-sidegate-dropped`)."""
     extra: dict[str, Any] = field(default_factory=dict)
+    relayed: list[tuple[bytes, bytes]] = field(default_factory=list)
+    """Headers of the serving upstream's answer that go to the client (rate limits, request id)."""
+    log: Callable[..., None] | None = None
+    """Where failed attempts are logged (a warning line each)."""
+    planned: int = 1
+    """Attempts this request may make in all (its group's and its fallbacks')."""
+    attempt_budget: float | None = None
+    """The current attempt's default deadline (see `runtime.routing.relay.attempt_limits`)."""
+    upstream_url: str = ""
+    """The last attempt's upstream URL without credentials or query (for the request's log line)."""
     request: dict[str, Any] | None = None
     """The request body, kept when the upstream reported no usage (to count its tokens locally)."""
     answer: list[bytes] = field(default_factory=list)
@@ -114,6 +125,7 @@ class Call:
             out.append((b"x-sidegate-dropped", _field_list(self.dropped)))
         if self.op in ("messages", "count_tokens"):
             out.append((b"request-id", self.request_id.encode()))  # what Anthropic's SDKs read
+        out.extend(self.relayed)
         return out
 
 

@@ -12,6 +12,7 @@ from runtime.errors import GatewayError
 from runtime.plan import Family, HealthProbe
 from runtime.routing.breaker import Circuit, FailureKind
 from runtime.routing.state import Deployment, Runtime
+from runtime.upstream.headers import redacted_url
 from runtime.upstream.transport import UpstreamRequest
 
 __all__ = ["probe", "run_probes"]
@@ -24,35 +25,40 @@ def _probe_url(dep: Deployment) -> str:
     return f"{p.base_url}/models"
 
 
-async def probe(dep: Deployment, health: HealthProbe) -> bool:
-    """One probe of `dep`'s provider: True when it answered 2xx within the probe's timeout."""
+async def probe(dep: Deployment, health: HealthProbe) -> str | None:
+    """One probe of `dep`'s provider: None when it answered 2xx within the probe's timeout, else why not."""
     limit = health.timeout
     request = UpstreamRequest("GET", _probe_url(dep), dep.headers, b"", min(limit, dep.provider.connect_timeout))
     with trio.move_on_after(limit):
         try:
             response = await dep.transport.send(request)
-        except GatewayError:
-            return False
-        return 200 <= response.status < 300
-    return False
+        except GatewayError as err:
+            return err.message
+        return None if 200 <= response.status < 300 else f"health probe answered HTTP {response.status}"
+    return f"no answer to the health probe within {limit:g}s"
 
 
-async def _probe_provider(rt: Runtime, name: str, health: HealthProbe) -> None:
+async def _probe_provider(rt: Runtime, name: str, health: HealthProbe, log: Callable[..., None] | None) -> None:
     deps = [d for ds in rt.deployments.values() for d in ds if d.provider.name == name]
     if not deps:
         return
-    ok = await probe(deps[0], health)
+    why = await probe(deps[0], health)
     now = trio.current_time()
+    if why is not None and log is not None:
+        log("health_probe_failed", provider=name, url=redacted_url(_probe_url(deps[0])), error=why,
+            deployments=[f"{d.group.name}:{d.target.id}" for d in deps])
     for d in deps:
-        if ok:
+        if why is None:
             if d.state.breaker.circuit is not Circuit.CLOSED:
                 d.state.breaker.success(now, d.group.cooldown)
         else:
-            d.state.breaker.failure(now, FailureKind.CONNECT, d.group.cooldown)
+            d.state.breaker.failure(now, FailureKind.CONNECT, d.group.cooldown, error=why,
+                                    last=d.last_available(now))
 
 
-async def run_probes(current: Callable[[], Runtime]) -> None:
-    """Probe every provider that asks for it, on its own interval, until cancelled."""
+async def run_probes(current: Callable[[], Runtime], log: Callable[..., None] | None = None) -> None:
+    """Probe every provider that asks for it, on its own interval, until cancelled; failed probes
+    are logged through `log` (a warning line each)."""
     due: dict[str, float] = {}
     while True:
         rt = current()
@@ -69,6 +75,6 @@ async def run_probes(current: Callable[[], Runtime]) -> None:
                 for name in ready:
                     health = wanted[name]
                     due[name] = now + health.interval
-                    nursery.start_soon(_probe_provider, rt, name, health)
+                    nursery.start_soon(_probe_provider, rt, name, health, log)
         nearest = min(due.values(), default=now + 1.0)
         await trio.sleep(min(1.0, max(0.01, nearest - trio.current_time())))

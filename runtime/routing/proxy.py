@@ -18,9 +18,9 @@ from runtime.errors import (
 )
 from runtime.plan import Family, ModelGroup, RetryOn, RetryPolicy
 from runtime.routing.balance import choose
-from runtime.routing.breaker import Circuit
+from runtime.routing.breaker import FailureKind
 from runtime.routing.call import Call, estimate_tokens_off_loop
-from runtime.routing.relay import attempt, classify, stream_error
+from runtime.routing.relay import TIMEOUT_CODES, attempt, classify, stream_error
 from runtime.routing.state import Deployment, Runtime
 from runtime.upstream.tokens import prompt_tokens
 
@@ -75,6 +75,7 @@ async def _route(
         tokens = (await trio.to_thread.run_sync(prompt_tokens, data), tokens[1])
     call.prompt_estimate = tokens[0]
     queue: list[str] = [group.name, *group.fallbacks]
+    call.planned = sum(rt.groups[name].retry.attempts for name in queue)
     switched: set[str] = set()
     last: GatewayError | None = None
     i = 0
@@ -95,12 +96,15 @@ async def _route(
             if call.started:
                 raise
             last = err
+            # attempts this group did not use are left to the groups after it
+            call.planned = call.attempts + sum(rt.groups[name].retry.attempts for name in queue[i:])
             chain = _chain_for(g, err)
             if chain is not None:
                 if chain in switched:
                     raise
                 switched.add(chain)
                 queue[i:] = list(getattr(g, chain))
+                call.planned = call.attempts + sum(rt.groups[name].retry.attempts for name in queue[i:])
                 continue
             if classify(err) is None and not isinstance(err, Unavailable | RateLimited):
                 raise
@@ -140,12 +144,18 @@ async def _attempts(
     tokens: tuple[int, int],
     skip: frozenset[int],
 ) -> None:
+    """Up to `retry.attempts` attempts on the group. When no deployment is free because upstream
+    Retry-Afters keep them out, the shortest one is waited out if it is within `retry.max_retry_after`
+    and the remaining deadline; otherwise the client gets the upstream's 429. A 503 only when the
+    breakers of all of them are open."""
     states = [d.state for d in deps]
     tried: set[int] = set(skip)
     last: GatewayError | None = None
-    for n in range(g.retry.attempts):
+    n = waits = 0
+    while n < g.retry.attempts:
+        now = trio.current_time()
         choice = choose(
-            g, states, trio.current_time(), _RNG, tried=frozenset(tried), tokens=tokens,
+            g, states, now, _RNG, tried=frozenset(tried), tokens=tokens,
             cursor=rt.cursors[g.name], stream=call.stream, skip=skip,
         )
         if choice.index is None:
@@ -154,29 +164,92 @@ async def _attempts(
                     f"every deployment of '{g.name}' is at its rpm/tpm/parallel cap",
                     retry_after=choice.retry_after, code="deployment_caps_reached",
                 )
-            raise Unavailable(f"every deployment of '{g.name}' is cooling down after failures",
-                              retry_after=choice.retry_after)
+            wait = _rate_limit_wait(deps, skip, now)
+            if wait is None:
+                # a request that reached an upstream gets that failure; 503 when none could be tried
+                raise last if last is not None else _unavailable(g, deps, skip, now)
+            remaining = trio.current_effective_deadline() - now
+            if wait <= g.retry.max_retry_after and wait < remaining and waits < g.retry.attempts:
+                waits += 1
+                await trio.sleep(wait)
+                continue
+            raise _rate_limited(g, deps, skip, now, wait, last)
         tried.add(choice.index)
+        n += 1
+        dep = deps[choice.index]
         try:
-            if g.hedge_after is not None and n == 0:
+            if g.hedge_after is not None and n == 1:
                 await _hedged(rt, g, deps, choice.index, suffix, call, data, send, tokens, skip)
             else:
+                call.attempt_budget = _budget(call)
                 call.attempts += 1
-                await attempt(g, deps[choice.index], _model(deps[choice.index], suffix), call, data, send)
+                await attempt(g, dep, _model(dep, suffix), call, data, send)
             return
         except GatewayError as err:
             kind = classify(err)
+            if not call.started:
+                call.deployment = dep.target.id  # named in the error's headers and log line
             if call.started or kind is None or RetryOn(kind.value) not in g.retry.on:
                 raise
             last = err
-        if n + 1 < g.retry.attempts:
-            await trio.sleep(backoff(n, g.retry, _RNG))
+        if n < g.retry.attempts and _backs_off(last):
+            await trio.sleep(backoff(n - 1, g.retry, _RNG))
     assert last is not None
-    if all(d.state.breaker.circuit is Circuit.OPEN for d in deps):
-        wait = min(d.state.breaker.wait(trio.current_time()) for d in deps)
-        raise Unavailable(f"every deployment of '{g.name}' failed and is cooling down ({last.message})",
-                          retry_after=wait)
     raise last
+
+
+def _budget(call: Call) -> float:
+    """The default per-attempt deadline: what is left of the request's deadline shared among the
+    attempts still planned (this group's and its fallbacks'), so the last one gets all that is left."""
+    left = trio.current_effective_deadline() - trio.current_time()
+    return max(0.0, left) / max(1, call.planned - call.attempts)
+
+
+def _backs_off(err: GatewayError) -> bool:
+    """Whether the next attempt waits a backoff: not after an attempt deadline (a hung upstream has
+    already cost its time), nor after a 429 with a Retry-After (that deployment is kept out)."""
+    if err.code in TIMEOUT_CODES:
+        return False
+    return not (isinstance(err, RateLimited) and err.retry_after is not None)
+
+
+def _rate_limit_wait(deps: tuple[Deployment, ...], skip: frozenset[int], now: float) -> float | None:
+    """Seconds until the first deployment kept out only by an upstream Retry-After is free again;
+    None when none is (their breakers are open)."""
+    waits = [d.state.breaker.wait(now) for i, d in enumerate(deps)
+             if i not in skip and d.state.breaker.rate_limited(now)]
+    return min(waits, default=None)
+
+
+def _cause(deps: tuple[Deployment, ...], skip: frozenset[int]) -> str:
+    """The most recent upstream error among the group's deployments."""
+    errs = [(d.state.breaker.last_error_at or 0.0, d.target.id, d.state.breaker.last_error)
+            for i, d in enumerate(deps) if i not in skip and d.state.breaker.last_error]
+    if not errs:
+        return "no error recorded"
+    _, dep, message = max(errs)
+    return f"{dep}: {message}"
+
+
+def _unavailable(g: ModelGroup, deps: tuple[Deployment, ...], skip: frozenset[int], now: float) -> Unavailable:
+    wait = min((d.state.breaker.wait(now) for i, d in enumerate(deps) if i not in skip), default=1.0)
+    cause = _cause(deps, skip)
+    return Unavailable(f"every deployment of '{g.name}' is out after failures (circuit breaker open); "
+                       f"last error: {cause}", retry_after=max(wait, 1.0), code="deployments_unavailable")
+
+
+def _rate_limited(g: ModelGroup, deps: tuple[Deployment, ...], skip: frozenset[int], now: float, wait: float,
+                  last: GatewayError | None) -> GatewayError:
+    if last is not None:  # this request's own upstream answer (a 429, or a 529 with Retry-After)
+        last.retry_after = max(last.retry_after or 0.0, wait)
+        return last
+    kept = [d.state.breaker for i, d in enumerate(deps) if i not in skip and d.state.breaker.rate_limited(now)]
+    if any(b.last_error_kind is FailureKind.RATE_LIMIT for b in kept):
+        return RateLimited(f"every deployment of '{g.name}' is rate-limited by its upstream; last error: "
+                           f"{_cause(deps, skip)}", retry_after=wait)
+    # kept out by the Retry-After of an overloaded (529/503) answer
+    return Unavailable(f"every deployment of '{g.name}' asked to be left alone for a while; last error: "
+                       f"{_cause(deps, skip)}", retry_after=wait, code="deployments_unavailable")
 
 
 def _model(dep: Deployment, suffix: str | None) -> str:
@@ -216,6 +289,7 @@ async def _hedged(
     async def run(dep: Deployment) -> None:
         scope = trio.CancelScope()
         scopes.append(scope)
+        call.attempt_budget = _budget(call)
         call.attempts += 1
         with scope:
             try:

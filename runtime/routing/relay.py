@@ -4,11 +4,17 @@ Nothing reaches the client before the upstream has produced its first byte of an
 attempt (an error status, a broken connection, a stream that ends before any event) can still be
 retried or hedged invisibly. `claim` is asked just before the first byte goes out: with hedging,
 only the first attempt to get there may answer; the others stop quietly.
+
+Each attempt has its own deadlines inside the request's: `first_byte` (to the answer's headers and
+first event; a whole answer: to its end) and `idle` (between stream events). Hitting one is a
+timeout failure of the deployment, and the router's next attempt starts at once.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from time import perf_counter
 from typing import Any
 
@@ -21,8 +27,32 @@ from runtime.routing.breaker import FailureKind
 from runtime.routing.call import Call
 from runtime.routing.state import Deployment
 from runtime.upstream.adapter import StreamTranslator
+from runtime.upstream.headers import redacted_url, relayed_headers
+from runtime.upstream.transport import UpstreamRequest
 
-__all__ = ["attempt", "classify", "stream_error"]
+__all__ = ["TIMEOUT_CODES", "attempt", "attempt_limits", "classify", "stream_error"]
+
+TIMEOUT_CODES = frozenset({"upstream_first_byte_timeout", "upstream_idle_timeout"})
+"""Codes of the per-attempt deadline failures (the next attempt starts without backoff)."""
+
+
+def attempt_limits(group: ModelGroup, dep: Deployment, budget: float | None = None) -> tuple[float, float]:
+    """(first_byte, idle) seconds for one attempt on `dep`: the provider's `timeouts`, or by default
+    `budget` (the router's share of the request's remaining deadline for this attempt; without one,
+    the group's deadline divided by its attempts), so a hung upstream leaves time for the next one."""
+    share = group.timeout / max(1, group.retry.attempts) if budget is None else budget
+    first = dep.provider.first_byte_timeout
+    first = share if first is None else first
+    idle = dep.provider.idle_timeout
+    # Without an explicit `idle`, silence is bounded by `first_byte` until the first event (the
+    # stream may still fail over) and only by the request's deadline after it (nothing could).
+    return first, math.inf if idle is None else idle
+
+
+def _upstream_failure(err: GatewayError, status: int, headers: Any) -> GatewayError:
+    err.upstream_status = status
+    err.upstream_headers = relayed_headers(headers)
+    return err
 
 
 def classify(err: GatewayError) -> FailureKind | None:
@@ -59,21 +89,32 @@ async def attempt(
         request = dialect.request(dep, model)
     state = dep.state
     state.start(trio.current_time())
+    number = call.attempts
+    call.upstream_url = redacted_url(request.url)
     tokens = 0
     t0 = perf_counter()
+    limits = attempt_limits(group, dep, call.attempt_budget)
     try:
         if dep.authorizer is not None:
             request = await dep.authorizer.authorize(request)
         if call.stream:
-            await _stream(dep, request, model, call, data, send, claim)
+            await _stream(dep, request, model, call, data, send, claim, limits)
         else:
-            await _whole(dep, request, model, call, data, send, claim)
+            await _whole(dep, request, model, call, data, send, claim, limits)
         if call.usage is not None:
             tokens = call.usage.prompt + call.usage.completion
     except GatewayError as err:
         kind = classify(err)
+        now = trio.current_time()
         if kind is not None:
-            state.breaker.failure(trio.current_time(), kind, group.cooldown, err.retry_after)
+            state.breaker.failure(now, kind, group.cooldown, err.retry_after, error=err.message,
+                                  last=dep.last_available(now))
+        if call.log is not None:
+            call.log("upstream_attempt_failed", request_id=call.request_id, group=group.name,
+                     deployment=dep.target.id, url=call.upstream_url, attempt=number,
+                     upstream_status=err.upstream_status, status=err.status, code=err.code,
+                     kind=None if kind is None else kind.value, error=err.message,
+                     breaker=state.breaker.state(now), elapsed_ms=round((perf_counter() - t0) * 1000, 2))
         raise
     else:
         if call.status == 200:
@@ -87,9 +128,10 @@ async def attempt(
         state.finish(trio.current_time(), tokens)
 
 
-def _begin(dep: Deployment, call: Call, claim: Callable[[], bool] | None) -> bool:
+def _begin(dep: Deployment, call: Call, claim: Callable[[], bool] | None, headers: Any) -> bool:
     if claim is not None and not claim():
         return False
+    call.relayed = relayed_headers(headers)
     call.deployment = dep.target.id
     call.price = dep.target.price
     call.started = True
@@ -97,21 +139,26 @@ def _begin(dep: Deployment, call: Call, claim: Callable[[], bool] | None) -> boo
 
 
 async def _whole(
-    dep: Deployment, request: Any, model: str, call: Call, data: dict[str, Any], send: Any,
-    claim: Callable[[], bool] | None,
+    dep: Deployment, request: UpstreamRequest, model: str, call: Call, data: dict[str, Any], send: Any,
+    claim: Callable[[], bool] | None, limits: tuple[float, float],
 ) -> None:
     t = perf_counter()
     try:
-        response = await dep.transport.send(request)
+        with trio.move_on_after(limits[0]) as waiting:
+            response = await dep.transport.send(request)
     finally:
         call.upstream += perf_counter() - t
+    if waiting.cancelled_caught:
+        raise UpstreamTimeout(f"no answer from the upstream within {limits[0]:g}s (timeouts.first_byte)",
+                              code="upstream_first_byte_timeout")
     if response.status >= 400:
-        raise dep.adapter.error(response.status, response.headers, response.body)
+        raise _upstream_failure(dep.adapter.error(response.status, response.headers, response.body),
+                                response.status, response.headers)
     if call.dialect is None:
         body, usage = dep.adapter.response(call.op, response.body, model=model, request=data)
     else:
         body, usage = call.dialect.response(dep, model, response.body)
-    if not _begin(dep, call, claim):
+    if not _begin(dep, call, claim, response.headers):
         return
     if call.dialect is not None:
         await call.dialect.complete()
@@ -127,8 +174,8 @@ async def _whole(
 
 
 async def _stream(
-    dep: Deployment, request: Any, model: str, call: Call, data: dict[str, Any], send: Any,
-    claim: Callable[[], bool] | None,
+    dep: Deployment, request: UpstreamRequest, model: str, call: Call, data: dict[str, Any], send: Any,
+    claim: Callable[[], bool] | None, limits: tuple[float, float],
 ) -> None:
     relay: StreamTranslator
     if call.dialect is None:
@@ -138,43 +185,73 @@ async def _stream(
     else:
         relay = call.dialect.stream(dep, model)
     call.request = data  # with `call.answer`: metered locally if the upstream reports no usage
+    first_byte, idle = limits
     t = perf_counter()
     t_first = t
-    async with dep.transport.stream(request) as upstream:
+    first_due = trio.current_time() + first_byte
+    async with AsyncExitStack() as stack:
+        with trio.move_on_after(first_byte) as opening:
+            upstream = await stack.enter_async_context(dep.transport.stream(request))
         call.upstream += perf_counter() - t
+        if opening.cancelled_caught:
+            raise UpstreamTimeout(f"no answer from the upstream within {first_byte:g}s (timeouts.first_byte)",
+                                  code="upstream_first_byte_timeout")
         if upstream.status >= 400:
             t = perf_counter()
-            body = await upstream.read()
+            body = b""  # an error answer whose body stalls is judged by its status alone
+            with trio.move_on_after(min(idle, first_byte)):
+                body = await upstream.read()
             call.upstream += perf_counter() - t
-            raise dep.adapter.error(upstream.status, upstream.headers, body)
+            raise _upstream_failure(dep.adapter.error(upstream.status, upstream.headers, body), upstream.status,
+                                    upstream.headers)
         if not upstream.headers.get("content-type", "").startswith(dep.adapter.stream_content_type):
             raise UpstreamError("upstream did not answer the stream with server-sent events")
         try:
-            t = perf_counter()
-            async for chunk in upstream.iter_bytes():
-                call.upstream += perf_counter() - t
-                out = relay.feed(chunk)
-                if out:
-                    if not call.started:
-                        call.extra["_ttft"] = perf_counter() - t_first
-                        if not _begin(dep, call, claim):
-                            return
-                        call.status = 200
-                        headers = [(b"content-type", b"text/event-stream; charset=utf-8"),
-                                   (b"cache-control", b"no-cache"), *call.headers()]
-                        await send({"type": "http.response.start", "status": 200, "headers": headers})
-                    failure: GatewayError | None = getattr(relay, "failure", None)
-                    if failure is not None:
-                        # The upstream's own error event goes to the client as it is; the call is
-                        # accounted as that error (set first: the client may hang up on reading it).
-                        call.status, call.error, call.complete = failure.status, failure.message, True
-                    call.answer.append(out)
-                    if relay.done and call.dialect is not None and failure is None:
-                        await call.dialect.complete()
-                    await send({"type": "http.response.body", "body": out, "more_body": failure is None})
-                    if failure is not None:
-                        raise failure
-                t = perf_counter()
+            chunks = upstream.iter_bytes().__aiter__()
+            # One cancel scope for the whole stream whose deadline is moved before each read (a new
+            # scope per event would cost ~4x more); it is infinite while relaying to the client.
+            waiting = trio.CancelScope()
+            limit = idle
+            with waiting:
+                while True:
+                    t = perf_counter()
+                    now = trio.current_time()
+                    limit = idle if call.started else max(0.0, min(idle, first_due - now))
+                    waiting.deadline = now + limit
+                    try:
+                        chunk = await chunks.__anext__()
+                    except StopAsyncIteration:
+                        break
+                    finally:
+                        call.upstream += perf_counter() - t
+                    waiting.deadline = math.inf
+                    out = relay.feed(chunk)
+                    if out:
+                        if not call.started:
+                            call.extra["_ttft"] = perf_counter() - t_first
+                            if not _begin(dep, call, claim, upstream.headers):
+                                return
+                            call.status = 200
+                            headers = [(b"content-type", b"text/event-stream; charset=utf-8"),
+                                       (b"cache-control", b"no-cache"), *call.headers()]
+                            await send({"type": "http.response.start", "status": 200, "headers": headers})
+                        failure: GatewayError | None = getattr(relay, "failure", None)
+                        if failure is not None:
+                            # The upstream's own error event goes to the client as it is; the call is
+                            # accounted as that error (set first: the client may hang up on reading it).
+                            call.status, call.error, call.complete = failure.status, failure.message, True
+                        call.answer.append(out)
+                        if relay.done and call.dialect is not None and failure is None:
+                            await call.dialect.complete()
+                        await send({"type": "http.response.body", "body": out, "more_body": failure is None})
+                        if failure is not None:
+                            raise failure
+            if waiting.cancelled_caught:
+                if call.started or limit >= idle:
+                    raise UpstreamTimeout(f"the upstream stream was idle for {idle:g}s (timeouts.idle)",
+                                          code="upstream_idle_timeout")
+                raise UpstreamTimeout(f"no stream event from the upstream within {first_byte:g}s (timeouts.first_byte)",
+                                      code="upstream_first_byte_timeout")
             if not relay.done:
                 raise UpstreamError("the upstream closed the stream before it was complete")
         except GatewayError as err:

@@ -4,14 +4,17 @@ on reload), off the loop."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import orjson
+import trio
 
 from runtime.governance.gate import TeamPolicy, policies_from_plan
 from runtime.governance.keys import Grant
 from runtime.mcp.upstream import ResolvedServer, resolve_servers
-from runtime.observe.metrics import Metrics
+from runtime.observe.metrics import STATES, Metrics
 from runtime.plan import Family, ModelGroup, Plan, Provider, Target
 from runtime.plan.canonical import digest
 from runtime.plan.secrets import resolve
@@ -33,7 +36,8 @@ __all__ = [
 class Deployment:
     """One target of one group, with everything a request needs precomputed."""
 
-    __slots__ = ("adapter", "authorizer", "group", "headers", "provider", "state", "target", "transport", "urls")
+    __slots__ = ("adapter", "authorizer", "group", "headers", "peers", "provider", "state", "target", "transport",
+                 "urls")
 
     def __init__(
         self,
@@ -56,6 +60,12 @@ class Deployment:
         self.authorizer = authorizer
         """Adds credentials to each finished request (Vertex token, Bedrock SigV4); None for static keys."""
         self.urls = {op: url_for(provider, target.model, op) for op in OPS} if target.model != "*" else {}
+        self.peers: tuple[DeploymentState, ...] = ()
+        """The states of the group's other deployments (set once the group is built)."""
+
+    def last_available(self, now: float) -> bool:
+        """Whether no other deployment of the group could take a request now."""
+        return not any(p.breaker.available(now) for p in self.peers)
 
     def url(self, op: str, model: str) -> str:
         """The upstream URL for `op`; wildcard targets build it for the forwarded model name."""
@@ -137,6 +147,8 @@ def build_runtime(plan: Plan, shared: Transport, previous: Runtime | None = None
             state = old.get((group.name, target.id)) or DeploymentState()
             deps.append(Deployment(group, target, provider, transport, _headers(provider, target), state,
                                    adapters[provider.name], authorizers[provider.name]))
+        for d in deps:
+            d.peers = tuple(o.state for o in deps if o is not d)
         deployments[group.name] = tuple(deps)
     grants, teams = policies_from_plan(plan)
     jwt = plan.auth.jwt if plan.auth is not None else None
@@ -158,26 +170,36 @@ def build_runtime(plan: Plan, shared: Transport, previous: Runtime | None = None
     )
 
 
-def deployments_report(rt: Runtime, now: float) -> dict[str, object]:
-    """`GET /health/deployments`: every deployment's breaker state, counters and latency estimate."""
+def deployments_report(rt: Runtime, now: float, wall: float) -> dict[str, object]:
+    """`GET /health/deployments`: every deployment's breaker state (`closed`, `half_open`, `open`, or
+    `rate_limited` while an upstream Retry-After keeps it out), counters, last error and latency
+    estimate. `wall` is the wall clock at `now` (for the last error's time)."""
     out = []
     for name, deps in sorted(rt.deployments.items()):
         for d in deps:
             b, s = d.state.breaker, d.state
-            b.available(now)  # moves open -> half-open when due, so the report is current
+            at = b.last_error_at
             out.append({
                 "model": name,
                 "deployment": d.target.id,
-                "state": b.circuit.name.lower(),
+                "state": b.state(now),  # moves open -> half-open when due, so the report is current
                 "retry_in": round(b.wait(now), 3),
                 "in_flight": s.in_flight,
                 "requests_this_minute": s.requests,
                 "tokens_this_minute": s.tokens,
                 "failures": b.failures_total,
+                "opened": b.opened_total,
+                "last_error": b.last_error,
+                "last_error_kind": None if b.last_error_kind is None else b.last_error_kind.value,
+                "last_error_at": None if at is None else _iso(wall - (now - at)),
                 "ttft_ms": None if b.ttft is None else round(b.ttft * 1000, 2),
                 "ms_per_token": None if b.per_token is None else round(b.per_token * 1000, 3),
             })
     return {"plan": rt.digest, "deployments": out}
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def public_names(plan: Plan) -> list[str]:
@@ -194,10 +216,15 @@ def model_card(name: str) -> dict[str, object]:
 
 def observe_deployments(metrics: Metrics, rt: Runtime) -> None:
     """Copy the router's per-deployment state into the gauges (at scrape time)."""
+    now, wall = trio.current_time(), time.time()
     for name, deps in rt.deployments.items():
         for d in deps:
             b = d.state.breaker
-            metrics.deployment_state.labels(name, d.target.id).set(b.circuit.value)
+            metrics.deployment_state.labels(name, d.target.id).set(STATES[b.state(now)])
+            metrics.deployment_failures.labels(name, d.target.id).set(b.failures_total)
+            if b.last_error_at is not None and b.last_error_kind is not None:
+                metrics.deployment_last_error.labels(name, d.target.id, b.last_error_kind.value).set(
+                    wall - (now - b.last_error_at))
             if b.ttft is not None:
                 metrics.deployment_latency.labels(name, d.target.id, "ttft").set(b.ttft)
             if b.per_token is not None:

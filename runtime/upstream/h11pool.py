@@ -9,6 +9,7 @@ in one send, and never copies body bytes it does not have to. It implements the 
 
 from __future__ import annotations
 
+import select
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,7 +19,7 @@ import h11
 import httpx
 import trio
 
-from runtime.errors import UpstreamError
+from runtime.errors import UpstreamError, describe
 from runtime.upstream.transport import UpstreamRequest, UpstreamResponse, UpstreamStream
 
 __all__ = ["H11Transport"]
@@ -47,7 +48,22 @@ class _Conn:
 
 
 def _broken(exc: BaseException) -> UpstreamError:
-    return UpstreamError(f"upstream connection broke: {type(exc).__name__}")
+    return UpstreamError(f"upstream connection broke ({describe(exc)})", code="upstream_connection_broken")
+
+
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _stale(conn: _Conn) -> bool:
+    """Whether an idle pooled connection has something to read: the upstream closed it (EOF or
+    reset) or sent bytes nobody asked for. Either way it must not carry a request. Non-blocking."""
+    stream: object = conn.stream
+    sock = getattr(stream, "socket", None) or getattr(getattr(stream, "transport_stream", None), "socket", None)
+    if sock is None:
+        return False
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+    return bool(poller.poll(0))
 
 
 class _Response:
@@ -101,18 +117,22 @@ class H11Transport:
                     await tls.do_handshake()
                     stream = tls
         except trio.TooSlowError:
-            raise UpstreamError("timed out connecting to the upstream", code="upstream_connect_error") from None
-        except (OSError, trio.BrokenResourceError, ssl.SSLError):
-            raise UpstreamError("could not connect to the upstream", code="upstream_connect_error") from None
+            raise UpstreamError(f"timed out connecting to the upstream {host}:{port} after {connect_timeout:g}s",
+                                code="upstream_connect_error") from None
+        except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:
+            raise UpstreamError(f"could not connect to the upstream {host}:{port} ({describe(exc)})",
+                                code="upstream_connect_error") from None
         return _Conn(stream)
 
-    def _checkout(self, origin: _Origin) -> _Conn | None:
+    async def _checkout(self, origin: _Origin) -> _Conn | None:
+        """An idle pooled connection that is provably usable (never one the upstream closed)."""
         idle = self._idle.get(origin)
         while idle:
             conn = idle.pop()
-            if conn.h11.our_state is h11.IDLE and conn.h11.their_state is h11.IDLE:
+            if conn.h11.our_state is h11.IDLE and conn.h11.their_state is h11.IDLE and not _stale(conn):
                 conn.reused = True
                 return conn
+            await trio.aclose_forcefully(conn.stream)
         return None
 
     async def _checkin(self, origin: _Origin, conn: _Conn) -> None:
@@ -142,11 +162,16 @@ class H11Transport:
         headers = [("host", netloc), *request.headers]
         if request.method != "GET":
             headers.append(("content-length", str(len(request.body))))
-        for fresh in (False, True):
-            conn = None if fresh else self._checkout(origin)
+        # A request goes out once. It is re-sent on a new connection only when it provably did not
+        # reach the upstream: the pooled connection was seen closed before anything was written
+        # (checked in `_checkout`), or, for idempotent methods only, a reused connection closed
+        # before any byte of the answer came back. A POST that may have been processed is never
+        # replayed here; the router's retry policy decides, and counts it.
+        for retry in (False, True):
+            conn = await self._checkout(origin) if not retry else None
             if conn is None:
                 conn = await self._connect(origin, request.connect_timeout)
-                fresh = True
+            answered = False
             try:
                 data = conn.h11.send(h11.Request(method=request.method, target=target, headers=headers))
                 if request.method != "GET":
@@ -154,16 +179,21 @@ class H11Transport:
                 data += conn.h11.send(h11.EndOfMessage()) or b""
                 await conn.stream.send_all(data or b"")
                 event = await conn.next_event()
+                answered = type(event) in (h11.Response, h11.InformationalResponse)
                 while type(event) is h11.InformationalResponse:
                     event = await conn.next_event()
                 if type(event) is not h11.Response:
-                    raise UpstreamError("upstream closed the connection before answering")
+                    raise UpstreamError("upstream closed the connection before answering",
+                                        code="upstream_connection_broken")
                 return origin, conn, _Response(conn, event)
             except (trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError, UpstreamError) as exc:
                 await trio.aclose_forcefully(conn.stream)
-                if fresh:
+                if retry or not conn.reused or answered or request.method not in _IDEMPOTENT:
                     raise (exc if isinstance(exc, UpstreamError) else _broken(exc)) from None
-                # A pooled connection the upstream had already closed: try once on a new one.
+            except BaseException:
+                # cancelled (an attempt deadline, the client left): the connection is closed, not leaked
+                await trio.aclose_forcefully(conn.stream)
+                raise
         raise AssertionError("unreachable")
 
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:

@@ -14,6 +14,7 @@ import orjson
 
 from runtime.errors import BadRequest, GatewayError, RateLimited, UpstreamError, UpstreamTimeout
 from runtime.plan import Family, JSONValue, Provider
+from runtime.retry_after import parse_retry_after
 
 __all__ = ["OPS", "SseRelay", "Usage", "error_from_upstream", "request_body", "responses_url", "upstream_url",
            "usage_from"]
@@ -184,22 +185,6 @@ def _message(body: bytes) -> tuple[str, str | None, str | None]:
     return body[:300].decode("utf-8", "replace"), None, None
 
 
-def _retry_after(headers: httpx.Headers) -> float | None:
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return float(ms) / 1000.0
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value:
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
-
-
 def error_from_upstream(status: int, headers: httpx.Headers, body: bytes) -> GatewayError:
     """Map an upstream error response to the error the client gets (context-window overflows and
     content-filter refusals keep recognisable codes: the router falls back on them)."""
@@ -209,7 +194,7 @@ def error_from_upstream(status: int, headers: httpx.Headers, body: bytes) -> Gat
     if status == 400 and code in _CONTENT_CODES:
         return BadRequest(message, param=param, code="content_policy_violation")
     if status == 429:
-        return RateLimited(f"upstream rate limit: {message}", retry_after=_retry_after(headers) or 1.0)
+        return RateLimited(f"upstream rate limit: {message}", retry_after=parse_retry_after(headers), code=code)
     if status in (408, 504):
         return UpstreamTimeout(f"upstream timed out (HTTP {status}): {message}")
     if status in (401, 403):

@@ -1,8 +1,9 @@
 """The upstream transport seam: every upstream HTTP exchange goes through :class:`Transport`.
 
 Kept small so the benchmark can measure and swap the client. Timeouts are explicit: connect and
-pool waits come from the provider; reads have no timeout of their own because the request's
-single deadline (a Trio cancel scope around the whole exchange) bounds them.
+pool waits come from the provider; reads have no timeout of their own: the caller bounds them with
+cancel scopes (the attempt's `first_byte` and `idle` deadlines in `runtime.routing.relay`, inside the
+request's single deadline).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Protocol
 
 import httpx
 
-from runtime.errors import UpstreamError
+from runtime.errors import UpstreamError, describe
 
 __all__ = ["HttpxTransport", "Transport", "UpstreamRequest", "UpstreamResponse", "UpstreamStream"]
 
@@ -83,13 +84,15 @@ class _HttpxStream:
             async for chunk in self._response.aiter_raw():
                 yield chunk
         except httpx.HTTPError as exc:
-            raise UpstreamError(f"upstream connection broke: {type(exc).__name__}") from None
+            raise UpstreamError(f"upstream connection broke ({describe(exc)})",
+                                code="upstream_connection_broken") from None
 
     async def read(self) -> bytes:
         try:
             return await self._response.aread()
         except httpx.HTTPError as exc:
-            raise UpstreamError(f"upstream connection broke: {type(exc).__name__}") from None
+            raise UpstreamError(f"upstream connection broke ({describe(exc)})",
+                                code="upstream_connection_broken") from None
 
 
 def _timeout(request: UpstreamRequest) -> httpx.Timeout:
@@ -121,12 +124,15 @@ class HttpxTransport:
         try:
             response = await self._client.send(self._build(request))
             body = await response.aread()
-        except httpx.ConnectError:
-            raise UpstreamError("could not connect to the upstream", code="upstream_connect_error") from None
-        except httpx.TimeoutException:
-            raise UpstreamError("timed out connecting to the upstream", code="upstream_connect_error") from None
+        except httpx.ConnectError as exc:
+            raise UpstreamError(f"could not connect to the upstream ({describe(exc)})",
+                                code="upstream_connect_error") from None
+        except httpx.TimeoutException as exc:
+            raise UpstreamError(f"timed out connecting to the upstream ({describe(exc)})",
+                                code="upstream_connect_error") from None
         except httpx.HTTPError as exc:
-            raise UpstreamError(f"upstream connection failed: {type(exc).__name__}") from None
+            raise UpstreamError(f"upstream connection failed ({describe(exc)})",
+                                code="upstream_connection_broken") from None
         return UpstreamResponse(response.status_code, response.headers, body)
 
     @asynccontextmanager
@@ -134,12 +140,15 @@ class HttpxTransport:
         """Send and yield the open response; it is closed when the block exits."""
         try:
             response = await self._client.send(self._build(request), stream=True)
-        except httpx.ConnectError:
-            raise UpstreamError("could not connect to the upstream", code="upstream_connect_error") from None
-        except httpx.TimeoutException:
-            raise UpstreamError("timed out connecting to the upstream", code="upstream_connect_error") from None
+        except httpx.ConnectError as exc:
+            raise UpstreamError(f"could not connect to the upstream ({describe(exc)})",
+                                code="upstream_connect_error") from None
+        except httpx.TimeoutException as exc:
+            raise UpstreamError(f"timed out connecting to the upstream ({describe(exc)})",
+                                code="upstream_connect_error") from None
         except httpx.HTTPError as exc:
-            raise UpstreamError(f"upstream connection failed: {type(exc).__name__}") from None
+            raise UpstreamError(f"upstream connection failed ({describe(exc)})",
+                                code="upstream_connection_broken") from None
         try:
             yield _HttpxStream(response)
         finally:

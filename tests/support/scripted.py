@@ -58,6 +58,8 @@ class Reply:
     break_after: int | None = None
     delay: float = 0.0
     raise_: Exception | None = None
+    gap: float = 0.0
+    """Seconds between two stream events."""
 
 
 @dataclass
@@ -97,7 +99,7 @@ class ScriptedTransport:
         if reply.response is not None:
             yield _Whole(reply.response)
             return
-        yield _Events(reply.events or sse(), reply.break_after)
+        yield _Events(reply.events or sse(), reply.break_after, reply.gap)
 
     async def aclose(self) -> None:
         pass
@@ -118,13 +120,15 @@ class _Events:
     status = 200
     headers = SSE
 
-    def __init__(self, events: list[bytes], break_after: int | None) -> None:
-        self._events, self._break = events, break_after
+    def __init__(self, events: list[bytes], break_after: int | None, gap: float = 0.0) -> None:
+        self._events, self._break, self._gap = events, break_after, gap
 
     async def iter_bytes(self) -> AsyncIterator[bytes]:
         for i, e in enumerate(self._events):
             if self._break is not None and i >= self._break:
                 raise UpstreamError("upstream connection broke: ReadError")
+            if i and self._gap:
+                await trio.sleep(self._gap)
             await trio.lowlevel.checkpoint()
             yield e
 

@@ -160,11 +160,14 @@ def error_from_anthropic(status: int, headers: httpx.Headers | Mapping[str, str]
     except orjson.JSONDecodeError:
         obj = None
     err = obj.get("error") if isinstance(obj, dict) else None
+    kind = None
     if isinstance(err, dict):
         message = str(err.get("message") or err.get("type"))
+        kind = err.get("type") if isinstance(err.get("type"), str) else None
     else:
         message = body[:300].decode("utf-8", "replace")
-    return upstream_error("anthropic", status, message or "no message", retry_after=retry_after_seconds(headers))
+    return upstream_error("anthropic", status, message or "no message", retry_after=retry_after_seconds(headers),
+                          code=kind)
 
 
 class AnthropicAdapter(NativeAdapterBase):

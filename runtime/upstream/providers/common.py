@@ -19,7 +19,8 @@ from typing import Any, Protocol
 import httpx
 import orjson
 
-from runtime.errors import BadRequest, GatewayError, RateLimited, UpstreamError, UpstreamTimeout
+from runtime.errors import BadRequest, GatewayError, Overloaded, RateLimited, UpstreamError, UpstreamTimeout
+from runtime.retry_after import parse_retry_after
 from runtime.upstream.openai_wire import Usage
 from runtime.upstream.transport import UpstreamRequest
 
@@ -319,15 +320,8 @@ def loads_upstream(body: bytes) -> Any:
 
 
 def retry_after_seconds(headers: httpx.Headers | Mapping[str, str]) -> float | None:
-    """Seconds from `retry-after-ms` / `retry-after` (numbers only)."""
-    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value:
-            try:
-                return float(value) * scale
-            except ValueError:
-                continue
-    return None
+    """Seconds from `retry-after-ms` / `retry-after`: finite, bounded, None when unreadable."""
+    return parse_retry_after(headers)
 
 
 _CONTEXT = re.compile(
@@ -351,22 +345,25 @@ def upstream_error(
     retry_after: float | None = None,
     auth: bool = False,
     param: str | None = None,
+    code: str | None = None,
 ) -> GatewayError:
     """The GatewayError for an upstream error answer.
 
     429 -> RateLimited (Retry-After kept); 408/504 -> UpstreamTimeout; 401/403 (or `auth`) ->
-    UpstreamError `upstream_auth_error`; other 5xx (Anthropic's 529 too) -> UpstreamError; other 4xx ->
+    UpstreamError `upstream_auth_error`; 529 -> Overloaded; other 5xx -> UpstreamError; other 4xx ->
     BadRequest with the provider's message. Context-window overflows get `context_length_exceeded`
     and content-filter refusals `content_policy_violation`, so the router can fall back on them.
     """
     if status == 429:
-        return RateLimited(f"{provider} rate limit: {message}", retry_after=retry_after or 1.0)
+        return RateLimited(f"{provider} rate limit: {message}", retry_after=retry_after, code=code)
     if status in (408, 504):
         return UpstreamTimeout(f"{provider} timed out (HTTP {status}): {message}")
     if auth or status in (401, 403):
         return UpstreamError(
             f"{provider} rejected sidegate's credentials (HTTP {status}): {message}", code="upstream_auth_error"
         )
+    if status == 529:
+        return Overloaded(f"{provider} is overloaded (HTTP 529): {message}", retry_after=retry_after)
     if status >= 500 or status < 400:
         return UpstreamError(f"{provider} returned HTTP {status}: {message}")
     if _CONTEXT.search(message):

@@ -13,7 +13,6 @@ Gemini does not return tool call ids: they are made up here. A function call's `
 
 from __future__ import annotations
 
-import contextlib
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -24,6 +23,7 @@ import orjson
 
 from runtime.errors import BadRequest, GatewayError
 from runtime.plan import Provider, Target
+from runtime.retry_after import seconds_value
 from runtime.upstream.openai_wire import Usage, thaw
 from runtime.upstream.providers.chat import EFFORT_BUDGET, Chat, Image, Text, ToolCall, ToolResult, parse_chat
 from runtime.upstream.providers.common import (
@@ -192,8 +192,8 @@ def error_from_gemini(status: int, headers: httpx.Headers | Mapping[str, str], b
             auth = True
         delay = detail.get("retryDelay")
         if isinstance(delay, str) and delay.endswith("s"):
-            with contextlib.suppress(ValueError):
-                retry = float(delay[:-1])
+            parsed = seconds_value(delay[:-1])
+            retry = retry if parsed is None else parsed
     return upstream_error("gemini", status, str(err.get("message") or err.get("status")), retry_after=retry, auth=auth)
 
 

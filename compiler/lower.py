@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from compiler.resolve import GroupSpec, ProviderSpec, Resolved, TargetSpec
 from compiler.sections.routing import flatten_fallbacks
-from runtime.plan import PLAN_VERSION, Family, ModelGroup, Plan, Price, Provider, Target
+from runtime.plan import PLAN_VERSION, Family, ModelGroup, Plan, Provider, Target
 from runtime.upstream.providers import bedrock_base_url, vertex_base_url
 
 __all__ = ["lower"]
@@ -64,10 +64,12 @@ def _target(t: TargetSpec) -> Target:
         max_parallel=t.max_parallel,
         headers=t.headers,
         extra_body=t.extra_body,
-        price=None if info is None else Price(input=info.input, output=info.output, cached_input=info.cached_input),
+        price=t.price,
         max_input_tokens=None if info is None else info.max_input_tokens,
         max_output_tokens=None if info is None else info.max_output_tokens,
         tier=t.tier,
+        price_source=t.price_source,
+        base_model=t.base_model,
     )
 
 
@@ -86,6 +88,7 @@ def _group(g: GroupSpec, chains: dict[str, tuple[str, ...]]) -> ModelGroup:
         context_window_fallbacks=chains["context_window_fallbacks"],
         content_policy_fallbacks=chains["content_policy_fallbacks"],
         hedge_after=p.hedge_after,
+        reserve_output_tokens=g.reserve_output_tokens,
     )
 
 

@@ -54,6 +54,7 @@ __all__ = [
     "Observability",
     "Plan",
     "Price",
+    "PriceSource",
     "Provider",
     "RetryOn",
     "RetryPolicy",
@@ -69,7 +70,7 @@ __all__ = [
     "UserRule",
 ]
 
-PLAN_VERSION = 8
+PLAN_VERSION = 9
 """Bumped whenever a plan written by an older compiler could be misread by this runtime."""
 
 class Family(enum.Enum):
@@ -163,6 +164,17 @@ class Price:
     cached_input: float | None
 
 
+class PriceSource(enum.Enum):
+    """Where a deployment's price comes from."""
+
+    TABLE = "table"
+    """The bundled price table, by the upstream model name."""
+    SPEC = "spec"
+    """The target's own `price`."""
+    BASE_MODEL = "base_model"
+    """The price table, by the target's `base_model`."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Target:
     """One deployment of a model group: a provider and the upstream model name."""
@@ -183,6 +195,10 @@ class Target:
     max_output_tokens: int | None
     tier: int
     """Priority tier for the `priority` strategy (0 first)."""
+    price_source: PriceSource | None = None
+    """Where `price` comes from; None when the deployment has no price."""
+    base_model: str | None = None
+    """The price-table model the target is priced as (`base_model` in the spec)."""
 
 
 class Strategy(enum.Enum):
@@ -251,6 +267,9 @@ class ModelGroup:
     """Groups tried when an upstream refuses the content."""
     hedge_after: float | None
     """Start a second attempt elsewhere when the first has sent no byte after this long."""
+    reserve_output_tokens: int = 4096
+    """Output tokens reserved at admission for a request without max_tokens when a deployment's
+    output limit is unknown."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -274,6 +293,10 @@ class Store:
     """A Redis URL: rate-limit counters and budget spend shared by every sidecar using it."""
     redis_sync: float = 0.5
     """Seconds between two syncs of the counters with Redis."""
+    journal: str | None = None
+    """Path of the local spend journal; None: the default for the database (see `journal_path`)."""
+    spend_buffer: int = 100_000
+    """Spend rows kept in memory while the database is unreachable (past it: the journal)."""
 
 
 class LogFormat(enum.Enum):
@@ -324,6 +347,8 @@ class BudgetRule:
     amount: float
     period: str
     soft: float | None
+    refuse_unpriced: bool = False
+    """Refuse (403 price_unknown) requests to groups with an unpriced deployment, instead of admitting them."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -64,6 +64,8 @@ class Call:
     """True once response headers were sent (errors must then go in-stream)."""
     complete: bool = False
     """True once the last byte of the answer is being sent."""
+    client_gone: bool = False
+    """The client disconnected before the answer was complete (the request was cancelled)."""
     usage: Usage | None = None
     price: Price | None = None
     """The serving deployment's prices (for the request's cost)."""

@@ -13,6 +13,7 @@ from compiler.sections import routing
 from compiler.sections.a2a import check_a2a
 from compiler.sections.governance import check_governance
 from compiler.sections.mcp import check_mcp
+from compiler.sections.pricing import check_budgeted_prices
 from runtime.plan import Family
 from runtime.routing.routes import glob_regex, is_prefix_wildcard
 
@@ -205,6 +206,21 @@ def _check_targets(g: GroupSpec, providers: dict[str, ProviderSpec], out: Collec
             seen[key] = i
 
 
+def _check_prices(resolved: Resolved, out: Collector) -> None:
+    gov = resolved.governance
+    aliases = {a: g.name for g in resolved.groups for a in g.aliases}
+
+    def groups_of(models: tuple[str, ...]) -> tuple[str, ...] | None:
+        return tuple(aliases.get(m, m) for m in models) if models else None
+
+    budgeted = [(f"team '{t.name}'", groups_of(t.models)) for t in gov.teams if t.budget is not None]
+    budgeted.extend((f"key '{k.name}'", groups_of(k.models)) for k in (gov.auth.keys if gov.auth else ())
+                    if k.budget is not None)
+    groups = {g.name: [(t.pointer, f"{t.provider}/{t.model}", t.price is not None) for t in g.targets]
+              for g in resolved.groups}
+    check_budgeted_prices(groups, budgeted, out)
+
+
 def check(resolved: Resolved, out: Collector) -> None:
     """Report every cross-reference problem of ``resolved`` to ``out``."""
     providers = dict(resolved.providers)
@@ -217,6 +233,7 @@ def check(resolved: Resolved, out: Collector) -> None:
     names = {g.name for g in resolved.groups} | {a for g in resolved.groups for a in g.aliases}
     check_governance(resolved.governance, names, out)
     gov = resolved.governance
+    _check_prices(resolved, out)
     check_a2a(resolved.a2a, [
         *((f"/auth/keys/{i}", k.a2a) for i, k in enumerate(gov.auth.keys if gov.auth else ())),
         *((join_pointer("/teams", t.name), t.a2a) for t in gov.teams),

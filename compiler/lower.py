@@ -9,7 +9,7 @@ from __future__ import annotations
 from compiler.data.capabilities import capabilities, override_output
 from compiler.resolve import GroupSpec, ProviderSpec, Resolved, TargetSpec
 from compiler.sections.routing import flatten_fallbacks
-from runtime.plan import PLAN_VERSION, Family, ModelGroup, Plan, Price, Provider, Target
+from runtime.plan import PLAN_VERSION, Family, ModelGroup, Plan, Provider, Target
 from runtime.routing.routes import is_prefix_wildcard
 from runtime.upstream.providers import bedrock_base_url, vertex_base_url
 
@@ -70,11 +70,13 @@ def _target(t: TargetSpec, providers: dict[str, ProviderSpec]) -> Target:
         max_parallel=t.max_parallel,
         headers=t.headers,
         extra_body=t.extra_body,
-        price=None if info is None else Price(input=info.input, output=info.output, cached_input=info.cached_input),
+        price=t.price,
         max_input_tokens=None if info is None else info.max_input_tokens,
         max_output_tokens=override_output(t.capabilities, info),
         tier=t.tier,
         caps=capabilities(kind, t.model, t.capabilities),
+        price_source=t.price_source,
+        base_model=t.base_model,
     )
 
 
@@ -95,6 +97,7 @@ def _group(g: GroupSpec, chains: dict[str, tuple[str, ...]], providers: dict[str
         context_window_fallbacks=chains["context_window_fallbacks"],
         content_policy_fallbacks=chains["content_policy_fallbacks"],
         hedge_after=p.hedge_after,
+        reserve_output_tokens=g.reserve_output_tokens,
     )
 
 

@@ -15,13 +15,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from compiler.data.catalog import ProviderType, load_catalog, price_info
+from compiler.data.catalog import ProviderType, load_catalog
 from compiler.data.prices import ModelInfo, known_models
 from compiler.diagnostics import Collector, did_you_mean, join_pointer
 from compiler.sections import routing
 from compiler.sections.a2a import resolve_a2a
 from compiler.sections.governance import GovernanceSpec, check_redis_url, resolve_governance
 from compiler.sections.mcp import resolve_mcp
+from compiler.sections.pricing import target_price
 from compiler.sections.routing import Policies
 from runtime.plan import (
     A2A,
@@ -35,6 +36,8 @@ from runtime.plan import (
     Metrics,
     MockBehaviour,
     Observability,
+    Price,
+    PriceSource,
     Secret,
     SecretPart,
     SecretSource,
@@ -159,10 +162,14 @@ class TargetSpec:
     headers: tuple[Header, ...]
     extra_body: Mapping[str, JSONValue]
     info: ModelInfo | None
-    """Price and context window from the price table, when known."""
+    """Context window (and table price) from the price table, when known."""
     tier: int
     capabilities: Mapping[str, bool | int] = field(default_factory=lambda: types.MappingProxyType({}))
     """The spec's `capabilities` overrides (see `compiler.data.capabilities`)."""
+    price: Price | None = None
+    """The price charged: the target's own, else its base_model's or model's table entry."""
+    price_source: PriceSource | None = None
+    base_model: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -177,6 +184,7 @@ class GroupSpec:
     targets: tuple[TargetSpec, ...]
     policies: Policies
     """Strategy, retries, cooldown, hedging and fallbacks as written (over the defaults)."""
+    reserve_output_tokens: int = 4096
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -327,20 +335,8 @@ class _Resolver:
         self, raw: Mapping[str, Any], pointer: str, providers: Mapping[str, ProviderSpec], weight: float
     ) -> TargetSpec:
         model: str = raw["model"]
-        info = None
         provider = providers.get(raw["provider"])
-        kind = provider.kind if provider else None
-        price_provider = kind.price_provider if kind else None
-        if kind is not None and price_provider is not None and model != "*":
-            info = price_info(kind, model)
-            if info is None:
-                hint = _model_hint(price_provider, model)
-                self.out.warning(
-                    "cost.unknown-model",
-                    pointer + "/model",
-                    f"model '{model}' is not in the price table for {price_provider}{hint}; "
-                    "its cost and context window are unknown",
-                )
+        info, price, source = target_price(raw, provider.kind if provider else None, pointer, self.out, _model_hint)
         return TargetSpec(
             pointer=pointer,
             provider=raw["provider"],
@@ -354,6 +350,9 @@ class _Resolver:
             info=info,
             tier=raw.get("tier", 0),
             capabilities=types.MappingProxyType(dict(raw.get("capabilities", {}))),
+            price=price,
+            price_source=source,
+            base_model=raw.get("base_model"),
         )
 
     def group(
@@ -375,6 +374,7 @@ class _Resolver:
                 self.target(t, f"{pointer}/targets/{i}", providers, weights[i]) for i, t in enumerate(raw["targets"])
             ),
             policies=routing.policies(raw, defaults, pointer, parse_duration),
+            reserve_output_tokens=raw.get("reserve_output_tokens", defaults.get("reserve_output_tokens", 4096)),
         )
 
     def store(self, raw: Mapping[str, Any]) -> Store:
@@ -385,7 +385,8 @@ class _Resolver:
             self.out.error("store.redis-sync-range", "/store/redis_sync",
                            f"redis_sync must be between 50ms and 10s (got {raw['redis_sync']})")
         return Store(database=self._secret(raw.get("database", "sqlite://:memory:"), "/store/database"),
-                     redis=redis, redis_sync=sync,
+                     redis=redis, redis_sync=sync, journal=raw.get("journal"),
+                     spend_buffer=raw.get("spend_buffer", 100_000),
                      responses_retention=parse_duration(raw.get("responses_retention", "30d")))
 
     @staticmethod

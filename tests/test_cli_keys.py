@@ -23,8 +23,9 @@ def test_create_list_revoke(tmp_path: Path, capsys: Capture) -> None:
     spec = str(_spec(tmp_path))
     assert main(["keys", "create", spec, "--name", "ci", "--models", "demo", "--rpm", "10",
                  "--metadata", '{"mcp": {"allow": ["files__*"]}}']) == 0
-    key = capsys.readouterr().out.strip()
-    assert key.startswith("sk-sg-")
+    made = capsys.readouterr()
+    key = made.out.strip()
+    assert key.startswith("sk-sg-") and made.err.startswith("created key sk-sg-")
     assert main(["keys", "list", spec]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [k["name"] for k in listed] == ["ci"] and listed[0]["revoked"] is False
@@ -35,8 +36,24 @@ def test_create_list_revoke(tmp_path: Path, capsys: Capture) -> None:
     raw = b"".join(p.read_bytes() for p in tmp_path.glob("keys.db*"))
     assert key.encode() not in raw
     assert main(["keys", "revoke", spec, key]) == 0
+    assert capsys.readouterr().out == f"key {listed[0]['token']} revoked\n"
+    assert main(["keys", "revoke", spec, key]) == 0
+    assert capsys.readouterr().out.endswith("was already revoked\n")
     assert main(["keys", "list", spec]) == 0
     assert json.loads(capsys.readouterr().out)[0]["revoked"] is True
+
+
+def test_unknown_teams_models_and_keys_are_errors(tmp_path: Path, capsys: Capture) -> None:
+    spec = str(_spec(tmp_path))
+    assert main(["keys", "create", spec, "--team", "nosuchteam"]) == 1
+    assert "team 'nosuchteam' does not exist" in capsys.readouterr().err
+    assert main(["keys", "create", spec, "--models", "demo,dmeo"]) == 1
+    assert "model 'dmeo' is not a model group of this gateway (did you mean 'demo'?)" in capsys.readouterr().err
+    assert main(["keys", "revoke", spec, "sk-sg-mistyped"]) == 1
+    out = capsys.readouterr()
+    assert out.out == "" and "no such key" in out.err
+    assert main(["keys", "list", spec]) == 0
+    assert json.loads(capsys.readouterr().out) == [], "nothing was created by the refused commands"
 
 
 def test_bad_metadata_is_a_usage_error(tmp_path: Path, capsys: Capture) -> None:

@@ -28,6 +28,7 @@ def test_keys_create_list_revoke_on_postgresql(pg_server: str, tmp_path: Path, c
     key = capsys.readouterr().out.strip()
     assert key.startswith("sk-sg-")
     assert main(["keys", "revoke", spec, key]) == 0
+    assert capsys.readouterr().out.endswith(" revoked\n")
     assert main(["keys", "list", spec]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [(k["name"], k["revoked"]) for k in listed] == [("ci", True)]

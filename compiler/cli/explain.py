@@ -12,7 +12,7 @@ import json
 
 from compiler.data.catalog import load_catalog, price_info
 from compiler.diagnostics import did_you_mean
-from runtime.plan import Family, ModelGroup, Plan, Price, Provider, Strategy, Target
+from runtime.plan import Family, ModelGroup, Plan, Price, PriceSource, Provider, Strategy, Target
 from runtime.plan.canonical import to_json_obj
 from runtime.routing.routes import RouteTable
 from runtime.upstream.adapter import url_for
@@ -36,21 +36,29 @@ def _money(per_token: float) -> str:
     return f"${per_token * 1_000_000:.6g}"
 
 
+_SOURCES = {PriceSource.TABLE: " (price table)", PriceSource.SPEC: " (declared in the spec)"}
+
+
 def _price_line(target: Target, provider: Provider, forwarded: str | None) -> tuple[str, str]:
     """(price, context) lines; a wildcard target is priced for the forwarded model, if known."""
     price, max_in, max_out = target.price, target.max_input_tokens, target.max_output_tokens
-    if target.model == "*" and forwarded is not None:
+    source = _SOURCES.get(target.price_source, "") if target.price_source is not None else ""
+    if target.price_source is PriceSource.BASE_MODEL:
+        source = f" (price table, as base_model '{target.base_model}')"
+    if target.model == "*" and forwarded is not None and target.price_source is not PriceSource.SPEC:
         kind = load_catalog().get(provider.type)
         info = price_info(kind, forwarded) if kind else None
         if info is not None:
             price = Price(input=info.input, output=info.output, cached_input=info.cached_input)
             max_in, max_out = info.max_input_tokens, info.max_output_tokens
+            source = " (price table, for the forwarded model)"
     if price is None:
-        price_text = "unknown (not in the price table)"
+        price_text = "unknown (not in the price table; declare price or base_model): requests cost $0"
     else:
         price_text = f"{_money(price.input)} input / {_money(price.output)} output per 1M tokens"
         if price.cached_input is not None:
             price_text += f" ({_money(price.cached_input)} cached input)"
+        price_text += source
     if max_in is None and max_out is None:
         context = "unknown"
     else:

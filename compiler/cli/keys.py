@@ -6,14 +6,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from runtime.plan import Plan
 
 __all__ = ["add_keys_commands"]
 
 _Parser = TypeVar("_Parser", bound=argparse.ArgumentParser)
 
 
-def _database(args: argparse.Namespace) -> str | None:
+def _database(args: argparse.Namespace) -> tuple[str, Plan] | None:
     if args.plan:
         from runtime.plan.canonical import PlanFormatError, loads
 
@@ -38,13 +41,13 @@ def _database(args: argparse.Namespace) -> str | None:
     from runtime.plan.secrets import SecretError, resolve
 
     try:
-        return resolve(plan.store.database)
+        return resolve(plan.store.database), plan
     except SecretError as exc:
         print(f"sidegate keys: {exc}", file=sys.stderr)
         return None
 
 
-def _admin_call(url: str, method: str, path: str, query: dict[str, str], body: dict[str, Any]) -> Any:
+def _admin_call(url: str, plan: Plan, method: str, path: str, query: dict[str, str], body: dict[str, Any]) -> Any:
     import trio
 
     from runtime.governance.keys import KeyCache
@@ -54,7 +57,8 @@ def _admin_call(url: str, method: str, path: str, query: dict[str, str], body: d
     async def call() -> Any:
         store = await Store.open(url, wait=0.0)  # a CLI reports an unreachable store at once
         try:
-            return await Admin(store, KeyCache()).handle(method, path, query, body)
+            known = (frozenset(g.name for g in plan.models), frozenset(t.name for t in plan.teams))
+            return await Admin(store, KeyCache(), known=lambda: known).handle(method, path, query, body)
         finally:
             await store.aclose()
 
@@ -65,9 +69,10 @@ def _run(args: argparse.Namespace) -> int:
     from runtime.errors import GatewayError
     from runtime.store.database import StoreUnavailable
 
-    url = _database(args)
-    if url is None:
+    found = _database(args)
+    if found is None:
         return 1
+    url, plan = found
     if url.endswith(":memory:"):
         print("sidegate keys: the spec's store is in memory; set store.database to a file", file=sys.stderr)
         return 1
@@ -85,11 +90,15 @@ def _run(args: argparse.Namespace) -> int:
                                     "rpm_limit": args.rpm, "tpm_limit": args.tpm,
                                     "max_parallel_requests": args.parallel, "duration": args.expires,
                                     "metadata": json.loads(args.metadata) if args.metadata else None}
-            made = _admin_call(url, "POST", "/key/generate", {}, {k: v for k, v in body.items() if v is not None})
+            made = _admin_call(url, plan, "POST", "/key/generate", {},
+                               {k: v for k, v in body.items() if v is not None})
             print(made["key"])
-            print(f"token {made['token']}", file=sys.stderr)
+            print(f"created key {made['key_prefix']}... (token {made['token']})", file=sys.stderr)
         elif args.action == "revoke":
-            _admin_call(url, "POST", "/key/delete", {}, {"keys": [args.key]})
+            done = _admin_call(url, plan, "POST", "/key/delete", {}, {"keys": [args.key]})
+            token = done["deleted_keys"][0]
+            state = "was already revoked" if done["already_revoked"] else "revoked"
+            print(f"key {token} {state}")
         else:
             from runtime.store.database import Store
             from runtime.store.models import ApiKey
@@ -105,7 +114,9 @@ def _run(args: argparse.Namespace) -> int:
 
             import trio
 
-            print(json.dumps(trio.run(read), indent=2))
+            keys = trio.run(read)
+            print(json.dumps(keys, indent=2))
+            print(f"{len(keys)} key(s)", file=sys.stderr)
     except GatewayError as exc:
         print(f"sidegate keys: {exc.message}", file=sys.stderr)
         return 1

@@ -32,7 +32,8 @@ class GovernanceSpec:
 def _budget(raw: Mapping[str, Any] | None) -> BudgetRule | None:
     if raw is None:
         return None
-    return BudgetRule(amount=float(raw["amount"]), period=raw.get("period", "30d"), soft=raw.get("soft"))
+    return BudgetRule(amount=float(raw["amount"]), period=raw.get("period", "30d"), soft=raw.get("soft"),
+                      refuse_unpriced=raw.get("unknown_price", "admit") == "refuse")
 
 
 def _limits(raw: Mapping[str, Any] | None) -> LimitRule | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from runtime.errors import GatewayError, RateLimited
 from runtime.governance.keys import Grant, KeyCache, hash_key
@@ -17,9 +18,12 @@ from runtime.plan import LimitRule, Plan, Price
 from runtime.plan.secrets import resolve
 from runtime.upstream.openai_wire import Usage
 
+if TYPE_CHECKING:
+    from runtime.governance.redis_budget import Held
+
 __all__ = [
-    "Admission", "AuthError", "Forbidden", "Gatekeeper", "TeamPolicy", "cost_of", "policies_from_plan", "token_of",
-    "users_from_plan",
+    "Admission", "AuthError", "Estimate", "Forbidden", "Gatekeeper", "PriceUnknown", "TeamPolicy", "cost_of",
+    "policies_from_plan", "token_of", "users_from_plan",
 ]
 
 
@@ -49,16 +53,35 @@ class TeamPolicy:
     budget: Budget | None = None
 
 
+Estimate = tuple[int, float, bool]
+"""A request's worst case: (tokens, USD at the highest prices that may apply, whether a deployment
+that may serve it has no price); see `runtime.governance.reserve.estimate`."""
+
+
+class PriceUnknown(GatewayError):
+    """A fail-closed budget (`unknown_price: refuse`) and a group with an unpriced deployment."""
+
+    status = 403
+    type = "permission_error"
+    code = "price_unknown"
+
+
 @dataclass(frozen=True, slots=True)
 class Admission:
-    """An admitted request: who, and the counters it holds until it finishes."""
+    """An admitted request: who, and the counters and reservations it holds until it finishes."""
 
     grant: Grant | None
     subjects: tuple[str, ...]
     reserved: int = 0
-    """Prompt tokens reserved against tpm until the request finishes."""
+    """Tokens reserved against tpm until the request finishes (its worst case)."""
     window: int = -1
     """The minute window the request was counted in."""
+    held: float = 0.0
+    """USD reserved against each budget in `budgeted` until the request finishes."""
+    budgeted: tuple[str, ...] = ()
+    """The subjects whose budgets hold `held`."""
+    remote: Held | None = None
+    """The same reservation in Redis (budgets shared by several sidecars), when it was made there."""
 
 
 def token_of(headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -87,7 +110,9 @@ def _limits(grant: Grant) -> Limits | None:
 
 
 def _budget(grant: Grant) -> Budget | None:
-    return None if grant.budget is None else Budget(grant.budget, grant.budget_period or "30d", grant.budget_soft)
+    if grant.budget is None:
+        return None
+    return Budget(grant.budget, grant.budget_period or "30d", grant.budget_soft, grant.budget_refuse_unpriced)
 
 
 class Gatekeeper:
@@ -152,9 +177,11 @@ class Gatekeeper:
             raise AuthError("this API key has expired", code="expired_api_key")
         return grant
 
-    def admit(self, grant: Grant | None, group: str, now: float, prompt: Callable[[], int] | None = None) -> Admission:
-        """Check permissions, budgets and limits for a call to `group`, and count it. When a tpm limit
-        applies, `prompt()` (the prompt's token estimate) is reserved until the request finishes."""
+    def admit(self, grant: Grant | None, group: str, now: float,
+              estimate: Callable[[], Estimate] | None = None) -> Admission:
+        """Check permissions, budgets and limits for a call to `group`, and count it. When a budget or
+        a tpm limit applies, the request's worst case (`estimate()`) is reserved until it settles:
+        a request is refused once settled plus reserved has reached a limit."""
         if grant is None or grant.master:
             return Admission(grant, ())
         team = self.teams.get(grant.team) if grant.team else None
@@ -166,11 +193,17 @@ class Gatekeeper:
             checks.append((f"team:{team.name}", team.limits, team.budget))
         if grant.user:
             checks.append((f"user:{grant.user}", self.user_limits(grant.user), None))
-        for subject, _, budget in checks:
-            if budget is not None and self.ledger.over_budget(subject, budget, wall):
-                who = subject.split(":", 1)[0]
-                raise RateLimited(f"the {who}'s budget of ${budget.amount:g} per {budget.period} is spent",
-                                  code="budget_exceeded", retry_after=None)
+        budgets = [(subject, budget) for subject, _, budget in checks if budget is not None]
+        tpm = any(limits is not None and limits.tpm is not None for _, limits, _ in checks)
+        tokens, cost, unpriced = estimate() if estimate is not None and (budgets or tpm) else (0, 0.0, False)
+        for subject, budget in budgets:
+            who = subject.split(":", 1)[0]
+            if unpriced and budget.refuse_unpriced:
+                raise PriceUnknown(f"the {who}'s budget refuses models without a price, and a deployment of "
+                                   f"'{group}' has none (declare its price or base_model)", param="model")
+            if self.ledger.over_budget(subject, budget, wall):
+                raise RateLimited(f"the {who}'s budget of ${budget.amount:g} per {budget.period} is spent "
+                                  "(or held by requests in flight)", code="budget_exceeded", retry_after=None)
         for subject, limits, _ in checks:
             if limits is not None:
                 wait = self.ledger.limited_for(subject, limits, now)
@@ -178,30 +211,45 @@ class Gatekeeper:
                     who = subject.split(":", 1)[0]
                     raise RateLimited(f"the {who}'s rate limit is reached", retry_after=wait)
         subjects = tuple(s for s, _, _ in checks)
-        reserve = 0
-        if prompt is not None and any(limits is not None and limits.tpm is not None for _, limits, _ in checks):
-            reserve = prompt()
+        reserve = tokens if tpm else 0
         window = -1
         for subject in subjects:
             window = self.ledger.start(subject, now, reserve)
-        return Admission(grant, subjects, reserve, window)
+        budgeted = tuple(subject for subject, _ in budgets)
+        for subject in budgeted:
+            self.ledger.hold(subject, cost)
+        return Admission(grant, subjects, reserve, window, cost, budgeted)
+
+    def budget_of(self, subject: str, grant: Grant | None) -> Budget | None:
+        """The budget of an admitted request's subject (`key:...` or `team:...`)."""
+        if subject.startswith("key:") and grant is not None:
+            return _budget(grant)
+        if subject.startswith("team:"):
+            team = self.teams.get(subject[5:])
+            return team.budget if team else None
+        return None
+
+    def undo(self, admission: Admission, now: float) -> None:
+        """Take back an admission that was refused after all (by the budgets shared through Redis)."""
+        for subject in admission.budgeted:
+            self.ledger.release(subject, admission.held)
+        for subject in admission.subjects:
+            self.ledger.undo_start(subject, now, admission.reserved, admission.window)
 
     def settle(self, admission: Admission, now: float, usage: Usage | None, cost: float) -> list[str]:
-        """Release the request's counters, add its tokens and spend; returns the subjects whose soft
-        budget threshold this request crossed."""
+        """Release the request's counters and reservations, add its tokens and spend; returns the
+        subjects whose soft budget threshold this request crossed."""
         tokens = usage.prompt + usage.completion if usage is not None else 0
         crossed: list[str] = []
         wall = self.wall()
         grant = admission.grant
+        for subject in admission.budgeted:
+            self.ledger.release(subject, admission.held)
+        pushed = admission.remote is not None
         for subject in admission.subjects:
             self.ledger.finish(subject, now, tokens, admission.reserved, admission.window)
-            budget = None
-            if subject.startswith("key:") and grant is not None:
-                budget = _budget(grant)
-            elif subject.startswith("team:"):
-                team = self.teams.get(subject[5:])
-                budget = team.budget if team else None
-            if cost and self.ledger.add_spend(subject, cost, budget, wall):
+            budget = self.budget_of(subject, grant)
+            if cost and self.ledger.add_spend(subject, cost, budget, wall, pushed=pushed and budget is not None):
                 crossed.append(subject)
         return crossed
 
@@ -224,7 +272,8 @@ def policies_from_plan(plan: Plan) -> tuple[tuple[Grant, ...], dict[str, TeamPol
             name=t.name,
             models=frozenset(t.models) if t.models else None,
             limits=None if t.limits is None else Limits(t.limits.rpm, t.limits.tpm, t.limits.parallel),
-            budget=None if t.budget is None else Budget(t.budget.amount, t.budget.period, t.budget.soft),
+            budget=None if t.budget is None else Budget(t.budget.amount, t.budget.period, t.budget.soft,
+                                                        t.budget.refuse_unpriced),
         )
         for t in plan.teams
     }
@@ -238,6 +287,7 @@ def policies_from_plan(plan: Plan) -> tuple[tuple[Grant, ...], dict[str, TeamPol
                 models=frozenset(k.models) if k.models else None,
                 budget=k.budget.amount if k.budget else None, budget_period=k.budget.period if k.budget else None,
                 budget_soft=k.budget.soft if k.budget else None,
+                budget_refuse_unpriced=k.budget.refuse_unpriced if k.budget else False,
                 rpm=k.limits.rpm if k.limits else None, tpm=k.limits.tpm if k.limits else None,
                 parallel=k.limits.parallel if k.limits else None,
                 metadata={**({"a2a": {"allow": list(k.a2a.allow), "deny": list(k.a2a.deny)}} if k.a2a else {}),

@@ -53,6 +53,8 @@ class Grant:
     budget_period: str | None = None
     budget_soft: float | None = None
     """The share of the budget past which a crossing is logged and counted (spec keys)."""
+    budget_refuse_unpriced: bool = False
+    """The budget refuses requests a deployment without a price may serve (spec keys)."""
     rpm: int | None = None
     tpm: int | None = None
     parallel: int | None = None

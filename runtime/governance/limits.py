@@ -1,9 +1,11 @@
 """Per key, team and user rate limits and budgets, counted in memory (sans-IO: `now` passed in).
 
 Limits: rpm, tpm and parallel requests in one-minute windows. Budgets: USD per period (`1d`,
-`7d`, `30d` as fixed windows from the epoch, or `month` for the calendar month, UTC); a request
-is refused once the period's spend has reached the budget, so the one that crosses it is the last
-served. Soft thresholds are reported, not enforced.
+`7d`, `30d` as fixed windows from the epoch, or `month` for the calendar month, UTC). Requests in
+flight hold reservations (their worst-case tokens and cost) until they finish: a request is
+refused once the settled amount plus the reservations has reached the limit, so the one that
+crosses it is the last admitted and the overshoot is bounded by one request. Soft thresholds are
+reported, not enforced.
 
 Shared mode (`share()`, with Redis): every count is also kept as a pending delta; the sync task
 takes the deltas (`take_pending`), adds them to the shared totals and hands back what every
@@ -39,6 +41,8 @@ class Budget:
     """`1d`, `7d`, `30d`... (days) or `month`."""
     soft: float | None = None
     """Share of the amount at which a warning is logged and counted."""
+    refuse_unpriced: bool = False
+    """Refuse requests that may be served by a deployment without a price (fail-closed)."""
 
 
 def period_seconds(period: str) -> float:
@@ -86,6 +90,8 @@ class Ledger:
         self._shared = False
         self._pending = Pending({}, {})
         self._spend_ttl: dict[str, float] = {}
+        self._held: dict[str, tuple[float, int]] = {}
+        """subject -> (USD reserved by requests in flight, how many)."""
 
     def share(self, on: bool) -> None:
         """Keep pending deltas for a sync task (True), or count alone (False)."""
@@ -125,7 +131,8 @@ class Ledger:
                 continue
             since = self._pending.windows.get((subject, window), (0, 0))
             w.requests = max(w.requests, requests + since[0])
-            w.tokens = max(w.tokens, tokens + since[1])
+            # the shared total holds this process's reservations too: they are counted in `reserved`
+            w.tokens = max(w.tokens, tokens + since[1] - w.reserved)
         for (subject, start), amount in spend.items():
             current = self._spend.get(subject)
             if current is None or current[0] != start:
@@ -144,11 +151,11 @@ class Ledger:
         return self._window(subject).limited_for(limits.rpm, limits.tpm, limits.parallel, now)
 
     def start(self, subject: str, now: float, reserve: int = 0) -> int:
-        """Count a request of `subject`, reserving `reserve` tokens (its prompt estimate) so requests in
+        """Count a request of `subject`, reserving `reserve` tokens (its worst case) so requests in
         flight count against tpm too; returns the window it was counted in."""
         w = self._window(subject)
         w.start(now)
-        w.tokens += reserve
+        w.reserved += reserve
         if self._shared:
             delta = self._pending.windows.setdefault((subject, w.window), [0, 0])
             delta[0] += 1
@@ -156,12 +163,13 @@ class Ledger:
         return w.window
 
     def finish(self, subject: str, now: float, tokens: int, reserved: int = 0, window: int = -1) -> None:
-        """Count a finished request of `subject` and its tokens (replacing what `start` reserved in
-        `window`, when that is still the current one)."""
+        """Count a finished request of `subject` and its tokens, releasing what `start` reserved (the
+        shared delta replaces the reservation pushed in `window`, when that is still the current one)."""
         w = self._window(subject)
         w.roll(now)
+        w.reserved = max(0, w.reserved - reserved)
+        w.finish(now, tokens)
         delta = tokens - reserved if window == w.window else tokens
-        w.finish(now, max(delta, -w.tokens))
         if self._shared and delta:
             self._pending.windows.setdefault((subject, w.window), [0, 0])[1] += delta
 
@@ -171,15 +179,51 @@ class Ledger:
         since, amount = self._spend.get(subject, (start, 0.0))
         return amount if since == start else 0.0
 
+    def held(self, subject: str) -> float:
+        """USD reserved by `subject`'s requests in flight."""
+        return self._held.get(subject, (0.0, 0))[0]
+
     def over_budget(self, subject: str, budget: Budget, wall: float) -> bool:
-        """True once the period's spend has reached the budget."""
+        """True once the period's spend plus what requests in flight hold has reached the budget."""
         if self._shared and subject not in self._spend_ttl:  # read the shared spend from the next sync on
             self._spend_ttl[subject] = period_seconds(budget.period)
             self._spend.setdefault(subject, (period_start(budget.period, wall), 0.0))
-        return self.spent(subject, budget, wall) >= budget.amount
+        return self.spent(subject, budget, wall) + self.held(subject) >= budget.amount
 
-    def add_spend(self, subject: str, cost: float, budget: Budget | None, wall: float) -> bool:
-        """Add a request's cost; True when this crossed the soft threshold."""
+    def hold(self, subject: str, cost: float) -> None:
+        """Reserve a request's worst-case cost until `release`."""
+        usd, n = self._held.get(subject, (0.0, 0))
+        self._held[subject] = (usd + cost, n + 1)
+
+    def release(self, subject: str, cost: float) -> None:
+        """Give back what `hold` reserved (exactly zero once no request of `subject` is in flight)."""
+        usd, n = self._held.get(subject, (0.0, 0))
+        if n <= 1:
+            self._held.pop(subject, None)
+        else:
+            self._held[subject] = (max(0.0, usd - cost), n - 1)
+
+    def undo_start(self, subject: str, now: float, reserve: int, window: int) -> None:
+        """Take back a `start` whose request was refused after all (by the shared budgets)."""
+        w = self._window(subject)
+        w.roll(now)
+        w.reserved = max(0, w.reserved - reserve)
+        w.in_flight -= 1
+        if w.window == window:
+            w.requests = max(0, w.requests - 1)
+            if self._shared:
+                delta = self._pending.windows.setdefault((subject, window), [0, 0])
+                delta[0] -= 1
+                delta[1] -= reserve
+
+    def queue_spend(self, subject: str, start: float, cost: float, ttl: float) -> None:
+        """Have the next sync push `cost` to the shared spend (a settlement Redis did not take)."""
+        if self._shared:
+            self._pending.spend.setdefault((subject, start), [0.0, ttl])[0] += cost
+
+    def add_spend(self, subject: str, cost: float, budget: Budget | None, wall: float, pushed: bool = False) -> bool:
+        """Add a request's cost (`pushed`: the shared spend has it already, through a settled
+        reservation); True when this crossed the soft threshold."""
         if budget is None:
             start = 0.0
             before = self._spend.get(subject, (0.0, 0.0))[1]
@@ -189,7 +233,8 @@ class Ledger:
         self._spend[subject] = (start, before + cost)
         if self._shared and budget is not None:
             ttl = self._spend_ttl[subject] = period_seconds(budget.period)
-            self._pending.spend.setdefault((subject, start), [0.0, ttl])[0] += cost
+            if not pushed:
+                self._pending.spend.setdefault((subject, start), [0.0, ttl])[0] += cost
         if budget is None or budget.soft is None:
             return False
         line = budget.soft * budget.amount

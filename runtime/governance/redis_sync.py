@@ -80,6 +80,7 @@ class RedisSync:
         """Successful syncs (for tests and the log)."""
         self._client: redis.Redis | None = None
         self._client_source: Secret | None = None
+        self._connecting = trio.Lock()
         self.up_gauge = Gauge("sidegate_redis_up", "1 while counters sync with Redis (store.redis), else 0.",
                               registry=registry)
         self.failures = Counter("sidegate_redis_sync_failures",
@@ -114,11 +115,7 @@ class RedisSync:
             windows, spend = await trio.to_thread.run_sync(push, client, pending, abandon_on_cancel=True)
         except (redis.RedisError, OSError, SecretError, ValueError) as exc:
             self.ledger.give_back(pending, self.wall())
-            self.failures.inc()
-            if self.up is not False:
-                self.logger.error("redis_sync_failed", error=f"{type(exc).__name__}: {exc}",
-                                  fallback="counting locally until Redis is back")
-            self._set_up(False)
+            self.note_failure(exc)
             return False
         self.sync_seconds.set(trio.current_time() - t0)
         self.ledger.apply_shared(windows, spend)
@@ -128,19 +125,32 @@ class RedisSync:
         self.syncs += 1
         return True
 
-    async def _connect(self) -> redis.Redis:
-        """The client for the configured URL (resolved in a worker thread; made anew when it changed)."""
-        if self._client is None or self._client_source != self.source:
-            self._close()
-            source = self.source
-            assert source is not None
-            url = await trio.to_thread.run_sync(resolve, source)
-            import redis
+    def note_failure(self, exc: BaseException) -> None:
+        """Count a failed round trip (a sync, or a budget reservation) and log the first of an outage:
+        until the next successful sync, counting and budget reservations stay local."""
+        self.failures.inc()
+        if self.up is not False:
+            self.logger.error("redis_sync_failed", error=f"{type(exc).__name__}: {exc}",
+                              fallback="counting locally until Redis is back")
+        self._set_up(False)
 
-            self._client = redis.Redis.from_url(url, socket_timeout=_TIMEOUT, socket_connect_timeout=_TIMEOUT,
-                                                health_check_interval=0)
-            self._client_source = source
-        return self._client
+    async def _connect(self) -> redis.Redis:
+        """The client for the configured URL (resolved in a worker thread; made anew when it changed).
+        One at a time: concurrent callers (the sync and budget reservations) share the client made."""
+        if self._client is not None and self._client_source == self.source:
+            return self._client
+        async with self._connecting:
+            if self._client is None or self._client_source != self.source:
+                self._close()
+                source = self.source
+                assert source is not None
+                url = await trio.to_thread.run_sync(resolve, source)
+                import redis
+
+                self._client = redis.Redis.from_url(url, socket_timeout=_TIMEOUT, socket_connect_timeout=_TIMEOUT,
+                                                    health_check_interval=0)
+                self._client_source = source
+            return self._client
 
     def _set_up(self, up: bool) -> None:
         self.up = up

@@ -12,13 +12,15 @@ WINDOW = 60.0
 class WindowCounter:
     """Requests and tokens in the current minute, and requests in flight."""
 
-    __slots__ = ("in_flight", "requests", "tokens", "window")
+    __slots__ = ("in_flight", "requests", "reserved", "tokens", "window")
 
     def __init__(self) -> None:
         self.in_flight = 0
         self.window = -1
         self.requests = 0
         self.tokens = 0
+        self.reserved = 0
+        """Tokens reserved by requests in flight (whatever minute they started in: kept across windows)."""
 
     def roll(self, now: float) -> None:
         """Start a new window when `now` has left the current one."""
@@ -33,7 +35,7 @@ class WindowCounter:
         self.roll(now)
         if parallel is not None and self.in_flight >= parallel:
             return 1.0
-        if (rpm is not None and self.requests >= rpm) or (tpm is not None and self.tokens >= tpm):
+        if (rpm is not None and self.requests >= rpm) or (tpm is not None and self.tokens + self.reserved >= tpm):
             return (self.window + 1) * WINDOW - now
         return None
 

@@ -5,6 +5,7 @@ master key. Owned by the app; the key cache, counters and spend writer outlive p
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -13,17 +14,20 @@ import peewee
 import trio
 
 from runtime.asgi import Receive, Scope, read_body
-from runtime.errors import BadRequest
+from runtime.errors import BadRequest, RateLimited
 from runtime.governance.gate import Admission, AuthError, Forbidden, Gatekeeper, cost_of, token_of, users_from_plan
 from runtime.governance.keys import Grant, KeyCache, looks_like_jwt
 from runtime.governance.limits import Budget, period_start
+from runtime.governance.redis_budget import SharedBudgets
 from runtime.governance.redis_sync import RedisSync
+from runtime.governance.reserve import Basis, estimate
 from runtime.http.admin import ADMIN_ROUTES, Admin, grant_from_row, team_from_row, user_limits_from_row
 from runtime.observe.logs import Logger
 from runtime.observe.metrics import Metrics
-from runtime.routing.call import Call, estimate_tokens
+from runtime.routing.call import Call
 from runtime.routing.state import Runtime
 from runtime.store.database import Store
+from runtime.store.journal import Journal, journal_path
 from runtime.store.models import ApiKey, SpendLog, User
 from runtime.store.models import Team as TeamRow
 from runtime.store.spend import SpendRow, SpendWriter
@@ -61,9 +65,15 @@ class Access:
         self.jwt = _verifier(runtime, None)
         self.shared = RedisSync(self.gate.ledger, logger, metrics.registry if metrics is not None else None)
         self.shared.configure(runtime.plan.store.redis, runtime.plan.store.redis_sync)
+        self.budgets = SharedBudgets(self.shared)
+        self.journal_setting = runtime.plan.store.journal
+        self.groups: frozenset[str] = frozenset(runtime.groups)
+        self._spec_team_names: frozenset[str] = frozenset(runtime.teams)
+        self.spend_buffer = runtime.plan.store.spend_buffer
 
     def configure(self, runtime: Runtime) -> None:
         """Apply a reloaded plan's keys and teams."""
+        self.groups, self._spec_team_names = frozenset(runtime.groups), frozenset(runtime.teams)
         self.gate.configure(runtime.grants, runtime.teams, runtime.plan.auth is not None)
         self.gate.set_users(*users_from_plan(runtime.plan))
         self.refresh = runtime.plan.auth.refresh if runtime.plan.auth else 5.0
@@ -72,9 +82,21 @@ class Access:
 
     async def attach(self, store: Store) -> None:
         """Start using the store: load stored keys and this period's spend (before serving)."""
+        path = journal_path(self.journal_setting, store.db)
         self.spend = SpendWriter(store, on_failure=lambda msg, n: self.logger.error(
-            "spend_write_failed", error=msg, pending=n), metrics=self.metrics)
-        self.admin = Admin(store, self.gate.cache, on_change=lambda: self.reload_keys(store))
+            "spend_write_failed", error=msg, pending=n), metrics=self.metrics, max_buffer=self.spend_buffer,
+            journal=Journal(path) if path is not None else None)
+        self.admin = Admin(store, self.gate.cache, on_change=lambda: self.reload_keys(store),
+                           known=lambda: (self.groups, self._spec_team_names))
+        await self.spend.open_journal()
+        if self.spend.journal_rows:
+            left = self.spend.journal_rows
+            try:  # before budgets are loaded, so they count the journaled spend
+                stored = await self.spend.replay()
+                self.logger.info("spend_journal_replayed", path=path, rows=left, stored=stored)
+            except Exception as exc:
+                self.logger.error("spend_journal_replay_failed", path=path, rows=left,
+                                  error=f"{type(exc).__name__}: {exc}", retry="by the spend writer")
         await self.reload_keys(store)
         await self._load_spend(store)
 
@@ -112,6 +134,7 @@ class Access:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.spend.run)
             nursery.start_soon(self.shared.run)
+            nursery.start_soon(self.budgets.run)
             if self.jwt is not None:
                 nursery.start_soon(self.jwt.run)
             while True:
@@ -121,10 +144,29 @@ class Access:
                 except Exception as exc:
                     self.logger.error("key_refresh_failed", error=f"{type(exc).__name__}: {exc}")
 
-    def admit(self, grant: Grant | None, group: str, data: dict[str, Any] | None = None) -> Admission:
-        """Admit an authenticated model call to `group` (its prompt estimate reserved against tpm)."""
-        prompt = None if data is None else (lambda: estimate_tokens(data)[0])
-        return self.gate.admit(grant, group, self.gate.wall(), prompt)
+    async def admit(self, grant: Grant | None, group: str, data: dict[str, Any] | None = None,
+                    basis: Basis | None = None, op: str = "chat", request_id: str = "") -> Admission:
+        """Admit an authenticated model call to `group` (its worst case reserved against budgets and
+        tpm; computed only when one applies). With `store.redis`, budgets are also reserved in Redis
+        (one round trip), so the sidecars sharing them cannot together overshoot."""
+        worst = None if data is None or basis is None else (lambda: estimate(basis, data, op))
+        wall = self.gate.wall()
+        admission = self.gate.admit(grant, group, wall, worst)
+        if not admission.budgeted or not self.budgets.active:
+            return admission
+        budgets = [(s, b) for s in admission.budgeted if (b := self.gate.budget_of(s, grant)) is not None]
+        try:
+            held, refused = await self.budgets.reserve(request_id, budgets, admission.held, wall)
+        except BaseException:  # cancelled while waiting (the shutdown drain): nothing may stay reserved
+            self.gate.undo(admission, self.gate.wall())
+            raise
+        if refused is not None:
+            self.gate.undo(admission, self.gate.wall())
+            budget = self.gate.budget_of(refused, grant)
+            amount = f"${budget.amount:g} per {budget.period}" if budget is not None else ""
+            raise RateLimited(f"the {refused.split(':', 1)[0]}'s budget of {amount} is spent (or held by requests "
+                              "in flight on the sidecars sharing it)", code="budget_exceeded", retry_after=None)
+        return admission if held is None else replace(admission, remote=held)
 
     async def authenticate(self, scope: Scope) -> Grant | None:
         """The caller's grant: a JWT when `auth.jwt` is set and the token is one, else a key."""
@@ -134,15 +176,21 @@ class Access:
         return self.gate.authenticate(token)
 
     def settle(self, admission: Admission, call: Call) -> None:
-        """Release counters, count spend and queue the spend row."""
+        """Release counters and reservations, count spend and queue the spend row."""
         usage = call.usage
         estimated = usage is None and bool(call.answer)
-        if estimated:
-            # The provider reported no usage for an answer that was served: count it locally (after
-            # the answer went out) and flag the spend row.
-            usage = call.usage = estimate_usage(call.request, b"".join(call.answer), call.op)
-            call.extra["usage_estimated"] = True
-        cost = cost_of(usage, call.price) if usage is not None else 0.0
+        cost = 0.0
+        try:
+            if estimated:
+                # The provider reported no usage for an answer that was served: count it locally
+                # (after the answer went out) and flag the spend row.
+                usage = call.usage = estimate_usage(call.request, b"".join(call.answer), call.op)
+                call.extra["usage_estimated"] = True
+            cost = cost_of(usage, call.price) if usage is not None else 0.0
+        except Exception as exc:  # a reservation must never leak: settle with what is known
+            self.logger.error("usage_count_failed", request_id=call.request_id, error=f"{type(exc).__name__}: {exc}")
+        if admission.remote is not None:
+            self.budgets.settle_nowait(admission.remote, cost)
         for subject in self.gate.settle(admission, self.gate.wall(), usage, cost):
             scope = subject.split(":", 1)[0]
             self.logger.warning("budget_soft_threshold", subject=scope, name=subject.split(":", 1)[1][:12])

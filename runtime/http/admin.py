@@ -6,9 +6,10 @@ teams and users) are updated at once so this pod sees changes immediately."""
 
 from __future__ import annotations
 
+import difflib
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, cast
 
 import orjson
@@ -129,16 +130,49 @@ def _key_view(row: ApiKey) -> dict[str, Any]:
     }
 
 
+def _hint(name: str, names: Collection[str]) -> str:
+    close = difflib.get_close_matches(name, list(names), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+Known = Callable[[], tuple[Collection[str], Collection[str]]]
+"""() -> (the model group names served, the spec's team names)."""
+
+
 class Admin:
-    """Admin request handlers; `now` is the wall clock (seconds since the epoch)."""
+    """Admin request handlers; `now` is the wall clock (seconds since the epoch). With `known`,
+    model and team names are checked (unknown ones are a 400): teams against the spec's and the
+    store's."""
 
     def __init__(self, store: Store, cache: KeyCache, now: Callable[[], float] = time.time,
-                 on_change: Callable[[], Awaitable[None]] | None = None) -> None:
+                 on_change: Callable[[], Awaitable[None]] | None = None, known: Known | None = None) -> None:
         self.store = store
         self.cache = cache
         self.now = now
         self.on_change = on_change
         """Called after a team or user is created, so the gate enforces it from the next request."""
+        self.known = known
+
+    def _check_models(self, body: Mapping[str, Any]) -> None:
+        if self.known is None or "models" not in body:
+            return
+        groups = self.known()[0]
+        for name in orjson.loads(_models(body)):
+            if name not in groups:
+                raise BadRequest(f"model '{name}' is not a model group of this gateway{_hint(name, groups)}",
+                                 param="models", code="unknown_model")
+
+    async def _check_team(self, body: Mapping[str, Any]) -> None:
+        name = _text(body, "team_id")
+        if self.known is None or name is None:
+            return
+        spec_teams = self.known()[1]
+        if name in spec_teams:
+            return
+        stored = await self.store.run(lambda: [t.name for t in Team.select(Team.name)])
+        if name not in stored:
+            raise BadRequest(f"team '{name}' does not exist (create it with /team/new or declare it under teams)"
+                             f"{_hint(name, [*spec_teams, *stored])}", param="team_id", code="unknown_team")
 
     async def handle(self, method: str, path: str, query: Mapping[str, str], body: Mapping[str, Any]) -> Any:
         """The JSON answer to one admin call (raises GatewayError for bad input)."""
@@ -160,6 +194,8 @@ class Admin:
             if not m:
                 raise BadRequest("'duration' must be like 30s, 10m, 12h or 30d", param="duration")
             expires = now + int(m.group(1)) * _UNIT[m.group(2)]
+        self._check_models(body)
+        await self._check_team(body)
         fields = {
             "hash": hash_key(key), "prefix": display_prefix(key), "name": _text(body, "key_alias"),
             "team": _text(body, "team_id"), "user": _text(body, "user_id"), "models": _models(body),
@@ -192,6 +228,8 @@ class Admin:
     async def key_update(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """Change a key's models, limits or budget."""
         row = await self._row(body)
+        self._check_models(body)
+        await self._check_team(body)
         changes: dict[str, Any] = {"updated_at": self.now()}
         if "models" in body:
             changes["models"] = _models(body)
@@ -219,18 +257,30 @@ class Admin:
             raise BadRequest("'keys' must be a non-empty list of keys", param="keys")
         hashes = [k if re.fullmatch(r"[0-9a-f]{64}", k) else hash_key(k) for k in keys]
         now = self.now()
-        await self.store.run(
-            lambda: ApiKey.update(revoked=True, updated_at=now).where(ApiKey.hash.in_(hashes)).execute()
-        )
+
+        def revoke() -> tuple[list[str], list[str]]:
+            with ApiKey._meta.database.atomic():
+                found = {r.hash: r.revoked for r in ApiKey.select(ApiKey.hash, ApiKey.revoked)
+                         .where(ApiKey.hash.in_(hashes))}
+                if len(found) < len(set(hashes)):
+                    return [], [h for h in hashes if h not in found]
+                ApiKey.update(revoked=True, updated_at=now).where(ApiKey.hash.in_(hashes)).execute()
+                return [h for h in hashes if found[h]], []
+
+        already, missing = await self.store.run(revoke)
+        if missing:
+            raise NotFound(f"no such key: {', '.join(h[:12] + '...' for h in missing)} (nothing was revoked)",
+                           code="key_not_found")
         for h in hashes:
             self.cache.drop(h)
-        return {"deleted_keys": hashes}
+        return {"deleted_keys": hashes, "already_revoked": already}
 
     async def team_new(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """Create a team."""
         name = _text(body, "team_id") or _text(body, "team_alias")
         if not name:
             raise BadRequest("'team_id' is required", param="team_id")
+        self._check_models(body)
         fields = {"name": name, "models": _models(body), **_limit_fields(body), "created_at": self.now()}
         try:
             await self.store.run(lambda: Team.create(**fields))

@@ -12,7 +12,7 @@ import trio
 
 from runtime.a2a.metrics import A2AMetrics
 from runtime.asgi import ClientGone, Receive, Scope, Send, header, read_body, respond
-from runtime.errors import GatewayError, ModelNotFound, NotFound, from_exception, openai_body
+from runtime.errors import GatewayError, ModelNotFound, NotFound, Unavailable, from_exception, openai_body
 from runtime.http.a2a_endpoint import A2AGateway
 from runtime.http.access import ADMIN_ROUTES, Access
 from runtime.http.anthropic.count_tokens import count_input_tokens
@@ -26,6 +26,7 @@ from runtime.observe.metrics import Metrics
 from runtime.routing.call import Call, parse_request
 from runtime.routing.model_list import anthropic_model, wants_anthropic
 from runtime.routing.proxy import serve_call
+from runtime.routing.relay import stream_error
 from runtime.routing.state import Runtime, deployments_report, model_card, observe_deployments
 from runtime.store.database import Store
 from runtime.upstream import tokens
@@ -194,7 +195,8 @@ class App:
                 data = parse_request(op, body)
             route = rt.routes.resolve(data["model"])
             if route is not None:
-                admission = self.access.admit(grant, route.group.name, data)
+                admission = await self.access.admit(grant, route.group.name, data, rt.reserve.get(route.group.name),
+                                                    op, rid)
             in_flight = self.metrics.in_flight.labels(route.group.name if route else "unknown")
             in_flight.inc()
             async with trio.open_nursery() as nursery:
@@ -203,13 +205,14 @@ class App:
                     await serve_call(rt, call, data, send)
                 finally:
                     nursery.cancel_scope.cancel()
-            if call.status == 0:
-                call.status = 499
-                call.error = "client disconnected"
+            if call.status == 0 or call.client_gone:
+                call.status, call.error = 499, "client disconnected"
         except ClientGone:
             call.status, call.error = 499, "client disconnected"
         except BaseException as exc:
-            if isinstance(exc, trio.Cancelled):
+            if _cancelled(exc):  # the drain timeout is over: the server cancels what is still running
+                if not call.complete:
+                    await _cut_by_drain(call, send, rt.plan.server.drain_timeout, op)
                 raise
             err = from_exception(exc)
             if err.code == "internal_error":
@@ -273,5 +276,33 @@ async def _cancel_on_disconnect(receive: Receive, scope: trio.CancelScope, call:
         message: Any = await receive()
         if message["type"] == "http.disconnect":
             if not call.complete:
+                call.client_gone = True
                 scope.cancel()
             return
+
+
+def _cancelled(exc: BaseException) -> bool:
+    """Whether `exc` is a cancellation from outside (alone, or all a nursery's group holds)."""
+    if isinstance(exc, trio.Cancelled):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        _, rest = exc.split(trio.Cancelled)
+        return rest is None
+    return False
+
+
+async def _cut_by_drain(call: Call, send: Send, drain: float, op: str) -> None:
+    """Account a request the shutdown drain cut as 503 with the reason, and tell the client if it
+    still can (shielded, briefly: the server is closing connections)."""
+    err = Unavailable(f"the gateway is shutting down: the request was cut after the {drain:g}s drain "
+                      "(server.drain_timeout)", code="shutdown_drain")
+    with trio.CancelScope(shield=True), trio.move_on_after(0.2):
+        try:
+            if call.started:
+                await stream_error(send, call, err)
+            else:
+                body = anthropic_error_body(err, call.request_id) if op == "messages" else openai_body(err)
+                await respond(send, err.status, body, [*call.headers(), *err.headers()], _JSON)
+        except Exception:  # the connection may already be gone: the 503 is accounted anyway
+            pass
+    call.status, call.error = err.status, err.message

@@ -87,6 +87,13 @@ class Metrics:
             "sidegate_spend_rows_dropped", "Spend rows dropped, by reason: `overflow` (the retry buffer was full; "
             "oldest first) or `rejected` (the database refused the row itself).", ["reason"], registry=r,
         )
+        self.spend_journaled = Counter(
+            "sidegate_spend_rows_journaled", "Spend rows written to the local journal (the store could not take "
+            "them: an outage past the memory buffer, or at shutdown).", registry=r,
+        )
+        self.spend_replayed = Counter(
+            "sidegate_spend_rows_replayed", "Journaled spend rows replayed into the store (each once).", registry=r,
+        )
         for reason in ("overflow", "rejected"):
             self.spend_dropped.labels(reason)
         self.budget_soft_crossings = Counter(

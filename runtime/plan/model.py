@@ -55,6 +55,7 @@ __all__ = [
     "Observability",
     "Plan",
     "Price",
+    "PriceSource",
     "Provider",
     "RetryOn",
     "RetryPolicy",
@@ -171,6 +172,17 @@ class Price:
     cached_input: float | None
 
 
+class PriceSource(enum.Enum):
+    """Where a deployment's price comes from."""
+
+    TABLE = "table"
+    """The bundled price table, by the upstream model name."""
+    SPEC = "spec"
+    """The target's own `price`."""
+    BASE_MODEL = "base_model"
+    """The price table, by the target's `base_model`."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Capabilities:
     """What a target's model takes, decided at compile time from the price/context table and the
@@ -221,6 +233,10 @@ class Target:
     """Priority tier for the `priority` strategy (0 first)."""
     caps: Capabilities = Capabilities()
     """What the model takes (see :class:`Capabilities`)."""
+    price_source: PriceSource | None = None
+    """Where `price` comes from; None when the deployment has no price."""
+    base_model: str | None = None
+    """The price-table model the target is priced as (`base_model` in the spec)."""
 
 
 class Strategy(enum.Enum):
@@ -298,6 +314,9 @@ class ModelGroup:
     """Groups tried when an upstream refuses the content."""
     hedge_after: float | None
     """Start a second attempt elsewhere when the first has sent no byte after this long."""
+    reserve_output_tokens: int = 4096
+    """Output tokens reserved at admission for a request without max_tokens when a deployment's
+    output limit is unknown."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -326,6 +345,10 @@ class Store:
     """Seconds between two syncs of the counters with Redis."""
     responses_retention: float = 30 * 86400.0
     """Seconds a stored `/v1/responses` answer is kept."""
+    journal: str | None = None
+    """Path of the local spend journal; None: the default for the database (see `journal_path`)."""
+    spend_buffer: int = 100_000
+    """Spend rows kept in memory while the database is unreachable (past it: the journal)."""
 
 
 class LogFormat(enum.Enum):
@@ -376,6 +399,8 @@ class BudgetRule:
     amount: float
     period: str
     soft: float | None
+    refuse_unpriced: bool = False
+    """Refuse (403 price_unknown) requests to groups with an unpriced deployment, instead of admitting them."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -80,6 +80,8 @@ class Call:
     """True once response headers were sent (errors must then go in-stream)."""
     complete: bool = False
     """True once the last byte of the answer is being sent."""
+    client_gone: bool = False
+    """The client disconnected before the answer was complete (the request was cancelled)."""
     usage: Usage | None = None
     price: Price | None = None
     """The serving deployment's prices (for the request's cost)."""
@@ -181,5 +183,5 @@ def _prompt_size(data: dict[str, Any]) -> int:
 
 
 def _completion_budget(data: dict[str, Any]) -> int:
-    limit = data.get("max_completion_tokens", data.get("max_tokens"))
+    limit = data.get("max_completion_tokens", data.get("max_tokens", data.get("max_output_tokens")))
     return limit if isinstance(limit, int) and limit > 0 else 256

@@ -261,6 +261,10 @@ async def _stream(
                 raise
             await stream_error(send, call, err)
             raise
+        finally:
+            if relay.usage is not None and call.started and call.deployment == dep.target.id:
+                # a stream cut after the upstream reported its usage is charged that usage
+                call.usage = relay.usage
     call.usage = relay.usage
     if call.usage is not None:
         call.answer.clear()

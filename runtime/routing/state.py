@@ -13,6 +13,7 @@ import trio
 
 from runtime.governance.gate import TeamPolicy, policies_from_plan
 from runtime.governance.keys import Grant
+from runtime.governance.reserve import Basis, bases
 from runtime.mcp.upstream import ResolvedServer, resolve_servers
 from runtime.observe.metrics import STATES, Metrics
 from runtime.plan import Family, ModelGroup, Plan, Provider, Target
@@ -99,6 +100,8 @@ class Runtime:
     """A2A agent name -> the resolved headers that authenticate sidegate to it."""
     mcp_servers: tuple[ResolvedServer, ...] = ()
     """The `mcp` section's upstream servers, credentials resolved."""
+    reserve: dict[str, Basis] = field(default_factory=dict)
+    """Group name -> its worst-case prices and output length (what admission reserves)."""
 
 
 def _headers(provider: Provider, target: Target) -> tuple[tuple[str, str], ...]:
@@ -167,6 +170,7 @@ def build_runtime(plan: Plan, shared: Transport, previous: Runtime | None = None
         a2a_headers={a.name: tuple((h.name, resolve(h.value)) for h in a.headers)
                      for a in (plan.a2a.agents if plan.a2a is not None else ())},
         mcp_servers=resolve_servers(plan.mcp, resolve),
+        reserve=bases(plan),
     )
 
 

@@ -1,7 +1,10 @@
 """Spend rows written off the hot path: requests queue rows without waiting; one task writes them
 in batches through the store's worker-thread seam. If the database is down, rows wait in a bounded
-buffer and are retried with backoff (a log line and a metric say so); they are never silently
-dropped, and a request never blocks on them. On shutdown the buffer is flushed."""
+buffer and are retried with backoff (a log line and a metric say so); a request never blocks on
+them. Rows past the buffer's bound, and those still unwritten at shutdown, go to the local journal
+(`runtime.store.journal`, fsync'd), which is replayed into the store exactly once as soon as it answers
+(at the next start at the latest). Without a journal (an in-memory store) rows past the bound are
+dropped and counted."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import peewee
 import trio
 
 from runtime.store.database import Store
+from runtime.store.journal import Journal, replay_values
 from runtime.store.models import DailySpend, SpendLog
 
 if TYPE_CHECKING:
@@ -143,8 +147,22 @@ class SpendWriter:
     """Queue of spend rows and the task that writes them."""
 
     def __init__(self, store: Store, *, max_buffer: int = 100_000,
-                 on_failure: Callable[[str, int], None] | None = None, metrics: Metrics | None = None) -> None:
+                 on_failure: Callable[[str, int], None] | None = None, metrics: Metrics | None = None,
+                 journal: Journal | None = None) -> None:
         self._store = store
+        self._journal = journal
+        self._spill: list[Values] = []
+        """Rows past the buffer's bound, on their way to the journal."""
+        self._spill_wake = trio.Event()
+        self._journal_lock = trio.Lock()
+        self._journal_broken = False
+        """The last journal write failed (disk full...): rows past the bound are dropped and counted."""
+        self._failing = False
+        """The last write failed (the database is down): shutdown journals without trying again."""
+        self.journal_rows = 0
+        """Rows in the journal not yet replayed (as far as this process knows)."""
+        self.journaled = 0
+        self.replayed = 0
         self._buffer: deque[Values] = deque()
         self._writing = 0
         self._max = max_buffer
@@ -160,25 +178,87 @@ class SpendWriter:
             metrics.spend_pending.set_function(lambda: self.pending)
 
     def record_nowait(self, row: SpendRow) -> None:
-        """Queue a row (never blocks). Past the buffer bound the oldest row is dropped and counted:
-        the bound is what keeps a long database outage from exhausting memory."""
+        """Queue a row (never blocks). Past the buffer bound the oldest rows go to the journal (or,
+        without one, are dropped and counted): the bound keeps a long outage from exhausting memory."""
         self._buffer.append(_flatten(row))
         self._trim()
         self._wake.set()
 
     def _trim(self) -> None:
         excess = len(self._buffer) + self._writing - self._max
-        for _ in range(min(excess, len(self._buffer))):
-            self._buffer.popleft()
-        if excess > 0:
-            self.overflowed += excess
+        if excess <= 0:
+            return
+        moved = [self._buffer.popleft() for _ in range(min(excess, len(self._buffer)))]
+        if self._journal is not None and not self._journal_broken:
+            self._spill.extend(moved)
+            self._spill_wake.set()
+            return
+        self.overflowed += len(moved)
+        if self._metrics is not None:
+            self._metrics.spend_dropped.labels("overflow").inc(len(moved))
+
+    async def _append(self, rows: list[Values]) -> None:
+        """Journal rows (fsync'd) in a worker thread; they count as journaled once this returns."""
+        assert self._journal is not None
+        async with self._journal_lock:
+            await trio.to_thread.run_sync(self._journal.append, rows)
+        self.journaled += len(rows)
+        self.journal_rows += len(rows)
+        self._wake.set()  # the writer replays them once the database answers
+        if self._metrics is not None:
+            self._metrics.spend_journaled.inc(len(rows))
+
+    async def _spill_loop(self) -> None:
+        while True:
+            await self._spill_wake.wait()
+            self._spill_wake = trio.Event()
+            await self._spill_now()
+
+    async def _spill_now(self) -> None:
+        rows, self._spill = self._spill, []
+        if not rows:
+            return
+        try:
+            await self._append(rows)
+            self._journal_broken = False
+        except OSError as exc:
+            self._journal_broken = True
+            self.overflowed += len(rows)
             if self._metrics is not None:
-                self._metrics.spend_dropped.labels("overflow").inc(excess)
+                self._metrics.spend_dropped.labels("overflow").inc(len(rows))
+            if self._on_failure is not None:
+                self._on_failure(f"journal write failed, {len(rows)} rows dropped: {exc}", self.pending)
+
+    async def replay(self) -> int:
+        """Write the journal's rows into the store (each exactly once) and empty it; returns how many
+        were stored (rows already there are skipped). Raises when the store fails (the journal is kept)."""
+        if self._journal is None:
+            return 0
+        journal = self._journal
+        created, rid = _I["created_at"], _I["request_id"]
+
+        def drain() -> int:
+            return journal.drain(lambda rows: replay_values(rows, write_values, rid, created))
+
+        async with self._journal_lock:
+            stored = await self._store.run(drain)
+            self.journal_rows = 0
+        self.replayed += stored
+        if self._metrics is not None:
+            self._metrics.spend_replayed.inc(stored)
+        return stored
+
+    async def open_journal(self) -> None:
+        """Count what an earlier run left in the journal (so the writer replays it)."""
+        if self._journal is not None:
+            self.journal_rows = await trio.to_thread.run_sync(self._journal.count)
+            if self.journal_rows:
+                self._wake.set()
 
     @property
     def pending(self) -> int:
-        """Rows not yet written (queued, or in the batch being written)."""
-        return len(self._buffer) + self._writing
+        """Rows not yet written (queued, in the batch being written, or on their way to the journal)."""
+        return len(self._buffer) + self._writing + len(self._spill)
 
     async def flush(self) -> None:
         """Write everything queued; raises when the database refuses (the failed batch goes back to
@@ -230,30 +310,60 @@ class SpendWriter:
         return []
 
     async def run(self) -> None:
-        """Write rows as they come, retrying with backoff while the database is down; on
-        cancellation, one last flush (shielded)."""
-        delay = 0.5
+        """Write rows as they come, retrying with backoff while the database is down, and replay the
+        journal once the database answers; on cancellation, one last flush (shielded), and what it
+        cannot write goes to the journal."""
         try:
-            while True:
-                await self._wake.wait()
-                await trio.sleep(LINGER)  # gather a batch: one thread hop per batch, not per request
-                self._wake = trio.Event()
-                try:
-                    await self.flush()
-                    delay = 0.5
-                except Exception as exc:
-                    self.failures += 1
-                    if self._metrics is not None:
-                        self._metrics.spend_write_failures.inc()
-                    if self._on_failure is not None:
-                        self._on_failure(f"{type(exc).__name__}: {exc}", self.pending)
-                    await trio.sleep(delay)
-                    delay = min(delay * 2, MAX_RETRY_DELAY)
-                    self._wake.set()
+            async with trio.open_nursery() as nursery:
+                if self._journal is not None:
+                    nursery.start_soon(self._spill_loop)
+                await self._write_loop()
         finally:
             with trio.CancelScope(shield=True):
-                try:
-                    await self.flush()
-                except Exception as exc:
-                    if self._on_failure is not None:
-                        self._on_failure(f"final flush failed: {exc}", self.pending)
+                await self._final()
+
+    async def _write_loop(self) -> None:
+        delay = 0.5
+        while True:
+            await self._wake.wait()
+            await trio.sleep(LINGER)  # gather a batch: one thread hop per batch, not per request
+            self._wake = trio.Event()
+            try:
+                await self.flush()
+                if self.journal_rows:
+                    await self.replay()
+                self._failing = False
+                delay = 0.5
+            except Exception as exc:
+                self._failing = True
+                self.failures += 1
+                if self._metrics is not None:
+                    self._metrics.spend_write_failures.inc()
+                if self._on_failure is not None:
+                    self._on_failure(f"{type(exc).__name__}: {exc}", self.pending)
+                await trio.sleep(delay)
+                delay = min(delay * 2, MAX_RETRY_DELAY)
+                self._wake.set()
+
+    async def _final(self) -> None:
+        if self._journal is not None:
+            await self._spill_now()
+        if not self._failing or self._journal is None:
+            try:
+                await self.flush()
+                if self.journal_rows:
+                    await self.replay()
+                return
+            except Exception as exc:
+                if self._on_failure is not None:
+                    self._on_failure(f"final flush failed: {exc}", self.pending)
+        if self._journal is None or not self._buffer:
+            return
+        rows = list(self._buffer)
+        try:
+            await self._append(rows)
+        except OSError as exc:
+            if self._on_failure is not None:
+                self._on_failure(f"journal write failed at shutdown, {len(rows)} rows lost: {exc}", self.pending)
+            return
+        self._buffer.clear()

@@ -1,0 +1,85 @@
+"""What a request may cost at most, computed at admission: the worst case that budgets and tpm
+windows reserve until the request ends (then the real usage replaces it).
+
+Per model group, precomputed once per plan (`bases`): the highest input and output prices and the
+largest output limit among every deployment that may serve it (its own targets and those of its
+fallback groups), and whether one of them has no price. Per request (`estimate`): the prompt
+estimate (about 4 bytes a token, no tokenizer on the hot path) plus `max_completion_tokens` / `max_output_tokens` /
+`max_tokens` (else the largest output limit, else the group's `reserve_output_tokens`), priced
+at those highest prices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from runtime.plan import ModelGroup, Plan, Target
+
+__all__ = ["Basis", "bases", "estimate"]
+
+
+@dataclass(frozen=True, slots=True)
+class Basis:
+    """A group's worst-case prices and output length."""
+
+    input: float
+    """The highest input price per token among the deployments that may serve the group."""
+    output: float
+    """The highest output price per token."""
+    output_limit: int | None
+    """The largest output limit, or None when a deployment's limit is unknown."""
+    default_output: int
+    """Output tokens reserved for a request without max_tokens (the largest known limit, or the
+    group's `reserve_output_tokens` when one is unknown)."""
+    unpriced: bool
+    """A deployment that may serve the group has no price."""
+
+
+def _serving(group: ModelGroup, groups: Mapping[str, ModelGroup]) -> list[Target]:
+    names = (group.name, *group.fallbacks, *group.context_window_fallbacks, *group.content_policy_fallbacks)
+    return [t for n in dict.fromkeys(names) if n in groups for t in groups[n].targets]
+
+
+def bases(plan: Plan) -> dict[str, Basis]:
+    """Group name -> its worst-case basis."""
+    groups = {g.name: g for g in plan.models}
+    out: dict[str, Basis] = {}
+    for g in plan.models:
+        targets = _serving(g, groups)
+        priced = [t.price for t in targets if t.price is not None]
+        limits = [t.max_output_tokens for t in targets]
+        known = [n for n in limits if n is not None]
+        limit = max(known) if known and len(known) == len(limits) else None
+        out[g.name] = Basis(
+            input=max((p.input for p in priced), default=0.0),
+            output=max((p.output for p in priced), default=0.0),
+            output_limit=limit,
+            default_output=limit if limit is not None else max([g.reserve_output_tokens, *known]),
+            unpriced=len(priced) < len(targets),
+        )
+    return out
+
+
+def _prompt_bytes(data: Mapping[str, Any]) -> int:
+    size = len(orjson.dumps(data.get("messages", data.get("prompt", data.get("input", "")))))
+    system = data.get("system")
+    return size + (len(orjson.dumps(system)) if system is not None else 0)
+
+
+def estimate(basis: Basis, data: Mapping[str, Any], op: str) -> tuple[int, float, bool]:
+    """(tokens, USD, unpriced): what a request may use at most, at the priced deployments' highest
+    prices, and whether a deployment that may serve it has no price."""
+    prompt = _prompt_bytes(data) // 4
+    if op == "embeddings":
+        output = 0
+    else:
+        asked = data.get("max_completion_tokens", data.get("max_tokens", data.get("max_output_tokens")))
+        if isinstance(asked, int) and not isinstance(asked, bool) and asked > 0:
+            output = asked if basis.output_limit is None else min(asked, basis.output_limit)
+        else:
+            output = basis.default_output
+    return prompt + output, prompt * basis.input + output * basis.output, basis.unpriced

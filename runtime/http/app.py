@@ -11,20 +11,21 @@ import trio
 
 from runtime.a2a.metrics import A2AMetrics
 from runtime.asgi import ClientGone, Receive, Scope, Send, header, read_body, respond
-from runtime.errors import GatewayError, ModelNotFound, NotFound, from_exception, openai_body
+from runtime.errors import GatewayError, ModelNotFound, NotFound, Unavailable, from_exception, openai_body
 from runtime.http.a2a_endpoint import A2AGateway
 from runtime.http.access import ADMIN_ROUTES, Access
 from runtime.http.anthropic.count_tokens import count_input_tokens
 from runtime.http.anthropic.dialect import MessagesDialect, client_headers, parse_messages
 from runtime.http.anthropic.messages import anthropic_error_body
 from runtime.http.mcp_endpoint import Endpoint
+from runtime.http.request_guard import HostRule, check_depth, check_head_size, check_unauthenticated_post
 from runtime.mcp.hub import Hub
 from runtime.observe.logs import Logger
 from runtime.observe.metrics import Metrics
 from runtime.routing.call import Call, parse_request
 from runtime.routing.proxy import serve_call
 from runtime.routing.state import Runtime, deployments_report, model_card, observe_deployments
-from runtime.store.database import Store
+from runtime.store.database import STORE_ERRORS, Store
 from runtime.upstream import tokens
 
 __all__ = ["App"]
@@ -41,6 +42,7 @@ class App:
     def __init__(self, runtime: Runtime, logger: Logger, metrics: Metrics) -> None:
         self.runtime = runtime
         self.logger = logger
+        logger.scrubber = runtime.scrubber
         self.metrics = metrics
         self.store: Store | None = None
         self.access = Access(runtime, logger, metrics)
@@ -49,10 +51,13 @@ class App:
         self.mcp.configure(runtime.mcp_servers, runtime.plan.mcp.separator if runtime.plan.mcp else "__")
         self.mcp_endpoint = Endpoint(self.mcp, self.access, logger, metrics)
         metrics.set_plan(runtime.digest)
+        self.hosts = HostRule(runtime.plan)
 
     def swap(self, runtime: Runtime) -> None:
         """Serve a new plan from the next request on."""
         self.runtime = runtime
+        self.logger.scrubber = runtime.scrubber
+        self.hosts = HostRule(runtime.plan)
         self.access.configure(runtime)
         self.a2a.configure(runtime)
         self.mcp.configure(runtime.mcp_servers, runtime.plan.mcp.separator if runtime.plan.mcp else "__")
@@ -73,6 +78,14 @@ class App:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
+        try:
+            check_head_size(scope, self.runtime.plan.server.max_header_size)
+            if scope["method"] == "POST" and self.runtime.plan.auth is None:
+                check_unauthenticated_post(scope, self.hosts)
+        except GatewayError as refused:
+            body = anthropic_error_body(refused) if path.startswith("/v1/messages") else openai_body(refused)
+            await respond(send, refused.status, body, (), _JSON)
+            return
         if path == "/a2a" or path.startswith("/a2a/"):
             await self.a2a.handle(scope, receive, send, self.access)
             return
@@ -89,7 +102,9 @@ class App:
         rid = (header(scope, b"x-request-id") or b"").decode("latin-1") or uuid.uuid4().hex
         try:
             if (method, path) in ADMIN_ROUTES:
-                answer = await self.access.admin_call(method, path, scope, receive, self.runtime.plan.server.max_body)
+                server = self.runtime.plan.server
+                answer = await self.access.admin_call(method, path, scope, receive, server.max_body,
+                                                      body_timeout=server.body_timeout, depth=server.max_json_depth)
                 await respond(send, 200, orjson.dumps(answer), [(b"x-request-id", rid.encode())], _JSON)
                 return
             if op == "count_tokens" and method == "POST":
@@ -99,7 +114,10 @@ class App:
                 await self._other(method, path, scope, send)
         except ClientGone:
             return
-        except GatewayError as err:
+        except Exception as exc:  # every error in the envelope; nothing unstructured reaches the client
+            err = _admin_error(exc) if (method, path) in ADMIN_ROUTES else from_exception(exc)
+            if err.code == "internal_error":
+                self.logger.error("internal_error", request_id=rid, path=scope["path"], error=repr(exc))
             headers = [(b"x-request-id", rid.encode()), *err.headers()]
             body = anthropic_error_body(err, rid) if op == "count_tokens" else openai_body(err)
             await respond(send, err.status, body, headers, _JSON)
@@ -110,7 +128,9 @@ class App:
         rt = self.runtime
         if not tokens.is_loaded():
             await trio.to_thread.run_sync(tokens.load)  # once, off the loop (~0.3 s)
-        data = parse_messages(await read_body(scope, receive, rt.plan.server.max_body), count=True)
+        raw = await read_body(scope, receive, rt.plan.server.max_body, rt.plan.server.body_timeout)
+        data = parse_messages(raw, count=True)
+        check_depth(data, rt.plan.server.max_json_depth, raw)
         route = rt.routes.resolve(data["model"])
         if route is None:
             raise ModelNotFound(f"model '{data['model']}' is not served by this gateway", param="model")
@@ -159,7 +179,7 @@ class App:
         admission = None
         try:
             grant = await self.access.authenticate(scope)
-            body = await read_body(scope, receive, rt.plan.server.max_body)
+            body = await read_body(scope, receive, rt.plan.server.max_body, rt.plan.server.body_timeout)
             if rt.plan.observability.logs.bodies:
                 call.log_bodies = True
                 call.extra["request_body"] = body.decode("utf-8", "replace")
@@ -169,6 +189,7 @@ class App:
                 call.dialect = MessagesDialect(data, client)
             else:
                 data = parse_request(op, body)
+            check_depth(data, rt.plan.server.max_json_depth, body)
             route = rt.routes.resolve(data["model"])
             if route is not None:
                 admission = self.access.admit(grant, route.group.name, data)
@@ -232,6 +253,15 @@ class App:
             **({"error": call.error} if call.error else {}),
             **call.extra,
         )
+
+
+def _admin_error(exc: Exception) -> GatewayError:
+    """The admin API's error: a store that cannot answer is a 503 (retry later), not a 500."""
+    if isinstance(exc, GatewayError):
+        return exc
+    if isinstance(exc, STORE_ERRORS):
+        return Unavailable(f"the store cannot answer right now ({type(exc).__name__})", retry_after=5.0)
+    return from_exception(exc)
 
 
 async def _cancel_on_disconnect(receive: Receive, scope: trio.CancelScope, call: Call) -> None:

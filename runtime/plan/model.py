@@ -69,7 +69,7 @@ __all__ = [
     "UserRule",
 ]
 
-PLAN_VERSION = 8
+PLAN_VERSION = 9
 """Bumped whenever a plan written by an older compiler could be misread by this runtime."""
 
 class Family(enum.Enum):
@@ -262,6 +262,22 @@ class Server:
     workers: int
     max_body: int
     drain_timeout: float
+    max_upstream_event: int
+    """Bytes an upstream stream may send without completing one event (a longer one fails the request)."""
+    max_upstream_answer: int
+    """Bytes one upstream answer (whole, streamed or an error body) may have."""
+    body_timeout: float
+    """Seconds a client may take to send a request's whole body (a slower one gets 408)."""
+    keep_alive: float
+    """Seconds an idle client connection is kept open."""
+    max_header_size: int
+    """Bytes of request line and headers accepted (more: the connection gets 431 and is closed)."""
+    max_json_depth: int
+    """Deepest nesting of arrays and objects accepted in a JSON request body."""
+    allowed_hosts: tuple[str, ...]
+    """Host names accepted (besides localhost and the listen address) when the spec has no `auth`."""
+    max_connections: int
+    """Client connections open at once (clamped at start to half the process's file descriptors)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

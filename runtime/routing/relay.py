@@ -9,6 +9,7 @@ only the first attempt to get there may answer; the others stop quietly.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from time import perf_counter
 from typing import Any
 
@@ -21,6 +22,7 @@ from runtime.routing.breaker import FailureKind
 from runtime.routing.call import Call
 from runtime.routing.state import Deployment
 from runtime.upstream.adapter import StreamTranslator
+from runtime.upstream.transport import answer_too_large
 
 __all__ = ["attempt", "classify", "stream_error"]
 
@@ -64,6 +66,8 @@ async def attempt(
     try:
         if dep.authorizer is not None:
             request = await dep.authorizer.authorize(request)
+        if request.max_answer != dep.max_answer:
+            request = replace(request, max_answer=dep.max_answer)
         if call.stream:
             await _stream(dep, request, model, call, data, send, claim)
         else:
@@ -71,6 +75,7 @@ async def attempt(
         if call.usage is not None:
             tokens = call.usage.prompt + call.usage.completion
     except GatewayError as err:
+        dep.scrubber.error(err)  # whatever the upstream said, it never carries a secret past here
         kind = classify(err)
         if kind is not None:
             state.breaker.failure(trio.current_time(), kind, group.cooldown, err.retry_after)
@@ -106,7 +111,7 @@ async def _whole(
     finally:
         call.upstream += perf_counter() - t
     if response.status >= 400:
-        raise dep.adapter.error(response.status, response.headers, response.body)
+        raise dep.scrubber.error(dep.adapter.error(response.status, response.headers, response.body))
     if call.dialect is None:
         body, usage = dep.adapter.response(call.op, response.body, model=model, request=data)
     else:
@@ -144,14 +149,24 @@ async def _stream(
             t = perf_counter()
             body = await upstream.read()
             call.upstream += perf_counter() - t
-            raise dep.adapter.error(upstream.status, upstream.headers, body)
+            raise dep.scrubber.error(dep.adapter.error(upstream.status, upstream.headers, body))
         if not upstream.headers.get("content-type", "").startswith(dep.adapter.stream_content_type):
             raise UpstreamError("upstream did not answer the stream with server-sent events")
+        received = pending = 0
         try:
             t = perf_counter()
             async for chunk in upstream.iter_bytes():
                 call.upstream += perf_counter() - t
+                received += len(chunk)
+                if received > dep.max_answer:
+                    raise answer_too_large(dep.max_answer)
                 out = relay.feed(chunk)
+                # Bytes that completed no event: bounded, so one endless event cannot hold the buffer
+                # (the parsers are linear, so it cannot hold the loop either).
+                pending = 0 if out else pending + len(chunk)
+                if pending > dep.max_event:
+                    raise UpstreamError(f"the upstream's stream sent over {dep.max_event:,} bytes without completing "
+                                        "an event (server.max_upstream_event)", code="upstream_event_too_large")
                 if out:
                     if not call.started:
                         call.extra["_ttft"] = perf_counter() - t_first
@@ -163,9 +178,13 @@ async def _stream(
                         await send({"type": "http.response.start", "status": 200, "headers": headers})
                     failure: GatewayError | None = getattr(relay, "failure", None)
                     if failure is not None:
-                        # The upstream's own error event goes to the client as it is; the call is
+                        # The upstream's own error event goes to the client (scrubbed); the call is
                         # accounted as that error (set first: the client may hang up on reading it).
+                        dep.scrubber.error(failure)
+                        out = dep.scrubber.event(out)
                         call.status, call.error, call.complete = failure.status, failure.message, True
+                    else:
+                        out = dep.scrubber.data(out)
                     call.answer.append(out)
                     await send({"type": "http.response.body", "body": out, "more_body": failure is None})
                     if failure is not None:
@@ -178,7 +197,7 @@ async def _stream(
                 raise
             if not call.started:
                 raise
-            await stream_error(send, call, err)
+            await stream_error(send, call, dep.scrubber.error(err))
             raise
     call.usage = relay.usage
     if call.usage is not None:

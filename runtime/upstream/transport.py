@@ -16,7 +16,28 @@ import httpx
 
 from runtime.errors import UpstreamError
 
-__all__ = ["HttpxTransport", "Transport", "UpstreamRequest", "UpstreamResponse", "UpstreamStream"]
+__all__ = ["DEFAULT_MAX_ANSWER", "HttpxTransport", "Transport", "UpstreamRequest", "UpstreamResponse", "UpstreamStream",
+           "answer_too_large", "read_bounded"]
+
+DEFAULT_MAX_ANSWER = 64 << 20
+
+
+def answer_too_large(limit: int) -> UpstreamError:
+    """The error of an upstream answer over `limit` bytes."""
+    return UpstreamError(f"the upstream's answer is over the {limit:,}-byte limit (server.max_upstream_answer)",
+                         code="upstream_answer_too_large")
+
+
+async def read_bounded(chunks: AsyncIterator[bytes], limit: int) -> bytes:
+    """All of `chunks`, joined once (linear), failing as soon as they pass `limit` bytes."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise answer_too_large(limit)
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +49,9 @@ class UpstreamRequest:
     headers: tuple[tuple[str, str], ...]
     body: bytes
     connect_timeout: float
+    max_answer: int = DEFAULT_MAX_ANSWER
+    """Bytes of answer the transport reads at most (`server.max_upstream_answer`); past it the read
+    fails with :func:`answer_too_large` and the connection is dropped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,10 +95,11 @@ class Transport(Protocol):
 
 
 class _HttpxStream:
-    __slots__ = ("_response", "headers", "status")
+    __slots__ = ("_response", "headers", "max_answer", "status")
 
-    def __init__(self, response: httpx.Response) -> None:
+    def __init__(self, response: httpx.Response, max_answer: int) -> None:
         self._response = response
+        self.max_answer = max_answer
         self.status = response.status_code
         self.headers = response.headers
 
@@ -86,10 +111,17 @@ class _HttpxStream:
             raise UpstreamError(f"upstream connection broke: {type(exc).__name__}") from None
 
     async def read(self) -> bytes:
-        try:
-            return await self._response.aread()
-        except httpx.HTTPError as exc:
-            raise UpstreamError(f"upstream connection broke: {type(exc).__name__}") from None
+        return await read_bounded(self.iter_bytes(), self.max_answer)
+
+
+async def _decoded(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The body with its content-encoding undone (counted after decoding: a small gzip bomb is
+    still bounded)."""
+    try:
+        async for chunk in response.aiter_bytes():
+            yield chunk
+    except httpx.HTTPError as exc:
+        raise UpstreamError(f"upstream connection broke: {type(exc).__name__}") from None
 
 
 def _timeout(request: UpstreamRequest) -> httpx.Timeout:
@@ -119,14 +151,17 @@ class HttpxTransport:
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
         """Send and read the whole response; connection failures become UpstreamError."""
         try:
-            response = await self._client.send(self._build(request))
-            body = await response.aread()
+            response = await self._client.send(self._build(request), stream=True)
         except httpx.ConnectError:
             raise UpstreamError("could not connect to the upstream", code="upstream_connect_error") from None
         except httpx.TimeoutException:
             raise UpstreamError("timed out connecting to the upstream", code="upstream_connect_error") from None
         except httpx.HTTPError as exc:
             raise UpstreamError(f"upstream connection failed: {type(exc).__name__}") from None
+        try:
+            body = await read_bounded(_decoded(response), request.max_answer)
+        finally:
+            await response.aclose()
         return UpstreamResponse(response.status_code, response.headers, body)
 
     @asynccontextmanager
@@ -141,7 +176,7 @@ class HttpxTransport:
         except httpx.HTTPError as exc:
             raise UpstreamError(f"upstream connection failed: {type(exc).__name__}") from None
         try:
-            yield _HttpxStream(response)
+            yield _HttpxStream(response, request.max_answer)
         finally:
             await response.aclose()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from compiler.check import check
+from compiler.credentials import check_credentials
 from compiler.diagnostics import Collector, Diagnostic, has_errors, sort_key
 from compiler.lower import lower
 from compiler.parse import parse
@@ -52,6 +53,7 @@ def compile_text(text: str, filename: str) -> Result:
     validate(parsed.data, out)
     if out.failed:
         return Result(None, tuple(out.sorted()))
+    check_credentials(parsed.data, out)
     resolved = resolve(parsed.data, out)
     if out.failed:
         return Result(None, tuple(out.sorted()))

@@ -46,7 +46,12 @@ CODES: Mapping[str, str] = {
     "schema.one-of": "A value that matches several alternative forms, or mixes them.",
     "secret.bad-reference": "A malformed ${NAME} reference in a string.",
     "secret.literal": "An api_key written as a literal instead of a reference.",
+    "secret.url-credentials": "A literal password or token in a URL's user part or query (database, redis, "
+                              "base_url, MCP/A2A URLs).",
+    "secret.literal-header": "A credential-bearing header (Authorization, X-Api-Key...) or a key-shaped value "
+                             "written literally.",
     "server.bad-listen": "A listen address with an invalid host or port.",
+    "server.limit-range": "An upstream size limit too small to be usable.",
     "ref.unknown-provider-type": "A provider type that is not in the catalog.",
     "ref.unknown-provider": "A target names a provider that is not declared.",
     "ref.unknown-model": "A fallback, key or team names a model group that is not declared.",

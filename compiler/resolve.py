@@ -269,12 +269,24 @@ class _Resolver:
         return self._server(raw, host, port)
 
     def _server(self, raw: Mapping[str, Any], host: str, port: int) -> Server:
+        for name in ("max_upstream_event", "max_upstream_answer"):
+            if name in raw and parse_size(raw[name]) < 1024:
+                self.out.error("server.limit-range", f"/server/{name}",
+                               f"{name} must be at least 1KiB (every upstream answer longer would fail)")
         return Server(
             host=host,
             port=port,
             workers=raw.get("workers", 1),
             max_body=parse_size(raw.get("max_body", "8MiB")),
             drain_timeout=parse_duration(raw.get("drain_timeout", "20s")),
+            max_upstream_event=parse_size(raw.get("max_upstream_event", "1MiB")),
+            max_upstream_answer=parse_size(raw.get("max_upstream_answer", "64MiB")),
+            body_timeout=parse_duration(raw.get("body_timeout", "30s")),
+            keep_alive=parse_duration(raw.get("keep_alive", "75s")),
+            max_header_size=parse_size(raw.get("max_header_size", "16KiB")),
+            max_json_depth=raw.get("max_json_depth", 64),
+            allowed_hosts=tuple(sorted({h.lower() for h in raw.get("allowed_hosts", ())})),
+            max_connections=raw.get("max_connections", 1024),
         )
 
     def provider(self, name: str, raw: Mapping[str, Any]) -> ProviderSpec:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -16,6 +17,7 @@ from jsonschema import Draft202012Validator, ValidationError
 
 from compiler.diagnostics import Collector, did_you_mean, join_pointer
 from compiler.schemafile import load_schema
+from runtime.observe.scrub import Scrubber
 
 __all__ = ["validate"]
 
@@ -47,7 +49,8 @@ _FIELD_PATTERNS = {
     "api_version": "is not an Azure api-version (a date like 2024-10-21, optionally with -preview)",
     "type": "is not a provider type (lowercase letters, digits and '-'; see `sidegate providers`)",
     "env": "is not an environment variable name (letters, digits and '_', not starting with a digit)",
-    "database": "is not a database URL (use sqlite:///path/to/file.db, sqlite://:memory: or postgresql://user@host/db)",
+    "database": "is not a database URL (use sqlite:///path/to/file.db, sqlite://:memory:, postgresql://user@host/db "
+                "or a whole reference such as ${DATABASE_URL})",
     "path": "is not an HTTP path (it starts with '/')",
     "aliases": "is not a valid model name (letters, digits and _ . : @ / -, starting with a letter or digit)",
 }
@@ -59,9 +62,19 @@ _NAME_PATTERNS = {
 }
 
 
+_USERINFO = re.compile(r"(://)[^/@\s]*@")
+_SHAPES = Scrubber()
+
+
+def _masked(text: str) -> str:
+    """An echoed value without what may be a credential (a URL's user part, a key-shaped token):
+    diagnostics are printed in CI logs."""
+    return _SHAPES.text(_USERINFO.sub(r"\1***@", text))
+
+
 def _show(value: Any) -> str:
     if isinstance(value, str):
-        return f"'{value}'"
+        return f"'{_masked(value)}'"
     if isinstance(value, (dict, list)):
         return _kind(value)
     return json.dumps(value)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
+import trio
+
 from runtime.errors import BadRequest, PayloadTooLarge
 
 __all__ = ["Receive", "Scope", "Send", "header", "read_body", "respond"]
@@ -26,8 +28,18 @@ def header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    """The whole request body; 413 as soon as it is known to exceed `limit`."""
+async def read_body(scope: Scope, receive: Receive, limit: int, body_timeout: float = 30.0) -> bytes:
+    """The whole request body; 413 as soon as it is known to exceed `limit`, 408 when it has not all
+    arrived within `body_timeout` seconds (`server.body_timeout`: a client dribbling bytes is cut off)."""
+    try:
+        with trio.fail_after(body_timeout):
+            return await _read_body(scope, receive, limit)
+    except trio.TooSlowError:
+        raise BadRequest(f"the request body did not arrive within {body_timeout:g}s (server.body_timeout)", status=408,
+                         code="request_timeout") from None
+
+
+async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     declared = header(scope, b"content-length")
     if declared is not None:
         try:

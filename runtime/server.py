@@ -13,11 +13,11 @@ from dataclasses import dataclass, replace
 from functools import partial
 
 import trio
-from hypercorn.config import Config, Sockets
-from hypercorn.trio.run import worker_serve
+from hypercorn.config import Config
 from hypercorn.utils import wrap_app
 
 from runtime.http.app import App
+from runtime.listen import connection_budget, serve_http
 from runtime.observe.logs import Logger
 from runtime.observe.metrics import Metrics
 from runtime.plan import Plan
@@ -64,7 +64,7 @@ def _socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     if reuse_port:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
-    sock.listen(1024)
+    sock.listen(4096)
     sock.setblocking(False)
     return sock
 
@@ -91,7 +91,8 @@ async def serve(
     config.graceful_timeout = plan.server.drain_timeout
     config.accesslog = None
     config.loglevel = "WARNING"
-    config.keep_alive_timeout = 75
+    config.keep_alive_timeout = plan.server.keep_alive
+    config.h11_max_incomplete_size = plan.server.max_header_size
     sock = _socket(plan.server.host, plan.server.port if port is None else port, reuse_port)
     bound_port = sock.getsockname()[1]
     shutdown = trio.Event()
@@ -160,11 +161,13 @@ async def serve(
         await nursery.start(app.a2a.run)
         nursery.start_soon(app.mcp.run)
 
-        async def run_server(task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
-            await worker_serve(
+        async def run_server(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            await serve_http(
                 wrap_app(app, config.wsgi_max_body_size, "asgi"),  # type: ignore[arg-type]
                 config,
-                sockets=Sockets([], [sock], []),
+                sock,
+                max_connections=connection_budget(plan.server.max_connections),
+                warn=logger.warning,
                 shutdown_trigger=shutdown.wait,
                 task_status=task_status,
             )

@@ -137,7 +137,8 @@ def test_any_schema_valid_a2a_section_compiles_or_diagnoses(section: dict[str, A
             "models": {"demo": {"targets": [{"provider": "fake", "model": "demo"}]}}, "a2a": section}
     result = compile_text(to_yaml(spec), "generated.yaml")
     codes = {d.code for d in result.diagnostics}
-    assert codes <= {"secret.literal", "a2a.reserved-name", "secret.bad-reference", "schema.pattern"}, result.diagnostics
+    assert codes <= {"secret.literal", "a2a.reserved-name", "secret.bad-reference", "schema.pattern",
+                     "secret.url-credentials"}, result.diagnostics
     if result.plan is not None:
         assert result.plan.a2a is not None and loads(dumps(result.plan)) == result.plan
         assert {a.name for a in result.plan.a2a.agents} == set(section["agents"])

@@ -22,8 +22,10 @@ from hypothesis_jsonschema import from_schema
 from ruamel.yaml import YAML
 from ruamel.yaml.representer import SafeRepresenter
 
+from compiler.credentials import CREDENTIAL_HEADERS
 from compiler.pipeline import compile_text
 from compiler.schemafile import load_schema
+from runtime.observe.scrub import Scrubber
 from runtime.plan.canonical import dumps, loads
 
 
@@ -143,6 +145,33 @@ def _clean_secret(value: Any) -> Any:
     return value
 
 
+_URL_FIELDS = {"base_url", "url", "card_url", "token_url", "jwks_url", "database", "redis"}
+_QUERY_CREDENTIAL = re.compile(r"(?i)([?&](?:key|api_key|apikey|api-key|token|access_token|password|secret|sig|"
+                               r"signature|client_secret)=)[^&#]*")
+
+
+def _no_literal_credentials(node: Any) -> Any:
+    """Credentials the lint refuses (URL user parts and query keys, credential headers) made references."""
+    if isinstance(node, list):
+        return [_no_literal_credentials(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _URL_FIELDS and isinstance(value, str) and "://" in value:
+            value = _QUERY_CREDENTIAL.sub(r"\1${Q}", re.sub(r"://[^/?#]*@", "://", value))
+        elif key == "headers" and isinstance(value, dict):
+            value = {h: {"env": "HDR"} if credential_header(h) or Scrubber().text(str(v)) != str(v) else v
+                     for h, v in value.items()}
+        out[key] = _no_literal_credentials(value)
+    return out
+
+
+def credential_header(name: str) -> bool:
+    return name.lower() in CREDENTIAL_HEADERS or re.search(
+        r"key|token|secret|passw|auth|cookie|credential|signature", name, re.I) is not None
+
+
 def make_consistent(spec: dict[str, Any], types: list[str]) -> dict[str, Any]:
     """Repair the cross-references a schema cannot express, so the spec should compile cleanly."""
     providers = spec.setdefault("providers", {}) or {"p0": {"type": "mock"}}
@@ -224,7 +253,10 @@ def make_consistent(spec: dict[str, Any], types: list[str]) -> dict[str, Any]:
         spec["store"]["redis"] = {"env": "REDIS_URL"}  # a literal must be a redis:// URL
     if "redis_sync" in spec.get("store", {}):
         spec["store"]["redis_sync"] = "250ms"  # the compiler checks the 50ms..10s range
-    return spec
+    for limit in ("max_upstream_event", "max_upstream_answer"):
+        if limit in spec.get("server", {}):
+            spec["server"][limit] = "1MiB"  # the compiler checks they are at least 1KiB
+    return _no_literal_credentials(spec)
 
 
 def _consistent_mcp(spec: dict[str, Any]) -> None:

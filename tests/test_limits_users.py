@@ -151,7 +151,7 @@ models:
     ("{redis: '${REDIS_URL}', redis_sync: 250ms}", None),
     ("{redis: 'redis://cache:6379/0'}", None),
     ("{redis: {file: /run/secrets/redis}}", None),
-    ("{redis: 'redis://:hunter2@cache:6379/0'}", "secret.literal"),
+    ("{redis: 'redis://:hunter2@cache:6379/0'}", "secret.url-credentials"),
     ("{redis: 'http://cache:6379'}", "store.redis-url"),
     ("{redis: '${REDIS_URL}', redis_sync: 20ms}", "store.redis-sync-range"),
     ("{redis: '${REDIS_URL}', redis_sync: 1m}", "store.redis-sync-range"),

@@ -99,8 +99,9 @@ async def test_stateless_era_rules() -> None:
         assert 'sidegate_mcp_tool_calls_total{server="-",status="denied",tool="-"} 1.0' in metrics
         body, headers = modern("tools/frobnicate")
         assert (await http.post("/mcp", json=body, headers=headers)).status_code == 404
-        assert (await http.post("/mcp", content=b"{not json")).json()["error"]["code"] == -32700
-        too_big = await http.post("/mcp", content=b"x" * (9 * 1024 * 1024))
+        json_type = {"content-type": "application/json"}  # the spec has no auth: only JSON bodies are taken
+        assert (await http.post("/mcp", content=b"{not json", headers=json_type)).json()["error"]["code"] == -32700
+        too_big = await http.post("/mcp", content=b"x" * (9 * 1024 * 1024), headers=json_type)
         assert too_big.status_code == 413 and too_big.json()["error"]["code"] == -32600
         batch = await http.post("/mcp", json=[rpc("ping")])
         assert batch.status_code == 400 and "batches" in batch.json()["error"]["message"]

@@ -22,6 +22,7 @@ from runtime.governance.redis_budget import SharedBudgets
 from runtime.governance.redis_sync import RedisSync
 from runtime.governance.reserve import Basis, estimate
 from runtime.http.admin import ADMIN_ROUTES, Admin, grant_from_row, team_from_row, user_limits_from_row
+from runtime.http.request_guard import check_depth
 from runtime.observe.logs import Logger
 from runtime.observe.metrics import Metrics
 from runtime.routing.call import Call
@@ -209,7 +210,8 @@ class Access:
             status=call.status, created_at=time.time(),
         ))
 
-    async def admin_call(self, method: str, path: str, scope: Scope, receive: Receive, limit: int) -> Any:
+    async def admin_call(self, method: str, path: str, scope: Scope, receive: Receive, limit: int, *,
+                         body_timeout: float = 30.0, depth: int = 64) -> Any:
         """An admin API answer; master key only."""
         grant = self.gate.authenticate(token_of(scope["headers"]))
         if grant is None:
@@ -220,12 +222,13 @@ class Access:
             raise AuthError("the store is not open yet")
         body: dict[str, Any] = {}
         if method == "POST":
-            raw = await read_body(scope, receive, limit)
+            raw = await read_body(scope, receive, limit, body_timeout)
             try:
                 body = orjson.loads(raw) if raw else {}
             except orjson.JSONDecodeError:
                 raise BadRequest("request body is not valid JSON") from None
             if not isinstance(body, dict):
                 raise BadRequest("request body must be a JSON object")
+            check_depth(body, depth, raw)
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         return await self.admin.handle(method, path, query, body)

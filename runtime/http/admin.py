@@ -22,6 +22,9 @@ from runtime.governance.limits import Budget, Limits
 from runtime.store.database import Store
 from runtime.store.models import ApiKey, DailySpend, SpendLog, Team, User
 
+_MAX_PAGE = 1_000_000_000
+"""Pages past this are refused (a larger offset overflows the database's integers)."""
+
 __all__ = ["ADMIN_ROUTES", "Admin", "grant_from_row", "team_from_row", "user_limits_from_row"]
 
 ADMIN_ROUTES = {
@@ -369,6 +372,8 @@ class Admin:
             page = max(1, int(query.get("page", 1)))
         except ValueError:
             raise BadRequest("'limit' and 'page' must be integers") from None
+        if page > _MAX_PAGE:
+            raise BadRequest(f"'page' must be at most {_MAX_PAGE:,}", param="page")
 
         def read() -> list[dict[str, Any]]:
             q = SpendLog.select().order_by(SpendLog.created_at.desc(), SpendLog.request_id.desc())

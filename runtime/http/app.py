@@ -19,6 +19,7 @@ from runtime.http.anthropic.count_tokens import count_input_tokens
 from runtime.http.anthropic.dialect import MessagesDialect, client_headers, parse_messages
 from runtime.http.anthropic.messages import anthropic_error_body
 from runtime.http.mcp_endpoint import Endpoint
+from runtime.http.request_guard import HostRule, check_depth, check_head_size, check_unauthenticated_post
 from runtime.http.responses import prepare, stored
 from runtime.mcp.hub import Hub
 from runtime.observe.logs import Logger
@@ -28,7 +29,7 @@ from runtime.routing.model_list import anthropic_model, wants_anthropic
 from runtime.routing.proxy import serve_call
 from runtime.routing.relay import stream_error
 from runtime.routing.state import Runtime, deployments_report, model_card, observe_deployments
-from runtime.store.database import Store
+from runtime.store.database import STORE_ERRORS, Store
 from runtime.upstream import tokens
 
 __all__ = ["App"]
@@ -45,6 +46,7 @@ class App:
     def __init__(self, runtime: Runtime, logger: Logger, metrics: Metrics) -> None:
         self.runtime = runtime
         self.logger = logger
+        logger.scrubber = runtime.scrubber
         self.metrics = metrics
         self.store: Store | None = None
         self.access = Access(runtime, logger, metrics)
@@ -53,10 +55,13 @@ class App:
         self.mcp.configure(runtime.mcp_servers, runtime.plan.mcp.separator if runtime.plan.mcp else "__")
         self.mcp_endpoint = Endpoint(self.mcp, self.access, logger, metrics)
         metrics.set_plan(runtime.digest)
+        self.hosts = HostRule(runtime.plan)
 
     def swap(self, runtime: Runtime) -> None:
         """Serve a new plan from the next request on."""
         self.runtime = runtime
+        self.logger.scrubber = runtime.scrubber
+        self.hosts = HostRule(runtime.plan)
         self.access.configure(runtime)
         self.a2a.configure(runtime)
         self.mcp.configure(runtime.mcp_servers, runtime.plan.mcp.separator if runtime.plan.mcp else "__")
@@ -77,6 +82,14 @@ class App:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
+        try:
+            check_head_size(scope, self.runtime.plan.server.max_header_size)
+            if scope["method"] == "POST" and self.runtime.plan.auth is None:
+                check_unauthenticated_post(scope, self.hosts)
+        except GatewayError as refused:
+            body = anthropic_error_body(refused) if path.startswith("/v1/messages") else openai_body(refused)
+            await respond(send, refused.status, body, (), _JSON)
+            return
         if path == "/a2a" or path.startswith("/a2a/"):
             await self.a2a.handle(scope, receive, send, self.access)
             return
@@ -99,7 +112,9 @@ class App:
                 await respond(send, 200, orjson.dumps(answer), [(b"x-request-id", rid.encode())], _JSON)
                 return
             if (method, path) in ADMIN_ROUTES:
-                answer = await self.access.admin_call(method, path, scope, receive, self.runtime.plan.server.max_body)
+                server = self.runtime.plan.server
+                answer = await self.access.admin_call(method, path, scope, receive, server.max_body,
+                                                      body_timeout=server.body_timeout, depth=server.max_json_depth)
                 await respond(send, 200, orjson.dumps(answer), [(b"x-request-id", rid.encode())], _JSON)
                 return
             if op == "count_tokens" and method == "POST":
@@ -109,7 +124,10 @@ class App:
                 await self._other(method, path, scope, send, rid)
         except ClientGone:
             return
-        except GatewayError as err:
+        except Exception as exc:  # every error in the envelope; nothing unstructured reaches the client
+            err = _admin_error(exc) if (method, path) in ADMIN_ROUTES else from_exception(exc)
+            if err.code == "internal_error":
+                self.logger.error("internal_error", request_id=rid, path=scope["path"], error=repr(exc))
             headers = [(b"x-request-id", rid.encode()), *err.headers()]
             anthropic = op == "count_tokens" or (path.startswith("/models") and wants_anthropic(scope["headers"]))
             if anthropic:
@@ -123,7 +141,9 @@ class App:
         rt = self.runtime
         if not tokens.is_loaded():
             await trio.to_thread.run_sync(tokens.load)  # once, off the loop (~0.3 s)
-        data = parse_messages(await read_body(scope, receive, rt.plan.server.max_body), count=True)
+        raw = await read_body(scope, receive, rt.plan.server.max_body, rt.plan.server.body_timeout)
+        data = parse_messages(raw, count=True)
+        check_depth(data, rt.plan.server.max_json_depth, raw)
         route = rt.routes.resolve(data["model"])
         if route is None:
             raise ModelNotFound(f"model '{data['model']}' is not served by this gateway", param="model")
@@ -180,7 +200,7 @@ class App:
         admission = None
         try:
             grant = await self.access.authenticate(scope)
-            body = await read_body(scope, receive, rt.plan.server.max_body)
+            body = await read_body(scope, receive, rt.plan.server.max_body, rt.plan.server.body_timeout)
             if rt.plan.observability.logs.bodies:
                 call.log_bodies = True
                 call.extra["request_body"] = body.decode("utf-8", "replace")
@@ -193,6 +213,7 @@ class App:
                                                    self.logger)
             else:
                 data = parse_request(op, body)
+            check_depth(data, rt.plan.server.max_json_depth, body)
             route = rt.routes.resolve(data["model"])
             if route is not None:
                 admission = await self.access.admit(grant, route.group.name, data, rt.reserve.get(route.group.name),
@@ -264,6 +285,15 @@ class App:
             **({"upstream_url": call.upstream_url} if call.error and call.upstream_url else {}),
             **call.extra,
         )
+
+
+def _admin_error(exc: Exception) -> GatewayError:
+    """The admin API's error: a store that cannot answer is a 503 (retry later), not a 500."""
+    if isinstance(exc, GatewayError):
+        return exc
+    if isinstance(exc, STORE_ERRORS):
+        return Unavailable(f"the store cannot answer right now ({type(exc).__name__})", retry_after=5.0)
+    return from_exception(exc)
 
 
 async def _cancel_on_disconnect(receive: Receive, scope: trio.CancelScope, call: Call) -> None:

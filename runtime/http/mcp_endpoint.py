@@ -18,6 +18,7 @@ import orjson
 from runtime.asgi import ClientGone, Receive, Scope, Send, header, read_body, respond
 from runtime.errors import GatewayError
 from runtime.http.access import Access
+from runtime.http.request_guard import check_depth
 from runtime.mcp.aggregate import LISTS, View
 from runtime.mcp.hub import Hub
 from runtime.mcp.permissions import permissions_for
@@ -104,7 +105,9 @@ class Endpoint:
             if method != "POST":
                 await respond(send, 405, b"", [(b"allow", b"POST, DELETE")], _JSON)
                 return
-            message = self._parse(await read_body(scope, receive, rt.plan.server.max_body))
+            raw = await read_body(scope, receive, rt.plan.server.max_body, rt.plan.server.body_timeout)
+            message = self._parse(raw)
+            check_depth(message, rt.plan.server.max_json_depth, raw)
             if "method" not in message or "id" not in message:  # a notification or a response
                 await respond(send, 202, b"", (), _JSON)
                 return
@@ -134,7 +137,9 @@ class Endpoint:
             await respond(send, err.status, orjson.dumps(refusal), err.headers(), _JSON)
         except McpError as err:
             status = err.status if err.status != 200 else (_STATUS.get(err.code, 200) if modern else 200)
-            await respond(send, status, orjson.dumps(err.body(rid)), (), _JSON)
+            # An upstream server's error may quote the credentials sidegate sent it: scrubbed, capped.
+            err.message = rt.scrubber.message(err.message)
+            await respond(send, status, rt.scrubber.event(orjson.dumps(err.body(rid))), (), _JSON)
         except Exception as exc:  # a bug must not become a stack trace on the wire
             self.logger.error("internal_error", route="mcp", error=repr(exc))
             failure = McpError(INTERNAL_ERROR, "internal error").body(rid)

@@ -1,5 +1,6 @@
 """Logging: one JSON (or text) line per event, written by a background task in a worker thread so
-the event loop never blocks on stderr. Lines never carry secrets; bodies only when the spec asks."""
+the event loop never blocks on stderr. Lines never carry secrets (every line goes through the plan's
+:class:`runtime.observe.scrub.Scrubber`); bodies only when the spec asks."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import TextIO
 import orjson
 import trio
 
+from runtime.observe.scrub import Scrubber
 from runtime.plan import LogFormat, LogLevel, Logs
 
 __all__ = ["Logger"]
@@ -26,6 +28,8 @@ class Logger:
         self._stream = stream or sys.stderr
         self._send, self._recv = trio.open_memory_channel[str](10_000)
         self.dropped = 0
+        self.scrubber = Scrubber()
+        """Masks secrets in every line (the serving plan's, set by the app on start and reload)."""
 
     def log(self, level: LogLevel, event: str, fields: Mapping[str, object]) -> None:
         """Queue one line (never blocks; when the queue is full the line is counted as dropped)."""
@@ -37,6 +41,7 @@ class Logger:
         else:
             rest = " ".join(f"{k}={v}" for k, v in fields.items())
             line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {level.value.upper()} {event} {rest}"
+        line = self.scrubber.text(line)
         try:
             self._send.send_nowait(line)
         except trio.WouldBlock:

@@ -328,6 +328,22 @@ class Server:
     workers: int
     max_body: int
     drain_timeout: float
+    max_upstream_event: int
+    """Bytes an upstream stream may send without completing one event (a longer one fails the request)."""
+    max_upstream_answer: int
+    """Bytes one upstream answer (whole, streamed or an error body) may have."""
+    body_timeout: float
+    """Seconds a client may take to send a request's whole body (a slower one gets 408)."""
+    keep_alive: float
+    """Seconds an idle client connection is kept open."""
+    max_header_size: int
+    """Bytes of request line and headers accepted (more: the connection gets 431 and is closed)."""
+    max_json_depth: int
+    """Deepest nesting of arrays and objects accepted in a JSON request body."""
+    allowed_hosts: tuple[str, ...]
+    """Host names accepted (besides localhost and the listen address) when the spec has no `auth`."""
+    max_connections: int
+    """Client connections open at once (clamped at start to half the process's file descriptors)."""
     listen: Secret | None = None
     """A `listen` with references (`127.0.0.1:${PORT}`), resolved at start; `host` and `port` then
     hold its literal parts and defaults for the others."""

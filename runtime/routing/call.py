@@ -15,6 +15,7 @@ from runtime.errors import BadRequest, GatewayError
 from runtime.plan import Price
 from runtime.upstream.openai_wire import Usage
 from runtime.upstream.tokens import prompt_tokens
+from runtime.upstream.urlpath import check_model_name
 
 if TYPE_CHECKING:
     from runtime.routing.state import Deployment
@@ -142,6 +143,7 @@ def parse_request(op: str, body: bytes) -> dict[str, Any]:
     model = data.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("'model' is required and must be a non-empty string", param="model")
+    check_model_name(model)
     needed = _REQUIRED[op]
     if needed not in data:
         raise BadRequest(f"'{needed}' is required", param=needed)

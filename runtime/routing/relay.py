@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from time import perf_counter
 from typing import Any
 
@@ -28,7 +29,7 @@ from runtime.routing.call import Call
 from runtime.routing.state import Deployment
 from runtime.upstream.adapter import StreamTranslator
 from runtime.upstream.headers import redacted_url, relayed_headers
-from runtime.upstream.transport import UpstreamRequest
+from runtime.upstream.transport import UpstreamRequest, answer_too_large
 
 __all__ = ["TIMEOUT_CODES", "attempt", "attempt_limits", "classify", "stream_error"]
 
@@ -97,6 +98,8 @@ async def attempt(
     try:
         if dep.authorizer is not None:
             request = await dep.authorizer.authorize(request)
+        if request.max_answer != dep.max_answer:
+            request = replace(request, max_answer=dep.max_answer)
         if call.stream:
             await _stream(dep, request, model, call, data, send, claim, limits)
         else:
@@ -104,6 +107,7 @@ async def attempt(
         if call.usage is not None:
             tokens = call.usage.prompt + call.usage.completion
     except GatewayError as err:
+        dep.scrubber.error(err)  # whatever the upstream said, it never carries a secret past here
         kind = classify(err)
         now = trio.current_time()
         if kind is not None:
@@ -152,8 +156,8 @@ async def _whole(
         raise UpstreamTimeout(f"no answer from the upstream within {limits[0]:g}s (timeouts.first_byte)",
                               code="upstream_first_byte_timeout")
     if response.status >= 400:
-        raise _upstream_failure(dep.adapter.error(response.status, response.headers, response.body),
-                                response.status, response.headers)
+        failed = dep.scrubber.error(dep.adapter.error(response.status, response.headers, response.body))
+        raise _upstream_failure(failed, response.status, response.headers)
     if call.dialect is None:
         body, usage = dep.adapter.response(call.op, response.body, model=model, request=data)
     else:
@@ -202,10 +206,11 @@ async def _stream(
             with trio.move_on_after(min(idle, first_byte)):
                 body = await upstream.read()
             call.upstream += perf_counter() - t
-            raise _upstream_failure(dep.adapter.error(upstream.status, upstream.headers, body), upstream.status,
-                                    upstream.headers)
+            failed = dep.scrubber.error(dep.adapter.error(upstream.status, upstream.headers, body))
+            raise _upstream_failure(failed, upstream.status, upstream.headers)
         if not upstream.headers.get("content-type", "").startswith(dep.adapter.stream_content_type):
             raise UpstreamError("upstream did not answer the stream with server-sent events")
+        received = pending = 0
         try:
             chunks = upstream.iter_bytes().__aiter__()
             # One cancel scope for the whole stream whose deadline is moved before each read (a new
@@ -225,7 +230,17 @@ async def _stream(
                     finally:
                         call.upstream += perf_counter() - t
                     waiting.deadline = math.inf
+                    received += len(chunk)
+                    if received > dep.max_answer:
+                        raise answer_too_large(dep.max_answer)
                     out = relay.feed(chunk)
+                    # Bytes that completed no event: bounded, so one endless event cannot hold the buffer
+                    # (the parsers are linear, so it cannot hold the loop either).
+                    pending = 0 if out else pending + len(chunk)
+                    if pending > dep.max_event:
+                        raise UpstreamError(f"the upstream's stream sent over {dep.max_event:,} bytes without "
+                                            "completing an event (server.max_upstream_event)",
+                                            code="upstream_event_too_large")
                     if out:
                         if not call.started:
                             call.extra["_ttft"] = perf_counter() - t_first
@@ -237,9 +252,13 @@ async def _stream(
                             await send({"type": "http.response.start", "status": 200, "headers": headers})
                         failure: GatewayError | None = getattr(relay, "failure", None)
                         if failure is not None:
-                            # The upstream's own error event goes to the client as it is; the call is
+                            # The upstream's own error event goes to the client (scrubbed); the call is
                             # accounted as that error (set first: the client may hang up on reading it).
+                            dep.scrubber.error(failure)
+                            out = dep.scrubber.event(out)
                             call.status, call.error, call.complete = failure.status, failure.message, True
+                        else:
+                            out = dep.scrubber.data(out)
                         call.answer.append(out)
                         if relay.done and call.dialect is not None and failure is None:
                             await call.dialect.complete()
@@ -259,7 +278,7 @@ async def _stream(
                 raise
             if not call.started:
                 raise
-            await stream_error(send, call, err)
+            await stream_error(send, call, dep.scrubber.error(err))
             raise
         finally:
             if relay.usage is not None and call.started and call.deployment == dep.target.id:

@@ -16,9 +16,10 @@ from runtime.governance.keys import Grant
 from runtime.governance.reserve import Basis, bases
 from runtime.mcp.upstream import ResolvedServer, resolve_servers
 from runtime.observe.metrics import STATES, Metrics
+from runtime.observe.scrub import Scrubber, SecretCollector
 from runtime.plan import Family, ModelGroup, Plan, Provider, Target
 from runtime.plan.canonical import digest
-from runtime.plan.secrets import resolve
+from runtime.plan.secrets import resolve as _resolve
 from runtime.routing.balance import DeploymentState, GroupState
 from runtime.routing.model_list import anthropic_models_body
 from runtime.routing.routes import RouteTable
@@ -27,7 +28,7 @@ from runtime.upstream.mock import MockTransport
 from runtime.upstream.openai_wire import OPS
 from runtime.upstream.providers.auth import authorizer_for
 from runtime.upstream.providers.common import RequestAuthorizer
-from runtime.upstream.transport import Transport
+from runtime.upstream.transport import DEFAULT_MAX_ANSWER, Transport
 
 __all__ = [
     "Deployment", "Runtime", "build_runtime", "deployments_report", "model_card", "observe_deployments", "public_names",
@@ -37,8 +38,8 @@ __all__ = [
 class Deployment:
     """One target of one group, with everything a request needs precomputed."""
 
-    __slots__ = ("adapter", "authorizer", "group", "headers", "peers", "provider", "state", "target", "transport",
-                 "urls")
+    __slots__ = ("adapter", "authorizer", "group", "headers", "max_answer", "max_event", "peers", "provider",
+                 "scrubber", "state", "target", "transport", "urls")
 
     def __init__(
         self,
@@ -50,6 +51,7 @@ class Deployment:
         state: DeploymentState,
         adapter: Adapter | None = None,
         authorizer: RequestAuthorizer | None = None,
+        scrubber: Scrubber | None = None,
     ) -> None:
         self.group = group
         self.target = target
@@ -60,6 +62,12 @@ class Deployment:
         self.adapter: Adapter = adapter or adapter_for(provider)
         self.authorizer = authorizer
         """Adds credentials to each finished request (Vertex token, Bedrock SigV4); None for static keys."""
+        self.max_event = 1 << 20
+        """`server.max_upstream_event` (set from the plan by `build_runtime`)."""
+        self.max_answer = DEFAULT_MAX_ANSWER
+        """`server.max_upstream_answer`."""
+        self.scrubber = scrubber or Scrubber()
+        """Masks the plan's secrets in what this deployment's upstream sends back (shared by the plan)."""
         self.urls = {op: url_for(provider, target.model, op) for op in OPS} if target.model != "*" else {}
         self.peers: tuple[DeploymentState, ...] = ()
         """The states of the group's other deployments (set once the group is built)."""
@@ -102,9 +110,11 @@ class Runtime:
     """The `mcp` section's upstream servers, credentials resolved."""
     reserve: dict[str, Basis] = field(default_factory=dict)
     """Group name -> its worst-case prices and output length (what admission reserves)."""
+    scrubber: Scrubber = field(default_factory=Scrubber)
+    """Masks every secret this plan resolved (and credential-shaped tokens) in relayed text and logs."""
 
 
-def _headers(provider: Provider, target: Target) -> tuple[tuple[str, str], ...]:
+def _headers(provider: Provider, target: Target, resolve: SecretCollector) -> tuple[tuple[str, str], ...]:
     out: list[tuple[str, str]] = [("content-type", "application/json")]
     if provider.auth is not None and provider.api_key is not None:
         out.append((provider.auth.header, provider.auth.prefix + resolve(provider.api_key)))
@@ -120,6 +130,8 @@ def build_runtime(plan: Plan, shared: Transport, previous: Runtime | None = None
     the authorizers (and their cached tokens) of providers that did not change.
     Raises SecretError (CredentialsError too) when a referenced secret or credential is missing.
     """
+    resolve = SecretCollector(_resolve)
+    scrubber = Scrubber()  # replaced below, once every secret is resolved; deployments share it
     old: dict[tuple[str, str], DeploymentState] = {}
     mocks: dict[str, MockTransport] = {}
     authorizers: dict[str, RequestAuthorizer | None] = {}
@@ -148,13 +160,25 @@ def build_runtime(plan: Plan, shared: Transport, previous: Runtime | None = None
                 if provider.name not in authorizers:
                     authorizers[provider.name] = authorizer_for(provider, resolve)
             state = old.get((group.name, target.id)) or DeploymentState()
-            deps.append(Deployment(group, target, provider, transport, _headers(provider, target), state,
-                                   adapters[provider.name], authorizers[provider.name]))
+            deps.append(Deployment(group, target, provider, transport, _headers(provider, target, resolve), state,
+                                   adapters[provider.name], authorizers[provider.name], scrubber))
         for d in deps:
             d.peers = tuple(o.state for o in deps if o is not d)
         deployments[group.name] = tuple(deps)
     grants, teams = policies_from_plan(plan)
     jwt = plan.auth.jwt if plan.auth is not None else None
+    jwt_secret = resolve(jwt.secret) if jwt is not None and jwt.secret is not None else None
+    a2a_headers = {a.name: tuple((h.name, resolve(h.value)) for h in a.headers)
+                   for a in (plan.a2a.agents if plan.a2a is not None else ())}
+    mcp_servers = resolve_servers(plan.mcp, resolve)
+    for stored in (plan.store.database, plan.store.redis):
+        if stored is not None:
+            resolve(stored)  # a DSN's password is masked in logs too
+    scrubber = resolve.scrubber()
+    for serving in deployments.values():
+        for d in serving:
+            d.scrubber = scrubber
+            d.max_event, d.max_answer = plan.server.max_upstream_event, plan.server.max_upstream_answer
     return Runtime(
         plan=plan,
         digest=digest(plan),
@@ -166,10 +190,10 @@ def build_runtime(plan: Plan, shared: Transport, previous: Runtime | None = None
         cursors={g.name: GroupState() for g in plan.models},
         grants=grants,
         teams=teams,
-        jwt_secret=resolve(jwt.secret) if jwt is not None and jwt.secret is not None else None,
-        a2a_headers={a.name: tuple((h.name, resolve(h.value)) for h in a.headers)
-                     for a in (plan.a2a.agents if plan.a2a is not None else ())},
-        mcp_servers=resolve_servers(plan.mcp, resolve),
+        jwt_secret=jwt_secret,
+        a2a_headers=a2a_headers,
+        mcp_servers=mcp_servers,
+        scrubber=scrubber,
         reserve=bases(plan),
     )
 

@@ -15,8 +15,11 @@ import trio
 
 from runtime.store.models import MIGRATIONS, TABLES, Meta, migrate
 
-__all__ = ["CONNECT_TIMEOUT", "OPEN_WAIT", "SCHEMA_VERSION", "Store", "StoreUnavailable", "connect_database",
-           "open_database", "redact"]
+__all__ = ["CONNECT_TIMEOUT", "OPEN_WAIT", "SCHEMA_VERSION", "STORE_ERRORS", "Store", "StoreUnavailable",
+           "connect_database", "open_database", "redact"]
+
+STORE_ERRORS: tuple[type[Exception], ...] = (peewee.PeeweeException, OSError)
+"""What a store call raises when the database cannot answer (callers map it to a 503)."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
 CONNECT_TIMEOUT = 5

@@ -16,7 +16,7 @@ import orjson
 
 from runtime.errors import GatewayError, UpstreamError
 from runtime.plan import Family, Provider, Target
-from runtime.upstream.openai_wire import SseRelay, Usage, error_from_upstream, request_body, upstream_url, usage_from
+from runtime.upstream.openai_wire import SseRelay, Usage, error_from_upstream, request_body, upstream_url, valid_usage
 from runtime.upstream.providers import native_adapter
 from runtime.upstream.transport import UpstreamRequest
 
@@ -99,7 +99,7 @@ class OpenAIAdapter:
     ) -> tuple[bytes, Usage | None]:
         """The upstream body unchanged, and the usage it reports."""
         try:
-            return body, usage_from(orjson.loads(body))
+            return body, valid_usage(orjson.loads(body))
         except orjson.JSONDecodeError:
             raise UpstreamError("upstream answered with invalid JSON") from None
 

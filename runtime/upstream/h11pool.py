@@ -20,7 +20,7 @@ import httpx
 import trio
 
 from runtime.errors import UpstreamError, describe
-from runtime.upstream.transport import UpstreamRequest, UpstreamResponse, UpstreamStream
+from runtime.upstream.transport import UpstreamRequest, UpstreamResponse, UpstreamStream, read_bounded
 
 __all__ = ["H11Transport"]
 
@@ -69,8 +69,9 @@ def _stale(conn: _Conn) -> bool:
 class _Response:
     """An open upstream response: status, headers, and the body as it arrives."""
 
-    def __init__(self, conn: _Conn, response: h11.Response) -> None:
+    def __init__(self, conn: _Conn, response: h11.Response, max_answer: int) -> None:
         self._conn = conn
+        self.max_answer = max_answer
         self.status = response.status_code
         self.headers = httpx.Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers])
         self.finished = False
@@ -91,7 +92,7 @@ class _Response:
             raise _broken(exc) from None
 
     async def read(self) -> bytes:
-        return b"".join([chunk async for chunk in self.iter_bytes()])
+        return await read_bounded(self.iter_bytes(), self.max_answer)
 
 
 class H11Transport:
@@ -185,7 +186,7 @@ class H11Transport:
                 if type(event) is not h11.Response:
                     raise UpstreamError("upstream closed the connection before answering",
                                         code="upstream_connection_broken")
-                return origin, conn, _Response(conn, event)
+                return origin, conn, _Response(conn, event, request.max_answer)
             except (trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError, UpstreamError) as exc:
                 await trio.aclose_forcefully(conn.stream)
                 if retry or not conn.reused or answered or request.method not in _IDEMPOTENT:

@@ -15,9 +15,11 @@ import orjson
 from runtime.errors import BadRequest, GatewayError, RateLimited, UpstreamError, UpstreamTimeout
 from runtime.plan import Family, JSONValue, Provider
 from runtime.retry_after import parse_retry_after
+from runtime.upstream.urlpath import path_segment
+from runtime.upstream.usage_check import InvalidUsage, token_count
 
 __all__ = ["OPS", "SseRelay", "Usage", "error_from_upstream", "request_body", "responses_url", "upstream_url",
-           "usage_from"]
+           "usage_from", "valid_usage"]
 
 OPS = {"chat": "chat/completions", "completions": "completions", "embeddings": "embeddings"}
 """Operation -> path under the provider's base URL."""
@@ -27,7 +29,7 @@ def upstream_url(provider: Provider, model: str, op: str) -> str:
     """The URL for `op` on `provider` (Azure puts the deployment and api-version in the URL)."""
     if provider.family is Family.AZURE:
         return (
-            f"{provider.base_url}/openai/deployments/{model}/{OPS[op]}?api-version={provider.api_version}"
+            f"{provider.base_url}/openai/deployments/{path_segment(model)}/{OPS[op]}?api-version={provider.api_version}"
         )
     return f"{provider.base_url}/{OPS[op]}"
 
@@ -74,22 +76,31 @@ class Usage:
 
 
 def usage_from(obj: Any) -> Usage | None:
-    """Usage from a response or chunk object, when it carries one."""
+    """Usage from a response or chunk object, when it carries one; raises InvalidUsage when a count
+    in it is not a valid token count (see :mod:`runtime.upstream.usage_check`)."""
     if not isinstance(obj, dict):
         return None
     u = obj.get("usage")
     if not isinstance(u, dict):
         return None
-    prompt_details = u.get("prompt_tokens_details") or {}
-    completion_details = u.get("completion_tokens_details") or {}
+    prompt_details = u.get("prompt_tokens_details")
+    completion_details = u.get("completion_tokens_details")
     return Usage(
-        prompt=int(u.get("prompt_tokens") or 0),
-        completion=int(u.get("completion_tokens") or 0),
-        cached=int(prompt_details.get("cached_tokens") or 0) if isinstance(prompt_details, dict) else 0,
-        reasoning=int(completion_details.get("reasoning_tokens") or 0)
+        prompt=token_count(u.get("prompt_tokens")),
+        completion=token_count(u.get("completion_tokens")),
+        cached=token_count(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else 0,
+        reasoning=token_count(completion_details.get("reasoning_tokens"))
         if isinstance(completion_details, dict)
         else 0,
     )
+
+
+def valid_usage(obj: Any) -> Usage | None:
+    """:func:`usage_from`, with an invalid usage treated as absent (the call is then metered locally)."""
+    try:
+        return usage_from(obj)
+    except InvalidUsage:
+        return None
 
 
 _USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
@@ -106,24 +117,34 @@ class SseRelay:
     go out in one write.
     """
 
-    __slots__ = ("_buf", "done", "keep_usage", "usage")
+    __slots__ = ("_buf", "_invalid", "done", "keep_usage", "usage")
 
     def __init__(self, keep_usage: bool) -> None:
-        self._buf = b""
+        self._buf = bytearray()
         self.keep_usage = keep_usage
         self.usage: Usage | None = None
         self.done = False
+        self._invalid = False
 
     def feed(self, data: bytes) -> bytes:
-        """Bytes to send now: every complete event received so far."""
-        buf = self._buf + data
+        """Bytes to send now: every complete event received so far.
+
+        Linear in the bytes received: only the new bytes (and the 3 before them, where a terminator
+        may have begun) are searched for an event end, and a partial event is never re-copied whole.
+        """
+        buf = self._buf
+        resume = max(0, len(buf) - 3)
+        buf += data
+        if buf.find(b"\n", resume) < 0 and buf.find(b"\r", resume) < 0:
+            return b""  # no line end at all in the new bytes: nothing can have completed (memchr-fast)
         last = None
-        for match in _EVENT_END.finditer(buf):
+        for match in _EVENT_END.finditer(buf, resume):
             last = match
         if last is None:
-            self._buf = buf
             return b""
-        complete, self._buf = buf[: last.end()], buf[last.end() :]
+        end = last.end()
+        complete = bytes(buf[:end])
+        del buf[:end]
         if b"[DONE]" in complete:
             self.done = True
         if not self.keep_usage:
@@ -143,8 +164,14 @@ class SseRelay:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError:
             return event
-        usage = usage_from(obj)
-        if usage is not None:
+        try:
+            usage = usage_from(obj)
+        except InvalidUsage:
+            # Treated as absent for the whole stream (metered locally), however later chunks look.
+            self._invalid, self.usage, usage = True, None, None
+            if not self.keep_usage and obj.get("choices") == []:
+                return b""
+        if usage is not None and not self._invalid:
             self.usage = usage
             if not self.keep_usage and obj.get("choices") == []:
                 return b""

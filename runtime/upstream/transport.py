@@ -17,7 +17,28 @@ import httpx
 
 from runtime.errors import UpstreamError, describe
 
-__all__ = ["HttpxTransport", "Transport", "UpstreamRequest", "UpstreamResponse", "UpstreamStream"]
+__all__ = ["DEFAULT_MAX_ANSWER", "HttpxTransport", "Transport", "UpstreamRequest", "UpstreamResponse", "UpstreamStream",
+           "answer_too_large", "read_bounded"]
+
+DEFAULT_MAX_ANSWER = 64 << 20
+
+
+def answer_too_large(limit: int) -> UpstreamError:
+    """The error of an upstream answer over `limit` bytes."""
+    return UpstreamError(f"the upstream's answer is over the {limit:,}-byte limit (server.max_upstream_answer)",
+                         code="upstream_answer_too_large")
+
+
+async def read_bounded(chunks: AsyncIterator[bytes], limit: int) -> bytes:
+    """All of `chunks`, joined once (linear), failing as soon as they pass `limit` bytes."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise answer_too_large(limit)
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +50,9 @@ class UpstreamRequest:
     headers: tuple[tuple[str, str], ...]
     body: bytes
     connect_timeout: float
+    max_answer: int = DEFAULT_MAX_ANSWER
+    """Bytes of answer the transport reads at most (`server.max_upstream_answer`); past it the read
+    fails with :func:`answer_too_large` and the connection is dropped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,10 +96,11 @@ class Transport(Protocol):
 
 
 class _HttpxStream:
-    __slots__ = ("_response", "headers", "status")
+    __slots__ = ("_response", "headers", "max_answer", "status")
 
-    def __init__(self, response: httpx.Response) -> None:
+    def __init__(self, response: httpx.Response, max_answer: int) -> None:
         self._response = response
+        self.max_answer = max_answer
         self.status = response.status_code
         self.headers = response.headers
 
@@ -88,11 +113,18 @@ class _HttpxStream:
                                 code="upstream_connection_broken") from None
 
     async def read(self) -> bytes:
-        try:
-            return await self._response.aread()
-        except httpx.HTTPError as exc:
-            raise UpstreamError(f"upstream connection broke ({describe(exc)})",
-                                code="upstream_connection_broken") from None
+        return await read_bounded(self.iter_bytes(), self.max_answer)
+
+
+async def _decoded(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The body with its content-encoding undone (counted after decoding: a small gzip bomb is
+    still bounded)."""
+    try:
+        async for chunk in response.aiter_bytes():
+            yield chunk
+    except httpx.HTTPError as exc:
+        raise UpstreamError(f"upstream connection broke ({describe(exc)})",
+                            code="upstream_connection_broken") from None
 
 
 def _timeout(request: UpstreamRequest) -> httpx.Timeout:
@@ -122,8 +154,7 @@ class HttpxTransport:
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
         """Send and read the whole response; connection failures become UpstreamError."""
         try:
-            response = await self._client.send(self._build(request))
-            body = await response.aread()
+            response = await self._client.send(self._build(request), stream=True)
         except httpx.ConnectError as exc:
             raise UpstreamError(f"could not connect to the upstream ({describe(exc)})",
                                 code="upstream_connect_error") from None
@@ -133,6 +164,10 @@ class HttpxTransport:
         except httpx.HTTPError as exc:
             raise UpstreamError(f"upstream connection failed ({describe(exc)})",
                                 code="upstream_connection_broken") from None
+        try:
+            body = await read_bounded(_decoded(response), request.max_answer)
+        finally:
+            await response.aclose()
         return UpstreamResponse(response.status_code, response.headers, body)
 
     @asynccontextmanager
@@ -150,7 +185,7 @@ class HttpxTransport:
             raise UpstreamError(f"upstream connection failed ({describe(exc)})",
                                 code="upstream_connection_broken") from None
         try:
-            yield _HttpxStream(response)
+            yield _HttpxStream(response, request.max_answer)
         finally:
             await response.aclose()
 

@@ -109,10 +109,14 @@ def group(name: str, *targets: Target, timeout: float = 30.0, aliases: tuple[str
 
 def plan(providers: list[Provider], models: list[ModelGroup], *, port: int = 0, max_body: int = 1 << 20,
          drain: float = 5.0, bodies: bool = False, auth: Auth | None = None,
-         teams: tuple[Team, ...] = ()) -> Plan:
+         teams: tuple[Team, ...] = (), max_event: int = 1 << 20, max_answer: int = 64 << 20,
+         body_timeout: float = 30.0, allowed_hosts: tuple[str, ...] = (), max_connections: int = 1024) -> Plan:
     return Plan(
         version=PLAN_VERSION,
-        server=Server(host="127.0.0.1", port=port, workers=1, max_body=max_body, drain_timeout=drain),
+        server=Server(host="127.0.0.1", port=port, workers=1, max_body=max_body, drain_timeout=drain,
+                      max_upstream_event=max_event, max_upstream_answer=max_answer, body_timeout=body_timeout,
+                      keep_alive=75.0, max_header_size=16384, max_json_depth=64, allowed_hosts=allowed_hosts,
+                      max_connections=max_connections),
         providers=tuple(sorted(providers, key=lambda p: p.name)),
         models=tuple(sorted(models, key=lambda g: g.name)),
         store=Store(database=text("sqlite://:memory:")),

@@ -29,6 +29,8 @@ from runtime.upstream.providers.common import loads_upstream
 from runtime.upstream.tokens import REPLY_OVERHEAD
 from runtime.upstream.translation import TargetView
 from runtime.upstream.transport import UpstreamRequest
+from runtime.upstream.urlpath import check_model_name
+from runtime.upstream.usage_check import or_absent
 
 __all__ = ["CLIENT_HEADERS", "MessagesDialect", "client_headers", "parse_messages"]
 
@@ -53,6 +55,7 @@ def parse_messages(body: bytes, *, count: bool = False) -> dict[str, Any]:
     model = data.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("model: field required (a non-empty string)", param="model")
+    check_model_name(model)
     messages = data.get("messages")
     if not isinstance(messages, list):
         raise BadRequest("messages: field required (an array)", param="messages")
@@ -131,7 +134,10 @@ class MessagesDialect:
         if dep.provider.family is Family.ANTHROPIC:
             obj = loads_upstream(body)
             usage = obj.get("usage") if isinstance(obj, dict) else None
-            return body, message_usage(usage) if isinstance(usage, dict) else None
+            if not isinstance(usage, dict):
+                return body, None
+            found: dict[str, Any] = usage
+            return body, or_absent(lambda: message_usage(found))
         openai, usage = dep.adapter.response("chat", body, model=model, request=self.openai_body(dep))
         return openai_to_anthropic_response(openai, self.model), usage
 

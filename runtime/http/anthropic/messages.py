@@ -17,7 +17,7 @@ import orjson
 
 from runtime.errors import GatewayError
 from runtime.http.anthropic.request import anthropic_to_openai
-from runtime.upstream.openai_wire import Usage, usage_from
+from runtime.upstream.openai_wire import Usage, valid_usage
 from runtime.upstream.providers.common import SseParser
 from runtime.upstream.tokens import REPLY_OVERHEAD, prompt_tokens
 
@@ -66,7 +66,7 @@ def openai_to_anthropic_response(openai_json: bytes | dict[str, Any], model: str
     return orjson.dumps({
         "id": f"msg_{obj.get('id') or 'sidegate'}", "type": "message", "role": "assistant", "model": model,
         "content": content, "stop_reason": _STOP.get(str(choice.get("finish_reason")), "end_turn"),
-        "stop_sequence": None, "usage": _anthropic_usage(usage_from(obj)),
+        "stop_sequence": None, "usage": _anthropic_usage(valid_usage(obj)),
     })
 
 
@@ -159,7 +159,7 @@ class OpenAIToAnthropicStream:
             kind = "overloaded_error" if err.get("code") == "service_unavailable" else "api_error"
             return self._start() + _event("error", {"error": {"type": kind, "message": str(err.get("message"))}})
         out = [self._start(obj.get("id"))]
-        self.usage = usage_from(obj) or self.usage
+        self.usage = valid_usage(obj) or self.usage
         for choice in obj.get("choices") or []:
             delta = choice.get("delta") or {}
             if delta.get("reasoning_content"):

@@ -8,7 +8,7 @@ auth scheme); `anthropic-version: 2023-06-01` is added unless configured.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
@@ -32,6 +32,7 @@ from runtime.upstream.providers.common import (
     with_header,
 )
 from runtime.upstream.transport import UpstreamRequest
+from runtime.upstream.usage_check import InvalidUsage, or_absent, token_count
 
 __all__ = [
     "ANTHROPIC_VERSION",
@@ -137,7 +138,7 @@ def message_usage(usage: Mapping[str, Any], previous: Usage | None = None) -> Us
 
     def count(key: str, default: int) -> int:
         value = usage.get(key)
-        return int(value) if isinstance(value, int) else default
+        return default if value is None else token_count(value)  # InvalidUsage for a bad count
 
     uncached = count("input_tokens", -1)
     read = count("cache_read_input_tokens", prev.cached)
@@ -149,7 +150,7 @@ def message_usage(usage: Mapping[str, Any], previous: Usage | None = None) -> Us
         prompt=prompt,
         completion=count("output_tokens", prev.completion),
         cached=read,
-        reasoning=int(thinking) if isinstance(thinking, int) else prev.reasoning,
+        reasoning=prev.reasoning if thinking is None else token_count(thinking),
     )
 
 
@@ -216,7 +217,7 @@ class AnthropicAdapter(NativeAdapterBase):
             elif kind == "tool_use":
                 args = orjson.dumps(block.get("input", {})).decode()
                 calls.append((str(block.get("id")), str(block.get("name")), args))
-        usage = message_usage(obj.get("usage") or {})
+        usage = or_absent(lambda: message_usage(obj.get("usage") or {}))
         out = completion_body(
             id=str(obj.get("id") or "msg"), model=str(obj.get("model") or model), created=int(self._clock()),
             text="".join(text), reasoning="".join(reasoning), tool_calls=calls,
@@ -267,7 +268,7 @@ class AnthropicStream(NativeStream):
             message = obj.get("message") or {}
             w = self._writer = ChunkWriter(str(message.get("id") or "msg"), str(message.get("model") or self._model),
                                            self._created, self.keep_usage)
-            self.usage = message_usage(message.get("usage") or {})
+            self.take_usage(message_usage, message.get("usage") or {})
             return w.role()
         if kind == "content_block_start":
             block = obj.get("content_block") or {}
@@ -290,7 +291,7 @@ class AnthropicStream(NativeStream):
                 return w.reasoning(delta.get("thinking") or "")
             return b""
         if kind == "message_delta":
-            self.usage = message_usage(obj.get("usage") or {}, self.usage)
+            self.take_usage(message_usage, obj.get("usage") or {}, self.usage)
             self._finish = FINISH.get(str((obj.get("delta") or {}).get("stop_reason")), "stop")
             return w.finish(self._finish)
         if kind == "message_stop":
@@ -336,7 +337,7 @@ class AnthropicRelay:
     (so the router can still retry or fall back); after that it is passed on, ends the stream, and
     is kept in `failure` so the call is accounted as the error it was."""
 
-    __slots__ = ("_buf", "_relayed", "done", "failure", "keep_usage", "usage")
+    __slots__ = ("_buf", "_invalid", "_relayed", "done", "failure", "keep_usage", "usage")
 
     def __init__(self, keep_usage: bool = True) -> None:
         self.keep_usage = keep_usage
@@ -345,6 +346,15 @@ class AnthropicRelay:
         self.failure: GatewayError | None = None
         self._relayed = False
         self._buf = SseParser()
+        self._invalid = False
+
+    def _take_usage(self, read: Callable[..., Usage], *args: Any) -> None:
+        """As :meth:`NativeStream.take_usage`: an invalid count makes the stream's usage absent."""
+        if not self._invalid:
+            try:
+                self.usage = read(*args)
+            except InvalidUsage:
+                self._invalid, self.usage = True, None
 
     def feed(self, data: bytes) -> bytes:
         """The complete events in these bytes, re-serialised with their `event:` lines."""
@@ -356,9 +366,9 @@ class AnthropicRelay:
                 obj = {}
             kind = obj.get("type") if isinstance(obj, dict) else None
             if kind == "message_start":
-                self.usage = message_usage((obj.get("message") or {}).get("usage") or {})
+                self._take_usage(message_usage, (obj.get("message") or {}).get("usage") or {})
             elif kind == "message_delta":
-                self.usage = message_usage(obj.get("usage") or {}, self.usage)
+                self._take_usage(message_usage, obj.get("usage") or {}, self.usage)
             elif kind == "message_stop":
                 self.done = True
             elif kind == "error":

@@ -14,7 +14,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from typing import Any, cast
-from urllib.parse import quote
 
 import httpx
 import orjson
@@ -47,6 +46,8 @@ from runtime.upstream.providers.common import (
     upstream_error,
 )
 from runtime.upstream.transport import UpstreamRequest
+from runtime.upstream.urlpath import path_segment
+from runtime.upstream.usage_check import or_absent, token_count
 
 __all__ = ["BedrockAdapter", "BedrockStream", "bedrock_base_url", "bedrock_request_body", "error_from_bedrock"]
 
@@ -143,13 +144,13 @@ def embed_body(body: Mapping[str, Any], model: str) -> dict[str, Any]:
     return out
 
 
-def embeddings_answer(obj: Any, model: str, request: Mapping[str, Any]) -> tuple[bytes, Usage]:
+def embeddings_answer(obj: Any, model: str, request: Mapping[str, Any]) -> tuple[bytes, Usage | None]:
     """Titan's `embedding` (+ `inputTextTokenCount`) or Cohere's `embeddings` as OpenAI's list."""
     if not isinstance(obj, dict):
         raise upstream_error("bedrock", 502, "answer is not a JSON object")
     if isinstance(obj.get("embedding"), list):
         vectors = [[float(v) for v in obj["embedding"]]]
-        tokens = int(obj.get("inputTextTokenCount") or 0)
+        tokens: Any = obj.get("inputTextTokenCount")
     else:
         raw = obj.get("embeddings")
         if isinstance(raw, dict):  # embedding_types asked: {"float": [[...]]}
@@ -157,9 +158,10 @@ def embeddings_answer(obj: Any, model: str, request: Mapping[str, Any]) -> tuple
         if not isinstance(raw, list):
             raise upstream_error("bedrock", 502, "answer without embeddings")
         vectors = [[float(v) for v in e] for e in raw]
-        tokens = int(((obj.get("meta") or {}).get("billed_units") or {}).get("input_tokens") or 0)
+        tokens = ((obj.get("meta") or {}).get("billed_units") or {}).get("input_tokens")
     fmt = request.get("encoding_format")
-    return embeddings_body(vectors, model, tokens, fmt if isinstance(fmt, str) else None), Usage(prompt=tokens)
+    usage = or_absent(lambda: Usage(prompt=token_count(tokens)))
+    return embeddings_body(vectors, model, usage.prompt if usage else 0, fmt if isinstance(fmt, str) else None), usage
 
 
 def bedrock_request_body(chat: Chat, drop: bool = False) -> dict[str, Any]:
@@ -206,10 +208,10 @@ def bedrock_request_body(chat: Chat, drop: bool = False) -> dict[str, Any]:
 def _usage(usage: Any) -> Usage | None:
     if not isinstance(usage, dict):
         return None
-    read = int(usage.get("cacheReadInputTokens") or 0)
-    written = int(usage.get("cacheWriteInputTokens") or 0)
-    return Usage(prompt=int(usage.get("inputTokens") or 0) + read + written,
-                 completion=int(usage.get("outputTokens") or 0), cached=read)
+    read = token_count(usage.get("cacheReadInputTokens"))
+    written = token_count(usage.get("cacheWriteInputTokens"))
+    return Usage(prompt=token_count(usage.get("inputTokens")) + read + written,
+                 completion=token_count(usage.get("outputTokens")), cached=read)
 
 
 def error_from_bedrock(status: int, headers: httpx.Headers | Mapping[str, str], body: bytes) -> GatewayError:
@@ -238,7 +240,7 @@ class BedrockAdapter(NativeAdapterBase):
         """`{base_url}/model/{modelId}/converse` (`/invoke` for embeddings), the model id (or ARN)
         percent-encoded."""
         action = "invoke" if op == "embeddings" else "converse"
-        return f"{base_url.rstrip('/')}/model/{quote(model, safe='')}/{action}"
+        return f"{base_url.rstrip('/')}/model/{path_segment(model)}/{action}"
 
     @staticmethod
     def stream_url(url: str) -> str:
@@ -295,7 +297,7 @@ class BedrockAdapter(NativeAdapterBase):
                               orjson.dumps(use.get("input") or {}).decode()))
             elif isinstance(block.get("reasoningContent"), dict):
                 reasoning.append(str((block["reasoningContent"].get("reasoningText") or {}).get("text") or ""))
-        usage = _usage(obj.get("usage"))
+        usage = or_absent(lambda: _usage(obj.get("usage")))
         out = completion_body(
             id=f"bedrock-{uuid.uuid4().hex}", model=model, created=int(self._clock()), text="".join(text),
             reasoning="".join(reasoning), tool_calls=calls,
@@ -375,7 +377,7 @@ class BedrockStream(NativeStream):
         if event == "messageStop":
             return w.finish(FINISH.get(str(obj.get("stopReason")), "stop"))
         if event == "metadata":
-            self.usage = _usage(obj.get("usage")) or self.usage
+            self.take_usage(_usage, obj.get("usage"))
             self.done = True
             return w.end(self.usage)
         return b""

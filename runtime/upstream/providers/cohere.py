@@ -34,6 +34,7 @@ from runtime.upstream.providers.common import (
     upstream_error,
 )
 from runtime.upstream.transport import UpstreamRequest
+from runtime.upstream.usage_check import or_absent, token_count
 
 __all__ = ["CohereAdapter", "CohereStream", "cohere_request_body", "error_from_cohere"]
 
@@ -126,8 +127,8 @@ def _usage(usage: Any) -> Usage | None:
     if not isinstance(usage, dict):
         return None
     counts = usage.get("billed_units") or usage.get("tokens") or {}
-    return Usage(prompt=int(counts.get("input_tokens") or 0), completion=int(counts.get("output_tokens") or 0),
-                 cached=int(usage.get("cached_tokens") or 0))
+    return Usage(prompt=token_count(counts.get("input_tokens")), completion=token_count(counts.get("output_tokens")),
+                 cached=token_count(usage.get("cached_tokens")))
 
 
 def error_from_cohere(status: int, headers: httpx.Headers | Mapping[str, str], body: bytes) -> GatewayError:
@@ -189,9 +190,11 @@ class CohereAdapter(NativeAdapterBase):
             raise upstream_error("cohere", 502, "answer is not a JSON object")
         if op == "embeddings":
             vectors = [[float(v) for v in e] for e in (obj.get("embeddings") or {}).get("float") or []]
-            tokens = int(((obj.get("meta") or {}).get("billed_units") or {}).get("input_tokens") or 0)
+            tokens = ((obj.get("meta") or {}).get("billed_units") or {}).get("input_tokens")
             fmt = (request or {}).get("encoding_format")
-            return embeddings_body(vectors, model, tokens, fmt if isinstance(fmt, str) else None), Usage(prompt=tokens)
+            usage = or_absent(lambda: Usage(prompt=token_count(tokens)))
+            encoding = fmt if isinstance(fmt, str) else None
+            return embeddings_body(vectors, model, usage.prompt if usage else 0, encoding), usage
         message = obj.get("message") or {}
         text = [str(message.get("tool_plan") or "")]
         reasoning: list[str] = []
@@ -205,7 +208,7 @@ class CohereAdapter(NativeAdapterBase):
              str((c.get("function") or {}).get("arguments") or "{}"))
             for c in message.get("tool_calls") or []
         ]
-        usage = _usage(obj.get("usage"))
+        usage = or_absent(lambda: _usage(obj.get("usage")))
         out = completion_body(
             id=str(obj.get("id") or "cohere"), model=model, created=int(self._clock()), text="".join(text),
             reasoning="".join(reasoning), tool_calls=calls, finish_reason=_finish(obj.get("finish_reason")),
@@ -272,7 +275,7 @@ class CohereStream(NativeStream):
             fn = (message.get("tool_calls") or {}).get("function") or {}
             return w.tool_args(known, str(fn.get("arguments") or "")) if known is not None else b""
         if kind == "message-end":
-            self.usage = _usage(delta.get("usage")) or self.usage
+            self.take_usage(_usage, delta.get("usage"))
             finish = _finish(delta.get("finish_reason"))
             self.done = True
             return w.finish(finish) + w.end(self.usage)

@@ -23,6 +23,7 @@ from runtime.errors import BadRequest, GatewayError, Overloaded, RateLimited, Up
 from runtime.retry_after import parse_retry_after
 from runtime.upstream.openai_wire import Usage
 from runtime.upstream.transport import UpstreamRequest
+from runtime.upstream.usage_check import InvalidUsage
 
 __all__ = [
     "ChunkWriter",
@@ -62,7 +63,7 @@ class NativeStream:
     """What every native stream translator keeps: whether the client asked for the usage chunk, the
     usage seen so far, whether the stream completed, and the `created` and `model` of its chunks."""
 
-    __slots__ = ("_created", "_model", "done", "keep_usage", "usage")
+    __slots__ = ("_created", "_invalid", "_model", "done", "keep_usage", "usage")
 
     def __init__(self, keep_usage: bool, created: int, model: str) -> None:
         self.keep_usage = keep_usage
@@ -70,6 +71,20 @@ class NativeStream:
         self.done = False
         self._created = created
         self._model = model
+        self._invalid = False
+
+    def take_usage(self, read: Callable[..., Usage | None], *args: Any) -> None:
+        """Record the usage `read(*args)` finds in an event (None: the event has none). An invalid
+        count makes the whole stream's usage absent (metered locally), whatever later events say."""
+        if self._invalid:
+            return
+        try:
+            usage = read(*args)
+        except InvalidUsage:
+            self._invalid, self.usage = True, None
+            return
+        if usage is not None:
+            self.usage = usage
 
 
 class RequestAuthorizer(Protocol):
@@ -101,20 +116,26 @@ class SseParser:
     __slots__ = ("_buf",)
 
     def __init__(self) -> None:
-        self._buf = b""
+        self._buf = bytearray()
 
     def feed(self, data: bytes) -> list[SseEvent]:
-        """The events completed by `data`."""
-        buf = self._buf + data
+        """The events completed by `data` (linear in the bytes: only new bytes are searched for an
+        event end, and a partial event is never re-copied whole)."""
+        buf = self._buf
+        resume = max(0, len(buf) - 3)
+        buf += data
+        if buf.find(b"\n", resume) < 0 and buf.find(b"\r", resume) < 0:
+            return []  # no line end at all in the new bytes: nothing can have completed (memchr-fast)
         events: list[SseEvent] = []
         start = 0
-        for match in _EVENT_END.finditer(buf):
-            block = buf[start : match.start()]
+        for match in _EVENT_END.finditer(buf, resume):
+            block = bytes(buf[start : match.start()])
             start = match.end()
             event = _parse_block(block)
             if event is not None:
                 events.append(event)
-        self._buf = buf[start:]
+        if start:
+            del buf[:start]
         return events
 
 

@@ -42,6 +42,8 @@ from runtime.upstream.providers.common import (
     upstream_error,
 )
 from runtime.upstream.transport import UpstreamRequest
+from runtime.upstream.urlpath import path_segment
+from runtime.upstream.usage_check import or_absent, token_count
 
 __all__ = [
     "THOUGHT_SEPARATOR",
@@ -144,13 +146,14 @@ def gemini_request_body(chat: Chat) -> dict[str, Any]:
 
 
 def _usage(meta: Any) -> Usage | None:
+    """Usage from `usageMetadata`; raises InvalidUsage for a count that is not one."""
     if not isinstance(meta, dict):
         return None
-    thoughts = int(meta.get("thoughtsTokenCount") or 0)
+    thoughts = token_count(meta.get("thoughtsTokenCount"))
     return Usage(
-        prompt=int(meta.get("promptTokenCount") or 0) + int(meta.get("toolUsePromptTokenCount") or 0),
-        completion=int(meta.get("candidatesTokenCount") or 0) + thoughts,
-        cached=int(meta.get("cachedContentTokenCount") or 0),
+        prompt=token_count(meta.get("promptTokenCount")) + token_count(meta.get("toolUsePromptTokenCount")),
+        completion=token_count(meta.get("candidatesTokenCount")) + thoughts,
+        cached=token_count(meta.get("cachedContentTokenCount")),
         reasoning=thoughts,
     )
 
@@ -211,7 +214,7 @@ class GeminiAdapter(NativeAdapterBase):
         method = "generateContent"
         if op == "embeddings":
             method = "predict" if self.vertex else "batchEmbedContents"
-        return f"{base_url.rstrip('/')}/models/{model}:{method}"
+        return f"{base_url.rstrip('/')}/models/{path_segment(model)}:{method}"
 
     @staticmethod
     def stream_url(url: str) -> str:
@@ -282,7 +285,7 @@ class GeminiAdapter(NativeAdapterBase):
         finish = FINISH.get(str(candidate.get("finishReason")), "stop")
         if calls and finish == "stop":
             finish = "tool_calls"
-        usage = _usage(obj.get("usageMetadata"))
+        usage = or_absent(lambda: _usage(obj.get("usageMetadata")))
         out = completion_body(
             id=str(obj.get("responseId") or "gemini"), model=str(obj.get("modelVersion") or model),
             created=int(self._clock()), text="".join(text), reasoning="".join(reasoning), tool_calls=calls,
@@ -290,19 +293,21 @@ class GeminiAdapter(NativeAdapterBase):
         )
         return out, usage
 
-    def _embeddings(self, obj: dict[str, Any], model: str, request: Mapping[str, Any]) -> tuple[bytes, Usage]:
+    def _embeddings(self, obj: dict[str, Any], model: str,
+                    request: Mapping[str, Any]) -> tuple[bytes, Usage | None]:
         vectors: list[list[float]] = []
-        tokens = 0
+        counts: list[Any] = []
         if self.vertex:
             for prediction in obj.get("predictions") or []:
                 emb = prediction.get("embeddings") or {}
                 vectors.append([float(v) for v in emb.get("values") or []])
-                tokens += int((emb.get("statistics") or {}).get("token_count") or 0)
+                counts.append((emb.get("statistics") or {}).get("token_count"))
         else:
             vectors = [[float(v) for v in e.get("values") or []] for e in obj.get("embeddings") or []]
         fmt = request.get("encoding_format")
-        body = embeddings_body(vectors, model, tokens, fmt if isinstance(fmt, str) else None)
-        return body, Usage(prompt=tokens)
+        usage = or_absent(lambda: Usage(prompt=sum(token_count(c) for c in counts)))
+        body = embeddings_body(vectors, model, usage.prompt if usage else 0, fmt if isinstance(fmt, str) else None)
+        return body, usage
 
     def stream(self, op: str, keep_usage: bool, *, model: str = "") -> GeminiStream:
         """A translator for one `?alt=sse` stream."""
@@ -346,7 +351,7 @@ class GeminiStream(NativeStream):
                 str(obj.get("responseId") or "gemini"), str(obj.get("modelVersion") or self._model), self._created,
                 self.keep_usage,
             )
-        self.usage = _usage(obj.get("usageMetadata")) or self.usage
+        self.take_usage(_usage, obj.get("usageMetadata"))
         out = [w.role()]
         if candidate is None:
             return b"".join(out)

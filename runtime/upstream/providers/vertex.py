@@ -22,6 +22,7 @@ from runtime.upstream.providers.anthropic import AnthropicAdapter, AnthropicStre
 from runtime.upstream.providers.common import loads_upstream
 from runtime.upstream.providers.gemini import GeminiAdapter, GeminiStream, error_from_gemini
 from runtime.upstream.transport import UpstreamRequest
+from runtime.upstream.urlpath import path_segment
 
 __all__ = ["VERTEX_ANTHROPIC_VERSION", "VertexAdapter", "is_claude"]
 
@@ -47,7 +48,7 @@ class VertexAdapter(GeminiAdapter):
         base = base_url.rstrip("/")
         if base.endswith("/publishers/google"):
             base = base[: -len("/google")] + "/anthropic"
-        return f"{base}/models/{model}:rawPredict"
+        return f"{base}/models/{path_segment(model)}:rawPredict"
 
     @staticmethod
     def stream_url(url: str) -> str:

@@ -1,0 +1,160 @@
+"""Accepting client connections within the process's means.
+
+hypercorn's own accept loop (trio's `serve_listeners`) has no cap on open connections, and at the
+file-descriptor limit it logs a traceback every 100 ms while every new client waits in the backlog.
+This module runs hypercorn's per-connection server (`TCPServer`) and lifespan under its own accept
+loop:
+
+- at most `max_connections` client connections are open (`server.max_connections`, clamped to half
+  the file descriptors the process may open: the rest is for upstream connections, the store and
+  logs); a connection past the cap is answered `503` with `Retry-After` and closed at once;
+- when `accept` fails for lack of descriptors anyway (EMFILE/ENFILE), one reserved descriptor is
+  released to accept the waiting client, answer it the same `503` and close it; the open
+  connections keep being served;
+- either way, one warning line at most every 10 seconds (with the count refused), never a traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import resource
+import socket
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.statsd import StatsdLogger
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState, LifespanState
+from hypercorn.utils import ShutdownError, raise_shutdown
+
+__all__ = ["BUSY", "WARN_EVERY", "connection_budget", "serve_http"]
+
+_FD_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+WARN_EVERY = 10.0
+"""Seconds between two `connections_refused` warnings (the count in between is in the next one)."""
+_BODY = b'{"error":{"message":"sidegate is at its connection limit; retry shortly","type":"service_unavailable",' \
+        b'"param":null,"code":"too_many_connections"}}'
+BUSY = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
+        b"connection: close\r\ncontent-length: %d\r\n\r\n" % len(_BODY)) + _BODY
+"""What a refused connection is answered."""
+
+
+def connection_budget(requested: int) -> int:
+    """`requested`, clamped to half the descriptors this process may open (at least 8)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return requested
+    return max(8, min(requested, (soft - 32) // 2))
+
+
+class _Gate:
+    """Counts open connections and refusals; rate-limits the warning."""
+
+    def __init__(self, limit: int, warn: Callable[..., None]) -> None:
+        self.limit = limit
+        self.open = 0
+        self._warn = warn
+        self._refused = 0
+        self._last = -WARN_EVERY
+
+    def refused(self, reason: str) -> None:
+        self._refused += 1
+        now = trio.current_time()
+        if now - self._last >= WARN_EVERY:
+            self._warn("connections_refused", reason=reason, refused=self._refused, open=self.open, limit=self.limit)
+            self._refused, self._last = 0, now
+
+
+async def _refuse(stream: trio.SocketStream) -> None:
+    """Answer 503 and close (the request is read first, so closing does not reset the answer away)."""
+    with trio.move_on_after(1.0):
+        try:
+            await stream.receive_some(65536)
+            await stream.send_all(BUSY)
+            await stream.send_eof()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+    await trio.aclose_forcefully(stream)
+
+
+async def _accept_loop(listener: trio.SocketListener, handler: Callable[[Any], Awaitable[None]],
+                       nursery: trio.Nursery, gate: _Gate) -> None:
+    reserve: int | None = os.open(os.devnull, os.O_RDONLY)
+
+    async def run(stream: trio.SocketStream) -> None:
+        gate.open += 1
+        try:
+            await handler(stream)
+        finally:
+            gate.open -= 1
+            await trio.aclose_forcefully(stream)
+
+    try:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in _FD_ERRNOS:
+                    raise
+                gate.refused("fd_limit")
+                if reserve is not None:  # free one descriptor to take the waiting client and refuse it
+                    os.close(reserve)
+                    reserve = None
+                    with contextlib.suppress(OSError):
+                        await _refuse(await listener.accept())
+                    try:
+                        reserve = os.open(os.devnull, os.O_RDONLY)
+                    except OSError:
+                        reserve = None
+                await trio.sleep(0.01)
+                continue
+            if gate.open >= gate.limit:
+                gate.refused("max_connections")
+                nursery.start_soon(_refuse, stream)
+            else:
+                nursery.start_soon(run, stream)
+    finally:
+        if reserve is not None:
+            os.close(reserve)
+
+
+async def serve_http(
+    app: Any, config: Config, sock: socket.socket, *, max_connections: int, warn: Callable[..., None],
+    shutdown_trigger: Callable[[], Awaitable[None]],
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve `app` (an ASGI app wrapped for hypercorn) on `sock` until `shutdown_trigger` returns,
+    then let open requests finish for up to `config.graceful_timeout` (as hypercorn's worker does)."""
+    config.set_statsd_logger_class(StatsdLogger)
+    lifespan_state: LifespanState = {}
+    lifespan = Lifespan(app, config, lifespan_state)
+    context = WorkerContext(None)
+    gate = _Gate(max_connections, warn)
+    async with trio.open_nursery() as lifespan_nursery:
+        await lifespan_nursery.start(lifespan.handle_lifespan)
+        await lifespan.wait_for_startup()
+        async with trio.open_nursery() as server_nursery:
+            listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+            handler = partial(TCPServer, app, config, context, ConnectionState(lifespan_state.copy()))
+            task_status.started()
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(raise_shutdown, shutdown_trigger)
+                    nursery.start_soon(raise_shutdown, context.terminate.wait)
+                    nursery.start_soon(_accept_loop, listener, handler, server_nursery, gate)
+            except BaseExceptionGroup as error:
+                _, other = error.split((ShutdownError, KeyboardInterrupt))
+                if other is not None:
+                    raise other from None
+            finally:
+                await context.terminated.set()
+                server_nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
+        await lifespan.wait_for_shutdown()
+        lifespan_nursery.cancel_scope.cancel()

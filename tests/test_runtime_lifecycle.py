@@ -39,6 +39,22 @@ async def test_ready_live_and_metrics() -> None:
     assert 'sidegate_requests_in_flight{model="demo"} 0.0' in metrics
 
 
+async def test_litellm_probe_routes_answer_like_sidegate_s() -> None:
+    """A deployment migrated from LiteLLM keeps its probes: /health/liveliness and /health/liveness
+    answer as /health/live, /health/readiness and /health as /health/ready."""
+    with trio.fail_after(10):
+        async with open_gateway(quick()) as gw:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw.port}") as c:
+                answers = {path: await c.get(path) for path in (
+                    "/health/live", "/health/liveliness", "/health/liveness",
+                    "/health/ready", "/health/readiness", "/health")}
+                missing = await c.get("/health/nope")
+    assert {p: r.status_code for p, r in answers.items()} == dict.fromkeys(answers, 200)
+    assert answers["/health/liveliness"].json() == answers["/health/live"].json()
+    assert answers["/health"].json() == answers["/health/readiness"].json() == answers["/health/ready"].json()
+    assert missing.status_code == 404
+
+
 async def test_reload_swaps_plan_and_broken_plan_keeps_serving() -> None:
     first = quick()
     second = plan([mock_provider("fake", text="second plan")], [group("demo", target("fake", "demo"))])

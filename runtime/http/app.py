@@ -35,6 +35,9 @@ from runtime.upstream import tokens
 __all__ = ["App"]
 
 _JSON = b"application/json"
+_LIVE = frozenset({"/health/live", "/health/liveliness", "/health/liveness"})
+_READY = frozenset({"/health/ready", "/health/readiness", "/health"})
+"""sidegate's probe routes and LiteLLM's names for them (a migrated deployment's probes keep working)."""
 _POST = {"/chat/completions": "chat", "/completions": "completions", "/embeddings": "embeddings",
          "/messages": "messages", "/messages/count_tokens": "count_tokens", "/responses": "responses"}
 
@@ -169,9 +172,9 @@ class App:
                 raise ModelNotFound(f"model '{name}' is not served by this gateway", param="model")
             card = anthropic_model(name, route.group) if anthropic else model_card(name)
             await respond(send, 200, orjson.dumps(card), ids, _JSON)
-        elif scope["path"] == "/health/live":
+        elif scope["path"] in _LIVE:
             await respond(send, 200, b'{"status":"ok"}', (), _JSON)
-        elif scope["path"] == "/health/ready":
+        elif scope["path"] in _READY:
             starting = self.mcp.starting()  # `start: boot` MCP servers still starting (bounded)
             ready = self.store is not None and not starting
             detail: dict[str, object] = {"status": "ready" if ready else "starting", "plan": rt.digest}

@@ -21,7 +21,7 @@ from runtime.listen import connection_budget, serve_http
 from runtime.observe.logs import Logger
 from runtime.observe.metrics import Metrics
 from runtime.plan import Plan
-from runtime.plan.secrets import SecretError, resolve, resolve_listen
+from runtime.plan.secrets import SecretError, resolve, resolve_listen, unresolved
 from runtime.routing.prober import run_probes
 from runtime.routing.state import build_runtime
 from runtime.store.database import Store, StoreUnavailable
@@ -201,6 +201,12 @@ async def _mtime(path: str) -> float | None:
 
 def run(plan: Plan, *, load_plan: Callable[[], Plan], watch_path: str | None, workers: int | None) -> int:
     """Serve until signalled; with several workers, start one process per worker and wait."""
+    problems = unresolved(plan)
+    if problems:  # every missing reference at once, printed once (workers are started only after)
+        lines = "".join(f"\n  - {p}" for p in problems)
+        print(f"sidegate: cannot start: {len(problems)} secret reference(s) cannot be resolved:{lines}",
+              file=sys.stderr)
+        return 1
     try:
         plan = _listening(plan)
     except SecretError as exc:

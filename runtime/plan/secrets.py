@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 
 from runtime.plan import Secret, SecretSource, Server
 
-__all__ = ["SecretError", "resolve", "resolve_listen", "split_listen"]
+__all__ = ["SecretError", "resolve", "resolve_listen", "split_listen", "unresolved"]
 
 _LISTEN = re.compile(r"\[([0-9a-fA-F:]+)\]:([0-9]{1,5})|([A-Za-z0-9.-]+):([0-9]{1,5})")
 
@@ -58,3 +60,32 @@ def resolve_listen(server: Server) -> Server:
     except ValueError as exc:
         raise SecretError(f"server.listen: {exc}") from None
     return replace(server, host=host, port=port, listen=None)
+
+
+def _references(value: object, where: str) -> Iterator[tuple[str, Secret]]:
+    """Every secret reference inside a plan value, with where it sits (`providers[openai].api_key`)."""
+    if isinstance(value, Secret):
+        yield where, value
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            yield from _references(getattr(value, f.name), f"{where}.{f.name}" if where else f.name)
+    elif isinstance(value, tuple):
+        for i, item in enumerate(value):
+            name = getattr(item, "name", None) or getattr(item, "id", None)  # groups, providers; targets
+            yield from _references(item, f"{where}[{name if isinstance(name, str) else i}]")
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _references(item, f"{where}[{key}]")
+
+
+def unresolved(plan: object) -> list[str]:
+    """What keeps the plan's secret references from resolving now, one line each (`where: why`),
+    every one of them at once; empty when all resolve (reads the environment and files: call off
+    the event loop)."""
+    problems: dict[str, list[str]] = {}
+    for where, secret in _references(plan, ""):
+        try:
+            resolve(secret)
+        except SecretError as exc:
+            problems.setdefault(str(exc), []).append(where)
+    return [f"{why} ({', '.join(places)})" for why, places in problems.items()]

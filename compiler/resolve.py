@@ -273,9 +273,19 @@ class _Resolver:
             if name in raw and parse_size(raw[name]) < 1024:
                 self.out.error("server.limit-range", f"/server/{name}",
                                f"{name} must be at least 1KiB (every upstream answer longer would fail)")
+        health_host, health_port = None, None
+        if "health_listen" in raw:
+            match = _LISTEN.fullmatch(raw["health_listen"])
+            if match is not None:
+                health_host, health_port = match.group(1) or match.group(3), int(match.group(2) or match.group(4))
+                if health_port > 65535 or (health_port == port and port != 0):
+                    self.out.error("server.bad-listen", "/server/health_listen",
+                                   "health_listen needs a port of its own (0-65535, not the API's)")
         return Server(
             host=host,
             port=port,
+            health_host=health_host,
+            health_port=health_port,
             workers=raw.get("workers", 1),
             max_body=parse_size(raw.get("max_body", "8MiB")),
             drain_timeout=parse_duration(raw.get("drain_timeout", "20s")),

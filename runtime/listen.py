@@ -21,7 +21,7 @@ import errno
 import os
 import resource
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -126,11 +126,11 @@ async def _accept_loop(listener: trio.SocketListener, handler: Callable[[Any], A
 
 
 async def serve_http(
-    app: Any, config: Config, sock: socket.socket, *, max_connections: int, warn: Callable[..., None],
+    app: Any, config: Config, socks: Sequence[socket.socket], *, max_connections: int, warn: Callable[..., None],
     shutdown_trigger: Callable[[], Awaitable[None]],
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve `app` (an ASGI app wrapped for hypercorn) on `sock` until `shutdown_trigger` returns,
+    """Serve `app` (an ASGI app wrapped for hypercorn) on `socks` until `shutdown_trigger` returns,
     then let open requests finish for up to `config.graceful_timeout` (as hypercorn's worker does)."""
     config.set_statsd_logger_class(StatsdLogger)
     lifespan_state: LifespanState = {}
@@ -141,14 +141,15 @@ async def serve_http(
         await lifespan_nursery.start(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()
         async with trio.open_nursery() as server_nursery:
-            listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+            listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(sock)) for sock in socks]
             handler = partial(TCPServer, app, config, context, ConnectionState(lifespan_state.copy()))
             task_status.started()
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(raise_shutdown, shutdown_trigger)
                     nursery.start_soon(raise_shutdown, context.terminate.wait)
-                    nursery.start_soon(_accept_loop, listener, handler, server_nursery, gate)
+                    for listener in listeners:
+                        nursery.start_soon(_accept_loop, listener, handler, server_nursery, gate)
             except BaseExceptionGroup as error:
                 _, other = error.split((ShutdownError, KeyboardInterrupt))
                 if other is not None:

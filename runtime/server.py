@@ -95,6 +95,11 @@ async def serve(
     config.h11_max_incomplete_size = plan.server.max_header_size
     sock = _socket(plan.server.host, plan.server.port if port is None else port, reuse_port)
     bound_port = sock.getsockname()[1]
+    socks = [sock]
+    if plan.server.health_host is not None and plan.server.health_port is not None:
+        health = _socket(plan.server.health_host, plan.server.health_port, reuse_port)
+        socks.append(health)
+        app.health_port = health.getsockname()[1]
     shutdown = trio.Event()
     reload_requests: list[trio.Event] = []
     wake = trio.Event()
@@ -165,7 +170,7 @@ async def serve(
             await serve_http(
                 wrap_app(app, config.wsgi_max_body_size, "asgi"),  # type: ignore[arg-type]
                 config,
-                sock,
+                socks,
                 max_connections=connection_budget(plan.server.max_connections),
                 warn=logger.warning,
                 shutdown_trigger=shutdown.wait,
@@ -181,6 +186,7 @@ async def serve(
         logger.info(
             "started",
             listen=f"{plan.server.host}:{bound_port}",
+            **({"health_listen": f"{plan.server.health_host}:{app.health_port}"} if app.health_port else {}),
             plan=runtime.digest,
             pid=os.getpid(),
             models=len(plan.models),

@@ -160,6 +160,8 @@ def _no_literal_credentials(node: Any) -> Any:
     for key, value in node.items():
         if key in _URL_FIELDS and isinstance(value, str) and "://" in value:
             value = _QUERY_CREDENTIAL.sub(r"\1${Q}", re.sub(r"://[^/?#]*@", "://", value))
+            if key == "base_url" and not re.fullmatch(r"https?://[^\s]+[^/\s]", value):
+                value = "http://127.0.0.1:8000/v1"  # nothing left of it once the user part went
         elif key == "headers" and isinstance(value, dict):
             value = {h: {"env": "HDR"} if credential_header(h) or Scrubber().text(str(v)) != str(v) else v
                      for h, v in value.items()}
@@ -246,6 +248,12 @@ def make_consistent(spec: dict[str, Any], types: list[str]) -> dict[str, Any]:
     port = listen.rsplit(":", 1)[-1]
     if listen.startswith("[") or (port.isdigit() and int(port) > 65535):  # a `${VAR}` port is read at start
         spec["server"]["listen"] = "127.0.0.1:4000"
+    health = spec.get("server", {}).get("health_listen")
+    if health is not None:
+        health_port = int(health.rsplit(":", 1)[-1])
+        api_port = spec["server"].get("listen", "127.0.0.1:4000").rsplit(":", 1)[-1]
+        if health_port > 65535 or str(health_port) == api_port.lstrip("0") or health.startswith("["):
+            del spec["server"]["health_listen"]  # a port of its own, in range
     database = spec.get("store", {}).get("database")
     if isinstance(database, str) and not re.fullmatch(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}", database):
         spec["store"]["database"] = _clean_secret(database)  # a whole-URL reference stays one

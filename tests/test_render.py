@@ -162,13 +162,19 @@ def test_the_sidecar_container() -> None:
     assert pod["serviceAccountName"] == "checkout"
 
 
-def test_a_loopback_listener_is_probed_from_inside_and_a_native_sidecar_starts_first() -> None:
+def test_a_loopback_listener_is_probed_on_a_health_listener_and_a_native_sidecar_starts_first() -> None:
+    """The API stays on loopback; the kubelet's httpGet probes reach a health-only listener on the
+    pod IP (SIDEGATE_HEALTH_LISTEN), not a Python process started every few seconds."""
     rendered = _render("kubernetes", GOLDEN / "sidecar-native.yaml")
     pod = _patched(rendered)["spec"]["template"]["spec"]
     (sidecar,) = pod["initContainers"]
     assert sidecar["restartPolicy"] == "Always"
-    command = sidecar["readinessProbe"]["exec"]["command"]
-    assert command[:2] == ["python", "-c"] and "http://127.0.0.1:4000/health/ready" in command[2]
+    env = {e["name"]: e.get("value") for e in sidecar["env"]}
+    assert env["SIDEGATE_LISTEN"] == "127.0.0.1:4000" and env["SIDEGATE_HEALTH_LISTEN"] == "0.0.0.0:4001"
+    assert {p["name"]: p["containerPort"] for p in sidecar["ports"]} == {"sidegate": 4000, "health": 4001}
+    for probe, path in (("readinessProbe", "/health/ready"), ("livenessProbe", "/health/live"),
+                        ("startupProbe", "/health/ready")):
+        assert sidecar[probe]["httpGet"] == {"path": path, "port": "health"}
     assert "startupProbe" in sidecar and "lifecycle" not in sidecar
     assert {m["mountPath"] for m in sidecar["volumeMounts"]} >= {"/var/lib/sidegate", "/etc/sidegate", "/tmp"}
 
@@ -251,7 +257,8 @@ def test_native_sidecar_is_the_default_and_a_missing_image_is_reported(tmp_path:
     pod = _yaml(rendered.files["deployment-patch.yaml"])["spec"]["template"]["spec"]
     (sidecar,) = pod["initContainers"]
     assert sidecar["restartPolicy"] == "Always" and sidecar["image"] == "sidegate:0.1.0"
-    assert sidecar["env"] == [{"name": "SIDEGATE_LISTEN", "value": "127.0.0.1:4000"}], "loopback, not the image's 0.0.0.0"
+    assert sidecar["env"] == [{"name": "SIDEGATE_LISTEN", "value": "127.0.0.1:4000"},
+                              {"name": "SIDEGATE_HEALTH_LISTEN", "value": "0.0.0.0:4001"}], "the API on loopback"
     chosen = render_text("kubernetes", spec.read_text(), spec.name, version="0.1.0", image="registry.example/sg:1")
     assert chosen.ok and chosen.diagnostics == ()
     assert "registry.example/sg:1" in chosen.files["deployment-patch.yaml"]

@@ -204,3 +204,23 @@ def test_missing_secret_fails_start_naming_only_the_reference(tmp_path: Path) ->
                          timeout=20)
     assert out.returncode == 1
     assert "SIDEGATE_TEST_UNSET_KEY is not set" in out.stderr and "Traceback" not in out.stderr
+
+
+async def test_the_health_listener_answers_only_the_health_routes() -> None:
+    """`server.health_listen`: probes reach a second listener; the API is not served there."""
+    from dataclasses import replace
+
+    base = quick()
+    p = replace(base, server=replace(base.server, health_host="127.0.0.1", health_port=0))
+    with trio.fail_after(10):
+        async with open_gateway(p) as gw:
+            assert gw.app.health_port is not None and gw.app.health_port != gw.port
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw.app.health_port}") as health, \
+                    httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw.port}") as api:
+                probes = [await health.get(path) for path in ("/health/live", "/health/ready", "/health/readiness")]
+                refused = [await health.get("/v1/models"), await health.post(
+                    "/v1/chat/completions", json={"model": "demo", "messages": [{"role": "user", "content": "x"}]})]
+                served = await api.get("/v1/models")
+    assert [r.status_code for r in probes] == [200, 200, 200]
+    assert [r.status_code for r in refused] == [404, 404] and refused[0].json()["error"]["type"]
+    assert served.status_code == 200

@@ -168,6 +168,31 @@ def _listen_override(args: argparse.Namespace) -> tuple[str | None, int | None]:
     return host, port
 
 
+def _health_override(args: argparse.Namespace) -> tuple[str, int] | None:
+    """(host, port) of `--health-listen`, else SIDEGATE_HEALTH_LISTEN; None when neither is set."""
+    from runtime.plan.secrets import split_listen
+
+    for name, value in (("--health-listen", args.health_listen), ("SIDEGATE_HEALTH_LISTEN",
+                                                                  os.environ.get("SIDEGATE_HEALTH_LISTEN"))):
+        if value:
+            try:
+                return split_listen(value)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+    return None
+
+
+def _with_health(load: Callable[[], Plan], health: tuple[str, int] | None) -> Callable[[], Plan]:
+    if health is None:
+        return load
+
+    def load_with_health() -> Plan:
+        plan = load()
+        return replace(plan, server=replace(plan.server, health_host=health[0], health_port=health[1]))
+
+    return load_with_health
+
+
 def _with_listen(load: Callable[[], Plan], host: str | None, port: int | None) -> Callable[[], Plan]:
     if host is None and port is None:
         return load
@@ -207,7 +232,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         args.parser.error(f"{args.spec} is a compiled plan: serve it with --plan {args.spec}")
     load_plan = _plan_loader(args.plan) if args.plan is not None else _spec_loader(args.spec)
     try:
-        load_plan = _with_listen(load_plan, *_listen_override(args))
+        load_plan = _with_health(_with_listen(load_plan, *_listen_override(args)), _health_override(args))
         plan = load_plan()
     except ValueError as exc:
         print(f"sidegate serve: {exc}", file=sys.stderr)
@@ -249,4 +274,6 @@ def add_spec_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
                        help="listen here instead of the spec's server.listen (env: SIDEGATE_LISTEN)")
     serve.add_argument("--host", metavar="HOST", help="the listen host only (env: SIDEGATE_HOST)")
     serve.add_argument("--port", metavar="PORT", help="the listen port only (env: SIDEGATE_PORT)")
+    serve.add_argument("--health-listen", metavar="HOST:PORT",
+                       help="also answer the health routes here (env: SIDEGATE_HEALTH_LISTEN)")
     serve.set_defaults(run=_cmd_serve, parser=serve)

@@ -149,6 +149,12 @@ def _context(plan: Plan, deploy: Deploy, source: str, target: str, out: Collecto
             f"writes only {WORKDIR} (put the database there, e.g. sqlite:///{WORKDIR.lstrip('/')}/sidegate.db)",
         )
     host, port = plan.server.host, plan.server.port
+    # Probes reach the pod IP: a loopback API gets a health listener of its own (httpGet, not a
+    # Python process every few seconds), the spec's health_listen when it has one.
+    health_port, health_env = plan.server.health_port, None
+    if health_port is None and is_loopback(host):
+        health_port = 4001 if port != 4001 else 4002
+        health_env = f"0.0.0.0:{health_port}"
     return {
         "d": deploy,
         "source": source,
@@ -169,7 +175,9 @@ def _context(plan: Plan, deploy: Deploy, source: str, target: str, out: Collecto
         "port": port,
         "listen": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
         "exposed": not is_loopback(host),
-        "exec_probe": is_loopback(host),
+        "health_port": health_port,
+        "health_env": health_env,
+        "probe_port_name": "health" if health_port is not None else "sidegate",
         "probe_code": _probe_code(plan),
         "pre_stop": None if deploy.native_sidecar or deploy.pre_stop_delay <= 0 else _seconds(deploy.pre_stop_delay),
         "grace": grace_seconds(plan, deploy, pre_stop=target == "kubernetes"),

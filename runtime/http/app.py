@@ -52,6 +52,8 @@ class App:
         logger.scrubber = runtime.scrubber
         self.metrics = metrics
         self.store: Store | None = None
+        self.health_port: int | None = None
+        """The bound port of the health listener (`server.health_listen`), when there is one."""
         self.access = Access(runtime, logger, metrics)
         self.a2a = A2AGateway(runtime, logger, A2AMetrics(metrics.registry))
         self.mcp = Hub(on_event=logger.warning)
@@ -85,6 +87,9 @@ class App:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
+        if self.health_port is not None and (scope.get("server") or ("", 0))[1] == self.health_port:
+            await self._health_only(scope, send)
+            return
         try:
             check_head_size(scope, self.runtime.plan.server.max_header_size)
             if scope["method"] == "POST" and self.runtime.plan.auth is None:
@@ -155,6 +160,16 @@ class App:
         headers = [(b"x-request-id", rid.encode()), (b"request-id", rid.encode()),
                    (b"x-sidegate-token-count", source.encode())]
         await respond(send, 200, orjson.dumps({"input_tokens": counted}), headers, _JSON)
+
+    async def _health_only(self, scope: Scope, send: Send) -> None:
+        """The health listener (`server.health_listen`): the probe routes and nothing else."""
+        rid = uuid.uuid4().hex
+        path: str = scope["path"]
+        if scope["method"] == "GET" and (path in _LIVE or path in _READY):
+            await self._other("GET", path, scope, send, rid)
+            return
+        err = NotFound(f"the health listener answers only the health routes, not {scope['method']} {path}")
+        await respond(send, err.status, openai_body(err), [(b"x-request-id", rid.encode())], _JSON)
 
     async def _other(self, method: str, path: str, scope: Scope, send: Send, rid: str) -> None:
         rt = self.runtime

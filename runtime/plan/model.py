@@ -345,6 +345,10 @@ class Server:
     """Host names accepted (besides localhost and the listen address) when the spec has no `auth`."""
     max_connections: int
     """Client connections open at once (clamped at start to half the process's file descriptors)."""
+    health_host: str | None = None
+    health_port: int | None = None
+    """A second listener that answers only the health routes (`server.health_listen`): probes can
+    reach the pod IP while the API stays on loopback. None: no second listener."""
     listen: Secret | None = None
     """A `listen` with references (`127.0.0.1:${PORT}`), resolved at start; `host` and `port` then
     hold its literal parts and defaults for the others."""

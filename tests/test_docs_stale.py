@@ -4,6 +4,7 @@ fallback example really falls back, and the Commands table names every subcomman
 
 from __future__ import annotations
 
+import argparse
 import re
 from pathlib import Path
 
@@ -115,8 +116,8 @@ def test_fallback_example_has_real_fallbacks_and_lints_strict(capsys: pytest.Cap
 
 def test_the_commands_table_names_every_subcommand() -> None:
     parser = _parser()
-    (sub,) = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]
-    commands = set(sub.choices)  # type: ignore[attr-defined]
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    commands = set(sub.choices)
     table = README.split("## Commands", 1)[1].split("\n## ", 1)[0]
     named = set(re.findall(r"`sidegate ([a-z]+)", table))
     assert commands <= named, commands - named

@@ -3,9 +3,9 @@
 It sits behind the same transport seam as real upstreams, so everything between the client and
 the wire (routing, caps, streaming relay, usage, errors) runs exactly as for a real provider.
 Replies are canned text or an echo of the last user message; with `tools`, it calls a tool whose
-arguments echo that message. Errors are injected at a seeded rate. Every answer is deterministic but for its `id` (fresh and
-unique for each answer, as a real upstream's) and `created` time. It is a test double for
-quickstarts, CI and benchmarks, not a model.
+arguments echo that message. Errors are injected at a seeded rate. Every answer is deterministic
+but for its `id` (fresh and unique for each answer, as a real upstream's) and `created` time. It
+is a test double for quickstarts, CI and benchmarks, not a model.
 """
 
 from __future__ import annotations

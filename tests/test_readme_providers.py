@@ -1,4 +1,4 @@
-"""The README's provider types: every catalog type is listed, and every one-line example there
+"""The provider types page (docs/providers.md, moved out of the README): every catalog type is listed, and every one-line example there
 compiles (so the native types' examples name the fields their family really needs)."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from ruamel.yaml import YAML
 from compiler.data.catalog import load_catalog
 from compiler.pipeline import compile_text
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-SECTION = README.split("### Provider types", 1)[1].split("\n### ", 1)[0]
+DOC = (Path(__file__).resolve().parents[1] / "docs" / "providers.md").read_text()
+SECTION = DOC.split("## Provider types", 1)[1].split("\n## ", 1)[0]
 
 
 def _example_providers() -> dict[str, Any]:

@@ -165,8 +165,7 @@ def explain(plan: Plan, model: str) -> str:
     if group is None:
         route = RouteTable(plan).resolve(model)
         if route is None:
-            names = [g.name for g in plan.models] + [a for g in plan.models for a in g.aliases]
-            raise LookupError(f"no model group serves '{model}'{did_you_mean(model, names)}")
+            raise LookupError(_unknown_model(plan, model))
         group, forwarded = route.group, route.suffix
     total = sum(t.weight for t in group.targets)
     lines = [
@@ -184,6 +183,19 @@ def explain(plan: Plan, model: str) -> str:
         if group.strategy is Strategy.PRIORITY:
             lines.append(f"     tier:       {target.tier}")
     return "\n".join(lines) + "\n"
+
+
+def _unknown_model(plan: Plan, model: str) -> str:
+    """The error for a name nothing serves: the closest name, and every name a client can send
+    (group names and aliases, then wildcard and glob patterns as written)."""
+    exact = [n for g in plan.models if g.wildcard_prefix is None and g.glob is None for n in (g.name, *g.aliases)]
+    patterns = [g.name for g in plan.models if g.wildcard_prefix is not None or g.glob is not None]
+    patterns += [a for g in plan.models if g.wildcard_prefix is not None or g.glob is not None for a in g.aliases]
+    message = f"no model group serves '{model}'{did_you_mean(model, exact)}"
+    if exact or patterns:
+        listed = ", ".join(sorted(exact) + sorted(patterns))
+        message += f"; the model names a client can send: {listed}"
+    return message
 
 
 _STRATEGY = {

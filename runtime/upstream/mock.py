@@ -3,8 +3,9 @@
 It sits behind the same transport seam as real upstreams, so everything between the client and
 the wire (routing, caps, streaming relay, usage, errors) runs exactly as for a real provider.
 Replies are canned text or an echo of the last user message; with `tools`, it calls a tool whose
-arguments echo that message. Errors are injected at a seeded rate. It is a test double for
-quickstarts, CI and benchmarks, not a model.
+arguments echo that message. Errors are injected at a seeded rate. Every answer is deterministic
+but for its `id` (fresh and unique for each answer, as a real upstream's) and `created` time. It
+is a test double for quickstarts, CI and benchmarks, not a model.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import hashlib
 import math
 import random
 import re
+import secrets
 import struct
 import time
 from collections.abc import AsyncIterator
@@ -88,8 +90,10 @@ class _Reply:
             tokens, self.finish = tokens[:limit], "length"
         self.tokens = tokens
         self.completion_tokens = len(tokens) if self.tool is None else count_tokens(self.tool[2])
-        digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
-        self.id = ("chatcmpl-" if chat else "cmpl-") + digest[:24]
+        # A fresh id for every answer (as a real upstream gives): identical requests must not get the
+        # same id, or clients and logs that key on it would mix two answers up. All chunks of one
+        # stream share it. Everything else about the answer stays a pure function of the request.
+        self.id = ("chatcmpl-" if chat else "cmpl-") + secrets.token_hex(12)
 
     @staticmethod
     def _tool_call(tools: Any, choice: Any, last: str) -> tuple[str, str, str] | None:

@@ -246,7 +246,7 @@ def test_explain_azure_url_and_unknown_model(write: Callable[[str, str], str], c
         in capsys.readouterr().out
     )
     assert main(["explain", spec, "n"]) == 1
-    assert capsys.readouterr().err.strip() == "sidegate explain: no model group serves 'n'"
+    assert capsys.readouterr().err.strip() == "sidegate explain: no model group serves 'n'; the model names a client can send: m"
 
 
 def test_schema_and_providers(capsys: Capture) -> None:

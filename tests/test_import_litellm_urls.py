@@ -97,3 +97,38 @@ def test_linting_a_litellm_config_points_at_the_importer() -> None:
     result = compile_text("model_list:\n  - model_name: a\n    litellm_params: {model: openai/gpt-4o}\n", "proxy.yaml")
     assert [(d.code, d.line) for d in result.diagnostics] == [("spec.litellm-config", 1)]
     assert "sidegate import litellm proxy.yaml" in result.diagnostics[0].message
+
+
+async def test_an_imported_azure_deployment_calls_its_deployment_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AZURE_API_KEY", "az-test")
+    with trio.fail_after(20):
+        async with open_fake(Recorder()) as fake:
+            config = {"model_list": [{"model_name": "m", "litellm_params": {
+                "model": "azure/gpt-4o-prod", "api_base": fake.root, "api_key": "os.environ/AZURE_API_KEY",
+                "api_version": "2024-10-21"}}]}
+            imported = import_litellm(json.dumps(config), "config.yaml")
+            assert imported.spec is not None
+            result = compile_text(imported.spec, "sidegate.yaml")
+            assert result.plan is not None, [d.message for d in result.diagnostics]
+            async with open_gateway(result.plan) as gw:
+                client = openai.AsyncOpenAI(base_url=base_url(gw), api_key="x", max_retries=0)
+                await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+    (seen,) = fake.seen
+    assert (seen.path, seen.query) == ("/openai/deployments/gpt-4o-prod/chat/completions", "api-version=2024-10-21")
+    assert seen.headers["api-key"] == "az-test"
+
+
+def test_an_imported_vertex_deployment_targets_its_project_and_location() -> None:
+    """Vertex needs Google credentials to call, so the URL is read from the runtime's own URL builder."""
+    from runtime.upstream.adapter import url_for
+
+    config = {"model_list": [{"model_name": "g", "litellm_params": {
+        "model": "vertex_ai/gemini-2.5-pro", "vertex_project": "my-proj", "vertex_location": "europe-west4"}}]}
+    imported = import_litellm(json.dumps(config), "config.yaml")
+    assert imported.spec is not None
+    result = compile_text(imported.spec, "sidegate.yaml")
+    assert result.plan is not None
+    provider, target = result.plan.providers[0], result.plan.models[0].targets[0]
+    assert url_for(provider, target.model, "chat") == (
+        "https://europe-west4-aiplatform.googleapis.com/v1/projects/my-proj/locations/europe-west4"
+        "/publishers/google/models/gemini-2.5-pro:generateContent")

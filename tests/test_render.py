@@ -29,7 +29,7 @@ GOLDEN = Path(__file__).parent / "golden" / "render"
 SPECS = sorted(GOLDEN.glob("*.yaml"))
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 UPDATE = os.environ.get("SIDEGATE_GOLDEN_UPDATE") == "1"
-K8S_VERSIONS = ("1.29", "1.33")
+K8S_VERSIONS = ("1.29", "1.30", "1.33")
 Capture = pytest.CaptureFixture[str]
 
 

@@ -245,17 +245,29 @@ def _is_worker() -> bool:
 
 
 def _supervise(n: int) -> int:
-    """Run `n` copies of this command as workers; forward signals; exit when all have."""
+    """Run `n` copies of this command as workers; forward signals; exit when all have. A worker that
+    fails (it could not start: its store, its port) stops the others, so the sidecar exits with its
+    status instead of running short of workers."""
     env = {**os.environ, _WORKER_ENV: "1"}
     argv = [sys.executable, sys.argv[0], *sys.argv[1:]]
-    children = [subprocess.Popen(argv, env=env) for _ in range(n)]
+    children = {child.pid: child for child in (subprocess.Popen(argv, env=env) for _ in range(n))}
+    running = set(children)
 
     def forward(signum: int, _frame: object) -> None:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signum)
+        for pid in running:
+            children[pid].send_signal(signum)
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, forward)
-    codes = [child.wait() for child in children]
-    return max(codes)
+    worst = 0
+    while running:
+        pid, status = os.wait()
+        if pid not in running:
+            continue
+        running.discard(pid)
+        code = os.waitstatus_to_exitcode(status)
+        children[pid].returncode = code
+        if code != 0 and worst == 0:
+            forward(signal.SIGTERM, None)
+        worst = max(worst, code)
+    return worst

@@ -6,7 +6,9 @@ server restarted, the network dropped) it is closed, and the next call opens a f
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+import fcntl
+import os
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -67,12 +69,31 @@ def connect_database(url: str) -> peewee.Database:
 
 
 def open_database(url: str) -> peewee.Database:
-    """Open the database a URL names and bring its schema up to date (blocking)."""
+    """Open the database a URL names and bring its schema up to date (blocking).
+
+    Sidecar workers start together: on an sqlite file, connecting (which switches it to WAL) and
+    migrating happen under an exclusive lock on a file beside it, as PostgreSQL's advisory lock does
+    there; two processes migrating a new sqlite file at once would get "database is locked"."""
     db = connect_database(url)
-    db.connect()
-    migrate(db)
+    with _sqlite_file_lock(db):
+        db.connect()
+        migrate(db)
     db.bind(TABLES)
     return db
+
+
+@contextlib.contextmanager
+def _sqlite_file_lock(db: peewee.Database) -> Iterator[None]:
+    path = db.database if isinstance(db, peewee.SqliteDatabase) else ":memory:"
+    if path == ":memory:" or not isinstance(path, str):
+        yield
+        return
+    fd = os.open(f"{path}.migrate-lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _drop_if_broken(db: peewee.Database) -> None:

@@ -22,7 +22,7 @@ from runtime.responses.output import from_chat, shell, usage_of_response
 from runtime.responses.request import forced_builtin, to_chat
 from runtime.responses.stream import ChatToResponsesStream, sse_event
 from runtime.routing.state import Deployment
-from runtime.upstream.adapter import StreamTranslator
+from runtime.upstream.adapter import ChainedStream, StreamTranslator
 from runtime.upstream.openai_wire import Usage, request_body, responses_url
 from runtime.upstream.providers.common import SseParser, loads_upstream
 from runtime.upstream.transport import UpstreamRequest
@@ -77,25 +77,6 @@ class _Answer:
         if self.translator is not None:
             return self.translator.final
         return self.final
-
-
-class _Chained:
-    """The target adapter's stream translator (upstream -> OpenAI chunks), then chunks -> Responses events."""
-
-    __slots__ = ("_inner", "done", "outer", "usage")
-
-    def __init__(self, inner: StreamTranslator, outer: ChatToResponsesStream) -> None:
-        self._inner = inner
-        self.outer = outer
-        self.usage: Usage | None = None
-        self.done = False
-
-    def feed(self, data: bytes) -> bytes:
-        chunks = self._inner.feed(data)
-        out = self.outer.feed(chunks) if chunks else b""
-        self.usage = self._inner.usage or self.outer.usage
-        self.done = self._inner.done and self.outer.done
-        return out
 
 
 class ResponsesDialect:
@@ -198,7 +179,7 @@ class ResponsesDialect:
             answer.relay = _Relay()
             return answer.relay
         answer.translator = ChatToResponsesStream(shell(self.body, self.id, self.model))
-        return _Chained(dep.adapter.stream("chat", True, model=model), answer.translator)
+        return ChainedStream(dep.adapter.stream("chat", True, model=model), answer.translator)
 
     def error_event(self, err: GatewayError) -> bytes:
         """`response.failed` for a translated stream; OpenAI's `error` event for a relayed one."""

@@ -20,7 +20,7 @@ from runtime.upstream.openai_wire import SseRelay, Usage, error_from_upstream, r
 from runtime.upstream.providers import native_adapter
 from runtime.upstream.transport import UpstreamRequest
 
-__all__ = ["ADAPTERS", "Adapter", "OpenAIAdapter", "StreamTranslator", "adapter_for", "url_for"]
+__all__ = ["ADAPTERS", "Adapter", "ChainedStream", "OpenAIAdapter", "StreamTranslator", "adapter_for", "url_for"]
 
 
 class StreamTranslator(Protocol):
@@ -33,6 +33,27 @@ class StreamTranslator(Protocol):
     def feed(self, data: bytes) -> bytes:
         """OpenAI SSE bytes to send for this piece of upstream bytes (may be empty)."""
         ...
+
+
+class ChainedStream:
+    """A target adapter's translator (upstream -> OpenAI chunks) followed by one from OpenAI chunks to
+    a client dialect's events (Anthropic's, the Responses API's): usage from whichever knows it."""
+
+    __slots__ = ("_inner", "_outer", "done", "usage")
+
+    def __init__(self, inner: StreamTranslator, outer: StreamTranslator) -> None:
+        self._inner = inner
+        self._outer = outer
+        self.usage: Usage | None = None
+        self.done = False
+
+    def feed(self, data: bytes) -> bytes:
+        """The dialect's events for this piece of upstream bytes."""
+        chunks = self._inner.feed(data)
+        out = self._outer.feed(chunks) if chunks else b""
+        self.usage = self._inner.usage or self._outer.usage
+        self.done = self._inner.done
+        return out
 
 
 class Adapter(Protocol):

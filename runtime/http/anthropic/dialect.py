@@ -22,7 +22,7 @@ from runtime.http.anthropic.request import translate
 from runtime.plan import Family
 from runtime.routing.call import Call
 from runtime.routing.state import Deployment
-from runtime.upstream.adapter import StreamTranslator
+from runtime.upstream.adapter import ChainedStream, StreamTranslator
 from runtime.upstream.openai_wire import Usage
 from runtime.upstream.providers.anthropic import AnthropicRelay, message_usage, passthrough_request
 from runtime.upstream.providers.common import loads_upstream
@@ -70,24 +70,6 @@ def parse_messages(body: bytes, *, count: bool = False) -> dict[str, Any]:
     if stream is not None and not isinstance(stream, bool):
         raise BadRequest("stream: must be a boolean", param="stream")
     return data
-
-
-class _Chained:
-    """An adapter's stream translator (upstream -> OpenAI chunks) followed by OpenAI chunks ->
-    Anthropic events."""
-
-    __slots__ = ("_inner", "_outer", "done", "usage")
-
-    def __init__(self, inner: StreamTranslator, outer: OpenAIToAnthropicStream) -> None:
-        self._inner = inner
-        self._outer = outer
-        self.usage: Usage | None = None
-        self.done = False
-
-    def feed(self, data: bytes) -> bytes:
-        openai = self._inner.feed(data)
-        self.usage, self.done = self._inner.usage, self._inner.done
-        return self._outer.feed(openai) if openai else b""
 
 
 class MessagesDialect:
@@ -147,7 +129,8 @@ class MessagesDialect:
         if dep.provider.family is Family.ANTHROPIC:
             return AnthropicRelay()
         estimate = max(0, self.call.prompt_estimate - REPLY_OVERHEAD) if self.call is not None else 0
-        return _Chained(dep.adapter.stream("chat", True, model=model), OpenAIToAnthropicStream(self.model, estimate))
+        outer = OpenAIToAnthropicStream(self.model, estimate)
+        return ChainedStream(dep.adapter.stream("chat", True, model=model), outer)
 
     def error_event(self, err: GatewayError) -> bytes:
         """Anthropic's `event: error`."""

@@ -44,6 +44,7 @@ from runtime.plan import (
     Server,
     Store,
 )
+from runtime.plan.secrets import split_listen
 
 __all__ = [
     "GroupSpec",
@@ -275,12 +276,13 @@ class _Resolver:
                                f"{name} must be at least 1KiB (every upstream answer longer would fail)")
         health_host, health_port = None, None
         if "health_listen" in raw:
-            match = _LISTEN.fullmatch(raw["health_listen"])
-            if match is not None:
-                health_host, health_port = match.group(1) or match.group(3), int(match.group(2) or match.group(4))
-                if health_port > 65535 or (health_port == port and port != 0):
-                    self.out.error("server.bad-listen", "/server/health_listen",
-                                   "health_listen needs a port of its own (0-65535, not the API's)")
+            try:  # the runtime's own parser: the CLI's --health-listen reads addresses the same way
+                health_host, health_port = split_listen(raw["health_listen"])
+            except ValueError as exc:
+                self.out.error("server.bad-listen", "/server/health_listen", str(exc))
+            if health_port is not None and health_port == port and port != 0:
+                self.out.error("server.bad-listen", "/server/health_listen",
+                               "health_listen needs a port of its own, not the API's")
         return Server(
             host=host,
             port=port,

@@ -11,6 +11,7 @@ import pytest
 import trio
 
 from runtime.plan import Auth, BudgetRule, LimitRule, Price, StaticKey, Team
+from tests.support.clock import away_from_a_minute_boundary
 from tests.support.gateway import base_url, open_gateway
 from tests.support.plans import env, group, mock_provider, plan, target, text
 
@@ -62,6 +63,7 @@ async def test_keys_are_required_and_checked() -> None:
 
 
 async def test_rpm_10_gives_429_with_retry_after_on_the_11th() -> None:
+    await away_from_a_minute_boundary()
     with trio.fail_after(10):
         async with open_gateway(_plan(limits=LimitRule(rpm=10, tpm=None, parallel=None))) as gw:
             async with httpx.AsyncClient() as c:
@@ -132,6 +134,7 @@ async def test_admin_created_teams_and_users_are_enforced_and_survive_a_restart(
     keys that name them from the next request, and again after a restart (read from the store)."""
     db = f"sqlite:///{tmp_path}/gov.db"
     master = {"authorization": "Bearer sk-master-secret"}
+    await away_from_a_minute_boundary(20)
     with trio.fail_after(20):
         async with open_gateway(_plan(db)) as gw:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw.port}") as c:

@@ -13,6 +13,7 @@ from runtime.governance.gate import Gatekeeper
 from runtime.governance.keys import Grant, KeyCache
 from runtime.plan import Auth, LimitRule, StaticKey
 from runtime.upstream.openai_wire import Usage
+from tests.support.clock import away_from_a_minute_boundary
 from tests.support.gateway import base_url, open_gateway
 from tests.support.plans import env, group, mock_provider, plan, target
 
@@ -60,6 +61,7 @@ async def test_concurrent_requests_reserve_their_prompts_against_tpm(monkeypatch
     # prompt ~37 tokens estimated (150 bytes of messages / 4) + max_tokens 1 = 38 reserved
     body = {"model": "demo", "messages": [{"role": "user", "content": "x" * 120}], "max_tokens": 1}
     codes: list[int] = []
+    await away_from_a_minute_boundary()
     with trio.fail_after(20):
         async with open_gateway(p) as gw, httpx.AsyncClient(timeout=10) as c:
 

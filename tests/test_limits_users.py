@@ -18,6 +18,7 @@ from runtime.governance.keys import Grant, KeyCache
 from runtime.governance.limits import Limits
 from runtime.plan import Auth, JwtRule, LimitRule, StaticKey, UserRule
 from runtime.plan.canonical import dumps, loads
+from tests.support.clock import away_from_a_minute_boundary
 from tests.support.gateway import base_url, open_gateway
 from tests.support.plans import env, group, mock_provider, plan, target
 
@@ -118,6 +119,7 @@ async def _burst(gw, tokens: list[str]) -> list[int]:  # type: ignore[no-untyped
 
 
 async def test_concurrent_requests_never_exceed_a_users_rpm_across_keys() -> None:
+    await away_from_a_minute_boundary()
     with trio.fail_after(20):
         async with open_gateway(_plan()) as gw:
             codes = await _burst(gw, ["sk-k1-secret", "sk-k2-secret"] * 10)

@@ -16,6 +16,7 @@ from runtime.governance.limits import Budget, Ledger
 from runtime.governance.redis_sync import PREFIX, RedisSync
 from runtime.observe.logs import Logger
 from runtime.plan import Auth, BudgetRule, LimitRule, LogLevel, Price, StaticKey, Store
+from tests.support.clock import away_from_a_minute_boundary
 from tests.support.gateway import base_url, open_gateway
 from tests.support.plans import env, group, mock_provider, plan, target, text
 from tests.support.redis import RedisServer, redis_server
@@ -44,12 +45,6 @@ def _plan(url: str, limits: LimitRule | None = None, budget: BudgetRule | None =
     return replace(p, store=Store(database=text("sqlite://:memory:"), redis=text(url), redis_sync=SYNC))
 
 
-async def _away_from_a_minute_boundary(seconds: float) -> None:
-    left = 60 - time.time() % 60
-    if left < seconds:
-        await trio.sleep(left + 0.05)
-
-
 async def _post(c: httpx.AsyncClient, gw) -> int:  # type: ignore[no-untyped-def]
     r = await c.post(f"{base_url(gw)}/chat/completions", headers={"authorization": "Bearer sk-shared-secret"}, json=MSG)
     return r.status_code
@@ -64,7 +59,7 @@ class _Log(Logger):
 
 
 async def test_two_ledgers_share_counts_and_spend(server: RedisServer) -> None:
-    await _away_from_a_minute_boundary(5)
+    await away_from_a_minute_boundary(5)
     a, b = Ledger(), Ledger()
     syncs = [RedisSync(a, _Log()), RedisSync(b, _Log())]
     for s in syncs:
@@ -91,7 +86,7 @@ async def test_two_ledgers_share_counts_and_spend(server: RedisServer) -> None:
 
 
 async def test_two_gateways_share_one_rpm_limit(server: RedisServer) -> None:
-    await _away_from_a_minute_boundary(8)
+    await away_from_a_minute_boundary(8)
     p = _plan(server.url, limits=LimitRule(rpm=10, tpm=None, parallel=None))
     with trio.fail_after(30):
         async with open_gateway(p) as gw1, open_gateway(p) as gw2, httpx.AsyncClient() as c:
@@ -116,7 +111,7 @@ async def test_a_burst_overshoots_at_most_one_sidecars_share(server: RedisServer
     # Both sidecars start the minute at 0 and receive a burst inside one sync interval: each can
     # admit up to the limit before they sync, so N sidecars admit at most N x limit (the bound for
     # a burst shorter than a sync interval); the next sync stops both.
-    await _away_from_a_minute_boundary(5)
+    await away_from_a_minute_boundary(5)
     p = _plan(server.url, limits=LimitRule(rpm=10, tpm=None, parallel=None))
     with trio.fail_after(30):
         async with open_gateway(p) as gw1, open_gateway(p) as gw2, httpx.AsyncClient() as c:
@@ -138,7 +133,7 @@ async def test_a_budget_spent_through_one_gateway_stops_the_other(server: RedisS
 
 
 async def test_redis_killed_mid_test_requests_keep_being_served_and_sync_recovers(server: RedisServer) -> None:
-    await _away_from_a_minute_boundary(8)
+    await away_from_a_minute_boundary(8)
     p = _plan(server.url, limits=LimitRule(rpm=1000, tpm=None, parallel=None))
     with trio.fail_after(30):
         async with open_gateway(p) as gw, httpx.AsyncClient() as c:
@@ -167,7 +162,7 @@ async def test_redis_killed_mid_test_requests_keep_being_served_and_sync_recover
 
 
 async def test_an_outage_is_logged_once_deltas_are_kept_and_pushed_on_recovery(server: RedisServer) -> None:
-    await _away_from_a_minute_boundary(5)
+    await away_from_a_minute_boundary(5)
     ledger, log = Ledger(), _Log()
     sync = RedisSync(ledger, log)
     sync.configure(text(server.url), SYNC)

@@ -2,8 +2,8 @@
 
 hypercorn's own accept loop (trio's `serve_listeners`) has no cap on open connections, and at the
 file-descriptor limit it logs a traceback every 100 ms while every new client waits in the backlog.
-This module runs hypercorn's per-connection server (`TCPServer`) and lifespan under its own accept
-loop:
+This module runs the connection server (:mod:`runtime.h1`; hypercorn's `TCPServer` with
+`SIDEGATE_FRONT=hypercorn`) and hypercorn's lifespan under its own accept loop:
 
 - at most `max_connections` client connections are open (`server.max_connections`, clamped to half
   the file descriptors the process may open: the rest is for upstream connections, the store and
@@ -32,7 +32,9 @@ from hypercorn.trio.statsd import StatsdLogger
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState, LifespanState
-from hypercorn.utils import ShutdownError, raise_shutdown
+from hypercorn.utils import ShutdownError, raise_shutdown, wrap_app
+
+from runtime.h1 import Front
 
 __all__ = ["BUSY", "WARN_EVERY", "connection_budget", "serve_http"]
 
@@ -130,19 +132,29 @@ async def serve_http(
     shutdown_trigger: Callable[[], Awaitable[None]],
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve `app` (an ASGI app wrapped for hypercorn) on `socks` until `shutdown_trigger` returns,
-    then let open requests finish for up to `config.graceful_timeout` (as hypercorn's worker does)."""
+    """Serve the ASGI `app` on `socks` until `shutdown_trigger` returns, then let open requests
+    finish for up to `config.graceful_timeout` (as hypercorn's worker does). Connections are served
+    by :class:`runtime.h1.Front`, or by hypercorn's own server with `SIDEGATE_FRONT=hypercorn` (kept
+    to compare the two)."""
     config.set_statsd_logger_class(StatsdLogger)
+    wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")
     lifespan_state: LifespanState = {}
-    lifespan = Lifespan(app, config, lifespan_state)
+    lifespan = Lifespan(wrapped, config, lifespan_state)
     context = WorkerContext(None)
     gate = _Gate(max_connections, warn)
+    front: Front | None = None
     async with trio.open_nursery() as lifespan_nursery:
         await lifespan_nursery.start(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()
         async with trio.open_nursery() as server_nursery:
             listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(sock)) for sock in socks]
-            handler = partial(TCPServer, app, config, context, ConnectionState(lifespan_state.copy()))
+            handler: Callable[[Any], Awaitable[None]]
+            if os.environ.get("SIDEGATE_FRONT") == "hypercorn":
+                handler = partial(TCPServer, wrapped, config, context, ConnectionState(lifespan_state.copy()))
+            else:
+                front = Front(app, keep_alive=config.keep_alive_timeout, max_header=config.h11_max_incomplete_size,
+                              state=dict(lifespan_state), warn=warn)
+                handler = front.serve
             task_status.started()
             try:
                 async with trio.open_nursery() as nursery:
@@ -156,6 +168,8 @@ async def serve_http(
                     raise other from None
             finally:
                 await context.terminated.set()
+                if front is not None:
+                    front.drain()
                 server_nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
         await lifespan.wait_for_shutdown()
         lifespan_nursery.cancel_scope.cancel()

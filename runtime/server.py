@@ -14,7 +14,6 @@ from functools import partial
 
 import trio
 from hypercorn.config import Config
-from hypercorn.utils import wrap_app
 
 from runtime.http.app import App
 from runtime.listen import connection_budget, serve_http
@@ -168,7 +167,7 @@ async def serve(
 
         async def run_server(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
             await serve_http(
-                wrap_app(app, config.wsgi_max_body_size, "asgi"),  # type: ignore[arg-type]
+                app,
                 config,
                 socks,
                 max_connections=connection_budget(plan.server.max_connections),

@@ -220,16 +220,18 @@ async def _stream(
             with waiting:
                 while True:
                     t = perf_counter()
-                    now = trio.current_time()
-                    limit = idle if call.started else max(0.0, min(idle, first_due - now))
-                    waiting.deadline = now + limit
+                    if not call.started or idle != math.inf:  # (no deadline to move: skip the scope's cost)
+                        now = trio.current_time()
+                        limit = idle if call.started else max(0.0, min(idle, first_due - now))
+                        waiting.deadline = now + limit
                     try:
                         chunk = await chunks.__anext__()
                     except StopAsyncIteration:
                         break
                     finally:
                         call.upstream += perf_counter() - t
-                    waiting.deadline = math.inf
+                    if waiting.deadline != math.inf:
+                        waiting.deadline = math.inf
                     received += len(chunk)
                     if received > dep.max_answer:
                         raise answer_too_large(dep.max_answer)
@@ -249,7 +251,9 @@ async def _stream(
                             call.status = 200
                             headers = [(b"content-type", b"text/event-stream; charset=utf-8"),
                                        (b"cache-control", b"no-cache"), *call.headers()]
-                            await send({"type": "http.response.start", "status": 200, "headers": headers})
+                            # the first events follow at once: the front writes them with the headers
+                            await send({"type": "http.response.start", "status": 200, "headers": headers,
+                                        "sidegate.body_follows": True})
                         failure: GatewayError | None = getattr(relay, "failure", None)
                         if failure is not None:
                             # The upstream's own error event goes to the client (scrubbed); the call is

@@ -66,6 +66,24 @@ def _stale(conn: _Conn) -> bool:
     return bool(poller.poll(0))
 
 
+_Next = h11.Event | type[h11.PAUSED] | type[h11.NEED_DATA]
+
+
+def _buffered(machine: h11.Connection, first: bytes) -> tuple[bytes, _Next | h11.RemoteProtocolError]:
+    """`first` joined with every Data event h11 already holds, and what came after them (the next
+    event, NEED_DATA, or the protocol error the next bytes raised)."""
+    parts = [first]
+    while True:
+        event: _Next | h11.RemoteProtocolError
+        try:
+            event = machine.next_event()
+        except h11.RemoteProtocolError as exc:
+            event = exc
+        if type(event) is not h11.Data:
+            return (bytes(first) if len(parts) == 1 else b"".join(parts)), event
+        parts.append(event.data)
+
+
 class _Response:
     """An open upstream response: status, headers, and the body as it arrives."""
 
@@ -77,17 +95,27 @@ class _Response:
         self.finished = False
 
     async def iter_bytes(self) -> AsyncIterator[bytes]:
+        """The body as it arrives. The chunks one socket read brought in (a streaming upstream writes
+        each SSE event as its own chunk; under load many arrive together) are joined into one piece,
+        so the relay handles, and the client receives, what is already here in one go."""
         conn = self._conn
+        machine = conn.h11
         try:
+            event = await conn.next_event()
             while True:
-                event = await conn.next_event()
                 if type(event) is h11.Data:
-                    yield bytes(event.data)
+                    data, after = _buffered(machine, event.data)
+                    yield data
+                    if isinstance(after, h11.RemoteProtocolError):
+                        raise after  # a malformed chunk after good ones: those went out first
+                    event = await conn.next_event() if after is h11.NEED_DATA else after
                 elif type(event) is h11.EndOfMessage:
                     self.finished = True
                     return
                 elif event is h11.PAUSED or type(event) is h11.ConnectionClosed:
                     raise UpstreamError("upstream closed the connection mid-answer")
+                else:
+                    event = await conn.next_event()
         except (trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError) as exc:
             raise _broken(exc) from None
 

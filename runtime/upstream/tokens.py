@@ -1,20 +1,20 @@
-"""Local token counts with tiktoken's `o200k_base` encoding, shipped with sidegate (nothing downloads).
+"""Local token counts under tiktoken's `o200k_base` encoding, shipped with sidegate (nothing downloads).
 
 The BPE ranks are package data (`runtime/data/o200k_base.tiktoken.gz`, the file OpenAI publishes for
-tiktoken, checked against tiktoken's own SHA-256 when it loads). Used for prompt estimates (context
-windows, tpm), `/v1/messages/count_tokens`, and to meter answers whose provider reported no usage.
-`o200k_base` is the encoding of OpenAI's current models; for other families the count is an
-approximation of their own tokenizer's.
+tiktoken, checked against tiktoken's own SHA-256 when it loads), counted by the lean counter of
+:mod:`runtime.upstream.bpe` (tiktoken's counts in ~5 MB instead of its ~50-70 MB). Used for prompt
+estimates (context windows, tpm), `/v1/messages/count_tokens`, and to meter answers whose provider
+reported no usage. `o200k_base` is the encoding of OpenAI's current models; for other families the
+count is an approximation of their own tokenizer's.
 
-The encoding takes ~0.3 s and ~75 MB to load, so it is loaded only once something needs it, off the
-event loop: `/v1/messages/count_tokens` waits for it in a worker thread; an answer without usage
-that arrives before it is ready starts the load and is metered at ~4 characters a token (its spend
-row is flagged estimated either way). A direct `count()` loads it in the calling thread.
+The ranks take ~0.3-0.7 s to load, so they are loaded only once something needs them, off the event
+loop: `/v1/messages/count_tokens` waits for them in a worker thread; an answer without usage that
+arrives before they are ready starts the load and is metered at ~4 characters a token (its spend
+row is flagged estimated either way). A direct `count()` loads them in the calling thread.
 """
 
 from __future__ import annotations
 
-import base64
 import gzip
 import hashlib
 import io
@@ -24,9 +24,9 @@ from importlib import resources
 from typing import Any
 
 import orjson
-import tiktoken
 import trio
 
+from runtime.upstream.bpe import Counter
 from runtime.upstream.openai_wire import Usage
 
 __all__ = [
@@ -46,7 +46,6 @@ _PATTERN = "|".join([
     r"""\s+(?!\S)""",
     r"""\s+""",
 ])
-_SPECIAL = {"<|endoftext|>": 199999, "<|endofprompt|>": 200018}
 
 MESSAGE_OVERHEAD = 3
 """Tokens of framing per chat message (role and separators), as OpenAI documents for its chat models."""
@@ -56,34 +55,23 @@ IMAGE_TOKENS = 1600
 """A flat charge for an image part (Anthropic's figure for a ~1.15-megapixel image)."""
 
 _lock = threading.Lock()
-_encoding: tiktoken.Encoding | None = None
+_encoding: Counter | None = None
 
 
-def _ranks() -> dict[bytes, int]:
+def _counter() -> Counter:
     raw = gzip.decompress(resources.files("runtime").joinpath("data/o200k_base.tiktoken.gz").read_bytes())
     if hashlib.sha256(raw).hexdigest() != _SHA256:
         raise RuntimeError("the shipped o200k_base encoding is damaged (SHA-256 mismatch)")
-    ranks: dict[bytes, int] = {}
-    for line in io.BytesIO(raw):  # line by line: no second copy of the file as a list of lines
-        if line.strip():
-            token, rank = line.split()
-            ranks[base64.b64decode(token)] = int(rank)
-    return ranks
+    return Counter(io.BytesIO(raw), _PATTERN)  # line by line: no second copy of the file as a list
 
 
-def load() -> tiktoken.Encoding:
-    """The encoding, loaded once (thread-safe; blocking: call it from a worker thread at start)."""
+def load() -> Counter:
+    """The counter, loaded once (thread-safe; blocking: call it from a worker thread at start)."""
     global _encoding
     if _encoding is None:
         with _lock:
             if _encoding is None:
-                ranks = _ranks()
-                encoding = tiktoken.Encoding(ENCODING, pat_str=_PATTERN, mergeable_ranks=ranks,
-                                             special_tokens=_SPECIAL)
-                # The Rust core keeps its own copy; the Python dict (~30 MB) is only read again to
-                # pickle the encoding, which sidegate never does.
-                ranks.clear()
-                _encoding = encoding
+                _encoding = _counter()
     return _encoding
 
 
@@ -105,7 +93,7 @@ def is_loaded() -> bool:
 
 def count(text: str) -> int:
     """Tokens in `text` (special-token markers in it count as ordinary text)."""
-    return len(load().encode_ordinary(text)) if text else 0
+    return load().count(text) if text else 0
 
 
 def rough(text: str) -> int:

@@ -17,6 +17,7 @@ Result = dict[str, Any]
 Target = tuple[str, str, bool | None]  # what, measured, met (None: no data; see `errors`)
 ERRORS = "ERRORS"
 RSS_MB = 100.0
+_NAMES = {"portkey": "Portkey", "litellm": "LiteLLM"}
 
 
 def paced_line(r: Result) -> None:
@@ -72,7 +73,7 @@ def targets(results: list[Result], facts: dict[str, float]) -> list[Target]:
     for label, ours, need in (("stream", "sidegate stream", (1.2, 20.0)), ("non-stream", "sidegate", (1.3, 10.0))):
         for other, floor in zip(("portkey", "litellm"), need, strict=True):
             theirs = other + ours[len("sidegate"):]
-            add(f"{label} c=50 >= {floor:g}x {other.capitalize()}", ratio(ours, theirs, 50), x,
+            add(f"{label} c=50 >= {floor:g}x {_NAMES[other]}", ratio(ours, theirs, 50), x,
                 _at_least(floor), ((ours, 50), (theirs, 50)))
     add("non-stream c=50 >= 75% of hello world", ratio("sidegate", "hello-world ceiling", 50), "{:.0%}".format,
         lambda v: v >= 0.75, (("sidegate", 50),))
@@ -129,8 +130,9 @@ def ratios(results: list[Result], facts: dict[str, float], other: str) -> list[s
                        f"{ours['rps'] / r['rps']:.2f}x{bad}")
     ours_p, theirs_p = rows.find("sidegate paced"), rows.find(f"{other} paced")
     if ours_p and theirs_p and ours_p.get("cpu_us_per_event") and theirs_p.get("cpu_us_per_event"):
+        bad = " (ERRORS: invalid)" if ours_p["errors"] or theirs_p["errors"] else ""
         out.append(f"paced CPU per event: {theirs_p['cpu_us_per_event'] / ours_p['cpu_us_per_event']:.2f}x "
-                   f"less ({ours_p['cpu_us_per_event']:.0f} vs {theirs_p['cpu_us_per_event']:.0f} us)")
+                   f"less ({ours_p['cpu_us_per_event']:.0f} vs {theirs_p['cpu_us_per_event']:.0f} us){bad}")
     a, b = facts.get("sidegate_peak_rss_mb"), facts.get(f"{other}_peak_rss_mb")
     if a and b:
         out.append(f"peak RSS: {a:.0f} vs {b:.0f} MB")

@@ -27,9 +27,14 @@ fmt:
 golden-update:
     SIDEGATE_GOLDEN_UPDATE=1 {{py}} -m pytest -q tests/test_golden.py
 
-# Benchmark: gateway vs direct mock upstream and the stack ceiling, with wrk (see tests/bench/run.py).
+# Benchmark: gateway vs direct mock upstream and the stack ceiling, with wrk and 1,000 paced streams
+# (see tests/bench/run.py); `just bench --vs portkey --vs litellm` runs the same scenarios against both.
 bench *args:
     {{py}} -m tests.bench.run {{args}}
+
+# Only the paced-streams client against a URL (see tests/bench/paced.py), e.g. `just bench-paced URL --streams 200`.
+bench-paced *args:
+    {{py}} -m tests.bench.paced {{args}}
 
 # Pin the image's dependencies (compiler/deploy/constraints.txt) to what `pip install .` resolves now.
 constraints:
@@ -41,3 +46,8 @@ constraints:
 bench-litellm-setup:
     python3 -m venv .bench/litellm
     .bench/litellm/bin/pip install -q 'litellm[proxy]'
+
+# Install the Portkey gateway 1.15 from npm into .bench/portkey for `just bench --vs portkey`
+# (@hono/node-server pinned to 1.13.5 through overrides, with Portkey's own one-line patch applied).
+bench-portkey-setup:
+    {{py}} -m tests.bench.portkey setup

@@ -1,11 +1,16 @@
 """The benchmark's wrk report reader: percentiles from the distribution block, never from the
-thread-stats line (whose `+/- Stdev` column also ends in a percentage)."""
+thread-stats line (whose `+/- Stdev` column also ends in a percentage); its Lua script; the Portkey
+setup's patch; the /proc readings."""
 
 from __future__ import annotations
 
+import json
+import os
+
 import pytest
 
-from tests.bench.wrk import parse, to_ms
+from tests.bench import portkey, procstat
+from tests.bench.wrk import parse, script, to_ms
 
 OUT = """Running 1s test @ http://127.0.0.1:18999/v1/chat/completions
   1 threads and 2 connections
@@ -36,3 +41,31 @@ def test_units_and_garbage() -> None:
         to_ms("Req/Sec")
     with pytest.raises(ValueError):
         parse("unable to connect to 127.0.0.1:1 Connection refused")
+
+
+def test_streams_without_done_are_errors_counted_once() -> None:
+    out = OUT.replace("Requests/sec:", "Streams without [DONE]: 10\nRequests/sec:")
+    assert parse(out)["errors"] == 3 + 3 + (10 - 3)  # socket errors, non-2xx, the other bodies without [DONE]
+
+
+def test_the_script_sends_extra_headers_and_checks_streams() -> None:
+    lua = script('{"stream":true}', headers={"x-portkey-provider": "openai"}, check_done=True)
+    assert 'wrk.headers["x-portkey-provider"] = "openai"' in lua
+    assert "function response(status, headers, body)" in lua and '"[DONE]", 1, true' in lua
+    assert "function response" not in script("{}")
+
+
+def test_portkey_patch_adds_the_await_once() -> None:
+    line = "    try {\n      return responseViaResponseObject(res, outgoing, options);\n    } catch (e) {"
+    patched, n = portkey.patch_text(line)
+    assert n == 1 and "return await responseViaResponseObject(res, outgoing, options);" in patched
+    assert portkey.patch_text(patched) == (patched, 0)
+    pkg = json.loads(portkey.package_json())
+    assert pkg["overrides"] == {"@hono/node-server": "1.13.5"}
+    assert pkg["dependencies"]["@portkey-ai/gateway"].startswith("~1.15")
+
+
+def test_procstat_reads_this_process() -> None:
+    assert procstat.cpu_seconds(os.getpid()) > 0
+    assert procstat.rss_peak_mb(os.getpid()) >= procstat.rss_now_mb(os.getpid()) > 1
+    assert procstat.cpu_seconds(2**22 + 12345) == 0.0

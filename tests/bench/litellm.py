@@ -10,13 +10,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 VENV = ROOT / ".bench" / "litellm"
 
-_CONFIG = """model_list:
-  - model_name: bench
+_MODEL = """  - model_name: {name}
     litellm_params:
-      model: openai/bench-model
+      model: openai/{upstream}
       api_base: http://127.0.0.1:{mock}/v1
       api_key: sk-bench
-litellm_settings:
+"""
+# The mock picks a stream's variant by model name: `paced` and `one-chunk` ones (see mock_upstream).
+_MODELS = {"bench": "bench-model", "bench-paced": "paced", "bench-one-chunk": "one-chunk"}
+_CONFIG = """model_list:
+{models}litellm_settings:
   drop_params: true
 general_settings:
   master_key: sk-bench-client
@@ -35,7 +38,8 @@ def start(port: int, mock: int, tmpdir: Path, prefix: list[str]) -> subprocess.P
     if exe is None:
         raise RuntimeError(f"no LiteLLM proxy at {VENV}: run `just bench-litellm-setup` first")
     config = tmpdir / "litellm.yaml"
-    config.write_text(_CONFIG.format(mock=mock))
+    models = "".join(_MODEL.format(name=n, upstream=u, mock=mock) for n, u in _MODELS.items())
+    config.write_text(_CONFIG.format(models=models))
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "LITELLM_MASTER_KEY")}
     env.update({"LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False", "NO_DOCS": "True"})
     return subprocess.Popen(

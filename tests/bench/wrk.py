@@ -1,4 +1,7 @@
-"""Drive wrk and read its report: throughput, p50/p99 from the latency distribution, errors."""
+"""Drive wrk and read its report: throughput, p50/p99 from the latency distribution, errors.
+
+Errors are socket errors, non-2xx answers and, for streams (`check_done`), answers whose body does
+not hold `data: [DONE]` (a gateway answering 200 with an error body, or cutting the stream short)."""
 
 from __future__ import annotations
 
@@ -11,7 +14,21 @@ from pathlib import Path
 _LUA = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer {key}"
-wrk.body = '{body}'
+{headers}wrk.body = '{body}'
+"""
+# Counts stream answers without [DONE] in each thread and reports them at the end (wrk keeps one
+# Lua state per thread; done() runs in another, so it asks the threads kept by setup()).
+_CHECK_DONE = """local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) bad = 0 end
+function response(status, headers, body)
+  if status < 200 or status > 299 or not string.find(body, "[DONE]", 1, true) then bad = bad + 1 end
+end
+function done(summary, latency, requests)
+  local n = 0
+  for _, t in ipairs(threads) do n = n + t:get("bad") end
+  io.write(string.format("Streams without [DONE]: %d\\n", n))
+end
 """
 
 
@@ -48,14 +65,26 @@ def parse(out: str) -> dict[str, float]:
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if m:
         errors += sum(int(x) for x in m.groups())
+    m = re.search(r"^Streams without \[DONE\]: (\d+)", out, re.M)
+    if m:  # a non-2xx answer is counted there too: count it once
+        non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        errors += max(0, int(m.group(1)) - (int(non2xx.group(1)) if non2xx else 0))
     return {"rps": float(rps.group(1)), "p50_ms": to_ms(p50.group(1)), "p99_ms": to_ms(p99.group(1)),
             "errors": errors}
 
 
-def wrk(url: str, body: str, conns: int, duration: float, script_dir: Path, key: str = "sk-bench-client") -> dict[str, float]:
+def script(body: str, key: str = "sk-bench-client", headers: dict[str, str] | None = None,
+           check_done: bool = False) -> str:
+    """The Lua script POSTing `body` with the bench's headers (and the [DONE] check for streams)."""
+    extra = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in (headers or {}).items())
+    return _LUA.format(body=body, key=key, headers=extra) + (_CHECK_DONE if check_done else "")
+
+
+def wrk(url: str, body: str, conns: int, duration: float, script_dir: Path, key: str = "sk-bench-client",
+        headers: dict[str, str] | None = None, check_done: bool = False) -> dict[str, float]:
     """One wrk run (pinned to core 1) POSTing `body` to `url` over `conns` connections."""
-    script = script_dir / "post.lua"
-    script.write_text(_LUA.format(body=body, key=key))
+    path = script_dir / "post.lua"
+    path.write_text(script(body, key, headers, check_done))
     cmd = [*pin(1), "wrk", "-t1", f"-c{conns}", f"-d{duration:g}s", "--timeout", "10s", "--latency",
-           "-s", str(script), url]
+           "-s", str(path), url]
     return parse(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)

@@ -194,6 +194,16 @@ class _Connection:
             return
         await self.stream.send_all(data)
 
+    async def read(self) -> bytes:
+        """The next bytes from the client; b"" (and the client noted gone) at EOF or a reset."""
+        try:
+            data = bytes(await self.stream.receive_some(_RECV))
+        except _BROKEN:
+            data = b""
+        if not data:
+            self.gone = True
+        return data
+
     async def write(self, data: bytes) -> None:
         """Write `data` whole (shielded: a cancelled half-write would corrupt the framing), or note the
         client gone."""
@@ -275,11 +285,10 @@ class _Exchange:
             elif event is h11.NEED_DATA:
                 if parts:
                     return {"type": "http.request", "body": b"".join(parts), "more_body": True}
-                data = await self.conn.stream.receive_some(_RECV)
+                data = await self.conn.read()
                 if not data:
-                    self.conn.gone = True
                     return {"type": "http.disconnect"}
-                machine.receive_data(bytes(data))
+                machine.receive_data(data)
             else:
                 self.conn.gone = True
                 return {"type": "http.disconnect"}
@@ -292,11 +301,9 @@ class _Exchange:
                 await trio.sleep_forever()  # a pipelining client: its next request waits unread
             self.watch = trio.CancelScope()
             with self.watch:
-                data = await conn.stream.receive_some(_RECV)
-                if not data:
-                    conn.gone = True
-                else:
-                    conn.h11.receive_data(bytes(data))  # the next request's bytes, kept for it
+                data = await conn.read()
+                if data:
+                    conn.h11.receive_data(data)  # the next request's bytes, kept for it
             self.watch = None
         return {"type": "http.disconnect"}
 

@@ -6,6 +6,8 @@ drain closing idle connections at once while a busy one finishes its answer with
 
 from __future__ import annotations
 
+import socket
+import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
@@ -204,17 +206,20 @@ async def test_an_app_failing_before_its_answer_gets_500_and_the_connection_clos
                 assert await c.closed()
 
 
-async def test_the_app_hears_the_client_leave_mid_stream() -> None:
-    events: Events = []
-    with trio.fail_after(10):
-        async with _front(_app(events)) as (_, port):
-            c = await _connect(port)
-            await c.stream.send_all(b"GET /stream HTTP/1.1\r\nhost: h\r\n\r\n")
-            first = await c._until(b"first")
-            await c.stream.aclose()
-            while not events:
-                await trio.sleep(0.01)
-    assert b"200" in first and events == ["http.disconnect"]
+async def test_the_app_hears_the_client_leave_mid_stream_by_close_or_reset() -> None:
+    for reset in (False, True):
+        events: Events = []
+        with trio.fail_after(10):
+            async with _front(_app(events)) as (_, port):
+                c = await _connect(port)
+                await c.stream.send_all(b"GET /stream HTTP/1.1\r\nhost: h\r\n\r\n")
+                first = await c._until(b"first")
+                if reset:  # SO_LINGER 0: the close sends a RST, the server's read fails
+                    c.stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                await c.stream.aclose()
+                while not events:
+                    await trio.sleep(0.01)
+        assert b"200" in first and events == ["http.disconnect"], "a disconnect, never an exception in the app"
 
 
 async def test_a_drain_closes_idle_connections_and_lets_a_busy_one_finish() -> None:

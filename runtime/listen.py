@@ -86,12 +86,31 @@ async def _refuse(stream: trio.SocketStream) -> None:
     await trio.aclose_forcefully(stream)
 
 
+_BURST = 256
+"""Connections taken from the accept queue in one go, without yielding to the scheduler between them."""
+
+
+def _pending(sock: socket.socket) -> list[trio.SocketStream]:
+    """Connections already waiting in `sock`'s accept queue (non-blocking; stops at the first error,
+    which the next awaited accept meets and handles).
+
+    Accepting one connection per scheduler pass starved a burst of new clients: with 200 arriving at
+    once on a busy worker, the last ones waited seconds in the queue (p99 3.9 s at c=200)."""
+    out = []
+    for _ in range(_BURST):
+        try:
+            conn, _ = sock.accept()
+        except OSError:  # BlockingIOError: the queue is empty; others: met again by the awaited accept
+            break
+        out.append(trio.SocketStream(trio.socket.from_stdlib_socket(conn)))
+    return out
+
+
 async def _accept_loop(listener: trio.SocketListener, handler: Callable[[Any], Awaitable[None]],
-                       nursery: trio.Nursery, gate: _Gate) -> None:
+                       nursery: trio.Nursery, gate: _Gate, sock: socket.socket | None = None) -> None:
     reserve: int | None = os.open(os.devnull, os.O_RDONLY)
 
     async def run(stream: trio.SocketStream) -> None:
-        gate.open += 1
         try:
             await handler(stream)
         finally:
@@ -117,11 +136,13 @@ async def _accept_loop(listener: trio.SocketListener, handler: Callable[[Any], A
                         reserve = None
                 await trio.sleep(0.01)
                 continue
-            if gate.open >= gate.limit:
-                gate.refused("max_connections")
-                nursery.start_soon(_refuse, stream)
-            else:
-                nursery.start_soon(run, stream)
+            for each in [stream, *(_pending(sock) if sock is not None else ())]:
+                if gate.open >= gate.limit:
+                    gate.refused("max_connections")
+                    nursery.start_soon(_refuse, each)
+                else:
+                    gate.open += 1  # counted now: the burst's next connection sees it
+                    nursery.start_soon(run, each)
     finally:
         if reserve is not None:
             os.close(reserve)
@@ -160,8 +181,8 @@ async def serve_http(
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(raise_shutdown, shutdown_trigger)
                     nursery.start_soon(raise_shutdown, context.terminate.wait)
-                    for listener in listeners:
-                        nursery.start_soon(_accept_loop, listener, handler, server_nursery, gate)
+                    for listener, sock in zip(listeners, socks, strict=True):
+                        nursery.start_soon(_accept_loop, listener, handler, server_nursery, gate, sock)
             except BaseExceptionGroup as error:
                 _, other = error.split((ShutdownError, KeyboardInterrupt))
                 if other is not None:

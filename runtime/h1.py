@@ -205,21 +205,30 @@ class _Connection:
         return data
 
     async def write(self, data: bytes) -> None:
-        """Write `data` whole (shielded: a cancelled half-write would corrupt the framing), or note the
-        client gone."""
+        """Write `data` whole, or note the client gone.
+
+        Not shielded (a shield costs a scope per write on the hot path): a task already cancelled
+        writes nothing (the checkpoint raises before any byte); one cancelled while a large write
+        waits for the socket leaves the framing unknown, so the connection writes nothing more and
+        closes. A cancelled stream can therefore still end with its error event when nothing of a
+        write had gone out."""
         if self.gone:
             return
-        with trio.CancelScope(shield=True):
-            try:
-                await self.stream.send_all(data)
-            except _BROKEN:
-                self.gone = True
+        if trio.current_effective_deadline() <= trio.current_time():
+            await trio.lowlevel.checkpoint()  # raises Cancelled: nothing was written
+        try:
+            await self.stream.send_all(data)
+        except _BROKEN:
+            self.gone = True
+        except BaseException:
+            self.gone = True
+            raise
 
 
 class _Exchange:
     """One request and its answer: the ASGI scope, `receive` and `send`."""
 
-    __slots__ = ("body_done", "complete", "conn", "head", "request", "started", "status", "watch")
+    __slots__ = ("body_done", "chunked", "complete", "conn", "head", "request", "started", "status", "watch")
 
     def __init__(self, conn: _Connection, request: h11.Request) -> None:
         self.conn = conn
@@ -230,6 +239,8 @@ class _Exchange:
         self.status = 0
         self.started = False
         self.complete = False
+        self.chunked = False
+        """The answer is framed in chunks (then body chunks are framed here, not by h11: same bytes)."""
         self.watch: trio.CancelScope | None = None
         """The scope of a `receive` waiting for a disconnect; cancelled once the answer is complete."""
 
@@ -333,8 +344,12 @@ class _Exchange:
         if self.head is not None:
             out = machine.send(h11.Response(status_code=self.status, headers=self.head)) or b""
             self.head = None
+            self.chunked = b"\r\nTransfer-Encoding: chunked\r\n" in out
         if body and self.request.method != b"HEAD" and self.status not in _NO_BODY_STATUS:
-            out += machine.send(h11.Data(data=body)) or b""
+            if self.chunked:
+                out += b"%x\r\n%b\r\n" % (len(body), body)
+            else:
+                out += machine.send(h11.Data(data=body)) or b""
         if not more:
             out += machine.send(h11.EndOfMessage()) or b""
             self.complete = True

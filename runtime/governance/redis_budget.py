@@ -229,12 +229,12 @@ class SharedBudgets:
             ask.done.set()
 
     async def _heartbeats(self) -> None:
-        import redis as redis_module
-
         while True:
             await trio.sleep(self.sync.interval)
             if self.sync.source is None or self._scripts is None:
                 continue
+            import redis as redis_module  # only once Redis is in use (~115 ms and ~6 MB to import)
+
             try:
                 await self._beat(await self.sync._connect())
             except (redis_module.RedisError, OSError, ValueError) as exc:

@@ -267,6 +267,12 @@ def make_consistent(spec: dict[str, Any], types: list[str]) -> dict[str, Any]:
     return _no_literal_credentials(spec)
 
 
+def _has_credentials(url: str) -> bool:
+    """Whether the compiler could read credentials in `url` (a user part, or a query that may name a
+    key): such a URL is refused, so a consistent spec does not have one."""
+    return "@" in url or "?" in url
+
+
 def _consistent_mcp(spec: dict[str, Any]) -> None:
     """MCP: credentials are references, the transport matches url/command, names avoid the
     separator, and permission patterns name declared servers."""
@@ -281,6 +287,8 @@ def _consistent_mcp(spec: dict[str, Any]) -> None:
             for field in ("headers", "env"):
                 for name, value in server.get(field, {}).items():
                     server[field][name] = _clean_secret(value)
+            if "url" in server and _has_credentials(server["url"]):
+                server["url"] = "http://mcp.internal/mcp"  # credentials in a URL are refused (secret.url-credentials)
             if "command" in server:
                 server.pop("auth", None)
             elif "auth" in server:

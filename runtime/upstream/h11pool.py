@@ -20,6 +20,7 @@ import httpx
 import trio
 
 from runtime.errors import UpstreamError, describe
+from runtime.upstream.chunked import ChunkedDecoder, MalformedChunks
 from runtime.upstream.transport import UpstreamRequest, UpstreamResponse, UpstreamStream, read_bounded
 
 __all__ = ["H11Transport"]
@@ -93,11 +94,45 @@ class _Response:
         self.status = response.status_code
         self.headers = httpx.Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers])
         self.finished = False
+        self.chunked = self.status not in (204, 304) and any(
+            k == b"transfer-encoding" and b"chunked" in v.lower() for k, v in response.headers)
+        """The body is chunked: decoded by :class:`ChunkedDecoder`, not event by event through h11."""
+        self.reusable = False
+        """A chunked body ended cleanly on a keep-alive connection (nothing after its end)."""
+        self._keep_alive = response.http_version == b"1.1" and not any(
+            k == b"connection" and b"close" in v.lower() for k, v in response.headers)
 
-    async def iter_bytes(self) -> AsyncIterator[bytes]:
-        """The body as it arrives. The chunks one socket read brought in (a streaming upstream writes
-        each SSE event as its own chunk; under load many arrive together) are joined into one piece,
-        so the relay handles, and the client receives, what is already here in one go."""
+    def iter_bytes(self) -> AsyncIterator[bytes]:
+        """The body as it arrives: what each socket read brought in, as one piece (a streaming
+        upstream writes each SSE event as its own chunk; under load many arrive together), so the
+        relay handles, and the client receives, what is already here in one go."""
+        return self._chunks() if self.chunked else self._h11_body()
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        conn = self._conn
+        decoder = ChunkedDecoder()
+        pending, _ = conn.h11.trailing_data  # what arrived with the head
+        try:
+            data = decoder.feed(pending) if pending else b""
+            while True:
+                if data:
+                    yield data
+                if decoder.done:
+                    self.finished = True
+                    self.reusable = self._keep_alive and not decoder.extra
+                    return
+                received = await conn.stream.receive_some(_RECV)
+                if not received:
+                    raise UpstreamError("upstream connection broke (it closed the connection mid-answer)",
+                                        code="upstream_connection_broken")
+                data = decoder.feed(bytes(received))
+        except MalformedChunks as exc:
+            raise UpstreamError(f"upstream sent a malformed chunked body ({exc})",
+                                code="upstream_connection_broken") from None
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise _broken(exc) from None
+
+    async def _h11_body(self) -> AsyncIterator[bytes]:
         conn = self._conn
         machine = conn.h11
         try:
@@ -165,11 +200,12 @@ class H11Transport:
         return None
 
     async def _checkin(self, origin: _Origin, conn: _Conn) -> None:
-        try:
-            conn.h11.start_next_cycle()
-        except h11.LocalProtocolError:
-            await trio.aclose_forcefully(conn.stream)
-            return
+        if conn.h11.our_state is not h11.IDLE:  # (a fresh state machine after a chunked body is IDLE)
+            try:
+                conn.h11.start_next_cycle()
+            except h11.LocalProtocolError:
+                await trio.aclose_forcefully(conn.stream)
+                return
         idle = self._idle.setdefault(origin, [])
         if len(idle) < self._max_idle:
             idle.append(conn)
@@ -239,7 +275,10 @@ class H11Transport:
         try:
             yield response
         finally:
-            if response.finished and conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE:
+            if response.chunked and response.reusable and conn.h11.our_state is h11.DONE:
+                conn.h11 = h11.Connection(h11.CLIENT)  # h11 saw the head only: a fresh state for the next
+                await self._checkin(origin, conn)
+            elif response.finished and conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE:
                 await self._checkin(origin, conn)
             else:
                 await trio.aclose_forcefully(conn.stream)

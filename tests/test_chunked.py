@@ -1,0 +1,120 @@
+"""Chunked upstream bodies decoded off h11 (runtime.upstream.chunked): any split of a valid body
+gives its data, extensions and trailers are read, bad framing is refused, bytes after the end are
+noticed; through the pool: a chunked answer leaves its connection reusable, one with bytes after
+its end or bad framing does not, and bad framing is an upstream error, never a hang."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+
+import pytest
+import trio
+from hypothesis import given
+from hypothesis import strategies as st
+
+from runtime.errors import UpstreamError
+from runtime.upstream.chunked import ChunkedDecoder, MalformedChunks
+from runtime.upstream.h11pool import H11Transport
+from runtime.upstream.transport import UpstreamRequest
+
+
+def _encode(pieces: list[bytes], ext: bytes = b"", trailers: bytes = b"") -> bytes:
+    return b"".join(b"%x%b\r\n%b\r\n" % (len(p), ext, p) for p in pieces if p) + b"0\r\n" + trailers + b"\r\n"
+
+
+def _decode(body: bytes, cuts: list[int]) -> tuple[bytes, ChunkedDecoder]:
+    decoder = ChunkedDecoder()
+    out, last = b"", 0
+    for cut in [*sorted(c % (len(body) + 1) for c in cuts), len(body)]:
+        out += decoder.feed(body[last:cut])
+        last = cut
+    return out, decoder
+
+
+@given(st.lists(st.binary(min_size=1, max_size=300), max_size=12), st.lists(st.integers(0, 10_000), max_size=20),
+       st.sampled_from([b"", b";name=value", b" ;x"]), st.sampled_from([b"", b"x-trailer: 1\r\n"]))
+def test_any_split_of_a_valid_body_gives_its_data(pieces: list[bytes], cuts: list[int], ext: bytes,
+                                                  trailers: bytes) -> None:
+    data, decoder = _decode(_encode(pieces, ext, trailers), cuts)
+    assert data == b"".join(pieces) and decoder.done and decoder.extra == b""
+
+
+def test_bytes_after_the_end_are_kept_apart() -> None:
+    decoder = ChunkedDecoder()
+    assert decoder.feed(_encode([b"hello"]) + b"HTTP/1.1 200 OK\r\n") == b"hello"
+    assert decoder.done and decoder.extra == b"HTTP/1.1 200 OK\r\n"
+
+
+@pytest.mark.parametrize("body", [
+    b"zz\r\nhello\r\n0\r\n\r\n",  # not hex
+    b"5\r\nhelloXX0\r\n\r\n",  # no CRLF after the data
+    b"-5\r\nhello\r\n",  # signed
+    b"12345678901234567\r\n",  # more hex digits than any real size
+    b"1" * 20_000,  # a size line that never ends
+    b"0\r\n" + b"x: y\r\n" * 20_000,  # endless trailers
+])
+def test_bad_framing_is_refused(body: bytes) -> None:
+    with pytest.raises(MalformedChunks):
+        ChunkedDecoder().feed(body)
+
+
+async def _server(answers: list[bytes], seen: list[int], task_status: trio.TaskStatus[int]) -> None:
+    """A raw upstream: each connection reads requests and writes the next scripted answer."""
+    connection = 0
+
+    async def handle(stream: trio.SocketStream) -> None:
+        nonlocal connection
+        connection += 1
+        me, buf = connection, b""
+        while answers:
+            while b"\r\n\r\n" not in buf:
+                data = await stream.receive_some(65536)
+                if not data:
+                    return
+                buf += data
+            head, buf = buf.split(b"\r\n\r\n", 1)
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+            while len(buf) < length:
+                buf += await stream.receive_some(65536)
+            buf = buf[length:]
+            seen.append(me)
+            await stream.send_all(answers.pop(0))
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(partial(trio.serve_listeners, handle, listeners))
+        task_status.started(listeners[0].socket.getsockname()[1])
+
+
+def _head() -> bytes:
+    return b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+
+
+def _req(port: int) -> UpstreamRequest:
+    body = json.dumps({"model": "m", "stream": True}).encode()
+    return UpstreamRequest("POST", f"http://127.0.0.1:{port}/v1/chat/completions",
+                           (("content-type", "application/json"),), body, 5.0)
+
+
+async def test_through_the_pool_clean_bodies_reuse_the_connection_and_others_do_not() -> None:
+    events = [b"data: {\"n\": %d}\n\n" % i for i in range(3)] + [b"data: [DONE]\n\n"]
+    clean = _head() + _encode(events)
+    answers = [clean, clean, clean + b"junk after the end", clean, _head() + b"5\r\nhelloXX"]
+    seen: list[int] = []
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(_server, answers, seen)
+            t = H11Transport()
+            bodies = []
+            for _ in range(4):
+                async with t.stream(_req(port)) as s:
+                    bodies.append(await s.read())
+            with pytest.raises(UpstreamError) as info:
+                async with t.stream(_req(port)) as s:
+                    await s.read()
+            await t.aclose()
+            nursery.cancel_scope.cancel()
+    assert bodies == [b"".join(events)] * 4
+    assert seen == [1, 1, 1, 2, 2], "reused while clean; a new connection after bytes past an answer's end"
+    assert info.value.code == "upstream_connection_broken" and "malformed chunked body" in info.value.message

@@ -93,6 +93,9 @@ async def test_card_is_served_with_every_interface_rewritten(agents: dict[str, A
                 again = await http.get(agent_url(gw, name) + "/.well-known/agent-card.json",
                                        headers={"if-none-match": r.headers["etag"]})
                 assert again.status_code == 304
+                # cacheable until sidegate fetches the card again (the TCK's card-caching check)
+                ages = [int(x.headers["cache-control"].removeprefix("max-age=")) for x in (r, again)]
+                assert all(0 <= age <= 30 for age in ages), ages  # refresh: 30s
             listed = (await http.get(f"http://127.0.0.1:{gw.port}/a2a/agents")).json()["agents"]
             assert [(a["name"], a["healthy"], a["card"]["skills"][0]["id"]) for a in listed] == [
                 ("echo", True, "message-skill"), ("legacy", True, "compat-skill"), ("tasks", True, "task-skill")]
@@ -332,3 +335,18 @@ async def test_deadlines_a_silent_call_and_a_silent_stream(agents: dict[str, Age
     assert slow.json()["id"] == 5 and 1.9 < waited < 4
     assert b"TASK_STATE_WORKING" in b"".join(chunks) and b"TASK_STATE_COMPLETED" not in b"".join(chunks)
     assert 0.4 <= streamed < 2  # cut after 400 ms of silence (the agent would wait 10 s)
+
+
+async def test_an_agent_never_reached_answers_rest_calls_in_the_rest_dialect(agents: dict[str, AgentServer]) -> None:
+    class Gone:
+        base = "http://127.0.0.1:9"  # discard port: nothing answers
+
+    with trio.fail_after(15):
+        async with open_gateway(spec_plan({"gone": Gone()})) as gw, httpx.AsyncClient(  # type: ignore[dict-item]
+                headers={"authorization": f"Bearer {CALLER}"}) as http:
+            rest = await http.get(agent_url(gw, "gone") + "/rest/tasks/t-1")
+            rpc = await http.post(agent_url(gw, "gone"), json={"jsonrpc": "2.0", "id": 7, "method": "GetTask",
+                                                               "params": {"id": "t-1"}})
+    assert rest.status_code == 503 and rest.json()["error"]["status"] == "UNAVAILABLE", rest.text
+    assert "jsonrpc" not in rest.json()
+    assert rpc.status_code == 503 and rpc.json()["id"] == 7 and rpc.json()["error"]["data"]["reason"] == "AGENT_UNAVAILABLE"

@@ -44,6 +44,23 @@ def test_a_0_3_card_is_rewritten_and_grpc_dropped() -> None:
     assert parsed.summary()["skills"] == [{"id": "s", "name": "S"}]
 
 
+def test_a_card_listing_grpc_as_host_port_is_served_without_it() -> None:
+    # As the A2A TCK's reference SUTs list it: gRPC at `127.0.0.1:<port>`, no scheme, in both shapes.
+    parsed = parse_card(card(
+        url=f"{UP}/rpc", preferredTransport="JSONRPC", protocolVersion="0.3.0",
+        additionalInterfaces=[{"url": "127.0.0.1:50051", "transport": "GRPC"},
+                              {"url": f"{UP}/api", "transport": "HTTP+JSON"}],
+        supportedInterfaces=[{"url": f"{UP}/rpc", "protocolBinding": "JSONRPC", "protocolVersion": "1.0"},
+                             {"url": "127.0.0.1:50051", "protocolBinding": "GRPC", "protocolVersion": "1.0"},
+                             {"url": None, "protocolBinding": "x-custom"}]))
+    out = rewrite_card(parsed, PUBLIC)
+    assert [i["protocolBinding"] for i in out["supportedInterfaces"]] == ["JSONRPC"]
+    assert out["additionalInterfaces"] == [{"url": PUBLIC + "/rest", "transport": "HTTP+JSON"}]
+    assert "50051" not in orjson.dumps(out).decode() and UP not in orjson.dumps(out).decode()
+    with pytest.raises(CardError, match=re.escape("no JSON-RPC or HTTP+JSON")):
+        parse_card(card(supportedInterfaces=[{"url": "127.0.0.1:50051", "protocolBinding": "GRPC"}]))
+
+
 def test_a_1_0_card_with_several_interfaces_gets_one_mount_each() -> None:
     parsed = parse_card(card(supportedInterfaces=[
         {"url": f"{UP}/a", "protocolBinding": "JSONRPC", "protocolVersion": "1.0"},

@@ -84,6 +84,15 @@ def _url(value: Any, where: str) -> str:
     return url
 
 
+def _address(binding: str, value: Any, where: str) -> str:
+    """An interface's URL: an http(s) URL for the bindings sidegate relays; for the others (gRPC,
+    custom), whatever the agent wrote (the reference SUTs list gRPC as `host:port`): they are
+    dropped from the served card, so their address is never checked nor used."""
+    if binding in _RELAYED:
+        return _url(value, where)
+    return value if isinstance(value, str) else ""
+
+
 def _interfaces(d: dict[str, Any]) -> list[tuple[str, str]]:
     """(binding, url) of every interface the card names, 1.0 list first, then the 0.3 fields."""
     out: list[tuple[str, str]] = []
@@ -96,9 +105,10 @@ def _interfaces(d: dict[str, Any]) -> list[tuple[str, str]]:
                 raise CardError(f"supportedInterfaces[{i}] must be an object")
             where = f"supportedInterfaces[{i}]"
             binding = _str(iface.get("protocolBinding"), where + ".protocolBinding")
-            out.append((binding, _url(iface.get("url"), where + ".url")))
+            out.append((binding, _address(binding, iface.get("url"), where + ".url")))
     if "url" in d:
-        out.append((_str(d.get("preferredTransport", JSONRPC), "preferredTransport"), _url(d["url"], "url")))
+        binding = _str(d.get("preferredTransport", JSONRPC), "preferredTransport")
+        out.append((binding, _address(binding, d["url"], "url")))
         extra = d.get("additionalInterfaces") or []
         if not isinstance(extra, list):
             raise CardError("additionalInterfaces must be a list")
@@ -106,7 +116,8 @@ def _interfaces(d: dict[str, Any]) -> list[tuple[str, str]]:
             if not isinstance(iface, dict):
                 raise CardError(f"additionalInterfaces[{i}] must be an object")
             where = f"additionalInterfaces[{i}]"
-            out.append((_str(iface.get("transport"), where + ".transport"), _url(iface.get("url"), where + ".url")))
+            binding = _str(iface.get("transport"), where + ".transport")
+            out.append((binding, _address(binding, iface.get("url"), where + ".url")))
     return out
 
 
@@ -149,20 +160,22 @@ def rewrite_card(card: Card, public: str) -> dict[str, Any]:
     d = copy.deepcopy(card.data)
     d.pop("signatures", None)
 
-    def at(binding: str, url: str) -> str | None:
+    def at(binding: Any, url: Any) -> str | None:
+        if not (isinstance(binding, str) and isinstance(url, str)):
+            return None  # an unrelayed interface's address, as the agent wrote it
         suffix = card.by_upstream.get((binding, url))
         return None if suffix is None else public + suffix
 
     if isinstance(d.get("supportedInterfaces"), list):
         kept = []
         for iface in d["supportedInterfaces"]:
-            new = at(iface["protocolBinding"], iface["url"])
+            new = at(iface["protocolBinding"], iface.get("url"))
             if new is not None:
                 kept.append({**iface, "url": new})
         d["supportedInterfaces"] = kept
     if "url" in d:
         main = (d.get("preferredTransport", JSONRPC), d["url"], None)
-        extra = [(i["transport"], i["url"], i) for i in d.get("additionalInterfaces") or []]
+        extra = [(i["transport"], i.get("url"), i) for i in d.get("additionalInterfaces") or []]
         relayed = [(b, u, i) for b, u, i in (main, *extra) if at(b, u) is not None]
         first = card.mounts[0]
         binding, url = (relayed[0][0], relayed[0][1]) if relayed else (first.binding, first.upstream)

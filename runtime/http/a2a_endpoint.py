@@ -5,6 +5,7 @@ JSON-RPC error objects (HTTP+JSON error objects on the REST mount), with the rig
 
 from __future__ import annotations
 
+import math
 import uuid
 from time import perf_counter
 from typing import Any, Protocol
@@ -110,6 +111,7 @@ class A2AGateway:
             path: str = scope["path"]
             name, _, tail = path.removeprefix("/a2a/").partition("/")
             tail = "/" + tail if tail or path.endswith("/") else ""
+            rest = tail.startswith("/rest")  # errors before the mount is known use its dialect too
             grant = await _authenticate(access, scope)
             if path in ("/a2a", "/a2a/", "/a2a/agents") and scope["method"] == "GET":
                 call.method = "list"
@@ -210,11 +212,14 @@ class A2AGateway:
                 state.served.clear()
             body = state.served[public] = card.rewritten(public)
         etag = etag_of(body).encode()
+        # Cacheable until sidegate fetches the agent's card again (it cannot change before then).
+        left = state.next_fetch - trio.current_time()
+        cache = (b"cache-control", b"max-age=%d" % (int(left) if math.isfinite(left) and left > 0 else 0))
         if header(scope, b"if-none-match") in (etag, b"W/" + etag):
-            await send({"type": "http.response.start", "status": 304, "headers": [(b"etag", etag)]})
+            await send({"type": "http.response.start", "status": 304, "headers": [(b"etag", etag), cache]})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return 304
-        await respond(send, 200, body, [(b"etag", etag), (b"cache-control", b"no-cache")], _JSON)
+        await respond(send, 200, body, [(b"etag", etag), cache], _JSON)
         return 200
 
     def _account(self, call: _Call, rid: str) -> None:

@@ -63,6 +63,37 @@ async def test_without_auth_only_local_hosts_and_json_bodies() -> None:
     assert 'status="200"} 7.0' in metrics and 'status="403"' not in metrics, "refused calls reached nothing"
 
 
+@pytest.mark.parametrize("with_auth", [False, True])
+async def test_browser_requests_from_foreign_origins_are_refused_on_every_route(
+        with_auth: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DNS rebinding: a page on evil.example resolving to 127.0.0.1 sends Host and Origin both its
+    own; a cross-site page sends a foreign Origin. Either is refused (403), keys or not, on the model
+    routes, MCP and GETs alike; local origins and allowed hosts pass, and clients that send no
+    Origin (SDKs, CLIs) are not affected."""
+    monkeypatch.setenv("MASTER", "sk-master-key-for-tests")
+    auth = Auth(master_key=env("MASTER"), keys=(), refresh=5.0, jwt=None) if with_auth else None
+    key = {"authorization": "Bearer sk-master-key-for-tests"} if with_auth else {}
+    rebinding = {"host": "evil.example:4000", "origin": "http://evil.example:4000", **key}
+    cross_site = {"origin": "https://evil.example", **key}
+    with trio.fail_after(30):
+        async with open_gateway(_plan(auth=auth, allowed_hosts=("app.internal",))) as gw, httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{gw.port}") as h:
+            refused = [await h.post("/v1/chat/completions", json=CHAT, headers=rebinding),
+                       await h.post("/v1/chat/completions", json=CHAT, headers=cross_site),
+                       await h.post("/v1/chat/completions", json=CHAT, headers={"origin": "null", **key}),
+                       await h.get("/v1/models", headers=rebinding),
+                       await h.post("/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "ping"}, headers=cross_site)]
+            claude = await h.post("/v1/messages", json={"model": "demo", "max_tokens": 5, "messages": []},
+                                  headers=rebinding)
+            served = [await h.post("/v1/chat/completions", json=CHAT, headers={"origin": origin, **key})
+                      for origin in ("http://localhost:3000", "http://127.0.0.1:8080", "https://app.internal")]
+            plain = await h.post("/v1/chat/completions", json=CHAT, headers=key)
+    assert [r.status_code for r in refused] == [403] * 5
+    assert {r.json()["error"]["code"] for r in refused} == {"origin_not_allowed"}
+    assert claude.status_code == 403 and claude.json()["type"] == "error"
+    assert [r.status_code for r in served] == [200] * 3 and plain.status_code == 200
+
+
 async def test_with_auth_any_host_and_content_type(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MASTER", "sk-master-key-for-tests")
     auth = Auth(master_key=env("MASTER"), keys=(), refresh=5.0, jwt=None)

@@ -19,7 +19,13 @@ from runtime.http.anthropic.count_tokens import count_input_tokens
 from runtime.http.anthropic.dialect import MessagesDialect, client_headers, parse_messages
 from runtime.http.anthropic.messages import anthropic_error_body
 from runtime.http.mcp_endpoint import Endpoint
-from runtime.http.request_guard import HostRule, check_depth, check_head_size, check_unauthenticated_post
+from runtime.http.request_guard import (
+    HostRule,
+    check_browser_origin,
+    check_depth,
+    check_head_size,
+    check_unauthenticated_post,
+)
 from runtime.http.responses import prepare, stored
 from runtime.mcp.hub import Hub
 from runtime.observe.logs import Logger
@@ -92,6 +98,7 @@ class App:
             return
         try:
             check_head_size(scope, self.runtime.plan.server.max_header_size)
+            check_browser_origin(scope, self.hosts)
             if scope["method"] == "POST" and self.runtime.plan.auth is None:
                 check_unauthenticated_post(scope, self.hosts)
         except GatewayError as refused:

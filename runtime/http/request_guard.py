@@ -17,14 +17,15 @@ from runtime.asgi import Scope, header
 from runtime.errors import BadRequest
 from runtime.plan import Plan
 
-__all__ = ["HostRule", "check_depth", "check_head_size", "check_unauthenticated_post"]
+__all__ = ["HostRule", "check_browser_origin", "check_depth", "check_head_size", "check_unauthenticated_post"]
 
 _LOCAL = frozenset({"localhost", "127.0.0.1", "::1"})
 _ANY = frozenset({"0.0.0.0", "::", ""})
 
 
 class HostRule:
-    """The `Host` names one plan accepts for unauthenticated POSTs (precomputed per plan)."""
+    """The `Host` names one plan accepts for unauthenticated POSTs and browser requests (precomputed
+    per plan)."""
 
     __slots__ = ("_exact", "_suffixes")
 
@@ -45,6 +46,32 @@ def _host_name(value: bytes) -> str:
     if text.startswith("["):  # [::1]:4000
         return text[1:].split("]", 1)[0]
     return text.rsplit(":", 1)[0] if text.count(":") == 1 else text
+
+
+def _origin_host(value: bytes) -> str | None:
+    """The host of an `Origin` header (`scheme://host[:port]`), lower case; None for `null` or junk."""
+    text = value.decode("latin-1").strip().lower()
+    scheme, sep, rest = text.partition("://")
+    if not sep or not scheme or not rest:
+        return None
+    return _host_name(rest.split("/", 1)[0].encode("latin-1")) or None
+
+
+def check_browser_origin(scope: Scope, rule: HostRule) -> None:
+    """Refuse (403) a browser's request (it carries `Origin`) unless its origin and its `Host` are
+    local or in `server.allowed_hosts`, with or without `auth`, on every route: a page on another
+    site, or one reaching this port by DNS rebinding (Host and Origin both its own name), is not a
+    client of a sidecar. Clients that are not browsers send no `Origin` and are not affected."""
+    origin = header(scope, b"origin")
+    if origin is None:
+        return
+    host = header(scope, b"host")
+    origin_host = _origin_host(origin)
+    if origin_host is None or not rule.allows(origin_host) or (host is not None and not rule.allows(_host_name(host))):
+        raise BadRequest(
+            "a browser request from an origin this sidecar does not serve (Origin and Host must be localhost, "
+            "its listen address or in server.allowed_hosts: a defence against DNS rebinding)", status=403,
+            code="origin_not_allowed")
 
 
 def check_unauthenticated_post(scope: Scope, rule: HostRule) -> None:

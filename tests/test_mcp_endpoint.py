@@ -16,7 +16,8 @@ from tests.support.gateway import open_gateway
 from tests.support.mcp_upstreams import stdio_command
 
 MODERN = "2026-07-28"
-ENVELOPE = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
+META_VERSION = "io.modelcontextprotocol/protocolVersion"
+ENVELOPE = {META_VERSION: MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
 
 
 def plan(bodies: bool = False) -> Plan:
@@ -36,7 +37,12 @@ def rpc(method: str, params: dict[str, Any] | None = None, rid: int | None = 1) 
 
 
 def modern(method: str, params: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
-    return rpc(method, {**(params or {}), "_meta": ENVELOPE}), {"mcp-protocol-version": MODERN, "mcp-method": method}
+    """A 2026-07-28 request and its standard headers (Mcp-Name when the body names a target)."""
+    headers = {"mcp-protocol-version": MODERN, "mcp-method": method}
+    named = (params or {}).get("uri" if method == "resources/read" else "name")
+    if named is not None and method in ("tools/call", "prompts/get", "resources/read"):
+        headers["mcp-name"] = named
+    return rpc(method, {**(params or {}), "_meta": ENVELOPE}), headers
 
 
 async def test_session_era_rules() -> None:
@@ -88,6 +94,23 @@ async def test_stateless_era_rules() -> None:
         assert future.status_code == 400
         assert future.json()["error"]["code"] == -32022
         assert future.json()["error"]["data"]["supported"] == [MODERN]
+        # the standard headers are required, and checked before the versions they mirror
+        no_method = await http.post("/mcp", json=body, headers={"mcp-protocol-version": MODERN, "mcp-name": "files__add"})
+        no_name = await http.post("/mcp", json=body, headers={"mcp-protocol-version": MODERN, "mcp-method": "tools/call"})
+        assert [r.status_code for r in (no_method, no_name)] == [400, 400]
+        assert [r.json()["error"]["code"] for r in (no_method, no_name)] == [-32020, -32020]
+        assert "Mcp-Method" in no_method.json()["error"]["message"] and "Mcp-Name" in no_name.json()["error"]["message"]
+        older = {**body, "params": {**body["params"], "_meta": {**ENVELOPE, META_VERSION: "2099-01-01"}}}
+        disagree = await http.post("/mcp", json=older, headers=headers)
+        assert disagree.status_code == 400 and disagree.json()["error"]["code"] == -32020, "a mismatch, not -32022"
+        for meta in ({}, {META_VERSION: MODERN}):  # no version; no client capabilities
+            bare = {**body, "params": {"name": "files__add", "arguments": {}, "_meta": meta}}
+            invalid = await http.post("/mcp", json=bare, headers=headers)
+            assert invalid.status_code == 400 and invalid.json()["error"]["code"] == -32602, invalid.text
+        body, ping_headers = modern("ping")
+        gone = await http.post("/mcp", json=body, headers=ping_headers)
+        assert gone.status_code == 404 and gone.json()["error"]["code"] == -32601, "ping was removed in 2026-07-28"
+        body, headers = modern("tools/call", {"name": "files__add", "arguments": {"a": 1, "b": 2}})
         body, headers = modern("tools/call", {"name": "nosuch__add"})
         unknown = await http.post("/mcp", json=body, headers=headers)
         assert unknown.status_code == 400 and unknown.json()["error"]["message"] == "Unknown tool: nosuch__add"
@@ -152,3 +175,19 @@ async def test_reload_keeps_unchanged_servers_and_replaces_changed_ones() -> Non
             assert replaced.pid != old_pid  # type: ignore[attr-defined]
             with pytest.raises(ProcessLookupError):
                 os.kill(old_pid, 0)  # the retired server's process was killed
+
+
+async def test_an_upstreams_missing_capability_error_is_relayed_with_400_at_2026_07_28(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from runtime.mcp.protocol import MISSING_CLIENT_CAPABILITY, McpError
+
+    async def needs_elicitation(method: str, params: dict[str, Any]) -> dict[str, Any]:
+        raise McpError(MISSING_CLIENT_CAPABILITY, "this tool needs the elicitation capability")
+
+    async with open_gateway(plan()) as gw, httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw.port}") as http:
+        body, headers = modern("tools/list")
+        assert (await http.post("/mcp", json=body, headers=headers)).status_code == 200  # the upstream is up
+        monkeypatch.setattr(gw.app.mcp.upstreams["files"], "request", needs_elicitation)
+        body, headers = modern("tools/call", {"name": "files__add", "arguments": {"a": 1, "b": 2}})
+        refused = await http.post("/mcp", json=body, headers=headers)
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == -32021, refused.text

@@ -26,11 +26,14 @@ from runtime.mcp.protocol import (
     HANDSHAKE_VERSIONS,
     HEADER_MISMATCH,
     INTERNAL_ERROR,
+    INVALID_PARAMS,
     INVALID_REQUEST,
     LATEST_HANDSHAKE,
+    META_CLIENT_CAPS,
     META_SERVER_INFO,
     META_VERSION,
     METHOD_NOT_FOUND,
+    MISSING_CLIENT_CAPABILITY,
     MODERN_VERSIONS,
     NAME_PARAMS,
     PARSE_ERROR,
@@ -48,8 +51,8 @@ __all__ = ["Endpoint"]
 
 _JSON = b"application/json"
 _MAX_SESSIONS = 10_000
-_STATUS = {PARSE_ERROR: 400, INVALID_REQUEST: 400, -32602: 400, HEADER_MISMATCH: 400,
-           UNSUPPORTED_PROTOCOL_VERSION: 400, METHOD_NOT_FOUND: 404}
+_STATUS = {PARSE_ERROR: 400, INVALID_REQUEST: 400, INVALID_PARAMS: 400, HEADER_MISMATCH: 400,
+           MISSING_CLIENT_CAPABILITY: 400, UNSUPPORTED_PROTOCOL_VERSION: 400, METHOD_NOT_FOUND: 404}
 """HTTP status of a JSON-RPC error in the stateless era (the session era answers 200)."""
 SERVER_INFO = {"name": "sidegate", "version": "0.1.0"}
 CAPABILITIES = {"tools": {"listChanged": False}, "prompts": {"listChanged": False},
@@ -125,7 +128,8 @@ class Endpoint:
                     self._check_session(session)
                 view = View(self.hub, only, permissions_for(grant, {t.name: t.mcp for t in rt.plan.teams}),
                             self._down)
-                result = await self._dispatch(rt, view, grant.name if grant else None, message["method"], params)
+                result = await self._dispatch(rt, view, grant.name if grant else None, message["method"], params,
+                                              modern)
             _for_era(result, message["method"], modern)
             body = orjson.dumps({"jsonrpc": "2.0", "id": rid, "result": result})
             await respond(send, 200, body, extra, _JSON)
@@ -161,7 +165,10 @@ class Endpoint:
 
     @staticmethod
     def _era(scope: Scope, method: str, params: dict[str, Any]) -> bool:
-        """True for a stateless-era (2026-07-28) request; checks its headers against its body."""
+        """True for a stateless-era (2026-07-28) request; checks its headers against its body, in
+        the specification's order: a header/body disagreement (-32020) before an unsupported
+        version (-32022); a missing envelope is invalid params (-32602); the standard headers
+        (`Mcp-Method`, and `Mcp-Name` when the body names a target) are required (-32020)."""
         version = (header(scope, b"mcp-protocol-version") or b"").decode("latin-1")
         meta = params.get("_meta")
         body_version = meta.get(META_VERSION) if isinstance(meta, dict) else None
@@ -170,18 +177,27 @@ class Endpoint:
                            {"supported": list(MODERN_VERSIONS), "requested": version}, status=400)
         if version not in MODERN_VERSIONS and body_version is None:
             return False
+        if body_version is None:
+            raise McpError(INVALID_PARAMS, f"params._meta must carry {META_VERSION} at {version}", status=400)
+        if version and version != body_version:
+            raise McpError(HEADER_MISMATCH, "mcp-protocol-version does not match params._meta", status=400)
         if body_version not in MODERN_VERSIONS:
             raise McpError(UNSUPPORTED_PROTOCOL_VERSION, f"unsupported protocol version {body_version}",
                            {"supported": list(MODERN_VERSIONS), "requested": body_version}, status=400)
-        if version and version != body_version:
-            raise McpError(HEADER_MISMATCH, "mcp-protocol-version does not match params._meta", status=400)
+        if not isinstance(meta, dict) or not isinstance(meta.get(META_CLIENT_CAPS), dict):
+            raise McpError(INVALID_PARAMS, f"params._meta must carry {META_CLIENT_CAPS}", status=400)
         named = (header(scope, b"mcp-method") or b"").decode("latin-1")
-        if named and named != method:
+        if not named:
+            raise McpError(HEADER_MISMATCH, "the Mcp-Method header is required", status=400)
+        if named != method:
             raise McpError(HEADER_MISMATCH, "mcp-method does not match the body's method", status=400)
         target = header(scope, b"mcp-name")
         key = NAME_PARAMS.get(method)
-        if target is not None and key is not None and decode_header(target.decode("latin-1")) != params.get(key):
-            raise McpError(HEADER_MISMATCH, f"mcp-name does not match params.{key}", status=400)
+        if key is not None and params.get(key) is not None:
+            if target is None:
+                raise McpError(HEADER_MISMATCH, f"the Mcp-Name header is required for {method}", status=400)
+            if decode_header(target.decode("latin-1")) != params.get(key):
+                raise McpError(HEADER_MISMATCH, f"mcp-name does not match params.{key}", status=400)
         return True
 
     def _initialize(self, params: dict[str, Any]) -> tuple[dict[str, Any], str]:
@@ -207,9 +223,11 @@ class Endpoint:
         self.logger.warning("mcp_upstream_unavailable", server=server, error=why)
 
     async def _dispatch(
-        self, rt: Runtime, view: View, key: str | None, method: str, params: dict[str, Any],
+        self, rt: Runtime, view: View, key: str | None, method: str, params: dict[str, Any], modern: bool,
     ) -> dict[str, Any]:
         if method == "ping":
+            if modern:  # removed in 2026-07-28
+                raise McpError(METHOD_NOT_FOUND, "Method not found: ping (removed in 2026-07-28)")
             return {}
         if method == "server/discover":
             return {"supportedVersions": list(MODERN_VERSIONS), "capabilities": CAPABILITIES,

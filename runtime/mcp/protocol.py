@@ -42,6 +42,8 @@ UPSTREAM_UNAVAILABLE = -32000
 UNAUTHORIZED = -32001
 """Server-defined: the caller's key was refused (sent with the HTTP status 401 or 403)."""
 HEADER_MISMATCH = -32020
+MISSING_CLIENT_CAPABILITY = -32021
+"""A request needs a capability the client did not declare (an upstream's answer, relayed with 400)."""
 UNSUPPORTED_PROTOCOL_VERSION = -32022
 
 NAME_PARAMS = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}

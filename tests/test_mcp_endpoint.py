@@ -191,3 +191,20 @@ async def test_an_upstreams_missing_capability_error_is_relayed_with_400_at_2026
         body, headers = modern("tools/call", {"name": "files__add", "arguments": {"a": 1, "b": 2}})
         refused = await http.post("/mcp", json=body, headers=headers)
     assert refused.status_code == 400 and refused.json()["error"]["code"] == -32021, refused.text
+
+
+async def test_completions_reach_the_server_that_owns_the_prompt() -> None:
+    async with open_gateway(plan()) as gw, httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw.port}") as http:
+        body, headers = modern("server/discover")
+        caps = (await http.post("/mcp", json=body, headers=headers)).json()["result"]["capabilities"]
+        ask = {"ref": {"type": "ref/prompt", "name": "files__greet"}, "argument": {"name": "who", "value": "a"}}
+        body, headers = modern("completion/complete", ask)
+        done = await http.post("/mcp", json=body, headers=headers)
+        body, headers = modern("completion/complete", {**ask, "ref": {"type": "ref/prompt", "name": "nosuch__greet"}})
+        unknown = await http.post("/mcp", json=body, headers=headers)
+        body, headers = modern("completion/complete", {**ask, "ref": {"type": "ref/tool"}})
+        bad_ref = await http.post("/mcp", json=body, headers=headers)
+    assert "completions" in caps
+    assert done.status_code == 200 and done.json()["result"]["completion"]["values"] == ["ada", "alan"], done.text
+    assert unknown.status_code == 400 and unknown.json()["error"]["code"] == -32602
+    assert bad_ref.status_code == 400 and bad_ref.json()["error"]["code"] == -32602

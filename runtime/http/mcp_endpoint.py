@@ -56,7 +56,7 @@ _STATUS = {PARSE_ERROR: 400, INVALID_REQUEST: 400, INVALID_PARAMS: 400, HEADER_M
 """HTTP status of a JSON-RPC error in the stateless era (the session era answers 200)."""
 SERVER_INFO = {"name": "sidegate", "version": "0.1.0"}
 CAPABILITIES = {"tools": {"listChanged": False}, "prompts": {"listChanged": False},
-                "resources": {"subscribe": False, "listChanged": False}}
+                "resources": {"subscribe": False, "listChanged": False}, "completions": {}}
 
 
 _CACHEABLE = {"server/discover", "resources/read", *LISTS}
@@ -241,6 +241,8 @@ class Endpoint:
             return await upstream.request(method, forward)
         if method == "resources/read":
             return await view.read(params)
+        if method == "completion/complete":
+            return await view.complete(params)
         raise view.unknown(method)
 
     async def _call_tool(self, rt: Runtime, view: View, key: str | None, params: dict[str, Any]) -> dict[str, Any]:

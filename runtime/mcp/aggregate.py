@@ -137,6 +137,17 @@ class View:
                 if isinstance(c, dict) and isinstance(c.get("uri"), str) else c for c in contents]}
         return result
 
+    async def complete(self, params: dict[str, Any]) -> dict[str, Any]:
+        """`completion/complete` for an argument of a prompt (`ref/prompt`, by name) or a resource
+        template (`ref/resource`, by URI), sent to the server that owns it under its own name."""
+        ref = params.get("ref")
+        kind = ref.get("type") if isinstance(ref, dict) else None
+        if kind not in ("ref/prompt", "ref/resource") or not isinstance(ref, dict):
+            raise McpError(INVALID_PARAMS, "params.ref must be a ref/prompt or ref/resource reference")
+        method, field = ("prompts/get", "name") if kind == "ref/prompt" else ("resources/read", "uri")
+        upstream, own, _ = self.route(method, {field: ref.get(field)})
+        return await upstream.request("completion/complete", {**params, "ref": {**ref, field: own}})
+
     def unknown(self, method: str) -> McpError:
         """The error for a method the gateway does not relay."""
         return McpError(METHOD_NOT_FOUND, f"Method not found: {method}")

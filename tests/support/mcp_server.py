@@ -6,7 +6,8 @@
 
 Works with mcp 2.x (`MCPServer`) and mcp 1.x (`FastMCP`), whichever is installed. Every server has
 tools `add`, `fail` (raises: an `isError` result), `whoami` and `drop_table` (the permission tests
-deny it), a prompt `greet` and a resource `data://NAME/info`.
+deny it), a prompt `greet` (its `who` argument completes to ada, alan, grace) and a resource
+`data://NAME/info`.
 """
 
 from __future__ import annotations
@@ -53,6 +54,15 @@ def build(name: str, **settings: object) -> Server:
     @server.resource(f"data://{name}/info", description="About this server.")
     def info() -> str:
         return f"{name} info"
+
+    @server.completion()
+    async def complete(ref: Any, argument: Any, context: Any) -> Any:
+        from mcp.types import Completion
+
+        if getattr(ref, "name", None) == "greet" and argument.name == "who":
+            people = ["ada", "alan", "grace"]
+            return Completion(values=[p for p in people if p.startswith(argument.value)])
+        return None
 
     return server
 

@@ -57,6 +57,10 @@ async def test_session_era_rules() -> None:
         session = init.headers["mcp-session-id"]
         assert init.json()["result"]["protocolVersion"] == "2025-06-18"
         assert "resultType" not in init.json()["result"]
+        assert "<server>__<tool>" in init.json()["result"]["instructions"]
+        one = await http.post("/mcp/files", json=rpc("initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
+                                                                    "clientInfo": {"name": "t", "version": "1"}}))
+        assert "__" not in one.json()["result"]["instructions"], "one server's tools keep their own names"
         headers = {"mcp-session-id": session, "mcp-protocol-version": "2025-06-18"}
         note = await http.post("/mcp", json=rpc("notifications/initialized", rid=None), headers=headers)
         assert note.status_code == 202 and note.content == b""

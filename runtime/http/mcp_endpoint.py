@@ -121,7 +121,7 @@ class Endpoint:
             modern = self._era(scope, message["method"], params)
             extra: list[tuple[bytes, bytes]] = []
             if message["method"] == "initialize" and not modern:
-                result, new = self._initialize(params)
+                result, new = self._initialize(params, only)
                 extra.append((b"mcp-session-id", new.encode()))
             else:
                 if not modern and message["method"] not in ("ping", "server/discover"):
@@ -200,16 +200,17 @@ class Endpoint:
                 raise McpError(HEADER_MISMATCH, f"mcp-name does not match params.{key}", status=400)
         return True
 
-    def _initialize(self, params: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    def _initialize(self, params: dict[str, Any], only: str | None = None) -> tuple[dict[str, Any], str]:
         asked = params.get("protocolVersion")
         version = asked if asked in HANDSHAKE_VERSIONS else LATEST_HANDSHAKE
         session = uuid.uuid4().hex
         self.sessions[session] = version
         while len(self.sessions) > _MAX_SESSIONS:
             self.sessions.popitem(last=False)
+        says = (f"sidegate MCP gateway: the tools of several servers, named <server>{self.hub.separator}<tool>."
+                if only is None else f"sidegate MCP gateway: the tools of the server '{only}', under their own names.")
         result = {"protocolVersion": version, "capabilities": CAPABILITIES, "serverInfo": SERVER_INFO,
-                  "instructions": f"sidegate MCP gateway: the tools of several servers, named "
-                                  f"<server>{self.hub.separator}<tool>."}
+                  "instructions": says}
         return result, session
 
     def _check_session(self, session: str) -> None:

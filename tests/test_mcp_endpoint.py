@@ -13,7 +13,7 @@ import pytest
 from compiler.pipeline import compile_text
 from runtime.plan import Plan
 from tests.support.gateway import open_gateway
-from tests.support.mcp_upstreams import stdio_command
+from tests.support.mcp_upstreams import start_http, stdio_command
 
 MODERN = "2026-07-28"
 META_VERSION = "io.modelcontextprotocol/protocolVersion"
@@ -212,3 +212,23 @@ async def test_completions_reach_the_server_that_owns_the_prompt() -> None:
     assert done.status_code == 200 and done.json()["result"]["completion"]["values"] == ["ada", "alan"], done.text
     assert unknown.status_code == 400 and unknown.json()["error"]["code"] == -32602
     assert bad_ref.status_code == 400 and bad_ref.json()["error"]["code"] == -32602
+
+
+async def test_a_2026_client_s_capabilities_reach_a_2026_upstream() -> None:
+    """The upstream gates tools and requests on what the client declared: sidegate forwards the
+    client's own capabilities (it sent `{}` before, so capability-gated tools were withheld)."""
+    alpha = start_http("alpha", stateless=True)
+    try:
+        text = ("version: 1\nproviders: {fake: {type: mock}}\nmodels: {demo: {targets: [{provider: fake, model: demo}]}}\n"
+                f"mcp:\n  servers:\n    alpha: {{url: \"{alpha.url}\"}}\n")
+        result = compile_text(text, "mcp.yaml")
+        assert result.plan is not None, [d.format_text() for d in result.diagnostics]
+        async with open_gateway(result.plan) as gw, httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw.port}") as http:
+            body, headers = modern("tools/call", {"name": "alpha__caps", "arguments": {}})
+            body["params"]["_meta"] = {**ENVELOPE, "io.modelcontextprotocol/clientCapabilities":
+                                       {"elicitation": {}, "roots": {"listChanged": True}}}
+            answer = await http.post("/mcp", json=body, headers=headers)
+    finally:
+        alpha.stop()
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["result"]["content"][0]["text"] == "elicitation,roots"

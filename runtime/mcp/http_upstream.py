@@ -131,10 +131,15 @@ class HttpUpstream(Upstream):
         return out
 
     async def _send(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        meta = params.get("_meta")
+        declared = meta.get(META_CLIENT_CAPS) if isinstance(meta, dict) else None
         params = strip_envelope(params)
         if self.modern:
+            # The calling client's capabilities, as it declared them (a 2026-07-28 client does per
+            # request): the server gates tools and requests on them. Others: none declared.
+            caps = declared if isinstance(declared, dict) else {}
             params = {**params, "_meta": {**params.get("_meta", {}), META_VERSION: self.version,
-                                          META_CLIENT_INFO: CLIENT_INFO, META_CLIENT_CAPS: {}}}
+                                          META_CLIENT_INFO: CLIENT_INFO, META_CLIENT_CAPS: caps}}
         return await self._post(method, params, self._headers(method, params))
 
     async def _notify(self, method: str) -> None:

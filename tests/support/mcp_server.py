@@ -5,7 +5,8 @@
     python tests/support/mcp_server.py NAME sse PORT
 
 Works with mcp 2.x (`MCPServer`) and mcp 1.x (`FastMCP`), whichever is installed. Every server has
-tools `add`, `fail` (raises: an `isError` result), `whoami` and `drop_table` (the permission tests
+tools `add`, `fail` (raises: an `isError` result), `whoami`, `caps` (the client's declared
+capabilities) and `drop_table` (the permission tests
 deny it), a prompt `greet` (its `who` argument completes to ada, alan, grace) and a resource
 `data://NAME/info`.
 """
@@ -18,8 +19,10 @@ from typing import Any
 import anyio
 
 try:
+    from mcp.server.mcpserver import Context
     from mcp.server.mcpserver import MCPServer as Server
 except ImportError:  # mcp 1.x
+    from mcp.server.fastmcp import Context  # type: ignore[no-redef]
     from mcp.server.fastmcp import FastMCP as Server  # type: ignore[no-redef]
 
 
@@ -37,6 +40,12 @@ def build(name: str, **settings: object) -> Server:
     @server.tool(description="Names this server.")
     def whoami() -> str:
         return name
+
+    @server.tool(description="The capabilities the calling client declared, by name.")
+    def caps(ctx: Context) -> str:
+        declared = ctx.client_capabilities if hasattr(ctx, "client_capabilities") else \
+            ctx.request_context.session.client_params.capabilities  # mcp 1.x
+        return ",".join(sorted((declared.model_dump(exclude_none=True) if declared else {}).keys()))
 
     @server.tool(description="Sleeps, then answers.")
     async def nap(seconds: float) -> str:

@@ -232,3 +232,42 @@ async def test_a_2026_client_s_capabilities_reach_a_2026_upstream() -> None:
         alpha.stop()
     assert answer.status_code == 200, answer.text
     assert answer.json()["result"]["content"][0]["text"] == "elicitation,roots"
+
+
+async def test_marked_tool_arguments_are_mirrored_in_mcp_param_headers_upstream() -> None:
+    """A 2026-07-28 server refuses a call to a tool with `x-mcp-header` arguments unless the
+    `Mcp-Param-*` headers mirror them: called cold (no list seen), sidegate learns the markings from
+    the server's refusal and retries once; after a list it sends them on the first try."""
+    alpha = start_http("alpha", stateless=True)
+    try:
+        text = ("version: 1\nproviders: {fake: {type: mock}}\nmodels: {demo: {targets: [{provider: fake, model: demo}]}}\n"
+                f"mcp:\n  servers:\n    alpha: {{url: \"{alpha.url}\"}}\n")
+        result = compile_text(text, "mcp.yaml")
+        assert result.plan is not None
+        async with open_gateway(result.plan) as gw, httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw.port}") as http:
+            answers = []
+            for region in ("eu-west", "zürich"):  # plain, then one sent base64-encoded
+                body, headers = modern("tools/call", {"name": "alpha__regional", "arguments": {"region": region}})
+                answers.append(await http.post("/mcp", json=body, headers=headers))
+            bindings = gw.app.mcp.upstreams["alpha"].param_bindings
+    finally:
+        alpha.stop()
+    assert [a.status_code for a in answers] == [200, 200], answers[0].text
+    assert [a.json()["result"]["content"][0]["text"] for a in answers] == ["served in eu-west", "served in zürich"]
+    assert bindings == {"regional": (("Region", ("region",)),)}
+
+
+def test_param_header_markings_and_values() -> None:
+    from runtime.mcp.param_headers import bindings_of, param_headers
+
+    schema = {"type": "object", "properties": {
+        "region": {"type": "string", "x-mcp-header": "Region"},
+        "opts": {"type": "object", "properties": {"dry": {"type": "boolean", "x-mcp-header": "Dry-Run"},
+                                                  "n": {"type": "integer", "x-mcp-header": "Count"}}},
+        "bad": {"type": "string", "x-mcp-header": "not a token"},
+        "items": {"type": "array", "items": {"properties": {"x": {"x-mcp-header": "Unreachable"}}}}}}
+    marked = bindings_of(schema)
+    assert marked == (("Region", ("region",)), ("Dry-Run", ("opts", "dry")), ("Count", ("opts", "n")))
+    assert param_headers(marked, {"region": " padded ", "opts": {"dry": True, "n": 3}}) == {
+        "Mcp-Param-Region": "=?base64?IHBhZGRlZCA=?=", "Mcp-Param-Dry-Run": "true", "Mcp-Param-Count": "3"}
+    assert param_headers(marked, {"region": None, "opts": "not an object"}) == {}, "absent or null: no header"

@@ -29,7 +29,7 @@ from tests.support.mcp_venv1 import mcp1_python
 
 CLIENT1 = str(Path(__file__).parent / "support" / "mcp_client1.py")
 SERVERS = ("alpha", "beta", "files", "old")
-TOOLS = ("add", "caps", "drop_table", "fail", "nap", "whoami")
+TOOLS = ("add", "caps", "drop_table", "fail", "nap", "regional", "whoami")
 
 T = TypeVar("T")
 

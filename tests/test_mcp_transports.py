@@ -66,7 +66,7 @@ async def test_legacy_sse_upstreams_of_both_sdk_majors() -> None:
             url = f"http://127.0.0.1:{gw.port}/mcp"
             names, answers = await trio.to_thread.run_sync(lambda: client_run(url, whoami_everywhere))
             assert answers == {"newsse": "newsse", "oldsse": "oldsse"}
-            assert len(names) == 12  # 6 tools on each server
+            assert len(names) == 14  # 7 tools on each server
             # the stream is re-opened when the server comes back
             old.stop()
             sse = gw.app.mcp.upstreams["oldsse"]

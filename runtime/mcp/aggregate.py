@@ -28,7 +28,6 @@ LISTS = {
 }
 """List method -> (result member, the item field that names it)."""
 ROUTED = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
-_KNOWN_TOOLS = 1000
 UNAVAILABLE_META = "sidegate.dev/unavailable"
 """`_meta` member of a list result naming the servers that could not be reached for it."""
 
@@ -85,11 +84,10 @@ class View:
             result = pages.get(server)
             if result is None:
                 continue
-            known = self.hub.upstreams[server].tools
+            upstream = self.hub.upstreams[server]
             for item in result.get(member, ()):
-                if method == "tools/list" and isinstance(item, dict) and isinstance(item.get(field), str) \
-                        and len(known) < _KNOWN_TOOLS:
-                    known.add(item[field])
+                if method == "tools/list":
+                    upstream.learn_tool(item)
                 if isinstance(item, dict) and isinstance(item.get(field), str) and self.permits(server, item[field]):
                     items.append({**item, field: self._public(server, field, item[field])})
             follow = result.get("nextCursor")

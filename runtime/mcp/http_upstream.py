@@ -10,7 +10,9 @@ import httpx
 import orjson
 import trio
 
+from runtime.mcp.param_headers import param_headers
 from runtime.mcp.protocol import (
+    HEADER_MISMATCH,
     INTERNAL_ERROR,
     LATEST_HANDSHAKE,
     META_CLIENT_CAPS,
@@ -28,6 +30,8 @@ from runtime.mcp.upstream import CLIENT_INFO, ResolvedServer, Upstream
 __all__ = ["HttpUpstream"]
 
 _ACCEPT = "application/json, text/event-stream"
+_RELEARN_PAGES = 20
+"""Pages of `tools/list` read, at most, to learn a server's Mcp-Param-* markings again."""
 
 
 class _SessionGone(Exception):
@@ -83,7 +87,15 @@ class HttpUpstream(Upstream):
     async def _with_session(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         await self._connect()
         try:
-            return await self._send(method, params)
+            try:
+                return await self._send(method, params)
+            except McpError as err:
+                if not (self.modern and method == "tools/call" and err.code == HEADER_MISMATCH):
+                    raise
+                # Our Mcp-Param-* headers disagree with the tool as the server now declares it (or
+                # we had not seen its list yet): learn the list again and try once more.
+                await self._relearn_tools()
+                return await self._send(method, params)
         except _SessionGone:
             self.version = None
             await self._connect()
@@ -117,6 +129,16 @@ class HttpUpstream(Upstream):
             self.version = version
             await self._notify("notifications/initialized")
 
+    async def _relearn_tools(self) -> None:
+        cursor: str | None = None
+        for _ in range(_RELEARN_PAGES):
+            page = await self._send("tools/list", {"cursor": cursor} if cursor else {})
+            for item in page.get("tools") or ():
+                self.learn_tool(item)
+            cursor = page.get("nextCursor") if isinstance(page.get("nextCursor"), str) else None
+            if not cursor:
+                return
+
     def _headers(self, method: str, params: dict[str, Any]) -> dict[str, str]:
         out: dict[str, str] = {}
         if self.version is not None:
@@ -128,6 +150,8 @@ class HttpUpstream(Upstream):
             key = NAME_PARAMS.get(method)
             if key is not None and isinstance(params.get(key), str):
                 out["mcp-name"] = encode_header(params[key])
+            if method == "tools/call" and isinstance(params.get("name"), str):
+                out.update(param_headers(self.param_bindings.get(params["name"], ()), params.get("arguments")))
         return out
 
     async def _send(self, method: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -11,10 +11,14 @@ from typing import Any
 import trio
 
 from runtime.mcp.oauth import TokenSource
+from runtime.mcp.param_headers import Bindings, bindings_of
 from runtime.mcp.protocol import UPSTREAM_UNAVAILABLE, McpError
 from runtime.plan import Mcp, McpServer, Secret
 
-__all__ = ["CLIENT_INFO", "ResolvedServer", "Upstream", "resolve_servers"]
+__all__ = ["CLIENT_INFO", "KNOWN_TOOLS", "ResolvedServer", "Upstream", "resolve_servers"]
+
+KNOWN_TOOLS = 1000
+"""Tools remembered per server (names for metric labels, header markings), at most."""
 
 CLIENT_INFO = {"name": "sidegate", "version": "0.1.0"}
 
@@ -64,7 +68,22 @@ class Upstream:
         self.last_error: str | None = None
         self.tools: set[str] = set()
         """Tool names seen in this server's `tools/list` pages (bounded): metric labels for calls."""
+        self.param_bindings: dict[str, Bindings] = {}
+        """Each tool's `x-mcp-header` markings, as its lists declared them (bounded like `tools`)."""
         self._ids = itertools.count(1)
+
+    def learn_tool(self, item: Any) -> None:
+        """Note a tool of a `tools/list` page: its name, and which arguments it mirrors in headers."""
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            return
+        name = item["name"]
+        if name in self.tools or len(self.tools) < KNOWN_TOOLS:
+            self.tools.add(name)
+            marked = bindings_of(item.get("inputSchema"))
+            if marked:
+                self.param_bindings[name] = marked
+            else:
+                self.param_bindings.pop(name, None)
 
     def next_id(self) -> int:
         """A fresh JSON-RPC request id."""

@@ -6,7 +6,7 @@
 
 Works with mcp 2.x (`MCPServer`) and mcp 1.x (`FastMCP`), whichever is installed. Every server has
 tools `add`, `fail` (raises: an `isError` result), `whoami`, `caps` (the client's declared
-capabilities) and `drop_table` (the permission tests
+capabilities), `regional` (its argument marked `x-mcp-header`) and `drop_table` (the permission tests
 deny it), a prompt `greet` (its `who` argument completes to ada, alan, grace) and a resource
 `data://NAME/info`.
 """
@@ -14,9 +14,10 @@ deny it), a prompt `greet` (its `who` argument completes to ada, alan, grace) an
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
+from pydantic import Field
 
 try:
     from mcp.server.mcpserver import Context
@@ -40,6 +41,10 @@ def build(name: str, **settings: object) -> Server:
     @server.tool(description="Names this server.")
     def whoami() -> str:
         return name
+
+    @server.tool(description="Answers for a region (mirrored in the Mcp-Param-Region header at 2026-07-28).")
+    def regional(region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})]) -> str:
+        return f"served in {region}"
 
     @server.tool(description="The capabilities the calling client declared, by name.")
     def caps(ctx: Context) -> str:

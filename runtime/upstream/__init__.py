@@ -1,7 +1,8 @@
 """Everything that talks to an upstream: the transport seam (`transport`, with httpx) and the lean
-hot-path HTTP/1.1 pool (`h11pool`, with its chunked-body decoder `chunked`), the adapter seam (`adapter`), OpenAI's wire format for the
-`openai`/`azure` families (`openai_wire`), the native provider adapters (`providers/`), the
-in-process `mock` provider and local token counts (`tokens`, over the lean byte-pair counter `bpe`).
+hot-path HTTP/1.1 pool (`h11pool`, with its chunked-body decoder `chunked`), the adapter seam
+(`adapter`), OpenAI's wire format for the `openai`/`azure` families (`openai_wire`), the native
+provider adapters (`providers/`), the in-process `mock` provider and local token counts (`tokens`,
+over the lean byte-pair counter `bpe`).
 
 May import: the plan and `runtime.errors`.
 """

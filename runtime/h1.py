@@ -30,13 +30,14 @@ from urllib.parse import unquote
 import h11
 import trio
 
+from runtime.errors import BadRequest, from_exception, openai_body
+
 __all__ = ["Front"]
 
 _RECV = 65536
 _PIPELINE_BUFFER = 65536
 """Bytes of a next (pipelined) request read while watching for a disconnect, at most."""
 _NO_BODY_STATUS = frozenset({204, 304})
-_ERROR = (b'{"error":{"message":"%s","type":"invalid_request_error","param":null,"code":"bad_http_request"}}')
 _BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 App = Callable[[MutableMapping[str, Any], Any, Any], Awaitable[None]]
 
@@ -183,7 +184,7 @@ class _Connection:
 
     async def _refuse(self, status: int, message: str) -> None:
         """Answer a request h11 could not parse, then close."""
-        body = _ERROR % message.replace('"', "'").encode("ascii", "replace")[:200]
+        body = openai_body(BadRequest(message[:200], status=status, code="bad_http_request"))
         try:
             data = self.h11.send(h11.Response(status_code=status, headers=[
                 (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
@@ -265,7 +266,7 @@ class _Exchange:
             await self._fail()  # the app failed, or returned, before a byte of its answer went out
 
     async def _fail(self) -> None:
-        body = b'{"error":{"message":"internal error","type":"internal_error","param":null,"code":null}}'
+        body = openai_body(from_exception(RuntimeError()))  # the envelope of any unexpected failure
         self.head, self.started, self.complete = None, False, False
         await self.send({"type": "http.response.start", "status": 500, "headers": [
             (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),

@@ -67,24 +67,6 @@ def _stale(conn: _Conn) -> bool:
     return bool(poller.poll(0))
 
 
-_Next = h11.Event | type[h11.PAUSED] | type[h11.NEED_DATA]
-
-
-def _buffered(machine: h11.Connection, first: bytes) -> tuple[bytes, _Next | h11.RemoteProtocolError]:
-    """`first` joined with every Data event h11 already holds, and what came after them (the next
-    event, NEED_DATA, or the protocol error the next bytes raised)."""
-    parts = [first]
-    while True:
-        event: _Next | h11.RemoteProtocolError
-        try:
-            event = machine.next_event()
-        except h11.RemoteProtocolError as exc:
-            event = exc
-        if type(event) is not h11.Data:
-            return (bytes(first) if len(parts) == 1 else b"".join(parts)), event
-        parts.append(event.data)
-
-
 class _Response:
     """An open upstream response: status, headers, and the body as it arrives."""
 
@@ -97,7 +79,7 @@ class _Response:
         self.chunked = self.status not in (204, 304) and any(
             k == b"transfer-encoding" and b"chunked" in v.lower() for k, v in response.headers)
         """The body is chunked: decoded by :class:`ChunkedDecoder`, not event by event through h11."""
-        self.reusable = False
+        self._clean_end = False
         """A chunked body ended cleanly on a keep-alive connection (nothing after its end)."""
         self._keep_alive = response.http_version == b"1.1" and not any(
             k == b"connection" and b"close" in v.lower() for k, v in response.headers)
@@ -119,7 +101,7 @@ class _Response:
                     yield data
                 if decoder.done:
                     self.finished = True
-                    self.reusable = self._keep_alive and not decoder.extra
+                    self._clean_end = self._keep_alive and not decoder.extra
                     return
                 received = await conn.stream.receive_some(_RECV)
                 if not received:
@@ -133,26 +115,29 @@ class _Response:
             raise _broken(exc) from None
 
     async def _h11_body(self) -> AsyncIterator[bytes]:
+        """A body with a length (or to the connection's end), through h11: one piece a read."""
         conn = self._conn
-        machine = conn.h11
         try:
-            event = await conn.next_event()
             while True:
+                event = await conn.next_event()
                 if type(event) is h11.Data:
-                    data, after = _buffered(machine, event.data)
-                    yield data
-                    if isinstance(after, h11.RemoteProtocolError):
-                        raise after  # a malformed chunk after good ones: those went out first
-                    event = await conn.next_event() if after is h11.NEED_DATA else after
+                    yield bytes(event.data)
                 elif type(event) is h11.EndOfMessage:
                     self.finished = True
                     return
                 elif event is h11.PAUSED or type(event) is h11.ConnectionClosed:
                     raise UpstreamError("upstream closed the connection mid-answer")
-                else:
-                    event = await conn.next_event()
         except (trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError) as exc:
             raise _broken(exc) from None
+
+    @property
+    def reusable(self) -> bool:
+        """Whether the connection may carry the next request: the body was read to its clean end on
+        a keep-alive connection (nothing after a chunked body's end; h11's states say it otherwise)."""
+        h = self._conn.h11
+        if self.chunked:
+            return self._clean_end and h.our_state is h11.DONE
+        return self.finished and h.our_state is h11.DONE and h.their_state is h11.DONE
 
     async def read(self) -> bytes:
         return await read_bounded(self.iter_bytes(), self.max_answer)
@@ -199,8 +184,12 @@ class H11Transport:
             await trio.aclose_forcefully(conn.stream)
         return None
 
-    async def _checkin(self, origin: _Origin, conn: _Conn) -> None:
-        if conn.h11.our_state is not h11.IDLE:  # (a fresh state machine after a chunked body is IDLE)
+    async def _checkin(self, origin: _Origin, conn: _Conn, fresh: bool = False) -> None:
+        """Pool `conn` for the next request: its h11 state starts the next cycle, or is replaced when
+        h11 parsed only the last answer's head (`fresh`: the chunked body was decoded apart)."""
+        if fresh:
+            conn.h11 = h11.Connection(h11.CLIENT)
+        else:
             try:
                 conn.h11.start_next_cycle()
             except h11.LocalProtocolError:
@@ -275,11 +264,8 @@ class H11Transport:
         try:
             yield response
         finally:
-            if response.chunked and response.reusable and conn.h11.our_state is h11.DONE:
-                conn.h11 = h11.Connection(h11.CLIENT)  # h11 saw the head only: a fresh state for the next
-                await self._checkin(origin, conn)
-            elif response.finished and conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE:
-                await self._checkin(origin, conn)
+            if response.reusable:
+                await self._checkin(origin, conn, fresh=response.chunked)
             else:
                 await trio.aclose_forcefully(conn.stream)
 

@@ -109,34 +109,12 @@ class _Connection:
             exchange = _Exchange(self, request)
             await exchange.run()
             if exchange.complete and not self.gone and self.h11.their_state is h11.SEND_BODY:
-                await self._skip_body()  # answered without reading it all (a 413, a refusal)
+                await exchange.skip_body()  # answered without reading it all (a 413, a refusal)
             if self.gone or not exchange.complete or self.h11.our_state is not h11.DONE \
                     or self.h11.their_state is not h11.DONE:
                 await self.linger()  # an unfinished answer, an unread body, or `connection: close`
                 return
             self.h11.start_next_cycle()
-
-    async def _skip_body(self) -> None:
-        """Read and drop the rest of a request body the app did not read (briefly, boundedly), so the
-        connection can carry the next request; past the bounds it closes."""
-        left = 1 << 20
-        with trio.move_on_after(1.0):
-            while left > 0:
-                try:
-                    event = self.h11.next_event()
-                except h11.RemoteProtocolError:
-                    return
-                if type(event) is h11.EndOfMessage:
-                    return
-                if event is h11.NEED_DATA:
-                    data = await self.stream.receive_some(_RECV)
-                    if not data:
-                        self.gone = True
-                        return
-                    left -= len(data)
-                    self.h11.receive_data(bytes(data))
-                elif type(event) is not h11.Data:
-                    return
 
     async def linger(self) -> None:
         """Before closing: end our side and read what the client still sends (briefly, boundedly), so
@@ -304,6 +282,17 @@ class _Exchange:
             else:
                 self.conn.gone = True
                 return {"type": "http.disconnect"}
+
+    async def skip_body(self) -> None:
+        """Read and drop the rest of a body the app did not read (at most 1 MiB, within 1 s), so the
+        connection can carry the next request; past the bounds it closes."""
+        left = 1 << 20
+        with trio.move_on_after(1.0):
+            while not self.body_done and left > 0:
+                message = await self._body()
+                if message["type"] == "http.disconnect":
+                    return
+                left -= len(message["body"])
 
     async def _disconnect(self) -> dict[str, Any]:
         """Wait until the client goes away or the answer is complete; either is `http.disconnect`."""

@@ -200,7 +200,7 @@ class Endpoint:
                 raise McpError(HEADER_MISMATCH, f"mcp-name does not match params.{key}", status=400)
         return True
 
-    def _initialize(self, params: dict[str, Any], only: str | None = None) -> tuple[dict[str, Any], str]:
+    def _initialize(self, params: dict[str, Any], only: str | None) -> tuple[dict[str, Any], str]:
         asked = params.get("protocolVersion")
         version = asked if asked in HANDSHAKE_VERSIONS else LATEST_HANDSHAKE
         session = uuid.uuid4().hex

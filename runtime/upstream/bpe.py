@@ -24,10 +24,10 @@ __all__ = ["Counter"]
 
 _NONE = -1
 _MAX = 1 << 62
-_SHORT = 48
-"""Pieces up to this many bytes are merged by rescanning lists; longer ones with a heap."""
 _CACHE = 8192
-"""Merged pieces whose counts are kept (short ones only: ~1 MB at most)."""
+"""Merged pieces whose counts are kept (~1 MB at most)."""
+_CACHED_PIECE = 48
+"""Bytes of a piece at most for its count to be kept (words repeat; long runs rarely do)."""
 
 
 class Counter:
@@ -104,39 +104,16 @@ class Counter:
         known = cache.get(piece)
         if known is not None:
             return known
-        tokens = self._short(piece) if len(piece) <= _SHORT else self._long(piece)
-        if len(piece) <= _SHORT:
+        tokens = self._heap_merge(piece)
+        if len(piece) <= _CACHED_PIECE:
             if len(cache) >= _CACHE:
                 cache.clear()
             cache[piece] = tokens
         return tokens
 
-    def _short(self, piece: bytes) -> int:
-        """The merge loop over lists, rescanning the pairs after each merge (fastest for short pieces)."""
-        rank = self.rank
-        n = len(piece)
-        starts = list(range(n + 1))
-        ranks = []
-        for i in range(n - 1):
-            r = rank(piece[i:i + 2])
-            ranks.append(_MAX if r is None else r)
-        ranks.append(_MAX)
-        # starts[i]: where part i begins; ranks[i]: the rank of parts i and i+1 merged (or _MAX)
-        while True:
-            best = min(ranks)
-            if best == _MAX:
-                return len(starts) - 1
-            i = ranks.index(best)
-            del starts[i + 1]
-            del ranks[i + 1]
-            for at in (i - 1, i):
-                if at >= 0:
-                    r = rank(piece[starts[at]:starts[at + 2]]) if at + 2 < len(starts) else None
-                    ranks[at] = _MAX if r is None else r
-
-    def _long(self, piece: bytes) -> int:
-        """The same order kept with a heap and a linked list of parts, so a long piece (a hostile run
-        of letters) costs O(n log n), not the O(n^2) of rescanning every pair after each merge."""
+    def _heap_merge(self, piece: bytes) -> int:
+        """The merges kept with a heap and a linked list of parts, so a long piece (a hostile run of
+        letters) costs O(n log n), not the O(n^2) of rescanning every pair after each merge."""
         n = len(piece)
         rank = self.rank
         nxt = list(range(1, n + 2))  # nxt[p]: where the part after the one starting at p starts

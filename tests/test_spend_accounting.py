@@ -124,8 +124,11 @@ async def test_spend_equals_usage_served_over_1000_requests_with_failures(tmp_pa
                 # collect them here, on the loop, not at random in the store's worker thread.
                 gc.collect()
                 assert gw.app.store is not None and gw.app.access.spend is not None
-                await trio.sleep(0.3)  # the last settlements of cancelled requests
-                while gw.app.access.spend.pending:
+                # The last settlements of requests whose clients left: wait until none is in flight
+                # (a condition, not a sleep sized for a fast machine) and every row is written.
+                in_flight = gw.app.metrics.in_flight
+                while sum(m.value for metric in in_flight.collect() for m in metric.samples) or \
+                        gw.app.access.spend.pending:
                     await trio.sleep(0.05)
                 rows = await gw.app.store.run(lambda: list(SpendLog.select().dicts()))
     print(f"outcomes: {served.outcomes}; served {served.prompt}+{served.completion} tokens, ${served.cost:.6f}")

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import trio
 
+from runtime.mcp.exchange import Exchange
 from runtime.mcp.protocol import INTERNAL_ERROR, LATEST_HANDSHAKE, METHOD_NOT_FOUND, McpError, strip_envelope
 from runtime.mcp.upstream import CLIENT_INFO, ResolvedServer, Upstream
 
@@ -46,7 +47,7 @@ class StreamUpstream(Upstream):
         self._changed = trio.Event()
         """Set (and replaced) whenever a start attempt succeeds or ends."""
 
-    async def _request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    async def _request(self, method: str, params: dict[str, Any], exchange: Exchange | None) -> dict[str, Any]:
         await self.wait_started()
         return await self._call(method, strip_envelope(params))
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import trio
 
+from runtime.mcp.exchange import Exchange
 from runtime.mcp.oauth import TokenSource
 from runtime.mcp.param_headers import Bindings, bindings_of
 from runtime.mcp.protocol import UPSTREAM_UNAVAILABLE, McpError
@@ -89,21 +90,22 @@ class Upstream:
         """A fresh JSON-RPC request id."""
         return next(self._ids)
 
-    async def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    async def request(self, method: str, params: dict[str, Any], exchange: Exchange | None = None) -> dict[str, Any]:
         """Send one request under the server's concurrency cap and deadline (once the server has
-        started: waiting for its start is bounded by `start_timeout`, not `timeout`)."""
+        started: waiting for its start is bounded by `start_timeout`, not `timeout`); what the server
+        sends on the request's own stream besides the answer goes to `exchange`."""
         await self.wait_started()
         async with self.limiter:
             try:
                 with trio.fail_after(self.server.timeout):
-                    result = await self._request(method, params)
+                    result = await self._request(method, params, exchange)
             except trio.TooSlowError:
                 self.last_error = f"no answer within {self.server.timeout:g}s"
                 raise McpError(UPSTREAM_UNAVAILABLE, f"MCP server '{self.name}' timed out") from None
         self.last_error = None
         return result
 
-    async def _request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    async def _request(self, method: str, params: dict[str, Any], exchange: Exchange | None) -> dict[str, Any]:
         raise NotImplementedError
 
     async def wait_started(self) -> None:

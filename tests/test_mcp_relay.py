@@ -132,3 +132,45 @@ async def test_a_server_request_the_client_cannot_take_is_refused_by_the_gateway
     answer = _events(done.text)[-1] if done.headers["content-type"].startswith("text/event-stream") else done.json()
     assert answer["id"] == 7
     assert answer.get("error") or answer["result"].get("isError"), answer
+
+
+async def _next_event(lines: AsyncIterator[str], seconds: float) -> dict[str, Any] | None:
+    with trio.move_on_after(seconds):
+        async for line in lines:
+            if line.startswith("data:"):
+                return dict(json.loads(line[5:]))
+    return None
+
+
+@pytest.mark.parametrize("path", ["/mcp/ref", "/mcp"])
+async def test_a_subscribed_session_gets_the_resource_s_updates_on_its_own_stream(reference: Reference,
+                                                                                 path: str) -> None:
+    uri = "test://watched-resource"
+    public, tool = (uri, "test_touch_resource") if path == "/mcp/ref" else (f"ref+{uri}", "ref__test_touch_resource")
+    async with _gateway(reference) as http:
+        http.base_url = httpx.URL(str(http.base_url).replace("/mcp/ref", path))
+        follower = await _session(http, {})
+        bystander = await _session(http, {})
+        subscribed = await http.post("", headers={**follower, **_JSON}, json={
+            "jsonrpc": "2.0", "id": 3, "method": "resources/subscribe", "params": {"uri": public}})
+        assert subscribed.json() == {"jsonrpc": "2.0", "id": 3, "result": {}}, subscribed.text
+        async with http.stream("GET", "", headers={**follower, **_SSE}) as mine, \
+                http.stream("GET", "", headers={**bystander, **_SSE}) as theirs:
+            assert mine.headers["content-type"].startswith("text/event-stream")
+            got = None
+            for _ in range(40):  # until the gateway's own stream from the server is open
+                touched = await http.post("", headers={**follower, **_JSON}, json=_call(tool, {"uri": uri}))
+                assert touched.json()["result"]["content"][0]["text"] == f"announced {uri}", touched.text
+                got = await _next_event(mine.aiter_lines(), 0.25)
+                if got is not None:
+                    break
+            stray = await _next_event(theirs.aiter_lines(), 0.3)
+        gone = await http.post("", headers={**follower, **_JSON}, json={
+            "jsonrpc": "2.0", "id": 4, "method": "resources/unsubscribe", "params": {"uri": public}})
+        after = await http.post("", headers={**follower, **_JSON}, json=_call(tool, {"uri": uri}))
+        unknown = await http.get("", headers={"mcp-session-id": "nosuch", **_SSE})
+    assert got == {"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": {"uri": public}}
+    assert stray is None, "a session that did not subscribe hears nothing"
+    assert gone.json()["result"] == {}
+    assert after.json()["result"]["content"][0]["text"] == f"not subscribed to {uri}", "unsubscribed upstream too"
+    assert unknown.status_code == 404

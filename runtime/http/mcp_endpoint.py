@@ -1,8 +1,9 @@
 """`/mcp` and `/mcp/<server>`: MCP over Streamable HTTP for clients of both protocol eras.
 
 Session era (up to 2025-11-25): `initialize` opens a session (`mcp-session-id`), notifications are
-answered 202, `DELETE` closes the session; there is no server-initiated stream (`GET` is 405);
-`logging/setLevel` sets the session's level. Stateless era (2026-07-28): every POST carries
+answered 202, `DELETE` closes the session, `GET` opens its event stream (resource updates,
+`runtime.http.mcp_listen`); `logging/setLevel` sets the session's level; `resources/subscribe`
+follows a resource (`runtime.mcp.subscriptions`). Stateless era (2026-07-28): every POST carries
 `mcp-protocol-version`, `mcp-method` (and `mcp-name`, and the `Mcp-Param-*` headers of a tool's
 marked arguments) headers and the `_meta` envelope; `server/discover` describes the gateway.
 An answer is JSON, or an event stream when the client takes one and the upstream sends messages
@@ -13,15 +14,17 @@ from __future__ import annotations
 
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any
 
 import orjson
+import trio
 
 from runtime.asgi import ClientGone, Receive, Scope, Send, header, read_body, respond
 from runtime.errors import GatewayError
 from runtime.http.access import Access
+from runtime.http.mcp_listen import Outbox, listen
 from runtime.http.mcp_stream import EventAnswer, accepts_events
 from runtime.http.request_guard import check_depth
 from runtime.mcp.aggregate import LISTS, View
@@ -51,6 +54,7 @@ from runtime.mcp.protocol import (
     McpError,
     decode_header,
 )
+from runtime.mcp.subscriptions import Subscriptions
 from runtime.observe.logs import Logger
 from runtime.observe.metrics import Metrics
 from runtime.routing.state import Runtime
@@ -65,8 +69,8 @@ _STATUS = {PARSE_ERROR: 400, INVALID_REQUEST: 400, INVALID_PARAMS: 400, HEADER_M
 SERVER_INFO = {"name": "sidegate", "version": "0.1.0"}
 CAPABILITIES = {"tools": {"listChanged": False}, "prompts": {"listChanged": False},
                 "resources": {"subscribe": False, "listChanged": False}, "completions": {}}
-SESSION_CAPABILITIES = {**CAPABILITIES, "logging": {}}
-"""A session's: `logging/setLevel` filters the log messages relayed to it."""
+SESSION_CAPABILITIES = {**CAPABILITIES, "logging": {}, "resources": {"subscribe": True, "listChanged": False}}
+"""A session's: `logging/setLevel` filters the log messages relayed to it; resources may be followed."""
 
 
 @dataclass(slots=True)
@@ -74,6 +78,7 @@ class _Session:
     version: str
     capabilities: Any
     level: str | None = None
+    outbox: Outbox = field(default_factory=Outbox)
 
 
 _CACHEABLE = {"server/discover", "resources/read", *LISTS}
@@ -106,6 +111,9 @@ class Endpoint:
         self.sessions: OrderedDict[str, _Session] = OrderedDict()
         self.pending = Pending()
         """Requests of upstream servers relayed to clients, awaiting their answers."""
+        self.subscriptions = Subscriptions(self._post)
+        self.closing = trio.Event()
+        """Set when the gateway shuts down: session event streams end (they do not hold the drain)."""
 
     async def handle(self, rt: Runtime, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer one HTTP request to `/mcp` or `/mcp/<server>`."""
@@ -121,8 +129,13 @@ class Endpoint:
                 raise McpError(INVALID_REQUEST, f"no MCP server '{only}'", status=404)
             session = (header(scope, b"mcp-session-id") or b"").decode("latin-1")
             if method == "DELETE":
-                found = self.sessions.pop(session, None) is not None
-                await respond(send, 200 if found else 404, b"", (), _JSON)
+                ended = self.sessions.pop(session, None)
+                if ended is not None:
+                    self._end(session, ended)
+                await respond(send, 200 if ended is not None else 404, b"", (), _JSON)
+                return
+            if method == "GET" and session and accepts_events(scope):
+                await listen(self._check_session(session).outbox, receive, send, self.closing)
                 return
             if method != "POST":
                 await respond(send, 405, b"", [(b"allow", b"POST, DELETE")], _JSON)
@@ -253,7 +266,7 @@ class Endpoint:
         session = uuid.uuid4().hex
         self.sessions[session] = _Session(version, params.get("capabilities"))
         while len(self.sessions) > _MAX_SESSIONS:
-            self.sessions.popitem(last=False)
+            self._end(*self.sessions.popitem(last=False))
         says = (f"sidegate MCP gateway: the tools of several servers, named <server>{self.hub.separator}<tool>."
                 if only is None else f"sidegate MCP gateway: the tools of the server '{only}', under their own names.")
         result = {"protocolVersion": version, "capabilities": SESSION_CAPABILITIES, "serverInfo": SERVER_INFO,
@@ -268,6 +281,15 @@ class Endpoint:
             raise McpError(INVALID_REQUEST, "Session not found", status=404)
         self.sessions.move_to_end(session)
         return known
+
+    def _end(self, session: str, ended: _Session) -> None:
+        ended.outbox.close()
+        self.subscriptions.forget(session)
+
+    def _post(self, session: str, message: dict[str, Any]) -> None:
+        known = self.sessions.get(session)
+        if known is not None:
+            known.outbox.post(message)
 
     def _down(self, server: str, why: str) -> None:
         self.logger.warning("mcp_upstream_unavailable", server=server, error=why)
@@ -285,6 +307,14 @@ class Endpoint:
             if params.get("level") not in LOG_LEVELS:
                 raise McpError(INVALID_PARAMS, f"params.level must be one of {', '.join(LOG_LEVELS)}")
             session.level = params["level"]
+            return {}
+        if method in ("resources/subscribe", "resources/unsubscribe") and session is not None:
+            assert view.exchange is not None
+            upstream, own, _ = view.route("resources/read", params)
+            if method == "resources/subscribe":
+                await self.subscriptions.subscribe(upstream, own, params["uri"], view.exchange.session, view.exchange)
+            else:
+                await self.subscriptions.unsubscribe(upstream, own, view.exchange.session, view.exchange)
             return {}
         if method == "server/discover":
             return {"supportedVersions": list(MODERN_VERSIONS), "capabilities": CAPABILITIES,

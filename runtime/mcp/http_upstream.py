@@ -34,13 +34,14 @@ from runtime.mcp.protocol import (
     strip_envelope,
 )
 from runtime.mcp.sse import sse_events
-from runtime.mcp.upstream import CLIENT_INFO, ResolvedServer, Upstream
+from runtime.mcp.upstream import CLIENT_INFO, Deliver, ResolvedServer, Upstream
 
 __all__ = ["HttpUpstream"]
 
 _ACCEPT = "application/json, text/event-stream"
 _RELEARN_PAGES = 20
 """Pages of `tools/list` read, at most, to learn a server's Mcp-Param-* markings again."""
+_LISTEN_BACKOFF = (0.5, 30.0)
 SESSION_CAPABILITIES = {"sampling": {}, "elicitation": {"form": {}, "url": {}}, "roots": {"listChanged": False}}
 """What sidegate declares in a session's `initialize`: what it relays from its own clients (a
 request the calling client cannot take is answered with an error by the gateway)."""
@@ -75,6 +76,8 @@ class HttpUpstream(Upstream):
         """Set on a twin: the connection that opens a session to a server speaking both eras."""
         self._twin: HttpUpstream | None = None
         self._no_session_era = False
+        self._listening = False
+        self._closed = False
         if parent is not None:  # one server: one cap, one token, one memory of its tools
             self.limiter, self.tokens = parent.limiter, parent.tokens
             self.tools, self.param_bindings = parent.tools, parent.param_bindings
@@ -88,6 +91,7 @@ class HttpUpstream(Upstream):
         )
 
     async def aclose(self) -> None:
+        self._closed = True
         if self._twin is not None:
             await self._twin.aclose()
         if self.tokens is not None and self.parent is None:
@@ -99,6 +103,72 @@ class HttpUpstream(Upstream):
             except httpx.HTTPError:
                 pass
         await self._client.aclose()
+
+    def follow(self, deliver: Deliver, followed: Any) -> None:
+        super().follow(deliver, followed)
+        if not self._listening and self.spawn is not None:
+            self._listening = True
+            self.spawn(self._listen)
+
+    async def _listen(self) -> None:
+        """Hold the session's own event stream (`GET`), where the server announces resource updates,
+        while any client follows one; open it again (with backoff) when it ends."""
+        delay = _LISTEN_BACKOFF[0]
+        try:
+            while not self._closed and self.followed(self.name):
+                try:
+                    with trio.fail_after(self.server.timeout):
+                        conn = await self._session_era()
+                        for uri in self.followed(self.name):  # a new session knows none of them
+                            await conn._send("resources/subscribe", {"uri": uri})
+                    if await conn._updates(self):
+                        delay = _LISTEN_BACKOFF[0]
+                except _SessionGone:
+                    (self._twin if self.modern and self._twin is not None else self).version = None
+                except (McpError, _NoSessionEra, _Refused, trio.TooSlowError, httpx.HTTPError):
+                    pass
+                if self._closed:
+                    return
+                await trio.sleep(delay)
+                delay = min(delay * 2, _LISTEN_BACKOFF[1])
+        finally:
+            self._listening = False
+
+    async def _session_era(self) -> HttpUpstream:
+        """The connection that holds a session: this one, or the twin of a server speaking both eras."""
+        await self._connect()
+        if not self.modern:
+            return self
+        if self._twin is None:
+            self._twin = HttpUpstream(self.resolved, parent=self)
+        await self._twin._connect()
+        return self._twin
+
+    async def _updates(self, owner: HttpUpstream) -> bool:
+        """Read the session's event stream until it ends; whether it was open at all."""
+        headers = {**self._headers("", {}), "accept": "text/event-stream"}
+        if self.tokens is not None:
+            headers["authorization"] = "Bearer " + await self.tokens.token()
+        timeout = httpx.Timeout(self.server.timeout, read=None)  # quiet for hours is fine
+        async with self._client.stream("GET", self.url, headers=headers, timeout=timeout) as response:
+            if response.status_code == 404:
+                self.version = None  # the session is gone: open a new one
+                return False
+            if response.status_code != 200:
+                return False  # no stream offered (405): nothing will be announced
+            async for _event, data in sse_events(response.aiter_bytes()):
+                try:
+                    message = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(message, dict) and "method" in message and "id" not in message:
+                    if owner.deliver is not None:
+                        owner.deliver(owner.name, message)
+                elif isinstance(message, dict) and "method" in message:
+                    answer = {"result": {}} if message["method"] == "ping" else {"error": {
+                        "code": METHOD_NOT_FOUND, "message": "not relayed by the gateway"}}
+                    await self._reply({"jsonrpc": "2.0", "id": message["id"], **answer})
+        return True
 
     async def _request(self, method: str, params: dict[str, Any], exchange: Exchange | None = None) -> dict[str, Any]:
         try:

@@ -6,7 +6,7 @@ backoff when it ends; requests fail at once while it is down.
 The channel is shared by every client, so only what names its request is relayed: progress (the
 gateway gives each request a `progressToken` of its own and maps it back). Log messages and
 requests the server makes carry no such link on this channel: they are not relayed (requests are
-refused)."""
+refused). Resource updates name their resource: they go to the sessions following it."""
 
 from __future__ import annotations
 
@@ -146,6 +146,13 @@ class StreamUpstream(Upstream):
         self.down = False
         self.ready.set()
         self._notify()
+        if self.followed(self.name) and self.spawn is not None:  # a new process knows none of them
+            self.spawn(self._subscribe_again)
+
+    async def _subscribe_again(self) -> None:
+        with contextlib.suppress(McpError, trio.TooSlowError), trio.fail_after(self.server.timeout):
+            for uri in self.followed(self.name):
+                await self._call("resources/subscribe", {"uri": uri})
 
     async def run(self) -> None:
         """Supervise the channel until cancelled."""
@@ -182,6 +189,10 @@ class StreamUpstream(Upstream):
             return
         if message.get("method") == "notifications/progress" and "id" not in message:
             self._route_progress(message)
+            return
+        if message.get("method") == "notifications/resources/updated" and "id" not in message:
+            if self.deliver is not None:
+                self.deliver(self.name, message)
             return
         if "method" in message:
             if "id" in message:  # a request from the server: sidegate offers no client features

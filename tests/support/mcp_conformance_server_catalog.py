@@ -7,7 +7,7 @@ import base64
 import json
 
 from mcp.server import ServerRequestContext
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.prompts.base import Message, UserMessage
 from mcp.types import (
     Completion,
@@ -96,7 +96,17 @@ async def unsubscribe(ctx: ServerRequestContext, params: UnsubscribeRequestParam
     return EmptyResult()
 
 
+async def test_touch_resource(uri: str, ctx: Context) -> str:
+    """Announces that `uri` changed (notifications/resources/updated, on the session's own stream)
+    when the calling session subscribed to it; not a suite fixture: the gateway's own tests use it."""
+    if uri not in subscriptions.get(session_key(ctx.headers), set()):
+        return f"not subscribed to {uri}"
+    await ctx.session.send_resource_updated(uri)
+    return f"announced {uri}"
+
+
 def register_catalog(server: MCPServer) -> None:
+    server.tool(description="Announces an update of a subscribed resource")(test_touch_resource)
     server.resource("test://static-text", name="static-text", mime_type="text/plain",
                     description="A static text resource")(static_text)
     server.resource("test://static-binary", name="static-binary", mime_type="image/png",

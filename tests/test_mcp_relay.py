@@ -174,3 +174,21 @@ async def test_a_subscribed_session_gets_the_resource_s_updates_on_its_own_strea
     assert gone.json()["result"] == {}
     assert after.json()["result"]["content"][0]["text"] == f"not subscribed to {uri}", "unsubscribed upstream too"
     assert unknown.status_code == 404
+
+
+async def test_a_session_stream_ends_when_the_drain_starts(reference: Reference) -> None:
+    text = ("version: 1\nserver: {drain_timeout: 60s}\nproviders: {fake: {type: mock}}\n"
+            "models: {demo: {targets: [{provider: fake, model: demo}]}}\n"
+            f"mcp:\n  servers:\n    ref: {{url: \"{reference.url}\"}}\n")
+    result = compile_text(text, "relay.yaml")
+    assert result.plan is not None, [d.format_text() for d in result.diagnostics]
+    with trio.fail_after(20):  # far less than the 60 s drain: the stream does not hold it
+        async with open_gateway(result.plan) as gw, httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{gw.port}/mcp/ref", timeout=30) as http:
+            session = await _session(http, {})
+            async with http.stream("GET", "", headers={**session, **_SSE}) as stream:
+                lines = stream.aiter_lines()
+                assert await lines.__anext__() == ": stream open"
+                gw.shutdown.set()
+                rest = [line async for line in lines]
+    assert all(not line.startswith("data:") for line in rest)

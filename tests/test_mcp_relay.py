@@ -134,11 +134,17 @@ async def test_a_server_request_the_client_cannot_take_is_refused_by_the_gateway
     assert answer.get("error") or answer["result"].get("isError"), answer
 
 
-async def _next_event(lines: AsyncIterator[str], seconds: float) -> dict[str, Any] | None:
-    with trio.move_on_after(seconds):
-        async for line in lines:
+async def _events_of(stream: httpx.Response, into: trio.MemorySendChannel[dict[str, Any]]) -> None:
+    """Read a stream's events in the background (a read cut by a timeout cannot be resumed)."""
+    async with into:
+        async for line in stream.aiter_lines():
             if line.startswith("data:"):
-                return dict(json.loads(line[5:]))
+                await into.send(dict(json.loads(line[5:])))
+
+
+async def _next_event(events: trio.MemoryReceiveChannel[dict[str, Any]], seconds: float) -> dict[str, Any] | None:
+    with trio.move_on_after(seconds):
+        return await events.receive()
     return None
 
 
@@ -155,16 +161,21 @@ async def test_a_subscribed_session_gets_the_resource_s_updates_on_its_own_strea
             "jsonrpc": "2.0", "id": 3, "method": "resources/subscribe", "params": {"uri": public}})
         assert subscribed.json() == {"jsonrpc": "2.0", "id": 3, "result": {}}, subscribed.text
         async with http.stream("GET", "", headers={**follower, **_SSE}) as mine, \
-                http.stream("GET", "", headers={**bystander, **_SSE}) as theirs:
+                http.stream("GET", "", headers={**bystander, **_SSE}) as theirs, trio.open_nursery() as nursery:
             assert mine.headers["content-type"].startswith("text/event-stream")
+            to_me, for_me = trio.open_memory_channel[dict[str, Any]](16)
+            to_them, for_them = trio.open_memory_channel[dict[str, Any]](16)
+            nursery.start_soon(_events_of, mine, to_me)
+            nursery.start_soon(_events_of, theirs, to_them)
             got = None
             for _ in range(40):  # until the gateway's own stream from the server is open
                 touched = await http.post("", headers={**follower, **_JSON}, json=_call(tool, {"uri": uri}))
                 assert touched.json()["result"]["content"][0]["text"] == f"announced {uri}", touched.text
-                got = await _next_event(mine.aiter_lines(), 0.25)
+                got = await _next_event(for_me, 0.25)
                 if got is not None:
                     break
-            stray = await _next_event(theirs.aiter_lines(), 0.3)
+            stray = await _next_event(for_them, 0.3)
+            nursery.cancel_scope.cancel()
         gone = await http.post("", headers={**follower, **_JSON}, json={
             "jsonrpc": "2.0", "id": 4, "method": "resources/unsubscribe", "params": {"uri": public}})
         after = await http.post("", headers={**follower, **_JSON}, json=_call(tool, {"uri": uri}))

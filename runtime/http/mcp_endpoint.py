@@ -43,6 +43,7 @@ from runtime.mcp.protocol import (
     McpError,
     decode_header,
 )
+from runtime.observe.context import traced
 from runtime.observe.logs import Logger
 from runtime.observe.metrics import Metrics
 from runtime.routing.state import Runtime
@@ -257,7 +258,9 @@ class Endpoint:
                 status = "denied"
                 raise
             server = upstream.name
-            result = await upstream.request("tools/call", forward)
+            with traced("tool", tool, **{"sidegate.mcp.server": server}) as span:
+                result = await upstream.request("tools/call", forward)
+                span.note(**{"sidegate.mcp.is_error": bool(result.get("isError"))})
             status = "tool_error" if result.get("isError") else "ok"
             return result
         except McpError as err:

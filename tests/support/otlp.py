@@ -112,15 +112,15 @@ class Receiver:
         return [s for s in self.spans if s.trace_id == trace_id]
 
 
-async def wait_for(condition: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    """Poll `condition` until it is truthy (returned), failing after `timeout` seconds."""
-    with trio.move_on_after(timeout):
+async def wait_for(condition: Callable[[], Any], within: float = 15.0, what: str = "condition") -> Any:
+    """Poll `condition` until it is truthy (returned), failing after `within` seconds."""
+    with trio.move_on_after(within):
         while True:
             found = condition()
             if found:
                 return found
             await trio.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    raise AssertionError(f"timed out after {within}s waiting for {what}")
 
 
 @contextmanager
@@ -128,7 +128,7 @@ def otlp_receiver() -> Iterator[Receiver]:
     receiver = Receiver()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("content-length", 0)))
             if self.headers.get("content-encoding") == "gzip":
                 body = gzip.decompress(body)

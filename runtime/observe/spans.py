@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, set_span_in_context
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, get_current_span, set_span_in_context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from runtime.observe.context import CURRENT
@@ -75,8 +75,6 @@ class Incoming(_Scope):
 
     def __init__(self, tel: Telemetry, parent: Context | None) -> None:
         self.tel, self.context = tel, parent if parent is not None else Context()
-        from opentelemetry.trace import get_current_span
-
         ctx = get_current_span(self.context).get_span_context()
         self.trace_id = format(ctx.trace_id, "032x") if ctx.is_valid else ""
         self.span = None  # type: ignore[assignment]

@@ -195,8 +195,10 @@ class Exporters:
 
 def build_exporters(config: Tracing, headers: Mapping[str, str] | None, dropped: Counter) -> Exporters:
     """Set up the providers (blocking only in the SDK's constructors; no network I/O happens here)."""
-    errors = _Errors()
-    _LOG.addHandler(errors)
+    errors = next((h for h in _LOG.handlers if isinstance(h, _Errors)), None)
+    if errors is None:  # once per process (a test process serves many gateways)
+        errors = _Errors()
+        _LOG.addHandler(errors)
     _LOG.propagate = False  # the SDK's complaints go to `errors`, not as plain text onto stderr
     resource = service_resource(config)
     tracer = TracerProvider(resource=resource, sampler=ParentBased(TraceIdRatioBased(sampling_ratio(config))))

@@ -124,7 +124,7 @@ class Request(_Scope):
 
     def __init__(self, tel: Telemetry, scope: MutableMapping[str, Any], op: str, request_id: str) -> None:
         path: str = scope["path"]
-        attributes: Attrs = {"http.request.method": scope["method"], "url.path": path, "http.route": path,
+        attributes: Attrs = {"http.request.method": scope["method"], "url.path": path,
                              "gen_ai.operation.name": operation(op), "sidegate.request_id": request_id}
         span = tel.tracer.start_span(f"{scope['method']} {path}", context=extract(scope["headers"]),
                                      kind=SpanKind.SERVER, attributes=attributes)
@@ -136,18 +136,12 @@ class Request(_Scope):
     def end(self, call: Any) -> None:
         """Close the span with what the call did (`call` is the routing loop's `Call`)."""
         span, status = self.span, call.status
+        # Usage, provider and served model are on the attempt span that served (the generation): a
+        # backend adding up a trace's tokens counts them once.
         attributes: Attrs = {"http.response.status_code": status, "gen_ai.request.model": call.model,
-                             "sidegate.model_group": call.group, "sidegate.attempts": call.attempts}
-        if call.deployment:
-            attributes["sidegate.deployment"] = call.deployment
-        if self.provider:
-            attributes["gen_ai.provider.name"] = self.provider
-        if self.response_model:
-            attributes["gen_ai.response.model"] = self.response_model
-        usage = call.usage
-        if usage is not None:
-            attributes["gen_ai.usage.input_tokens"] = usage.prompt
-            attributes["gen_ai.usage.output_tokens"] = usage.completion
+                             "sidegate.model_group": call.group}
+        if call.attempts != 1:
+            attributes["sidegate.attempts"] = call.attempts
         error = str(status) if status >= 400 else None
         if error is not None:
             attributes["error.type"] = error
@@ -174,9 +168,12 @@ class Attempt:
             "gen_ai.operation.name": opname, "gen_ai.provider.name": provider, "gen_ai.request.model": model,
             "server.address": address, "sidegate.deployment": dep.target.id, "sidegate.model_group": group.name,
             "sidegate.routing.strategy": group.strategy.value, "sidegate.routing.attempt": number,
-            "sidegate.routing.fallback": fallback, "sidegate.routing.hedged": hedged,
             "sidegate.breaker.state": dep.state.breaker.state(now),
         }
+        if fallback:  # set only when true (each attribute costs its share of every export)
+            attributes["sidegate.routing.fallback"] = True
+        if hedged:
+            attributes["sidegate.routing.hedged"] = True
         if port:
             attributes["server.port"] = port
         for key, name in (("max_tokens", "gen_ai.request.max_tokens"), ("temperature", "gen_ai.request.temperature"),

@@ -200,6 +200,8 @@ def build_exporters(config: Tracing, headers: Mapping[str, str] | None, dropped:
         errors = _Errors()
         _LOG.addHandler(errors)
     _LOG.propagate = False  # the SDK's complaints go to `errors`, not as plain text onto stderr
+    # a warning per span dropped from a full queue would cost more than the span: they are counted instead
+    logging.getLogger("opentelemetry.sdk._shared_internal").setLevel(logging.ERROR)
     resource = service_resource(config)
     tracer = TracerProvider(resource=resource, sampler=ParentBased(TraceIdRatioBased(sampling_ratio(config))))
     spans = _Spans(_exporter(config, "traces", headers), dropped.labels("spans", "export_failed"))

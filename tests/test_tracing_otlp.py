@@ -193,3 +193,22 @@ async def test_a_collector_that_is_down_costs_only_counted_drops() -> None:
                     assert counts['reason="export_failed",signal="spans"'] > 0, counts
                     assert counts['reason="export_failed",signal="logs"'] > 0, counts
             assert time.monotonic() - t0 < 30, "stopping is bounded with the collector down"
+
+
+async def test_unsampled_requests_propagate_their_trace_and_export_nothing() -> None:
+    with otlp_receiver() as rx, trio.fail_after(30):
+        config = tracing(rx.endpoint, sampling=0.0, logs=False)
+        async with open_fake_openai() as fake, open_gateway(traced_plan(fake, config)) as gw:
+            async with httpx.AsyncClient(base_url=base_url(gw)) as client:
+                r = await client.post("/chat/completions", json=chat("gpt"))
+                assert r.status_code == 200
+                trace_id = r.headers["x-sidegate-trace-id"]
+                sent = fake.seen[-1].headers["traceparent"]
+                # a client's sampled flag wins over the ratio (parent-based sampling)
+                r = await client.post("/chat/completions", json=chat("gpt"), headers={"traceparent": TRACEPARENT})
+                assert r.status_code == 200
+                await wait_for(lambda: rx.trace(CLIENT_TRACE), what="the client-sampled trace")
+    assert sent.startswith(f"00-{trace_id}-") and int(sent[-2:], 16) & 1 == 0, "propagated, flagged as not sampled"
+    assert rx.trace(trace_id) == [], "an unsampled request exports no span"
+    assert len(rx.trace(CLIENT_TRACE)) == 2
+    assert sum(p["count"] for p in rx.metrics["gen_ai.server.request.duration"]) == 2, "metrics count every request"

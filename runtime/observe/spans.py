@@ -136,6 +136,11 @@ class Request(_Scope):
     def end(self, call: Any) -> None:
         """Close the span with what the call did (`call` is the routing loop's `Call`)."""
         span, status = self.span, call.status
+        if not span.is_recording():
+            span.end()
+            if self.tel.genai is not None:
+                self.tel.genai.record(call, self, perf_counter() - call.t0, str(status) if status >= 400 else None)
+            return
         # Usage, provider and served model are on the attempt span that served (the generation): a
         # backend adding up a trace's tokens counts them once.
         attributes: Attrs = {"http.response.status_code": status, "gen_ai.request.model": call.model,
@@ -156,14 +161,24 @@ class Request(_Scope):
 class Attempt:
     """The client span of one upstream attempt."""
 
-    __slots__ = ("_output", "_request", "_scrub", "finish", "model", "span")
+    __slots__ = ("_output", "_request", "_scrub", "finish", "model", "scan", "span")
 
     def __init__(self, request: Request, group: Any, dep: Any, model: str, number: int, op: str,
                  data: dict[str, Any], hedged: bool, fallback: bool, now: float) -> None:
         tel = request.tel
         provider = tel.provider_name(dep.provider)
-        address, port = tel.address(dep.provider.base_url)
+        self._request, self.model = request, ""
+        self.finish: list[str] = []
+        self._output: list[bytes] | None = None
+        request.provider = provider
+        self.scan = tel.genai is not None
+        """Read the served model off the answer (for the span, or for the GenAI metrics)."""
         opname = operation(op)
+        if not request.span.is_recording():  # not sampled: a span for its context (traceparent) only
+            self.span: Span = tel.tracer.start_span(opname, context=request.context, kind=SpanKind.CLIENT)
+            return
+        self.scan = True
+        address, port = tel.address(dep.provider.base_url)
         attributes: Attrs = {
             "gen_ai.operation.name": opname, "gen_ai.provider.name": provider, "gen_ai.request.model": model,
             "server.address": address, "sidegate.deployment": dep.target.id, "sidegate.model_group": group.name,
@@ -182,7 +197,6 @@ class Attempt:
             if isinstance(value, int | float) and not isinstance(value, bool):
                 attributes[name] = value
         self._scrub = dep.scrubber
-        self._output: list[bytes] | None = None
         if tel.content:
             prompt = data.get("messages", data.get("prompt", data.get("input")))
             attributes["gen_ai.input.messages"] = self._scrub.text(
@@ -190,10 +204,6 @@ class Attempt:
             self._output = []
         self.span = tel.tracer.start_span(f"{opname} {model}", context=request.context, kind=SpanKind.CLIENT,
                                           attributes=attributes)
-        self._request = request
-        request.provider = provider
-        self.finish: list[str] = []
-        self.model = ""
 
     def headers(self) -> tuple[tuple[str, str], ...]:
         """`traceparent` (and `tracestate`) for the upstream request, naming this span."""
@@ -208,6 +218,8 @@ class Attempt:
 
     def output(self, data: bytes) -> None:
         """Bytes of the answer relayed to the client: finish reasons and the served model are read off them."""
+        if not self.scan:
+            return
         if not self.model:
             found = _MODEL.search(data, 0, 4096)
             if found is not None:
@@ -221,11 +233,14 @@ class Attempt:
         """Close the span: `error` is the GatewayError that failed it (None when it did not fail);
         `served` whether this attempt answered the client."""
         span = self.span
+        if served and self.model:
+            self._request.response_model = self.model
+        if not span.is_recording():
+            span.end()
+            return
         attributes: Attrs = {}
         if self.model:
             attributes["gen_ai.response.model"] = self.model
-            if served:
-                self._request.response_model = self.model
         if self.finish:
             attributes["gen_ai.response.finish_reasons"] = self.finish
         if served and call.usage is not None:

@@ -105,6 +105,7 @@ async def serve(
         socks.append(health)
         app.health_port = health.getsockname()[1]
     shutdown = trio.Event()
+    app.mcp_endpoint.closing = shutdown  # sessions' MCP event streams end when the drain starts
     reload_requests: list[trio.Event] = []
     wake = trio.Event()
 

@@ -185,7 +185,7 @@ async def test_an_upstreams_missing_capability_error_is_relayed_with_400_at_2026
         monkeypatch: pytest.MonkeyPatch) -> None:
     from runtime.mcp.protocol import MISSING_CLIENT_CAPABILITY, McpError
 
-    async def needs_elicitation(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    async def needs_elicitation(method: str, params: dict[str, Any], exchange: Any = None) -> dict[str, Any]:
         raise McpError(MISSING_CLIENT_CAPABILITY, "this tool needs the elicitation capability")
 
     async with open_gateway(plan()) as gw, httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw.port}") as http:
@@ -237,7 +237,10 @@ async def test_a_2026_client_s_capabilities_reach_a_2026_upstream() -> None:
 async def test_marked_tool_arguments_are_mirrored_in_mcp_param_headers_upstream() -> None:
     """A 2026-07-28 server refuses a call to a tool with `x-mcp-header` arguments unless the
     `Mcp-Param-*` headers mirror them: called cold (no list seen), sidegate learns the markings from
-    the server's refusal and retries once; after a list it sends them on the first try."""
+    the server's refusal and retries once; after a list it sends them on the first try. Towards its
+    own clients sidegate is that server: once it knows the markings, a call whose headers are
+    missing, badly encoded or disagree with the body is refused (-32020, HTTP 400) before any
+    upstream sees it."""
     alpha = start_http("alpha", stateless=True)
     try:
         text = ("version: 1\nproviders: {fake: {type: mock}}\nmodels: {demo: {targets: [{provider: fake, model: demo}]}}\n"
@@ -246,15 +249,25 @@ async def test_marked_tool_arguments_are_mirrored_in_mcp_param_headers_upstream(
         assert result.plan is not None
         async with open_gateway(result.plan) as gw, httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw.port}") as http:
             answers = []
-            for region in ("eu-west", "zürich"):  # plain, then one sent base64-encoded
+            for region, sent in (("eu-west", "eu-west"), ("zürich", "=?base64?esO8cmljaA==?=")):
                 body, headers = modern("tools/call", {"name": "alpha__regional", "arguments": {"region": region}})
-                answers.append(await http.post("/mcp", json=body, headers=headers))
+                answers.append(await http.post("/mcp", json=body, headers={**headers, "mcp-param-region": sent}))
             bindings = gw.app.mcp.upstreams["alpha"].param_bindings
+            refused = {}
+            for why, sent in (("missing", None), ("mismatch", "us-east"), ("bad base64", "=?base64?ZXUtd2VzdA?="),
+                              ("raw non-ascii", "zürich")):
+                region = "zürich" if why == "raw non-ascii" else "eu-west"  # right value, not encoded
+                body, headers = modern("tools/call", {"name": "alpha__regional", "arguments": {"region": region}})
+                extra = {} if sent is None else {"mcp-param-region": sent.encode()}
+                refused[why] = await http.post("/mcp", json=body, headers={**headers, **extra})
     finally:
         alpha.stop()
     assert [a.status_code for a in answers] == [200, 200], answers[0].text
     assert [a.json()["result"]["content"][0]["text"] for a in answers] == ["served in eu-west", "served in zürich"]
     assert bindings == {"regional": (("Region", ("region",)),)}
+    for why, answer in refused.items():
+        assert answer.status_code == 400 and answer.json()["error"]["code"] == -32020, (why, answer.text)
+    assert "required" in refused["missing"].json()["error"]["message"]
 
 
 def test_param_header_markings_and_values() -> None:

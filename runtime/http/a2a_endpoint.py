@@ -47,11 +47,12 @@ class Authenticator(Protocol):
 
 
 class A2AError(Exception):
-    """An error sidegate answers itself."""
+    """An error sidegate answers itself; `rpc_id` is the JSON-RPC id it answers, when it read one."""
 
-    def __init__(self, status: int, reason: str, message: str, code: int = _GATEWAY_ERROR) -> None:
+    def __init__(self, status: int, reason: str, message: str, code: int = _GATEWAY_ERROR,
+                 rpc_id: Any = None) -> None:
         super().__init__(message)
-        self.status, self.reason, self.message, self.code = status, reason, message, code
+        self.status, self.reason, self.message, self.code, self.rpc_id = status, reason, message, code, rpc_id
 
 
 class _Call:
@@ -113,7 +114,12 @@ class A2AGateway:
             name, _, tail = path.removeprefix("/a2a/").partition("/")
             tail = "/" + tail if tail or path.endswith("/") else ""
             rest = tail.startswith("/rest")  # errors before the mount is known use its dialect too
-            grant = await _authenticate(access, scope)
+            try:
+                grant = await _authenticate(access, scope)
+            except A2AError:
+                if not rest and scope["method"] == "POST":  # a JSON-RPC refusal answers the call's id
+                    rpc_id = await self._peek_id(scope, receive)
+                raise
             if path in ("/a2a", "/a2a/", "/a2a/agents") and scope["method"] == "GET":
                 call.method = "list"
                 await self._list(grant, send)
@@ -164,7 +170,9 @@ class A2AGateway:
             call.status = 499
         except A2AError as err:
             call.status = err.status
-            await _error(send, err, rpc_id, rest, rid)
+            if not rest and err.code != _GATEWAY_ERROR:  # a JSON-RPC protocol error, answered with 200
+                call.error = str(err.code)
+            await _error(send, err, rpc_id if err.rpc_id is None else err.rpc_id, rest, rid)
         except GatewayError as err:  # authentication, body too large, bad content-length
             call.status = err.status
             reason = "UNAUTHENTICATED" if err.status == 401 else "INVALID_REQUEST"
@@ -193,6 +201,14 @@ class A2AGateway:
             self.logger.warning("a2a_stream_broken", agent=state.agent.name, error=outcome.broken)
         if outcome.status < 500 and not state.healthy:
             state.mark_up(trio.current_time())
+
+    async def _peek_id(self, scope: Scope, receive: Receive) -> Any:
+        """The id of the JSON-RPC call in the request body, if the body is one (else None)."""
+        try:
+            body = await read_body(scope, receive, self.max_body)
+        except GatewayError:
+            return None
+        return _rpc_peek(body)[0]
 
     async def _list(self, grant: Grant | None, send: Send) -> None:
         now = trio.current_time()
@@ -250,23 +266,26 @@ def _public(scope: Scope, name: str) -> str:
 
 
 def _rpc_head(body: bytes) -> tuple[Any, Any]:
-    """(id, method) of a JSON-RPC request; parse and shape errors answered the JSON-RPC way."""
+    """(id, method) of a JSON-RPC request; parse and shape errors answered the JSON-RPC way: with
+    HTTP 200, as agents answer them, and the request's id when it has a usable one."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
-        raise A2AError(400, "PARSE_ERROR", "the request body is not JSON", code=-32700) from None
+        raise A2AError(200, "PARSE_ERROR", "the request body is not JSON", code=-32700) from None
+    rpc_id = data.get("id") if isinstance(data, dict) else None
+    rpc_id = rpc_id if isinstance(rpc_id, str | int) and not isinstance(rpc_id, bool) else None
     if not isinstance(data, dict) or not isinstance(data.get("method"), str):
-        raise A2AError(400, "INVALID_REQUEST", "expected a JSON-RPC 2.0 request object with a method", code=-32600)
-    rpc_id = data.get("id")
-    return (rpc_id if isinstance(rpc_id, str | int) and not isinstance(rpc_id, bool) else None), data["method"]
+        raise A2AError(200, "INVALID_REQUEST", "expected a JSON-RPC 2.0 request object with a method", code=-32600,
+                       rpc_id=rpc_id)
+    return rpc_id, data["method"]
 
 
 def _rpc_peek(body: bytes) -> tuple[Any, Any]:
-    """(id, method) when the body is a JSON-RPC request, else (None, None): for early errors."""
+    """(id, method) when the body is a JSON-RPC request, else (its id if any, None): for early errors."""
     try:
         return _rpc_head(body)
-    except A2AError:
-        return None, None
+    except A2AError as err:
+        return err.rpc_id, None
 
 
 def _rpc_error_code(body: bytes) -> str:

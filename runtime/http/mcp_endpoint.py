@@ -1,26 +1,36 @@
 """`/mcp` and `/mcp/<server>`: MCP over Streamable HTTP for clients of both protocol eras.
 
 Session era (up to 2025-11-25): `initialize` opens a session (`mcp-session-id`), notifications are
-answered 202, `DELETE` closes the session; there is no server-initiated stream (`GET` is 405).
-Stateless era (2026-07-28): every POST carries `mcp-protocol-version`, `mcp-method` (and
-`mcp-name`) headers and the `_meta` envelope; `server/discover` describes the gateway.
-Answers are single JSON responses; errors are JSON-RPC errors with the matching HTTP status."""
+answered 202, `DELETE` closes the session, `GET` opens its event stream (resource updates,
+`runtime.http.mcp_listen`); `logging/setLevel` sets the session's level; `resources/subscribe`
+follows a resource (`runtime.mcp.subscriptions`). Stateless era (2026-07-28): every POST carries
+`mcp-protocol-version`, `mcp-method` (and `mcp-name`, and the `Mcp-Param-*` headers of a tool's
+marked arguments) headers and the `_meta` envelope; `server/discover` describes the gateway.
+An answer is JSON, or an event stream when the client takes one and the upstream sends messages
+before the answer (progress, log messages, requests of the server: `runtime.mcp.exchange`);
+errors are JSON-RPC errors with the matching HTTP status."""
 
 from __future__ import annotations
 
 import uuid
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any
 
 import orjson
+import trio
 
 from runtime.asgi import ClientGone, Receive, Scope, Send, header, read_body, respond
 from runtime.errors import GatewayError
 from runtime.http.access import Access
+from runtime.http.mcp_listen import Outbox, listen
+from runtime.http.mcp_stream import EventAnswer, accepts_events
 from runtime.http.request_guard import check_depth
 from runtime.mcp.aggregate import LISTS, View
+from runtime.mcp.exchange import LOG_LEVELS, Exchange, Pending
 from runtime.mcp.hub import Hub
+from runtime.mcp.param_headers import check_param_headers
 from runtime.mcp.permissions import permissions_for
 from runtime.mcp.protocol import (
     HANDSHAKE_VERSIONS,
@@ -30,6 +40,7 @@ from runtime.mcp.protocol import (
     INVALID_REQUEST,
     LATEST_HANDSHAKE,
     META_CLIENT_CAPS,
+    META_LOG_LEVEL,
     META_SERVER_INFO,
     META_VERSION,
     METHOD_NOT_FOUND,
@@ -43,6 +54,7 @@ from runtime.mcp.protocol import (
     McpError,
     decode_header,
 )
+from runtime.mcp.subscriptions import Subscriptions
 from runtime.observe.context import traced
 from runtime.observe.logs import Logger
 from runtime.observe.metrics import Metrics
@@ -58,6 +70,16 @@ _STATUS = {PARSE_ERROR: 400, INVALID_REQUEST: 400, INVALID_PARAMS: 400, HEADER_M
 SERVER_INFO = {"name": "sidegate", "version": "0.1.0"}
 CAPABILITIES = {"tools": {"listChanged": False}, "prompts": {"listChanged": False},
                 "resources": {"subscribe": False, "listChanged": False}, "completions": {}}
+SESSION_CAPABILITIES = {**CAPABILITIES, "logging": {}, "resources": {"subscribe": True, "listChanged": False}}
+"""A session's: `logging/setLevel` filters the log messages relayed to it; resources may be followed."""
+
+
+@dataclass(slots=True)
+class _Session:
+    version: str
+    capabilities: Any
+    level: str | None = None
+    outbox: Outbox = field(default_factory=Outbox)
 
 
 _CACHEABLE = {"server/discover", "resources/read", *LISTS}
@@ -87,8 +109,12 @@ class Endpoint:
         self.access = access
         self.logger = logger
         self.metrics = metrics
-        self.sessions: OrderedDict[str, str] = OrderedDict()
-        """Session id -> negotiated protocol version."""
+        self.sessions: OrderedDict[str, _Session] = OrderedDict()
+        self.pending = Pending()
+        """Requests of upstream servers relayed to clients, awaiting their answers."""
+        self.subscriptions = Subscriptions(self._post)
+        self.closing = trio.Event()
+        """Set when the gateway shuts down: session event streams end (they do not hold the drain)."""
 
     async def handle(self, rt: Runtime, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer one HTTP request to `/mcp` or `/mcp/<server>`."""
@@ -97,14 +123,20 @@ class Endpoint:
         method: str = scope["method"]
         rid: Any = None
         modern = False
+        streamed: EventAnswer | None = None
         try:
             grant = await self.access.authenticate(scope)
             if only is not None and only not in self.hub.upstreams:
                 raise McpError(INVALID_REQUEST, f"no MCP server '{only}'", status=404)
             session = (header(scope, b"mcp-session-id") or b"").decode("latin-1")
             if method == "DELETE":
-                found = self.sessions.pop(session, None) is not None
-                await respond(send, 200 if found else 404, b"", (), _JSON)
+                ended = self.sessions.pop(session, None)
+                if ended is not None:
+                    self._end(session, ended)
+                await respond(send, 200 if ended is not None else 404, b"", (), _JSON)
+                return
+            if method == "GET" and session and accepts_events(scope):
+                await listen(self._check_session(session).outbox, receive, send, self.closing)
                 return
             if method != "POST":
                 await respond(send, 405, b"", [(b"allow", b"POST, DELETE")], _JSON)
@@ -113,6 +145,8 @@ class Endpoint:
             message = self._parse(raw)
             check_depth(message, rt.plan.server.max_json_depth, raw)
             if "method" not in message or "id" not in message:  # a notification or a response
+                if "method" not in message and "id" in message:  # to a request a server made
+                    await self.pending.answer(session, message)
                 await respond(send, 202, b"", (), _JSON)
                 return
             rid = message["id"]
@@ -125,15 +159,24 @@ class Endpoint:
                 result, new = self._initialize(params, only)
                 extra.append((b"mcp-session-id", new.encode()))
             else:
+                known = None
                 if not modern and message["method"] not in ("ping", "server/discover"):
-                    self._check_session(session)
+                    known = self._check_session(session)
                 view = View(self.hub, only, permissions_for(grant, {t.name: t.mcp for t in rt.plan.teams}),
                             self._down)
-                result = await self._dispatch(rt, view, grant.name if grant else None, message["method"], params,
-                                              modern)
+                streamed = EventAnswer(send) if accepts_events(scope) else None
+                view.exchange = self._exchange(modern, session, known, params, streamed)
+                try:
+                    result = await self._dispatch(rt, view, scope, grant.name if grant else None, message["method"],
+                                                  params, known)
+                finally:
+                    view.exchange.close()
             _for_era(result, message["method"], modern)
-            body = orjson.dumps({"jsonrpc": "2.0", "id": rid, "result": result})
-            await respond(send, 200, body, extra, _JSON)
+            answer = {"jsonrpc": "2.0", "id": rid, "result": result}
+            if streamed is not None and streamed.started:
+                await streamed.finish(answer)
+                return
+            await respond(send, 200, orjson.dumps(answer), extra, _JSON)
         except ClientGone:
             return
         except GatewayError as err:
@@ -144,11 +187,28 @@ class Endpoint:
             status = err.status if err.status != 200 else (_STATUS.get(err.code, 200) if modern else 200)
             # An upstream server's error may quote the credentials sidegate sent it: scrubbed, capped.
             err.message = rt.scrubber.message(err.message)
-            await respond(send, status, rt.scrubber.event(orjson.dumps(err.body(rid))), (), _JSON)
+            failed = orjson.loads(rt.scrubber.event(orjson.dumps(err.body(rid))))
+            if streamed is not None and streamed.started:  # the status went out with the first event
+                await streamed.finish(failed)
+                return
+            await respond(send, status, orjson.dumps(failed), (), _JSON)
         except Exception as exc:  # a bug must not become a stack trace on the wire
             self.logger.error("internal_error", route="mcp", error=repr(exc))
             failure = McpError(INTERNAL_ERROR, "internal error").body(rid)
+            if streamed is not None and streamed.started:
+                await streamed.finish(failure)
+                return
             await respond(send, 500, orjson.dumps(failure), (), _JSON)
+
+    def _exchange(self, modern: bool, session: str, known: _Session | None, params: dict[str, Any],
+                  streamed: EventAnswer | None) -> Exchange:
+        meta = params.get("_meta") if isinstance(params.get("_meta"), dict) else {}
+        assert isinstance(meta, dict)
+        level = meta.get(META_LOG_LEVEL) if modern else (known.level if known else None)
+        return Exchange(emit=streamed.emit if streamed is not None else None, legacy=not modern, session=session,
+                        capabilities=known.capabilities if known else meta.get(META_CLIENT_CAPS),
+                        level=level if level in LOG_LEVELS else None, progress_token=meta.get("progressToken"),
+                        pending=self.pending)
 
     @staticmethod
     def _parse(raw: bytes) -> dict[str, Any]:
@@ -205,31 +265,57 @@ class Endpoint:
         asked = params.get("protocolVersion")
         version = asked if asked in HANDSHAKE_VERSIONS else LATEST_HANDSHAKE
         session = uuid.uuid4().hex
-        self.sessions[session] = version
+        self.sessions[session] = _Session(version, params.get("capabilities"))
         while len(self.sessions) > _MAX_SESSIONS:
-            self.sessions.popitem(last=False)
+            self._end(*self.sessions.popitem(last=False))
         says = (f"sidegate MCP gateway: the tools of several servers, named <server>{self.hub.separator}<tool>."
                 if only is None else f"sidegate MCP gateway: the tools of the server '{only}', under their own names.")
-        result = {"protocolVersion": version, "capabilities": CAPABILITIES, "serverInfo": SERVER_INFO,
+        result = {"protocolVersion": version, "capabilities": SESSION_CAPABILITIES, "serverInfo": SERVER_INFO,
                   "instructions": says}
         return result, session
 
-    def _check_session(self, session: str) -> None:
+    def _check_session(self, session: str) -> _Session:
         if not session:
             raise McpError(INVALID_REQUEST, "Bad Request: missing mcp-session-id (send initialize first)", status=400)
-        if session not in self.sessions:
+        known = self.sessions.get(session)
+        if known is None:
             raise McpError(INVALID_REQUEST, "Session not found", status=404)
         self.sessions.move_to_end(session)
+        return known
+
+    def _end(self, session: str, ended: _Session) -> None:
+        ended.outbox.close()
+        self.subscriptions.forget(session)
+
+    def _post(self, session: str, message: dict[str, Any]) -> None:
+        known = self.sessions.get(session)
+        if known is not None:
+            known.outbox.post(message)
 
     def _down(self, server: str, why: str) -> None:
         self.logger.warning("mcp_upstream_unavailable", server=server, error=why)
 
     async def _dispatch(
-        self, rt: Runtime, view: View, key: str | None, method: str, params: dict[str, Any], modern: bool,
+        self, rt: Runtime, view: View, scope: Scope, key: str | None, method: str, params: dict[str, Any],
+        session: _Session | None,
     ) -> dict[str, Any]:
+        modern = view.exchange is not None and not view.exchange.legacy
         if method == "ping":
             if modern:  # removed in 2026-07-28
                 raise McpError(METHOD_NOT_FOUND, "Method not found: ping (removed in 2026-07-28)")
+            return {}
+        if method == "logging/setLevel" and session is not None:
+            if params.get("level") not in LOG_LEVELS:
+                raise McpError(INVALID_PARAMS, f"params.level must be one of {', '.join(LOG_LEVELS)}")
+            session.level = params["level"]
+            return {}
+        if method in ("resources/subscribe", "resources/unsubscribe") and session is not None:
+            assert view.exchange is not None
+            upstream, own, _ = view.route("resources/read", params)
+            if method == "resources/subscribe":
+                await self.subscriptions.subscribe(upstream, own, params["uri"], view.exchange.session, view.exchange)
+            else:
+                await self.subscriptions.unsubscribe(upstream, own, view.exchange.session, view.exchange)
             return {}
         if method == "server/discover":
             return {"supportedVersions": list(MODERN_VERSIONS), "capabilities": CAPABILITIES,
@@ -237,17 +323,18 @@ class Endpoint:
         if method in LISTS:
             return await view.list(method, params)
         if method == "tools/call":
-            return await self._call_tool(rt, view, key, params)
+            return await self._call_tool(rt, view, key, params, scope if modern else None)
         if method == "prompts/get":
             upstream, _, forward = view.route(method, params)
-            return await upstream.request(method, forward)
+            return await upstream.request(method, forward, view.exchange)
         if method == "resources/read":
             return await view.read(params)
         if method == "completion/complete":
             return await view.complete(params)
         raise view.unknown(method)
 
-    async def _call_tool(self, rt: Runtime, view: View, key: str | None, params: dict[str, Any]) -> dict[str, Any]:
+    async def _call_tool(self, rt: Runtime, view: View, key: str | None, params: dict[str, Any],
+                         modern: Scope | None) -> dict[str, Any]:
         t0 = perf_counter()
         server, tool, status = "-", "-", "error"
         result: dict[str, Any] | None = None
@@ -258,8 +345,15 @@ class Endpoint:
                 status = "denied"
                 raise
             server = upstream.name
+            if modern is not None:  # the client's Mcp-Param-* headers, checked as the server would
+                sent = {k.decode("latin-1"): v.decode("latin-1") for k, v in modern["headers"]
+                        if k.startswith(b"mcp-param-")}
+                why = check_param_headers(upstream.param_bindings.get(tool, ()), params.get("arguments"), sent)
+                if why is not None:
+                    status = "denied"
+                    raise McpError(HEADER_MISMATCH, why, status=400)
             with traced("tool", tool, **{"sidegate.mcp.server": server}) as span:
-                result = await upstream.request("tools/call", forward)
+                result = await upstream.request("tools/call", forward, view.exchange)
                 span.note(**{"sidegate.mcp.is_error": bool(result.get("isError"))})
             status = "tool_error" if result.get("isError") else "ok"
             return result

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 import trio
 
+from runtime.mcp.exchange import Exchange
 from runtime.mcp.hub import Hub
 from runtime.mcp.permissions import Permissions
 from runtime.mcp.protocol import INVALID_PARAMS, METHOD_NOT_FOUND, UPSTREAM_UNAVAILABLE, McpError
@@ -43,6 +44,8 @@ class View:
         self.sep = hub.separator
         self.names = [only] if only is not None else sorted(hub.upstreams)
         self._on_down = on_down
+        self.exchange: Exchange | None = None
+        """The calling request's side channel, given to every upstream request it makes."""
 
     def _public(self, server: str, field: str, value: str) -> str:
         if self.only is not None:
@@ -69,7 +72,8 @@ class View:
 
         async def fetch(server: str, cursor: str | None) -> None:
             try:
-                pages[server] = await self.hub.upstreams[server].request(method, {"cursor": cursor} if cursor else {})
+                pages[server] = await self.hub.upstreams[server].request(
+                    method, {"cursor": cursor} if cursor else {}, self.exchange)
             except McpError as err:
                 if err.code == UPSTREAM_UNAVAILABLE:
                     down.append(server)
@@ -127,7 +131,7 @@ class View:
     async def read(self, params: dict[str, Any]) -> dict[str, Any]:
         """`resources/read`, with the contents' URIs namespaced back."""
         upstream, _, forward = self.route("resources/read", params)
-        result = await upstream.request("resources/read", forward)
+        result = await upstream.request("resources/read", forward, self.exchange)
         contents = result.get("contents")
         if isinstance(contents, list):
             result = {**result, "contents": [
@@ -144,7 +148,7 @@ class View:
             raise McpError(INVALID_PARAMS, "params.ref must be a ref/prompt or ref/resource reference")
         method, field = ("prompts/get", "name") if kind == "ref/prompt" else ("resources/read", "uri")
         upstream, own, _ = self.route(method, {field: ref.get(field)})
-        return await upstream.request("completion/complete", {**params, "ref": {**ref, field: own}})
+        return await upstream.request("completion/complete", {**params, "ref": {**ref, field: own}}, self.exchange)
 
     def unknown(self, method: str) -> McpError:
         """The error for a method the gateway does not relay."""

@@ -4,7 +4,7 @@ the hub's nursery, which the server cancels at shutdown."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -46,11 +46,17 @@ class Hub:
         for name, old in self.upstreams.items():
             if fresh.get(name) is not old:
                 self._retire(name, old)
+        for up in fresh.values():
+            up.spawn = self._spawn
         self.upstreams = fresh
         if self._nursery is not None:
             for name, up in fresh.items():
                 if name not in self._scopes:
                     self._nursery.start_soon(self._supervise, name, up)
+
+    def _spawn(self, work: Callable[[], Awaitable[None]]) -> None:
+        if self._nursery is not None:  # not running (shutting down): nothing new starts
+            self._nursery.start_soon(work)
 
     def starting(self) -> list[str]:
         """Servers started with the gateway whose first start attempt has not ended yet (each attempt

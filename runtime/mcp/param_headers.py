@@ -19,9 +19,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from runtime.mcp.protocol import encode_header
+from runtime.mcp.protocol import decode_header, encode_header
 
-__all__ = ["Bindings", "bindings_of", "param_headers"]
+__all__ = ["Bindings", "bindings_of", "check_param_headers", "param_headers"]
 
 Bindings = tuple[tuple[str, tuple[str, ...]], ...]
 """(header token, property path) for each marked property of one tool."""
@@ -62,14 +62,36 @@ def _rendered(value: Any) -> str | None:
     return None
 
 
-def param_headers(bindings: Bindings, arguments: Any) -> dict[str, str]:
-    """The `Mcp-Param-*` headers for a call with `arguments`."""
-    out: dict[str, str] = {}
+def _values(bindings: Bindings, arguments: Any) -> list[tuple[str, str | None]]:
+    out: list[tuple[str, str | None]] = []
     for token, path in bindings:
         node: Any = arguments
         for key in path:
             node = node.get(key) if isinstance(node, Mapping) else None
-        text = None if node is None else _rendered(node)
-        if text is not None:
-            out[f"Mcp-Param-{token}"] = encode_header(text)
+        out.append((token, None if node is None else _rendered(node)))
     return out
+
+
+def param_headers(bindings: Bindings, arguments: Any) -> dict[str, str]:
+    """The `Mcp-Param-*` headers for a call with `arguments`."""
+    return {f"Mcp-Param-{token}": encode_header(text) for token, text in _values(bindings, arguments)
+            if text is not None}
+
+
+def check_param_headers(bindings: Bindings, arguments: Any, sent: Mapping[str, str]) -> str | None:
+    """Why a client's call disagrees with the tool's markings, or None: each marked argument the
+    body carries must come with its header, well encoded and equal to it; a header for an
+    argument the body lacks disagrees too. `sent` maps lower-cased header names to values."""
+    for token, text in _values(bindings, arguments):
+        name = f"mcp-param-{token.lower()}"
+        value = sent.get(name)
+        if value is None:
+            if text is not None:
+                return f"the Mcp-Param-{token} header is required for this tool's '{token}' argument"
+            continue
+        decoded = decode_header(value) if value.isascii() and value.isprintable() else None
+        if decoded is None:
+            return f"the Mcp-Param-{token} header is not a valid =?base64?...?= value"
+        if text is None or decoded != text:
+            return f"the Mcp-Param-{token} header does not match the body's argument"
+    return None

@@ -29,7 +29,8 @@ META_VERSION = "io.modelcontextprotocol/protocolVersion"
 META_CLIENT_INFO = "io.modelcontextprotocol/clientInfo"
 META_CLIENT_CAPS = "io.modelcontextprotocol/clientCapabilities"
 META_SERVER_INFO = "io.modelcontextprotocol/serverInfo"
-ENVELOPE_KEYS = frozenset({META_VERSION, META_CLIENT_INFO, META_CLIENT_CAPS, "io.modelcontextprotocol/logLevel"})
+META_LOG_LEVEL = "io.modelcontextprotocol/logLevel"
+ENVELOPE_KEYS = frozenset({META_VERSION, META_CLIENT_INFO, META_CLIENT_CAPS, META_LOG_LEVEL})
 """`_meta` members that describe one hop's connection, not the request: never relayed."""
 
 PARSE_ERROR = -32700

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import trio
 
+from runtime.mcp.sse import Lines
 from runtime.mcp.stream_upstream import StreamUpstream
 from runtime.mcp.upstream import ResolvedServer
 from runtime.plan import McpStart
@@ -63,19 +64,15 @@ class StdioUpstream(StreamUpstream):
                 await process.wait()
 
     async def _read(self, stdout: trio.abc.ReceiveStream, scope: trio.CancelScope) -> None:
-        buffer = b""
+        lines = Lines(_MAX_LINE)
         try:
             while True:
                 chunk = await stdout.receive_some(65536)
                 if not chunk:
                     break
-                buffer += chunk
-                if len(buffer) > _MAX_LINE:
-                    break
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
+                for line in lines.feed(chunk):
                     if line.strip():
                         await self._dispatch(line)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ValueError):
+            pass  # a line past the limit ends the channel (the supervisor restarts the server)
         scope.cancel()

@@ -1,7 +1,12 @@
 """Upstreams that hold one long-lived channel and match answers to requests by id: a stdio
 subprocess, a legacy HTTP+SSE stream. A supervisor (run in the hub's nursery) opens the channel at
 boot or at the first request, performs the `initialize` handshake, and reopens it with exponential
-backoff when it ends; requests fail at once while it is down."""
+backoff when it ends; requests fail at once while it is down.
+
+The channel is shared by every client, so only what names its request is relayed: progress (the
+gateway gives each request a `progressToken` of its own and maps it back). Log messages and
+requests the server makes carry no such link on this channel: they are not relayed (requests are
+refused). Resource updates name their resource: they go to the sessions following it."""
 
 from __future__ import annotations
 
@@ -11,12 +16,15 @@ from typing import Any
 import orjson
 import trio
 
+from runtime.mcp.exchange import Exchange
 from runtime.mcp.protocol import INTERNAL_ERROR, LATEST_HANDSHAKE, METHOD_NOT_FOUND, McpError, strip_envelope
 from runtime.mcp.upstream import CLIENT_INFO, ResolvedServer, Upstream
 
 __all__ = ["StreamUpstream"]
 
 _BACKOFF = (0.25, 30.0)
+_PROGRESS_BUFFER = 16
+"""Progress notifications queued for a request whose client is slow (more are dropped)."""
 
 
 def _describe(exc: BaseException) -> str:
@@ -42,13 +50,15 @@ class StreamUpstream(Upstream):
         self.down = False
         """Between an end of the channel and the next successful open: requests fail at once."""
         self._pending: dict[int, trio.MemorySendChannel[dict[str, Any]]] = {}
+        self._progress: dict[str, tuple[int, Any]] = {}
+        """The gateway's progress token -> (request id, the client's own token)."""
         self._on_event = on_event
         self._changed = trio.Event()
         """Set (and replaced) whenever a start attempt succeeds or ends."""
 
-    async def _request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    async def _request(self, method: str, params: dict[str, Any], exchange: Exchange | None) -> dict[str, Any]:
         await self.wait_started()
-        return await self._call(method, strip_envelope(params))
+        return await self._call(method, strip_envelope(params), exchange)
 
     @property
     def started(self) -> bool:
@@ -89,13 +99,21 @@ class StreamUpstream(Upstream):
         """Open the channel, run `_handshake` once reading has started, serve until it ends; return why."""
         raise NotImplementedError
 
-    async def _call(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    async def _call(self, method: str, params: dict[str, Any], exchange: Exchange | None = None) -> dict[str, Any]:
         rid = self.next_id()
-        send, receive = trio.open_memory_channel[dict[str, Any]](1)
+        send, receive = trio.open_memory_channel[dict[str, Any]](_PROGRESS_BUFFER + 1)  # room for the answer
         self._pending[rid] = send
+        meta = params.get("_meta")
+        token = f"sg-{rid}"
+        if exchange is not None and exchange.emit is not None and isinstance(meta, dict) and "progressToken" in meta:
+            self._progress[token] = (rid, meta["progressToken"])
+            params = {**params, "_meta": {**meta, "progressToken": token}}
         try:
             await self._send({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
             message = await receive.receive()
+            while "method" in message and exchange is not None:  # progress, then the answer
+                await exchange.notify(message)
+                message = await receive.receive()
         except trio.Cancelled:
             if method != "initialize":  # tell the server (best effort) that nobody waits any more
                 with trio.CancelScope(shield=True), trio.move_on_after(1), contextlib.suppress(McpError):
@@ -104,6 +122,7 @@ class StreamUpstream(Upstream):
             raise
         finally:
             self._pending.pop(rid, None)
+            self._progress.pop(token, None)
         if "__gone__" in message:
             raise self.unavailable(message["__gone__"])
         error = message.get("error")
@@ -127,6 +146,13 @@ class StreamUpstream(Upstream):
         self.down = False
         self.ready.set()
         self._notify()
+        if self.followed(self.name) and self.spawn is not None:  # a new process knows none of them
+            self.spawn(self._subscribe_again)
+
+    async def _subscribe_again(self) -> None:
+        with contextlib.suppress(McpError, trio.TooSlowError), trio.fail_after(self.server.timeout):
+            for uri in self.followed(self.name):
+                await self._call("resources/subscribe", {"uri": uri})
 
     async def run(self) -> None:
         """Supervise the channel until cancelled."""
@@ -161,6 +187,13 @@ class StreamUpstream(Upstream):
             return
         if not isinstance(message, dict):
             return
+        if message.get("method") == "notifications/progress" and "id" not in message:
+            self._route_progress(message)
+            return
+        if message.get("method") == "notifications/resources/updated" and "id" not in message:
+            if self.deliver is not None:
+                self.deliver(self.name, message)
+            return
         if "method" in message:
             if "id" in message:  # a request from the server: sidegate offers no client features
                 answer: dict[str, Any] = {"jsonrpc": "2.0", "id": message["id"]}
@@ -175,6 +208,16 @@ class StreamUpstream(Upstream):
         waiter = self._pending.get(rid) if isinstance(rid, int) else None
         if waiter is not None:
             waiter.send_nowait(message)
+
+    def _route_progress(self, message: dict[str, Any]) -> None:
+        params = message.get("params")
+        token = params.get("progressToken") if isinstance(params, dict) else None
+        found = self._progress.get(token) if isinstance(token, str) else None
+        waiter = self._pending.get(found[0]) if found is not None else None
+        if waiter is None or found is None or waiter.statistics().current_buffer_used >= _PROGRESS_BUFFER:
+            return
+        assert isinstance(params, dict)
+        waiter.send_nowait({**message, "params": {**params, "progressToken": found[1]}})
 
     def _fail_pending(self, why: str) -> None:
         for waiter in list(self._pending.values()):

@@ -4,18 +4,22 @@ per-request deadline, and the JSON-RPC envelope of the requests it sends."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import trio
 
+from runtime.mcp.exchange import Exchange
 from runtime.mcp.oauth import TokenSource
 from runtime.mcp.param_headers import Bindings, bindings_of
 from runtime.mcp.protocol import UPSTREAM_UNAVAILABLE, McpError
 from runtime.plan import Mcp, McpServer, Secret
 
-__all__ = ["CLIENT_INFO", "KNOWN_TOOLS", "ResolvedServer", "Upstream", "resolve_servers"]
+__all__ = ["CLIENT_INFO", "KNOWN_TOOLS", "Deliver", "ResolvedServer", "Upstream", "resolve_servers"]
+
+Deliver = Callable[[str, dict[str, Any]], None]
+"""Hand a server's notification about followed resources to the gateway (server name, message)."""
 
 KNOWN_TOOLS = 1000
 """Tools remembered per server (names for metric labels, header markings), at most."""
@@ -71,6 +75,16 @@ class Upstream:
         self.param_bindings: dict[str, Bindings] = {}
         """Each tool's `x-mcp-header` markings, as its lists declared them (bounded like `tools`)."""
         self._ids = itertools.count(1)
+        self.spawn: Callable[[Callable[[], Awaitable[None]]], None] | None = None
+        """Start background work in the hub's nursery (set by the hub)."""
+        self.deliver: Deliver | None = None
+        self.followed: Callable[[str], list[str]] = lambda _name: []
+        """The server's own URIs the gateway's clients follow (subscribed again on a new session)."""
+
+    def follow(self, deliver: Deliver, followed: Callable[[str], list[str]]) -> None:
+        """Deliver the server's resource-update notifications from now on; subclasses start
+        listening for them."""
+        self.deliver, self.followed = deliver, followed
 
     def learn_tool(self, item: Any) -> None:
         """Note a tool of a `tools/list` page: its name, and which arguments it mirrors in headers."""
@@ -89,21 +103,22 @@ class Upstream:
         """A fresh JSON-RPC request id."""
         return next(self._ids)
 
-    async def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    async def request(self, method: str, params: dict[str, Any], exchange: Exchange | None = None) -> dict[str, Any]:
         """Send one request under the server's concurrency cap and deadline (once the server has
-        started: waiting for its start is bounded by `start_timeout`, not `timeout`)."""
+        started: waiting for its start is bounded by `start_timeout`, not `timeout`); what the server
+        sends on the request's own stream besides the answer goes to `exchange`."""
         await self.wait_started()
         async with self.limiter:
             try:
                 with trio.fail_after(self.server.timeout):
-                    result = await self._request(method, params)
+                    result = await self._request(method, params, exchange)
             except trio.TooSlowError:
                 self.last_error = f"no answer within {self.server.timeout:g}s"
                 raise McpError(UPSTREAM_UNAVAILABLE, f"MCP server '{self.name}' timed out") from None
         self.last_error = None
         return result
 
-    async def _request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+    async def _request(self, method: str, params: dict[str, Any], exchange: Exchange | None) -> dict[str, Any]:
         raise NotImplementedError
 
     async def wait_started(self) -> None:

@@ -22,6 +22,7 @@ from compiler.sections import routing
 from compiler.sections.a2a import resolve_a2a
 from compiler.sections.governance import GovernanceSpec, check_redis_url, resolve_governance
 from compiler.sections.mcp import resolve_mcp
+from compiler.sections.observability import resolve_observability
 from compiler.sections.pricing import target_price
 from compiler.sections.routing import Policies
 from runtime.plan import (
@@ -29,11 +30,7 @@ from runtime.plan import (
     Header,
     HealthProbe,
     JSONValue,
-    LogFormat,
-    LogLevel,
-    Logs,
     Mcp,
-    Metrics,
     MockBehaviour,
     Observability,
     Price,
@@ -413,19 +410,6 @@ class _Resolver:
                      spend_buffer=raw.get("spend_buffer", 100_000),
                      responses_retention=parse_duration(raw.get("responses_retention", "30d")))
 
-    @staticmethod
-    def observability(raw: Mapping[str, Any]) -> Observability:
-        metrics = raw.get("metrics", {})
-        logs = raw.get("logs", {})
-        return Observability(
-            metrics=Metrics(enabled=metrics.get("enabled", True), path=metrics.get("path", "/metrics")),
-            logs=Logs(
-                format=LogFormat(logs.get("format", "json")),
-                level=LogLevel(logs.get("level", "info")),
-                bodies=logs.get("bodies", False),
-            ),
-        )
-
 
 def resolve(spec: Mapping[str, Any], out: Collector) -> Resolved:
     """Resolve a schema-valid ``spec``; problems go to ``out``."""
@@ -438,7 +422,7 @@ def resolve(spec: Mapping[str, Any], out: Collector) -> Resolved:
         providers=providers,
         groups=groups,
         store=r.store(spec.get("store", {})),
-        observability=r.observability(spec.get("observability", {})),
+        observability=resolve_observability(spec.get("observability", {}), r.secret, parse_duration, out),
         governance=resolve_governance(spec, r.secret, parse_duration, out),
         a2a=resolve_a2a(spec, r.reference, parse_duration),
         mcp=resolve_mcp(spec, r.secret, parse_duration, out),

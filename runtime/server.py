@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
+from typing import TYPE_CHECKING
 
 import trio
 from hypercorn.config import Config
@@ -22,10 +23,13 @@ from runtime.observe.metrics import Metrics
 from runtime.plan import Plan
 from runtime.plan.secrets import SecretError, resolve, resolve_listen, unresolved
 from runtime.routing.prober import run_probes
-from runtime.routing.state import build_runtime
+from runtime.routing.state import Runtime, build_runtime
 from runtime.store.database import Store, StoreUnavailable
 from runtime.upstream.h11pool import H11Transport
 from runtime.upstream.transport import HttpxTransport, Transport
+
+if TYPE_CHECKING:
+    from runtime.observe.telemetry import Telemetry
 
 __all__ = ["Handle", "run", "serve", "upstream_transport"]
 
@@ -85,7 +89,8 @@ async def serve(
     metrics = Metrics()
     transport = upstream_transport()
     runtime = await trio.to_thread.run_sync(build_runtime, plan, transport)
-    app = App(runtime, logger, metrics)
+    telemetry = await _telemetry(plan, runtime, logger, metrics)
+    app = App(runtime, logger, metrics, telemetry)
     config = Config()
     config.graceful_timeout = plan.server.drain_timeout
     config.accesslog = None
@@ -122,6 +127,8 @@ async def serve(
             return
         if (new_plan.server.host, new_plan.server.port) != (plan.server.host, plan.server.port):
             logger.warning("reload_listen_ignored", detail="a new listen address needs a restart")
+        if new_plan.observability.tracing != plan.observability.tracing:
+            logger.warning("reload_tracing_ignored", detail="a changed observability.tracing needs a restart")
         if new_rt.digest != app.runtime.digest:
             app.swap(new_rt)
             metrics.reloads.inc()
@@ -181,6 +188,8 @@ async def serve(
         await nursery.start(run_server)
         nursery.start_soon(reloader)
         nursery.start_soon(run_probes, lambda: app.runtime, app.logger.warning)
+        if telemetry is not None:
+            nursery.start_soon(telemetry.run, logger.warning)
         if watch_path is not None:
             nursery.start_soon(watch_file, watch_path)
         logger.info(
@@ -194,8 +203,25 @@ async def serve(
         task_status.started(Handle(app, bound_port, shutdown, ask_reload))
     await app.store.aclose()
     await transport.aclose()
+    if telemetry is not None:  # what is still queued, within a bounded time (a collector down costs no more)
+        with trio.move_on_after(6.0):
+            await trio.to_thread.run_sync(telemetry.shutdown, min(5.0, plan.server.drain_timeout),
+                                          abandon_on_cancel=True)
     logger.info("stopped")
     logger.flush_nowait()
+
+
+async def _telemetry(plan: Plan, runtime: Runtime, logger: Logger, metrics: Metrics) -> Telemetry | None:
+    """OpenTelemetry for `observability.tracing` (imported only then; `OTEL_SDK_DISABLED=true` turns it off)."""
+    tracing = plan.observability.tracing
+    if tracing is None or os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None
+    from runtime.observe.telemetry import Telemetry
+
+    telemetry = await trio.to_thread.run_sync(Telemetry, tracing, dict(runtime.otlp_headers), metrics)
+    if tracing.logs:
+        logger.export = telemetry.emit_log
+    return telemetry
 
 
 async def _mtime(path: str) -> float | None:

@@ -71,7 +71,7 @@ def test_the_runtime_loads_provider_and_store_clients_only_when_a_plan_needs_the
     assert json.loads(out.stdout.strip().splitlines()[-1]) == [[], False]
 
 
-def test_a_serving_sidecar_without_redis_or_jwt_never_imports_them() -> None:
+def test_a_serving_sidecar_without_redis_jwt_or_tracing_never_imports_them() -> None:
     """Started and answering a request (its background tasks running), not just imported: a task
     that imported redis as it started cost ~115 ms of the event loop and ~6 MB in every sidecar."""
     probe = (
@@ -84,7 +84,7 @@ def test_a_serving_sidecar_without_redis_or_jwt_never_imports_them() -> None:
         "        r = await c.post(base_url(gw) + '/chat/completions',\n"
         "                         json={'model': 'demo', 'messages': [{'role': 'user', 'content': 'hi'}]})\n"
         "        assert r.status_code == 200, r.text\n"
-        "        return [m for m in ('botocore', 'redis', 'jwt', 'tiktoken') if m in sys.modules]\n"
+        "        return [m for m in ('botocore', 'redis', 'jwt', 'tiktoken', 'opentelemetry') if m in sys.modules]\n"
         "print(json.dumps(trio.run(main)))\n"
     )
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)

@@ -13,6 +13,7 @@ import httpx
 import trio
 
 from runtime.asgi import Receive, Scope, Send
+from runtime.observe.context import outbound_headers
 from runtime.plan import A2AAgent
 
 __all__ = ["FORWARDED", "Outcome", "UpstreamFailed", "relay"]
@@ -48,6 +49,7 @@ def _headers(scope: Scope, agent_headers: tuple[tuple[str, str], ...]) -> list[t
     out = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k in FORWARDED]
     out.append(("accept-encoding", "identity"))  # relay bytes as they come, no re-encoding
     out.extend(agent_headers)
+    out.extend(outbound_headers())  # W3C trace context of the relay's span (none with tracing off)
     return out
 
 

@@ -22,6 +22,7 @@ from runtime.a2a.relay import UpstreamFailed, relay
 from runtime.asgi import ClientGone, Receive, Scope, Send, header, read_body, respond
 from runtime.errors import GatewayError
 from runtime.governance.keys import Grant
+from runtime.observe.context import traced
 from runtime.observe.logs import Logger
 from runtime.plan import A2APolicy
 from runtime.routing.state import Runtime
@@ -183,8 +184,10 @@ class A2AGateway:
                      receive: Receive, send: Send, rewrite: Any) -> None:
         assert self.client is not None, "the A2A task starts before the server"
         try:
-            outcome = await relay(self.client, state.agent, state.headers, method, url, body, scope, receive, send,
-                                  rewrite)
+            with traced("relay", state.agent.name, **{"http.request.method": method}) as span:
+                outcome = await relay(self.client, state.agent, state.headers, method, url, body, scope, receive,
+                                      send, rewrite)
+                span.note(**{"http.response.status_code": outcome.status})
         except UpstreamFailed as exc:
             if exc.status == 502:
                 self.registry.call_failed(state, exc.message)

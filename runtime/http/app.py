@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from time import perf_counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import trio
@@ -28,6 +28,7 @@ from runtime.http.request_guard import (
 )
 from runtime.http.responses import prepare, stored
 from runtime.mcp.hub import Hub
+from runtime.observe.context import CURRENT
 from runtime.observe.logs import Logger
 from runtime.observe.metrics import Metrics
 from runtime.routing.call import Call, parse_request
@@ -37,6 +38,9 @@ from runtime.routing.relay import stream_error
 from runtime.routing.state import Runtime, deployments_report, model_card, observe_deployments
 from runtime.store.database import STORE_ERRORS, Store
 from runtime.upstream import tokens
+
+if TYPE_CHECKING:
+    from runtime.observe.telemetry import Telemetry
 
 __all__ = ["App"]
 
@@ -52,8 +56,10 @@ class App:
     """sidegate's ASGI app. `runtime` is swapped whole on reload; each request keeps the one it
     started with."""
 
-    def __init__(self, runtime: Runtime, logger: Logger, metrics: Metrics) -> None:
+    def __init__(self, runtime: Runtime, logger: Logger, metrics: Metrics, telemetry: Telemetry | None = None) -> None:
         self.runtime = runtime
+        self.telemetry = telemetry
+        """OpenTelemetry (`observability.tracing` at start); None: no span, no trace id, nothing loaded."""
         self.logger = logger
         logger.scrubber = runtime.scrubber
         self.metrics = metrics
@@ -105,15 +111,21 @@ class App:
             body = anthropic_error_body(refused) if path.startswith("/v1/messages") else openai_body(refused)
             await respond(send, refused.status, body, (), _JSON)
             return
-        if path == "/a2a" or path.startswith("/a2a/"):
-            await self.a2a.handle(scope, receive, send, self.access)
+        a2a = path == "/a2a" or path.startswith("/a2a/")
+        if a2a or path == "/mcp" or path.startswith("/mcp/"):
+            token = None if self.telemetry is None else CURRENT.set(self.telemetry.incoming(scope))
+            try:
+                if a2a:
+                    await self.a2a.handle(scope, receive, send, self.access)
+                else:
+                    await self.mcp_endpoint.handle(self.runtime, scope, receive, send)
+            finally:
+                if token is not None:
+                    CURRENT.reset(token)
             return
         if path.startswith("/v1/"):
             path = path[3:]
         method: str = scope["method"]
-        if scope["path"] == "/mcp" or scope["path"].startswith("/mcp/"):
-            await self.mcp_endpoint.handle(self.runtime, scope, receive, send)
-            return
         op = _POST.get(path)
         if op is not None and method == "POST" and op != "count_tokens":
             await self._model_call(op, scope, receive, send)
@@ -221,6 +233,10 @@ class App:
         rt = self.runtime
         rid = (header(scope, b"x-request-id") or b"").decode("latin-1") or uuid.uuid4().hex
         call = Call(request_id=rid, op=op, t0=perf_counter(), log=self.logger.warning)
+        token = None
+        if self.telemetry is not None:
+            call.trace = self.telemetry.request(scope, op, rid)
+            token = CURRENT.set(call.trace)
         in_flight = None
         admission = None
         try:
@@ -277,6 +293,9 @@ class App:
             if admission is not None:
                 self.access.settle(admission, call)
             self._account(call)
+            if call.trace is not None and token is not None:
+                call.trace.end(call)
+                CURRENT.reset(token)
 
     def _account(self, call: Call) -> None:
         elapsed = perf_counter() - call.t0

@@ -55,6 +55,7 @@ from runtime.mcp.protocol import (
     decode_header,
 )
 from runtime.mcp.subscriptions import Subscriptions
+from runtime.observe.context import traced
 from runtime.observe.logs import Logger
 from runtime.observe.metrics import Metrics
 from runtime.routing.state import Runtime
@@ -351,7 +352,9 @@ class Endpoint:
                 if why is not None:
                     status = "denied"
                     raise McpError(HEADER_MISMATCH, why, status=400)
-            result = await upstream.request("tools/call", forward, view.exchange)
+            with traced("tool", tool, **{"sidegate.mcp.server": server}) as span:
+                result = await upstream.request("tools/call", forward, view.exchange)
+                span.note(**{"sidegate.mcp.is_error": bool(result.get("isError"))})
             status = "tool_error" if result.get("isError") else "ok"
             return result
         except McpError as err:

@@ -35,6 +35,7 @@ from runtime.mcp.protocol import (
 )
 from runtime.mcp.sse import sse_events
 from runtime.mcp.upstream import CLIENT_INFO, Deliver, ResolvedServer, Upstream
+from runtime.observe.context import outbound_headers
 
 __all__ = ["HttpUpstream"]
 
@@ -320,7 +321,8 @@ class HttpUpstream(Upstream):
         if self.tokens is not None:
             headers = {**headers, "authorization": "Bearer " + await self.tokens.token()}
         request = self._client.build_request(
-            "POST", self.url, content=body, headers={**headers, "content-type": "application/json"})
+            "POST", self.url, content=body, headers={**headers, **dict(outbound_headers()),
+                                                     "content-type": "application/json"})
         try:
             response = await self._client.send(request, stream=True)
         except httpx.HTTPError as exc:

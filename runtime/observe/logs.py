@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TextIO
 
 import orjson
 import trio
 
+from runtime.observe.context import CURRENT
 from runtime.observe.scrub import Scrubber
 from runtime.plan import LogFormat, LogLevel, Logs
 
@@ -30,18 +31,26 @@ class Logger:
         self.dropped = 0
         self.scrubber = Scrubber()
         """Masks secrets in every line (the serving plan's, set by the app on start and reload)."""
+        self.export: Callable[[LogLevel, str, str], None] | None = None
+        """Also hands every line to OTLP (`observability.tracing.logs`; set by the server)."""
 
     def log(self, level: LogLevel, event: str, fields: Mapping[str, object]) -> None:
         """Queue one line (never blocks; when the queue is full the line is counted as dropped)."""
         if _RANK[level] < _RANK[self.config.level]:
             return
         record = {"ts": round(time.time(), 3), "level": level.value, "event": event, **fields}
+        traced = CURRENT.get()
+        if traced is not None and traced.trace_id:
+            record["trace_id"] = traced.trace_id
+            fields = {**fields, "trace_id": traced.trace_id}
         if self.config.format is LogFormat.JSON:
             line = orjson.dumps(record, default=str).decode()
         else:
             rest = " ".join(f"{k}={v}" for k, v in fields.items())
             line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {level.value.upper()} {event} {rest}"
         line = self.scrubber.text(line)
+        if self.export is not None:
+            self.export(level, event, line)
         try:
             self._send.send_nowait(line)
         except trio.WouldBlock:

@@ -100,6 +100,12 @@ class Metrics:
             "sidegate_budget_soft_crossings", "Requests whose spend crossed a budget's soft threshold, by scope "
             "(key, team).", ["scope"], registry=r,
         )
+        self.otlp_dropped = Counter(
+            "sidegate_otlp_dropped", "OpenTelemetry items dropped instead of exported, by signal (spans, logs) and "
+            "reason: `queue_full` (the export queue was full), `export_failed` (the collector did not take the batch "
+            "within observability.tracing.timeout), `shutdown` (emitted while stopping).", ["signal", "reason"],
+            registry=r,
+        )
         self._digest: str | None = None
 
     def set_plan(self, digest: str) -> None:

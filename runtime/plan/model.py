@@ -23,6 +23,7 @@ from runtime.plan.gateways import (
     McpTransport,
 )
 from runtime.plan.governance import Auth, BudgetRule, JwtRule, LimitRule, StaticKey, Team, UserRule
+from runtime.plan.observability import LogFormat, LogLevel, Logs, Metrics, Observability, OtlpProtocol, Tracing
 from runtime.plan.values import Header, JSONValue, Secret, SecretPart, SecretSource
 
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
     "MockBehaviour",
     "ModelGroup",
     "Observability",
+    "OtlpProtocol",
     "Plan",
     "Price",
     "PriceSource",
@@ -69,10 +71,11 @@ __all__ = [
     "Strategy",
     "Target",
     "Team",
+    "Tracing",
     "UserRule",
 ]
 
-PLAN_VERSION = 9
+PLAN_VERSION = 10
 """Bumped whenever a plan written by an older compiler could be misread by this runtime."""
 
 class Family(enum.Enum):
@@ -370,47 +373,6 @@ class Store:
     """Path of the local spend journal; None: the default for the database (see `journal_path`)."""
     spend_buffer: int = 100_000
     """Spend rows kept in memory while the database is unreachable (past it: the journal)."""
-
-
-class LogFormat(enum.Enum):
-    """How log lines are written."""
-
-    JSON = "json"
-    TEXT = "text"
-
-
-class LogLevel(enum.Enum):
-    """The lowest level written."""
-
-    DEBUG = "debug"
-    INFO = "info"
-    WARNING = "warning"
-    ERROR = "error"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Metrics:
-    """The Prometheus endpoint."""
-
-    enabled: bool
-    path: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Logs:
-    """Request and server logs."""
-
-    format: LogFormat
-    level: LogLevel
-    bodies: bool
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Observability:
-    """Metrics and logs."""
-
-    metrics: Metrics
-    logs: Logs
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -18,6 +18,7 @@ from runtime.upstream.tokens import prompt_tokens
 from runtime.upstream.urlpath import check_model_name
 
 if TYPE_CHECKING:
+    from runtime.observe.spans import Request
     from runtime.routing.state import Deployment
     from runtime.upstream.adapter import StreamTranslator
     from runtime.upstream.transport import UpstreamRequest
@@ -111,6 +112,10 @@ class Call:
     answer: list[bytes] = field(default_factory=list)
     """What the client was sent of the answer, kept when the upstream reported no usage (counted locally
     at settle time, after the answer went out)."""
+    trace: Request | None = None
+    """The request's server span (`observability.tracing`); None when tracing is off."""
+    fallback: bool = False
+    """The group being tried is a fallback of the requested one (for the attempt spans)."""
 
     def overhead_ms(self) -> str:
         """Time spent inside sidegate so far, upstream wait excluded, in milliseconds."""
@@ -126,6 +131,8 @@ class Call:
         out.append((b"x-sidegate-overhead-ms", self.overhead_ms().encode()))
         if self.dropped:
             out.append((b"x-sidegate-dropped", _field_list(self.dropped)))
+        if self.trace is not None:
+            out.append((b"x-sidegate-trace-id", self.trace.trace_id.encode()))
         if self.op in ("messages", "count_tokens"):
             out.append((b"request-id", self.request_id.encode()))  # what Anthropic's SDKs read
         out.extend(self.relayed)

@@ -82,6 +82,7 @@ async def _route(
     while i < len(queue):
         g = rt.groups[queue[i]]
         i += 1
+        call.fallback = g is not group
         deps = rt.deployments[g.name]
         too_small = _fits(deps, tokens[0])
         try:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from time import perf_counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import trio
@@ -30,6 +30,9 @@ from runtime.routing.state import Deployment
 from runtime.upstream.adapter import StreamTranslator
 from runtime.upstream.headers import redacted_url, relayed_headers
 from runtime.upstream.transport import UpstreamRequest, answer_too_large
+
+if TYPE_CHECKING:
+    from runtime.observe.spans import Attempt
 
 __all__ = ["TIMEOUT_CODES", "attempt", "attempt_limits", "classify", "stream_error"]
 
@@ -89,25 +92,32 @@ async def attempt(
     else:
         request = dialect.request(dep, model)
     state = dep.state
-    state.start(trio.current_time())
     number = call.attempts
+    span = None
+    if call.trace is not None:
+        span = call.trace.tel.attempt(call.trace, group, dep, model, number, call.op, data, claim is not None,
+                                      call.fallback)
+        request = replace(request, headers=(*request.headers, *span.headers()))
+    state.start(trio.current_time())
     call.upstream_url = redacted_url(request.url)
     tokens = 0
     t0 = perf_counter()
     limits = attempt_limits(group, dep, call.attempt_budget)
+    failed: GatewayError | None = None
     try:
         if dep.authorizer is not None:
             request = await dep.authorizer.authorize(request)
         if request.max_answer != dep.max_answer:
             request = replace(request, max_answer=dep.max_answer)
         if call.stream:
-            await _stream(dep, request, model, call, data, send, claim, limits)
+            await _stream(dep, request, model, call, data, send, claim, limits, span)
         else:
-            await _whole(dep, request, model, call, data, send, claim, limits)
+            await _whole(dep, request, model, call, data, send, claim, limits, span)
         if call.usage is not None:
             tokens = call.usage.prompt + call.usage.completion
     except GatewayError as err:
         dep.scrubber.error(err)  # whatever the upstream said, it never carries a secret past here
+        failed = err
         kind = classify(err)
         now = trio.current_time()
         if kind is not None:
@@ -130,6 +140,8 @@ async def attempt(
     finally:
         call.extra.pop("_ttft", None)
         state.finish(trio.current_time(), tokens)
+        if span is not None:
+            span.end(call, failed, failed is None and call.started and call.deployment == dep.target.id)
 
 
 def _begin(dep: Deployment, call: Call, claim: Callable[[], bool] | None, headers: Any) -> bool:
@@ -144,7 +156,7 @@ def _begin(dep: Deployment, call: Call, claim: Callable[[], bool] | None, header
 
 async def _whole(
     dep: Deployment, request: UpstreamRequest, model: str, call: Call, data: dict[str, Any], send: Any,
-    claim: Callable[[], bool] | None, limits: tuple[float, float],
+    claim: Callable[[], bool] | None, limits: tuple[float, float], span: Attempt | None,
 ) -> None:
     t = perf_counter()
     try:
@@ -164,6 +176,8 @@ async def _whole(
         body, usage = call.dialect.response(dep, model, response.body)
     if not _begin(dep, call, claim, response.headers):
         return
+    if span is not None:
+        span.output(body)
     if call.dialect is not None:
         await call.dialect.complete()
     call.usage, call.status = usage, 200
@@ -179,7 +193,7 @@ async def _whole(
 
 async def _stream(
     dep: Deployment, request: UpstreamRequest, model: str, call: Call, data: dict[str, Any], send: Any,
-    claim: Callable[[], bool] | None, limits: tuple[float, float],
+    claim: Callable[[], bool] | None, limits: tuple[float, float], span: Attempt | None,
 ) -> None:
     relay: StreamTranslator
     if call.dialect is None:
@@ -246,6 +260,8 @@ async def _stream(
                     if out:
                         if not call.started:
                             call.extra["_ttft"] = perf_counter() - t_first
+                            if span is not None:
+                                span.first_token(call.extra["_ttft"])
                             if not _begin(dep, call, claim, upstream.headers):
                                 return
                             call.status = 200
@@ -264,6 +280,8 @@ async def _stream(
                         else:
                             out = dep.scrubber.data(out)
                         call.answer.append(out)
+                        if span is not None:
+                            span.output(out)
                         if relay.done and call.dialect is not None and failure is None:
                             await call.dialect.complete()
                         await send({"type": "http.response.body", "body": out, "more_body": failure is None})

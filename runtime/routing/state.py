@@ -112,6 +112,8 @@ class Runtime:
     """Group name -> its worst-case prices and output length (what admission reserves)."""
     scrubber: Scrubber = field(default_factory=Scrubber)
     """Masks every secret this plan resolved (and credential-shaped tokens) in relayed text and logs."""
+    otlp_headers: tuple[tuple[str, str], ...] = ()
+    """`observability.tracing.headers`, resolved (the OTLP exporters' authentication)."""
 
 
 def _headers(provider: Provider, target: Target, resolve: SecretCollector) -> tuple[tuple[str, str], ...]:
@@ -171,6 +173,8 @@ def build_runtime(plan: Plan, shared: Transport, previous: Runtime | None = None
     a2a_headers = {a.name: tuple((h.name, resolve(h.value)) for h in a.headers)
                    for a in (plan.a2a.agents if plan.a2a is not None else ())}
     mcp_servers = resolve_servers(plan.mcp, resolve)
+    tracing = plan.observability.tracing
+    otlp_headers = tuple((h.name, resolve(h.value)) for h in tracing.headers) if tracing is not None else ()
     for stored in (plan.store.database, plan.store.redis):
         if stored is not None:
             resolve(stored)  # a DSN's password is masked in logs too
@@ -194,6 +198,7 @@ def build_runtime(plan: Plan, shared: Transport, previous: Runtime | None = None
         a2a_headers=a2a_headers,
         mcp_servers=mcp_servers,
         scrubber=scrubber,
+        otlp_headers=otlp_headers,
         reserve=bases(plan),
     )
 

@@ -8,8 +8,8 @@ concurrency; PACED_STREAMS concurrent paced streams (20 events at --paced-rate e
 delay added to every event, gateway CPU per relayed event, peak RSS); as many clients cutting their
 streams after 3 events (is the gateway still healthy, and its RSS after). sidegate also: the mock
 called directly (baseline), a hypercorn+trio hello world (the stack's ceiling), streams sent in one
-chunk (the old, unrealistic mock: a labelled extra), keys/limits/budgets/spend logging on, and 2
-workers. Prints a table, the ratios sidegate/each other gateway, and the issue's targets (met or
+chunk (the old, unrealistic mock: a labelled extra), keys/limits/budgets/spend logging on,
+OpenTelemetry tracing at 100% sampling (exported to a local sink), and 2 workers. Prints a table, the ratios sidegate/each other gateway, and the issue's targets (met or
 missed); a scenario with errors (socket errors, non-2xx, a stream without [DONE]) is flagged and
 makes the comparisons it is in invalid. Writes JSON to bench-results/.
 
@@ -56,6 +56,9 @@ models:
 observability:
   logs: {{level: warning}}
 """
+_TRACED = """  tracing: {{endpoint: "http://127.0.0.1:{sink}", sampling: 1}}
+"""
+"""OpenTelemetry on, every request sampled, exported to a local sink (appended under `observability`)."""
 _GOVERNED = """
 auth:
   master_key: ${{BENCH_MASTER}}
@@ -270,6 +273,15 @@ def _scenarios(b: Bench, args: argparse.Namespace, conc: list[int]) -> None:
         b.run("sidegate +keys/limits/spend", gov.url, chat, c)
     b.facts["peak_rss_governed_mb"] = procstat.rss_peak_mb(gov.proc.pid)
     b.stop(gov.proc)
+    sink = free_port()
+    b.start([*pin(1), py, "-m", "tests.bench.otlp_sink", str(sink)])
+    traced, _ = b.sidegate(mock, _TRACED.format(sink=sink))
+    for c in conc:
+        b.run("sidegate +tracing 100%", traced.url, chat, c)
+    for c in conc:
+        b.run("sidegate stream +tracing 100%", traced.url, stream, c, stream=True)
+    b.facts["peak_rss_traced_mb"] = procstat.rss_peak_mb(traced.proc.pid)
+    b.stop(traced.proc)
     if not (args.quick or args.no_workers):
         # Two workers may use both cores, which wrk and the mock share: on a 2-core machine this
         # measures contention as much as scaling (reported as such).

@@ -19,13 +19,10 @@ from a2a.types.a2a_pb2 import (
 )
 from a2a.utils.errors import TaskNotCancelableError, TaskNotFoundError
 
-from compiler.pipeline import compile_text
-from runtime.plan import Plan
-from tests.support.a2a_agents import TOKEN, AgentServer
+from tests.support.a2a_agents import AgentServer
 from tests.support.a2a_client import agent_url, open_client, user_message
+from tests.support.a2a_plan import CALLER, ENV, MASTER, OUTSIDER, spec_plan
 from tests.support.gateway import open_gateway
-
-MASTER, CALLER, OUTSIDER = "sk-a2a-master", "sk-a2a-caller", "sk-a2a-outsider"
 
 
 @pytest.fixture(scope="module")
@@ -40,33 +37,8 @@ def agents() -> Iterator[dict[str, AgentServer]]:
 
 @pytest.fixture(autouse=True)
 def _env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in (("A2A_MASTER", MASTER), ("A2A_CALLER", CALLER), ("A2A_OUTSIDER", OUTSIDER),
-                        ("A2A_AGENT_TOKEN", TOKEN)):
+    for name, value in ENV.items():
         monkeypatch.setenv(name, value)
-
-
-def spec_plan(agents: dict[str, AgentServer], refresh: str = "30s", deadlines: str = "timeout: 5s") -> Plan:
-    lines = "\n".join(f"    {n}: {{url: \"{s.base}\", auth: {{bearer: \"${{A2A_AGENT_TOKEN}}\"}}, {deadlines}}}"
-                      for n, s in agents.items())
-    spec = f"""version: 1
-providers: {{fake: {{type: mock}}}}
-models: {{demo: {{targets: [{{provider: fake, model: demo}}]}}}}
-store: {{database: "sqlite://:memory:"}}
-auth:
-  master_key: "${{A2A_MASTER}}"
-  keys:
-    - {{name: caller, key: "${{A2A_CALLER}}", team: agents}}
-    - {{name: outsider, key: "${{A2A_OUTSIDER}}", a2a: {{deny: ["tasks", "leg*"]}}}}
-teams:
-  agents: {{a2a: {{allow: ["*"]}}}}
-a2a:
-  refresh: {refresh}
-  agents:
-{lines}
-"""
-    result = compile_text(spec, "a2a.yaml")
-    assert result.plan is not None, result.diagnostics
-    return result.plan
 
 
 def no_bypass(agents: dict[str, AgentServer]) -> None:

@@ -1,6 +1,7 @@
 """Relaying one A2A call to its upstream: the request body and the A2A headers go up with the
 agent's own credentials; the answer comes back with its status (JSON-RPC errors keep their codes).
-Server-sent event streams are relayed chunk by chunk as they arrive, never buffered."""
+Server-sent event streams are relayed chunk by chunk as they arrive, never buffered; a stream the
+agent breaks is broken for the client too, one cut for idleness ends cleanly."""
 
 from __future__ import annotations
 
@@ -154,13 +155,18 @@ async def _exchange(
         except httpx.TimeoutException as exc:
             if not started:
                 raise UpstreamFailed(f"the agent did not answer in time ({type(exc).__name__})", 504) from None
+            # The stream broke: returning without the last body message has the server close the
+            # connection mid-response, so the client sees the break (as it would from the agent
+            # directly), not a clean end that reads as "no more events".
             outcome.broken = f"stream broken: {type(exc).__name__}"
+            return
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             if not started:
                 raise UpstreamFailed(f"the agent could not be reached: {type(exc).__name__}", 502) from None
             outcome.broken = f"stream broken: {type(exc).__name__}"
+            return  # broken for the client too, as above
         if outcome.broken is not None:
-            # Headers are out: end the stream cleanly so the client sees the end, not a hang.
+            # Cut for idleness (headers are out): end the stream cleanly so the client sees the end.
             await send({"type": "http.response.body", "body": b"", "more_body": False})
     if deadline.cancelled_caught:
         raise UpstreamFailed(f"the agent did not answer within {agent.timeout:g}s", 504)

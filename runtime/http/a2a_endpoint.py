@@ -1,7 +1,8 @@
 """The A2A surface: `GET /a2a/agents`, and per agent `/a2a/{agent}` — its rewritten card at
 `/.well-known/agent-card.json`, JSON-RPC at the agent path, HTTP+JSON under `/rest` — with
 authentication, agent permissions, logging and metrics. Errors sidegate itself raises are
-JSON-RPC error objects (HTTP+JSON error objects on the REST mount), with the right status."""
+JSON-RPC error objects (HTTP+JSON error objects on the REST mount), with the right status; a
+malformed JSON-RPC call (-32700, -32600) is answered with 200 and its id, as agents answer it."""
 
 from __future__ import annotations
 

@@ -17,7 +17,16 @@ from a2a.server.events import EventQueue
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes, create_rest_routes
 from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
-from a2a.types.a2a_pb2 import AgentCapabilities, AgentCard, AgentInterface, AgentSkill
+from a2a.types.a2a_pb2 import (
+    AgentCapabilities,
+    AgentCard,
+    AgentInterface,
+    AgentSkill,
+    HTTPAuthSecurityScheme,
+    SecurityRequirement,
+    SecurityScheme,
+    StringList,
+)
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 from starlette.applications import Starlette
@@ -47,7 +56,8 @@ class Gates:
 class TaskExecutor(AgentExecutor):
     """Runs a Task: working, an artifact, another artifact chunk, completed. The input picks the
     pace: `gated` waits for the test to see each event before the next one; `wait` works until
-    cancelled."""
+    cancelled; `ask` (also in a follow-up naming the task) stops at input-required, so the task
+    can be continued."""
 
     def __init__(self, gates: Gates) -> None:
         self.gates = gates
@@ -59,6 +69,9 @@ class TaskExecutor(AgentExecutor):
             await event_queue.enqueue_event(task)
         updater = TaskUpdater(event_queue, task.id, task.context_id)
         text = context.get_user_input()
+        if text.startswith("ask"):
+            await updater.requires_input()
+            return
         await updater.start_work()
         if text == "wait":
             await asyncio.Event().wait()
@@ -84,10 +97,12 @@ def _free_port() -> int:
 
 class AgentServer:
     """One a2a-sdk agent: `kind` is `message`, `task` (JSON-RPC and HTTP+JSON) or `compat`
-    (a 0.3 JSON-RPC interface, with the SDK's 0.3 compatibility on)."""
+    (a 0.3 JSON-RPC interface, with the SDK's 0.3 compatibility on; `rest=True` adds a 0.3
+    HTTP+JSON one). Every card declares the bearer scheme the agent enforces."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, *, rest: bool | None = None) -> None:
         self.kind = kind
+        self.rest = kind == "task" if rest is None else rest
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.gates = Gates()
@@ -105,22 +120,26 @@ class AgentServer:
     def _card(self) -> AgentCard:
         version = "0.3" if self.kind == "compat" else "1.0"
         interfaces = [AgentInterface(url=self.base + "/", protocol_binding="JSONRPC", protocol_version=version)]
-        if self.kind == "task":
+        if self.rest:
             interfaces.append(AgentInterface(url=self.base + "/rest", protocol_binding="HTTP+JSON",
-                                             protocol_version="1.0"))
+                                             protocol_version=version))
         return AgentCard(
             name=f"{self.kind} agent", description=f"A test agent answering with a {self.kind}.", version="1.0.0",
             supported_interfaces=interfaces, capabilities=AgentCapabilities(streaming=self.kind != "message"),
             default_input_modes=["text/plain"], default_output_modes=["text/plain"],
             skills=[AgentSkill(id=f"{self.kind}-skill", name=f"{self.kind} skill", description="Does its thing.",
                                tags=["test"])],
+            security_schemes={"bearer": SecurityScheme(http_auth_security_scheme=HTTPAuthSecurityScheme(
+                scheme="bearer"))},
+            security_requirements=[SecurityRequirement(schemes={"bearer": StringList()})],
         )
 
     def app(self) -> Any:
         routes = [*create_agent_card_routes(self.card),
                   *create_jsonrpc_routes(self.handler, "/", enable_v0_3_compat=self.kind == "compat")]
-        if self.kind == "task":
-            routes.extend(create_rest_routes(self.handler, path_prefix="/rest"))
+        if self.rest:
+            routes.extend(create_rest_routes(self.handler, path_prefix="/rest",
+                                             enable_v0_3_compat=self.kind == "compat"))
         inner = Starlette(routes=routes)
 
         async def guarded(scope: Any, receive: Any, send: Any) -> None:

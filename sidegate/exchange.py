@@ -8,6 +8,7 @@ disconnecting: the app cancels the call and accounts it as 499.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, MutableMapping
 from typing import Any
 
@@ -93,9 +94,7 @@ class Exchange:
         elif message["type"] == "http.response.body":
             chunk = bytes(message.get("body", b""))
             if chunk and not self._gone.is_set():
-                try:
-                    await self._out.send(chunk)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    pass  # the reader hung up meanwhile
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await self._out.send(chunk)  # suppressed: the reader hung up meanwhile
             if not message.get("more_body", False):
                 self._out.close()

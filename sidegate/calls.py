@@ -60,7 +60,8 @@ def stream(host: Host, path: str, payload: dict[str, Any], headers: Headers) -> 
         ended = True
     finally:
         if not ended:
-            _hang_up(host, ex)
+            with contextlib.suppress(Closed):
+                host.submit(ex.hang_up).wait()
 
 
 async def stream_async(host: Host, path: str, payload: dict[str, Any], headers: Headers) -> AsyncIterator[Result]:

@@ -40,6 +40,7 @@ class Exchange:
         self.headers: list[tuple[bytes, bytes]] = []
         self._head = trio.Event()
         self._gone = trio.Event()
+        self._done = trio.Event()
         self._out, self._in = trio.open_memory_channel[bytes](_BUFFERED)
 
     async def start(self, nursery: trio.Nursery) -> tuple[int, list[tuple[bytes, bytes]]]:
@@ -68,9 +69,12 @@ class Exchange:
         return b"".join(parts)
 
     async def hang_up(self) -> None:
-        """The client goes away: the app cancels the call (no more body is read)."""
+        """The client goes away: the app cancels the call (accounted as 499); returns once the app
+        has finished with it (at most 5 s)."""
         self._gone.set()
         self._in.close()
+        with trio.move_on_after(5):
+            await self._done.wait()
 
     async def _drive(self) -> None:
         try:
@@ -78,6 +82,7 @@ class Exchange:
         finally:
             self._out.close()
             self._head.set()  # an app that never answered: status 0
+            self._done.set()
 
     async def _receive(self) -> MutableMapping[str, Any]:
         if self._body is not None:

@@ -75,7 +75,7 @@ def upstream_thread() -> Iterator[GatedOpenAI]:
 
 def library_spec(base_url: str, database: Path, *, auth: bool = False) -> str:
     """Groups: `chat` (its only target answers 500, `backup` is its fallback), `limited` (429),
-    `slow` (a gated stream), `embed`; spend rows in sqlite at `database`. With `auth`: a key
+    `slow` (a gated stream), `embed`, `stuck` (never answers); spend rows in sqlite at `database`. With `auth`: a key
     (`${LIB_TEST_KEY}`) in team `capped`, whose budget one call spends."""
     governance = """
 auth:
@@ -101,6 +101,8 @@ models:
     targets: [{{provider: up, model: gated}}]
   embed:
     targets: [{{provider: up, model: ok}}]
+  stuck:
+    targets: [{{provider: up, model: hang}}]
 store:
   database: "sqlite:///{database}"
 {governance}"""

@@ -44,15 +44,28 @@ class Exchange:
         self._out, self._in = trio.open_memory_channel[bytes](_BUFFERED)
 
     async def start(self, nursery: trio.Nursery) -> tuple[int, list[tuple[bytes, bytes]]]:
-        """Start the app on the request in `nursery`; the answer's status and headers."""
+        """Start the app on the request in `nursery`; the answer's status and headers. Cancelled
+        (the caller was), it hangs up."""
         nursery.start_soon(self._drive)
-        await self._head.wait()
+        try:
+            await self._head.wait()
+        except BaseException:
+            await self._abandon()
+            raise
         return self.status, self.headers
 
     async def whole(self, nursery: trio.Nursery) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        """The whole answer."""
+        """The whole answer. Cancelled (the caller was), it hangs up."""
         status, headers = await self.start(nursery)
-        return status, headers, await self.rest()
+        try:
+            return status, headers, await self.rest()
+        except BaseException:
+            await self._abandon()
+            raise
+
+    async def _abandon(self) -> None:
+        with trio.CancelScope(shield=True):
+            await self.hang_up()
 
     async def next(self) -> bytes | None:
         """The next piece of the body; None at its end."""

@@ -147,3 +147,20 @@ def test_error_answers_map_to_the_typed_exceptions(status: int, body: object, ex
 
     err = error_from(status, body)
     assert type(err) is expected and err.status == status
+
+
+def test_the_docs_example_runs_against_the_quickstart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+    import shutil
+
+    root = Path(__file__).resolve().parent.parent
+    (snippet,) = re.findall(r"<!-- library-example -->\n```python\n(.*?)```", (root / "docs" / "library.md")
+                            .read_text(), re.S)
+    (tmp_path / "examples").mkdir()
+    shutil.copy(root / "examples" / "quickstart.yaml", tmp_path / "examples")
+    monkeypatch.chdir(tmp_path)  # the quickstart's store is ./sidegate.db
+    exec(compile(snippet, "docs/library.md", "exec"), {})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "Hello from sidegate." and lines[2].startswith("say this")
+    assert lines[-2:] == ["8", "404 model_not_found"]

@@ -91,7 +91,7 @@ atexit.register(close_defaults)
 def completion(model: str, messages: list[dict[str, Any]], *, stream: bool = False, api_base: str | None = None,
                api_key: str | None = None, **params: Any) -> Result | Iterator[Result]:
     """`Gateway.completion` on the default gateway."""
-    return _default(model, api_base, api_key).completion(model, messages, stream=stream, **params)  # type: ignore[call-overload, no-any-return]
+    return _default(model, api_base, api_key).completion(model, messages, stream=stream, **params)
 
 
 async def acompletion(model: str, messages: list[dict[str, Any]], *, stream: bool = False,
@@ -99,7 +99,7 @@ async def acompletion(model: str, messages: list[dict[str, Any]], *, stream: boo
                       **params: Any) -> Result | AsyncIterator[Result]:
     """`Gateway.acompletion` on the default gateway."""
     gateway = _default(model, api_base, api_key)
-    return await gateway.acompletion(model, messages, stream=stream, **params)  # type: ignore[call-overload, no-any-return]
+    return await gateway.acompletion(model, messages, stream=stream, **params)
 
 
 def embedding(model: str, input: str | list[str], *, api_base: str | None = None, api_key: str | None = None,
@@ -117,20 +117,20 @@ async def aembedding(model: str, input: str | list[str], *, api_base: str | None
 def responses(model: str, input: Any, *, stream: bool = False, api_base: str | None = None,
               api_key: str | None = None, **params: Any) -> Result | Iterator[Result]:
     """`Gateway.responses` on the default gateway."""
-    return _default(model, api_base, api_key).responses(model, input, stream=stream, **params)  # type: ignore[call-overload, no-any-return]
+    return _default(model, api_base, api_key).responses(model, input, stream=stream, **params)
 
 
 async def aresponses(model: str, input: Any, *, stream: bool = False, api_base: str | None = None,
                      api_key: str | None = None, **params: Any) -> Result | AsyncIterator[Result]:
     """`Gateway.aresponses` on the default gateway."""
-    return await _default(model, api_base, api_key).aresponses(model, input, stream=stream, **params)  # type: ignore[call-overload, no-any-return]
+    return await _default(model, api_base, api_key).aresponses(model, input, stream=stream, **params)
 
 
 def messages(model: str, messages: list[dict[str, Any]], *, max_tokens: int, stream: bool = False,
              api_base: str | None = None, api_key: str | None = None, **params: Any) -> Result | Iterator[Result]:
     """`Gateway.messages` on the default gateway."""
     gateway = _default(model, api_base, api_key)
-    return gateway.messages(model, messages, max_tokens=max_tokens, stream=stream, **params)  # type: ignore[call-overload, no-any-return]
+    return gateway.messages(model, messages, max_tokens=max_tokens, stream=stream, **params)
 
 
 async def amessages(model: str, messages: list[dict[str, Any]], *, max_tokens: int, stream: bool = False,
@@ -138,4 +138,4 @@ async def amessages(model: str, messages: list[dict[str, Any]], *, max_tokens: i
                     **params: Any) -> Result | AsyncIterator[Result]:
     """`Gateway.amessages` on the default gateway."""
     gateway = _default(model, api_base, api_key)
-    return await gateway.amessages(model, messages, max_tokens=max_tokens, stream=stream, **params)  # type: ignore[call-overload, no-any-return]
+    return await gateway.amessages(model, messages, max_tokens=max_tokens, stream=stream, **params)

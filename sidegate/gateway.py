@@ -4,7 +4,9 @@ a request to it: the same routing, adapters, retries, fallbacks, limits and spen
 
 from __future__ import annotations
 
+import atexit
 import os
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from types import TracebackType
@@ -45,6 +47,12 @@ def compile_spec(source: str | os.PathLike[str]) -> Plan:
     return result.plan
 
 
+def _close_at_exit(host: weakref.ref[Host]) -> None:
+    alive = host()
+    if alive is not None:
+        alive.close()
+
+
 class Gateway:
     """sidegate in-process. Thread-safe: one gateway serves any number of threads, asyncio tasks
     and Trio tasks at once. Close it (or use it as a context manager) to write the last spend rows."""
@@ -59,6 +67,7 @@ class Gateway:
         if api_key is not None:
             self._headers.append((b"authorization", b"Bearer " + api_key.encode()))
         self._host = Host(plan)
+        atexit.register(_close_at_exit, weakref.ref(self._host))  # a gateway left open still writes its spend
 
     @classmethod
     def from_spec(cls, spec: str | os.PathLike[str], *, api_key: str | None = None) -> Gateway:
@@ -83,6 +92,9 @@ class Gateway:
     @overload
     def completion(self, model: str, messages: list[dict[str, Any]], *, stream: Literal[True],
                    **params: Any) -> Iterator[Result]: ...
+    @overload
+    def completion(self, model: str, messages: list[dict[str, Any]], *, stream: bool,
+                   **params: Any) -> Result | Iterator[Result]: ...
     def completion(self, model: str, messages: list[dict[str, Any]], *, stream: bool = False,
                    **params: Any) -> Result | Iterator[Result]:
         """`POST /v1/chat/completions`: the answer, or with `stream=True` an iterator of its chunks."""
@@ -94,6 +106,9 @@ class Gateway:
     @overload
     async def acompletion(self, model: str, messages: list[dict[str, Any]], *, stream: Literal[True],
                           **params: Any) -> AsyncIterator[Result]: ...
+    @overload
+    async def acompletion(self, model: str, messages: list[dict[str, Any]], *, stream: bool,
+                          **params: Any) -> Result | AsyncIterator[Result]: ...
     async def acompletion(self, model: str, messages: list[dict[str, Any]], *, stream: bool = False,
                           **params: Any) -> Result | AsyncIterator[Result]:
         """`completion` for asyncio and Trio code."""
@@ -116,6 +131,8 @@ class Gateway:
     def responses(self, model: str, input: Any, *, stream: Literal[False] = ..., **params: Any) -> Result: ...
     @overload
     def responses(self, model: str, input: Any, *, stream: Literal[True], **params: Any) -> Iterator[Result]: ...
+    @overload
+    def responses(self, model: str, input: Any, *, stream: bool, **params: Any) -> Result | Iterator[Result]: ...
     def responses(self, model: str, input: Any, *, stream: bool = False, **params: Any) -> Result | Iterator[Result]:
         """`POST /v1/responses`: the response, or with `stream=True` its events (`response.created`,
         `response.output_text.delta`, ... `response.completed`)."""
@@ -127,6 +144,9 @@ class Gateway:
     @overload
     async def aresponses(self, model: str, input: Any, *, stream: Literal[True],
                          **params: Any) -> AsyncIterator[Result]: ...
+    @overload
+    async def aresponses(self, model: str, input: Any, *, stream: bool,
+                         **params: Any) -> Result | AsyncIterator[Result]: ...
     async def aresponses(self, model: str, input: Any, *, stream: bool = False,
                          **params: Any) -> Result | AsyncIterator[Result]:
         """`responses` for asyncio and Trio code."""
@@ -140,6 +160,9 @@ class Gateway:
     @overload
     def messages(self, model: str, messages: list[dict[str, Any]], *, max_tokens: int,
                  stream: Literal[True], **params: Any) -> Iterator[Result]: ...
+    @overload
+    def messages(self, model: str, messages: list[dict[str, Any]], *, max_tokens: int, stream: bool,
+                 **params: Any) -> Result | Iterator[Result]: ...
     def messages(self, model: str, messages: list[dict[str, Any]], *, max_tokens: int, stream: bool = False,
                  **params: Any) -> Result | Iterator[Result]:
         """`POST /v1/messages` (Anthropic's shape, `system=` as a keyword): the message, or with
@@ -153,6 +176,9 @@ class Gateway:
     @overload
     async def amessages(self, model: str, messages: list[dict[str, Any]], *, max_tokens: int,
                         stream: Literal[True], **params: Any) -> AsyncIterator[Result]: ...
+    @overload
+    async def amessages(self, model: str, messages: list[dict[str, Any]], *, max_tokens: int,
+                        stream: bool, **params: Any) -> Result | AsyncIterator[Result]: ...
     async def amessages(self, model: str, messages: list[dict[str, Any]], *, max_tokens: int,
                         stream: bool = False, **params: Any) -> Result | AsyncIterator[Result]:
         """`messages` for asyncio and Trio code."""

@@ -149,3 +149,27 @@ def test_a_closed_gateway_refuses_calls(fake: GatedOpenAI, tmp_path: Path) -> No
     gw.close()  # idempotent
     with pytest.raises(sidegate.ServiceUnavailable):
         gw.completion("backup", [sidegate.user_message("hi")])
+
+
+def test_a_gateway_that_cannot_start_raises_and_leaves_no_thread(tmp_path: Path) -> None:
+    import threading
+
+    spec = ("version: 1\nproviders:\n  f: {type: mock}\nmodels:\n  m: {targets: [{provider: f, model: x}]}\n"
+            f"store: {{database: \"sqlite:///{tmp_path}/missing/dir/s.db\"}}\n")
+    with pytest.raises(OSError):
+        sidegate.Gateway.from_spec(spec)
+    assert not [t for t in threading.enumerate() if t.name == "sidegate-runtime"]
+
+
+def test_a_gateway_left_open_writes_its_spend_rows_at_exit(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    db = tmp_path / "s.db"
+    spec = ("version: 1\nproviders:\n  f: {type: mock}\nmodels:\n  m: {targets: [{provider: f, model: x}]}\n"
+            f"store: {{database: \"sqlite:///{db}\"}}\n")
+    code = (f"import sidegate; gw = sidegate.Gateway.from_spec({spec!r}); "
+            "gw.completion('m', [sidegate.user_message('hi')])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert [row[:3] for row in spend_rows(db)] == [("m", "f/x", 200)]

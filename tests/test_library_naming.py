@@ -70,3 +70,18 @@ def test_sidegate_imports_in_a_clean_interpreter_without_the_compiler() -> None:
     done = _python("import sys, sidegate; print(sorted(m for m in sys.modules if m.startswith('compiler.')))")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"  # compiled on demand: Gateway.from_plan never loads it
+
+
+def test_from_plan_serves_a_compiled_plan_without_loading_the_compiler(tmp_path: Path) -> None:
+    from runtime.plan.canonical import dumps
+    from sidegate.gateway import compile_spec
+
+    plan = tmp_path / "plan.json"
+    plan.write_text(dumps(compile_spec("version: 1\nproviders:\n  f: {type: mock}\n"
+                                       "models:\n  m: {targets: [{provider: f, model: x}]}\n")))
+    code = (f"import sys, sidegate\nwith sidegate.Gateway.from_plan({str(plan)!r}) as gw:\n"
+            "    print(gw.completion('m', [sidegate.user_message('hi')]).choices[0].message.content)\n"
+            "print(sorted(m for m in sys.modules if m.startswith('compiler.')))")
+    done = _python(code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["hi", "[]"]  # the mock echoes; no compiler module loaded

@@ -8,7 +8,8 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING
@@ -31,7 +32,7 @@ from runtime.upstream.transport import HttpxTransport, Transport
 if TYPE_CHECKING:
     from runtime.observe.telemetry import Telemetry
 
-__all__ = ["Handle", "run", "serve", "upstream_transport"]
+__all__ = ["Handle", "hosted", "run", "serve", "upstream_transport"]
 
 _WORKER_ENV = "SIDEGATE_WORKER"
 
@@ -163,15 +164,9 @@ async def serve(
                     shutdown.set()
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(logger.run)
         if handle_signals:
             nursery.start_soon(signals)
-        store = await Store.open(await trio.to_thread.run_sync(resolve, plan.store.database))
-        await app.access.attach(store)
-        app.store = store
-        nursery.start_soon(app.access.run, store)
-        await nursery.start(app.a2a.run)
-        nursery.start_soon(app.mcp.run)
+        await _start_beside(app, plan, nursery)
 
         async def run_server(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
             await serve_http(
@@ -201,7 +196,8 @@ async def serve(
             models=len(plan.models),
         )
         task_status.started(Handle(app, bound_port, shutdown, ask_reload))
-    await app.store.aclose()
+    if app.store is not None:
+        await app.store.aclose()
     await transport.aclose()
     if telemetry is not None:  # what is still queued, within a bounded time (a collector down costs no more)
         with trio.move_on_after(6.0):
@@ -222,6 +218,44 @@ async def _telemetry(plan: Plan, runtime: Runtime, logger: Logger, metrics: Metr
     if tracing.logs:
         logger.export = telemetry.emit_log
     return telemetry
+
+
+async def _start_beside(app: App, plan: Plan, nursery: trio.Nursery) -> None:
+    """Start what runs beside the app in `serve` and `hosted`: the log writer, the store with the
+    spend writer and key refresh, the A2A registry and the MCP hub."""
+    nursery.start_soon(app.logger.run)
+    store = await Store.open(await trio.to_thread.run_sync(resolve, plan.store.database))
+    await app.access.attach(store)
+    app.store = store
+    nursery.start_soon(app.access.run, store)
+    await nursery.start(app.a2a.run)
+    nursery.start_soon(app.mcp.run)
+
+
+@asynccontextmanager
+async def hosted(plan: Plan) -> AsyncIterator[App]:
+    """The app and everything `serve` starts beside it (store, spend writer, A2A, MCP, health
+    prober), without a listener: the in-process library (`sidegate.Gateway`) calls it with ASGI
+    scopes. Leaving drains the spend rows (the writer's last flush), then closes the store."""
+    plan = _listening(plan)
+    logger = Logger(plan.observability.logs)
+    transport = upstream_transport()
+    runtime = await trio.to_thread.run_sync(build_runtime, plan, transport)
+    app = App(runtime, logger, Metrics())
+    try:
+        async with trio.open_nursery() as nursery:
+            await _start_beside(app, plan, nursery)
+            nursery.start_soon(run_probes, lambda: app.runtime, app.logger.warning)
+            try:
+                yield app
+            finally:
+                nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            if app.store is not None:
+                await app.store.aclose()
+            await transport.aclose()
+        logger.flush_nowait()
 
 
 async def _mtime(path: str) -> float | None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-OURS = ("runtime", "compiler")
+OURS = ("runtime", "compiler", "sidegate")
 MAX_LINES = 450
 
 

@@ -11,6 +11,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from runtime.plan.cache import Cache, CachePolicy
 from runtime.plan.gateways import (
     A2A,
     A2AAgent,
@@ -33,6 +34,8 @@ __all__ = [
     "Auth",
     "AuthScheme",
     "BudgetRule",
+    "Cache",
+    "CachePolicy",
     "Capabilities",
     "CooldownPolicy",
     "Family",
@@ -72,7 +75,7 @@ __all__ = [
     "UserRule",
 ]
 
-PLAN_VERSION = 9
+PLAN_VERSION = 10
 """Bumped whenever a plan written by an older compiler could be misread by this runtime."""
 
 class Family(enum.Enum):
@@ -318,6 +321,8 @@ class ModelGroup:
     reserve_output_tokens: int = 4096
     """Output tokens reserved at admission for a request without max_tokens when a deployment's
     output limit is unknown."""
+    cache: CachePolicy | None = None
+    """How this group's answers are cached (None: not cached)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -428,6 +433,8 @@ class Plan:
     users: tuple[UserRule, ...] = ()
     a2a: A2A | None = None
     mcp: Mcp | None = None
+    cache: Cache | None = None
+    """The response cache's store (None: nothing is cached)."""
 
     def provider(self, name: str) -> Provider:
         """The provider called `name` (the compiler guarantees every target's exists)."""

@@ -163,6 +163,7 @@ async def serve(
         await app.access.attach(store)
         app.store = store
         nursery.start_soon(app.access.run, store)
+        nursery.start_soon(app.cache.run)
         await nursery.start(app.a2a.run)
         nursery.start_soon(app.mcp.run)
 
@@ -192,6 +193,7 @@ async def serve(
             models=len(plan.models),
         )
         task_status.started(Handle(app, bound_port, shutdown, ask_reload))
+    await app.cache.aclose()
     await app.store.aclose()
     await transport.aclose()
     logger.info("stopped")

@@ -239,7 +239,7 @@ async def test_errors_cut_streams_and_large_answers_are_never_kept(monkeypatch: 
 async def test_hits_are_accounted_limits_count_them_and_purge_by_group(monkeypatch: pytest.MonkeyPatch) -> None:
     master = {"Authorization": f"Bearer {KEYS['CACHE_MASTER']}"}
     with trio.fail_after(20):
-        async with served(monkeypatch, auth=True) as (url, up):
+        async with served(monkeypatch, auth=True) as (url, _):
             key = KEYS["CACHE_KEY_A2"]  # rpm 3
             results = [await chat(url, key) for _ in range(3)]
             with pytest.raises(openai.RateLimitError):

@@ -66,6 +66,11 @@ class CountingOpenAI(FakeServer):
             await self.json(send, 400, {"error": {"message": f"Unrecognized request argument supplied: {unknown[0]}",
                                                   "type": "invalid_request_error", "param": None, "code": None}})
             return
+        model = str(body.get("model"))
+        if model == "fail":
+            await self.json(send, 500, {"error": {"message": "The server had an error", "type": "server_error",
+                                                  "param": None, "code": None}})
+            return
         if seen.path.endswith("/embeddings"):
             self.embedding_calls += 1
             text = body["input"] if isinstance(body["input"], str) else body["input"][0]
@@ -73,11 +78,6 @@ class CountingOpenAI(FakeServer):
             await self.json(send, 200, {"object": "list", "model": body["model"], "data": [
                 {"object": "embedding", "index": 0, "embedding": vec}], "usage": {"prompt_tokens": 5,
                                                                                    "total_tokens": 5}})
-            return
-        model = str(body.get("model"))
-        if model == "fail":
-            await self.json(send, 500, {"error": {"message": "The server had an error", "type": "server_error",
-                                                  "param": None, "code": None}})
             return
         if model == "slow":
             self.arrived += 1

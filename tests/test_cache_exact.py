@@ -269,3 +269,28 @@ async def test_hits_are_accounted_limits_count_them_and_purge_by_group(monkeypat
     assert 'sidegate_cache_requests_total{model="fast",result="hit"} 2.0' in metrics
     assert 'sidegate_cache_requests_total{model="fast",result="miss"} 2.0' in metrics
     assert "sidegate_cache_memory_bytes" in metrics and 'sidegate_cache_evictions_total{reason="size"} 0.0' in metrics
+
+
+async def test_embeddings_and_legacy_completions_are_cached_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    with trio.fail_after(20):
+        async with served(monkeypatch) as (url, up):
+            client = oai(url)
+            vectors = []
+            for _ in range(2):
+                r = await client.embeddings.with_raw_response.create(model="fast", input="hello")
+                vectors.append((r.headers["x-sidegate-cache"], r.parse().data[0].embedding))
+            texts = []
+            for stream in (False, True, False):
+                if stream:
+                    async with client.completions.with_streaming_response.create(
+                            model="fast", prompt="Say hi", temperature=0, stream=True) as s:
+                        chunks = [c async for c in await s.parse()]
+                        texts.append((s.headers["x-sidegate-cache"], "".join(c.choices[0].text for c in chunks
+                                                                             if c.choices)))
+                else:
+                    r2 = await client.completions.with_raw_response.create(model="fast", prompt="Say hi", temperature=0)
+                    texts.append((r2.headers["x-sidegate-cache"], r2.parse().choices[0].text))
+    assert [h for h, _ in vectors] == ["miss", "hit"] and vectors[0][1] == vectors[1][1]
+    assert up.embedding_calls == 1
+    assert [h for h, _ in texts] == ["miss", "hit", "hit"] and len({t for _, t in texts}) == 1
+    assert up.calls == 1

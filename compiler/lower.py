@@ -9,7 +9,7 @@ from __future__ import annotations
 from compiler.data.capabilities import capabilities, override_output
 from compiler.resolve import GroupSpec, ProviderSpec, Resolved, TargetSpec
 from compiler.sections.routing import flatten_fallbacks
-from runtime.plan import PLAN_VERSION, Family, ModelGroup, Plan, Provider, Target
+from runtime.plan import PLAN_VERSION, CachePolicy, Family, ModelGroup, Plan, Provider, Target
 from runtime.routing.routes import is_prefix_wildcard
 from runtime.upstream.providers import bedrock_base_url, vertex_base_url
 
@@ -80,7 +80,8 @@ def _target(t: TargetSpec, providers: dict[str, ProviderSpec]) -> Target:
     )
 
 
-def _group(g: GroupSpec, chains: dict[str, tuple[str, ...]], providers: dict[str, ProviderSpec]) -> ModelGroup:
+def _group(g: GroupSpec, chains: dict[str, tuple[str, ...]], providers: dict[str, ProviderSpec],
+           cache: CachePolicy | None) -> ModelGroup:
     p = g.policies
     prefix = g.name[:-1] if is_prefix_wildcard(g.name) else None
     return ModelGroup(
@@ -98,6 +99,7 @@ def _group(g: GroupSpec, chains: dict[str, tuple[str, ...]], providers: dict[str
         content_policy_fallbacks=chains["content_policy_fallbacks"],
         hedge_after=p.hedge_after,
         reserve_output_tokens=g.reserve_output_tokens,
+        cache=cache,
     )
 
 
@@ -107,11 +109,13 @@ def lower(resolved: Resolved) -> Plan:
         {g.name: g.policies for g in resolved.groups}, {a: g.name for g in resolved.groups for a in g.aliases}
     )
     providers = dict(resolved.providers)
+    cached = resolved.cache.policies if resolved.cache is not None else {}
     return Plan(
         version=PLAN_VERSION,
         server=resolved.server,
         providers=tuple(_provider(resolved.providers[name]) for name in sorted(resolved.providers)),
-        models=tuple(_group(g, chains[g.name], providers) for g in sorted(resolved.groups, key=lambda g: g.name)),
+        models=tuple(_group(g, chains[g.name], providers, cached.get(g.name))
+                     for g in sorted(resolved.groups, key=lambda g: g.name)),
         store=resolved.store,
         observability=resolved.observability,
         auth=resolved.governance.auth,
@@ -119,4 +123,5 @@ def lower(resolved: Resolved) -> Plan:
         users=resolved.governance.users,
         a2a=resolved.a2a,
         mcp=resolved.mcp,
+        cache=resolved.cache.cache if resolved.cache is not None else None,
     )

@@ -20,6 +20,7 @@ from compiler.data.prices import ModelInfo, known_models
 from compiler.diagnostics import Collector, did_you_mean, join_pointer
 from compiler.sections import routing
 from compiler.sections.a2a import resolve_a2a
+from compiler.sections.cache import CacheSpec, resolve_cache
 from compiler.sections.governance import GovernanceSpec, check_redis_url, resolve_governance
 from compiler.sections.mcp import resolve_mcp
 from compiler.sections.observability import resolve_observability
@@ -197,6 +198,7 @@ class Resolved:
     governance: GovernanceSpec
     a2a: A2A | None = None
     mcp: Mcp | None = None
+    cache: CacheSpec | None = None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -426,4 +428,5 @@ def resolve(spec: Mapping[str, Any], out: Collector) -> Resolved:
         governance=resolve_governance(spec, r.secret, parse_duration, out),
         a2a=resolve_a2a(spec, r.reference, parse_duration),
         mcp=resolve_mcp(spec, r.secret, parse_duration, out),
+        cache=resolve_cache(spec, r.secret, parse_duration, parse_size, out),
     )

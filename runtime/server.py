@@ -196,6 +196,7 @@ async def serve(
             models=len(plan.models),
         )
         task_status.started(Handle(app, bound_port, shutdown, ask_reload))
+    await app.cache.aclose()
     if app.store is not None:
         await app.store.aclose()
     await transport.aclose()
@@ -222,12 +223,14 @@ async def _telemetry(plan: Plan, runtime: Runtime, logger: Logger, metrics: Metr
 
 async def _start_beside(app: App, plan: Plan, nursery: trio.Nursery) -> None:
     """Start what runs beside the app in `serve` and `hosted`: the log writer, the store with the
-    spend writer and key refresh, the A2A registry and the MCP hub."""
+    spend writer and key refresh, the response cache's background work, the A2A registry and the
+    MCP hub."""
     nursery.start_soon(app.logger.run)
     store = await Store.open(await trio.to_thread.run_sync(resolve, plan.store.database))
     await app.access.attach(store)
     app.store = store
     nursery.start_soon(app.access.run, store)
+    nursery.start_soon(app.cache.run)
     await nursery.start(app.a2a.run)
     nursery.start_soon(app.mcp.run)
 
@@ -252,6 +255,7 @@ async def hosted(plan: Plan) -> AsyncIterator[App]:
                 nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
+            await app.cache.aclose()
             if app.store is not None:
                 await app.store.aclose()
             await transport.aclose()

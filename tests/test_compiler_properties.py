@@ -87,6 +87,8 @@ def generation_schema() -> dict[str, Any]:
     schema["properties"].pop("a2a", None)
     schema["properties"].pop("mcp", None)  # its own section test: tests/test_mcp_compiler.py
     schema["properties"]["observability"]["properties"].pop("tracing")  # its own: tests/test_tracing_spec.py
+    schema["properties"].pop("cache", None)  # its own tests: tests/test_cache_spec.py
+    defs["model_group"]["properties"].pop("cache")
     for field in ("price", "base_model"):  # their own tests: tests/test_spec_prices.py (hypothesis too)
         defs["target"]["properties"].pop(field)
     defs["model_group"]["properties"]["targets"]["maxItems"] = 3

@@ -5,6 +5,7 @@ master key. Owned by the app; the key cache, counters and spend writer outlive p
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
@@ -71,6 +72,8 @@ class Access:
         self.groups: frozenset[str] = frozenset(runtime.groups)
         self._spec_team_names: frozenset[str] = frozenset(runtime.teams)
         self.spend_buffer = runtime.plan.store.spend_buffer
+        self.cache_purge: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None
+        """`POST /cache/purge` (the app's response cache)."""
 
     def configure(self, runtime: Runtime) -> None:
         """Apply a reloaded plan's keys and teams."""
@@ -88,7 +91,7 @@ class Access:
             "spend_write_failed", error=msg, pending=n), metrics=self.metrics, max_buffer=self.spend_buffer,
             journal=Journal(path) if path is not None else None)
         self.admin = Admin(store, self.gate.cache, on_change=lambda: self.reload_keys(store),
-                           known=lambda: (self.groups, self._spec_team_names))
+                           known=lambda: (self.groups, self._spec_team_names), purge=self.cache_purge)
         await self.spend.open_journal()
         if self.spend.journal_rows:
             left = self.spend.journal_rows
@@ -207,7 +210,8 @@ class Access:
             prompt_tokens=usage.prompt if usage else 0, completion_tokens=usage.completion if usage else 0,
             cached_tokens=usage.cached if usage else 0, reasoning_tokens=usage.reasoning if usage else 0,
             cost=cost, estimated=estimated, latency_ms=round((time.perf_counter() - call.t0) * 1000, 2),
-            status=call.status, created_at=time.time(),
+            status=call.status, created_at=time.time(), cache_hit=call.extra.get("cache") == "hit",
+            saved_cost=call.extra.get("saved_cost", 0.0),
         ))
 
     async def admin_call(self, method: str, path: str, scope: Scope, receive: Receive, limit: int, *,

@@ -30,7 +30,7 @@ __all__ = ["ADMIN_ROUTES", "Admin", "grant_from_row", "team_from_row", "user_lim
 ADMIN_ROUTES = {
     ("POST", "/key/generate"), ("GET", "/key/info"), ("POST", "/key/update"), ("POST", "/key/delete"),
     ("POST", "/team/new"), ("GET", "/team/info"), ("POST", "/user/new"), ("GET", "/user/info"),
-    ("GET", "/spend/logs"), ("GET", "/spend/report"),
+    ("GET", "/spend/logs"), ("GET", "/spend/report"), ("POST", "/cache/purge"),
 }
 _PERIOD = re.compile(r"^([0-9]+d|month)$")
 _DURATION = re.compile(r"^([0-9]+)([smhd])$")
@@ -148,8 +148,11 @@ class Admin:
     store's."""
 
     def __init__(self, store: Store, cache: KeyCache, now: Callable[[], float] = time.time,
-                 on_change: Callable[[], Awaitable[None]] | None = None, known: Known | None = None) -> None:
+                 on_change: Callable[[], Awaitable[None]] | None = None, known: Known | None = None,
+                 purge: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None) -> None:
         self.store = store
+        self.purge = purge
+        """The response cache's purge (`POST /cache/purge`)."""
         self.cache = cache
         self.now = now
         self.on_change = on_change
@@ -183,9 +186,15 @@ class Admin:
             "/key/generate": self.key_generate, "/key/info": self.key_info, "/key/update": self.key_update,
             "/key/delete": self.key_delete, "/team/new": self.team_new, "/team/info": self.team_info,
             "/user/new": self.user_new, "/user/info": self.user_info,
-            "/spend/logs": self.spend_logs, "/spend/report": self.spend_report,
+            "/spend/logs": self.spend_logs, "/spend/report": self.spend_report, "/cache/purge": self.cache_purge,
         }[path]
         return await handler(query if method == "GET" else body)
+
+    async def cache_purge(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Drop the response cache's entries of one model group (`{"model": ...}`) or all (`{}`)."""
+        if set(body) - {"model"}:
+            raise BadRequest("/cache/purge takes only 'model' (a model group; none: every entry)")
+        return await self.purge(dict(body)) if self.purge is not None else {"purged": 0, "model": body.get("model")}
 
     async def key_generate(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """Create a virtual key; the only time its value is shown."""

@@ -12,6 +12,8 @@ import trio
 
 from runtime.a2a.metrics import A2AMetrics
 from runtime.asgi import ClientGone, Receive, Scope, Send, header, read_body, respond
+from runtime.cache.metrics import CacheMetrics
+from runtime.cache.service import ResponseCache
 from runtime.errors import GatewayError, ModelNotFound, NotFound, Unavailable, from_exception, openai_body
 from runtime.http.a2a_endpoint import A2AGateway
 from runtime.http.access import ADMIN_ROUTES, Access
@@ -33,7 +35,6 @@ from runtime.observe.logs import Logger
 from runtime.observe.metrics import Metrics
 from runtime.routing.call import Call, parse_request
 from runtime.routing.model_list import anthropic_model, wants_anthropic
-from runtime.routing.proxy import serve_call
 from runtime.routing.relay import stream_error
 from runtime.routing.state import Runtime, deployments_report, model_card, observe_deployments
 from runtime.store.database import STORE_ERRORS, Store
@@ -67,6 +68,9 @@ class App:
         self.health_port: int | None = None
         """The bound port of the health listener (`server.health_listen`), when there is one."""
         self.access = Access(runtime, logger, metrics)
+        self.cache = ResponseCache(logger, CacheMetrics(metrics.registry), lambda: self.store)
+        self.cache.configure(runtime)
+        self.access.cache_purge = self.cache.purge
         self.a2a = A2AGateway(runtime, logger, A2AMetrics(metrics.registry))
         self.mcp = Hub(on_event=logger.warning)
         self.mcp.configure(runtime.mcp_servers, runtime.plan.mcp.separator if runtime.plan.mcp else "__")
@@ -80,6 +84,7 @@ class App:
         self.logger.scrubber = runtime.scrubber
         self.hosts = HostRule(runtime.plan)
         self.access.configure(runtime)
+        self.cache.configure(runtime)
         self.a2a.configure(runtime)
         self.mcp.configure(runtime.mcp_servers, runtime.plan.mcp.separator if runtime.plan.mcp else "__")
         self.metrics.set_plan(runtime.digest)
@@ -264,7 +269,8 @@ class App:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope, call)
                 try:
-                    await serve_call(rt, call, data, send)
+                    await self.cache.serve(rt, route.group if route else None, call, data, send, grant,
+                                           scope["headers"])
                 finally:
                     nursery.cancel_scope.cancel()
             if call.status == 0 or call.client_gone:

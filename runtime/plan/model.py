@@ -11,6 +11,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from runtime.plan.cache import Cache, CachePolicy
 from runtime.plan.gateways import (
     A2A,
     A2AAgent,
@@ -34,6 +35,8 @@ __all__ = [
     "Auth",
     "AuthScheme",
     "BudgetRule",
+    "Cache",
+    "CachePolicy",
     "Capabilities",
     "CooldownPolicy",
     "Family",
@@ -321,6 +324,8 @@ class ModelGroup:
     reserve_output_tokens: int = 4096
     """Output tokens reserved at admission for a request without max_tokens when a deployment's
     output limit is unknown."""
+    cache: CachePolicy | None = None
+    """How this group's answers are cached (None: not cached)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -390,6 +395,8 @@ class Plan:
     users: tuple[UserRule, ...] = ()
     a2a: A2A | None = None
     mcp: Mcp | None = None
+    cache: Cache | None = None
+    """The response cache's store (None: nothing is cached)."""
 
     def provider(self, name: str) -> Provider:
         """The provider called `name` (the compiler guarantees every target's exists)."""

@@ -9,7 +9,8 @@ import peewee
 from playhouse.migrate import SchemaMigrator
 from playhouse.migrate import migrate as playhouse_migrate
 
-__all__ = ["MIGRATIONS", "ApiKey", "DailySpend", "Meta", "SpendLog", "StoredResponse", "Team", "User", "migrate"]
+__all__ = ["MIGRATIONS", "ApiKey", "CacheEntry", "DailySpend", "Meta", "SpendLog", "StoredResponse", "Team", "User",
+           "migrate"]
 
 
 class Meta(peewee.Model):
@@ -84,6 +85,10 @@ class SpendLog(peewee.Model):
     latency_ms = peewee.DoubleField()
     status = peewee.IntegerField()
     created_at = peewee.DoubleField(index=True)
+    cache_hit = peewee.BooleanField(default=False)
+    """Answered from the response cache (nothing was paid upstream)."""
+    saved_cost = peewee.DoubleField(default=0.0)
+    """A cache hit: what the cached answer cost when it was paid for."""
 
 
 class StoredResponse(peewee.Model):
@@ -104,6 +109,16 @@ class StoredResponse(peewee.Model):
     """JSON: the response object as the client received it."""
 
 
+class CacheEntry(peewee.Model):
+    """A response cache entry (the `store` backend): the answer under its hashed key, until it expires."""
+
+    key = peewee.CharField(primary_key=True, max_length=120)
+    group = peewee.CharField(index=True, max_length=64)
+    """A hash of the model group's name (what a purge by group deletes)."""
+    value = peewee.BlobField()
+    expires_at = peewee.DoubleField(index=True)
+
+
 class DailySpend(peewee.Model):
     """Spend per day, key, team and model, kept up to date as logs are written."""
 
@@ -120,7 +135,7 @@ class DailySpend(peewee.Model):
         indexes = ((("day", "key_hash", "team", "model"), True),)
 
 
-TABLES: list[type[peewee.Model]] = [Meta, Team, User, ApiKey, SpendLog, DailySpend, StoredResponse]
+TABLES: list[type[peewee.Model]] = [Meta, Team, User, ApiKey, SpendLog, DailySpend, StoredResponse, CacheEntry]
 
 
 def _v1(db: peewee.Database) -> None:
@@ -150,7 +165,22 @@ def _v5(db: peewee.Database) -> None:
     db.create_tables([StoredResponse])
 
 
-MIGRATIONS: list[Callable[[peewee.Database], None]] = [_v1, _v2, _v3, _v4, _v5]
+def _v6(db: peewee.Database) -> None:
+    # the response cache: its table, and the spend log's cache_hit and saved_cost
+    db.create_tables([CacheEntry])
+    table = SpendLog._meta.table_name
+    if table not in db.get_tables():
+        return
+    have = {c.name for c in db.get_columns(table)}
+    migrator = SchemaMigrator.from_database(db)
+    steps = [migrator.add_column(table, name, column) for name, column in
+             (("cache_hit", peewee.BooleanField(default=False)), ("saved_cost", peewee.DoubleField(default=0.0)))
+             if name not in have]
+    if steps:
+        playhouse_migrate(*steps)
+
+
+MIGRATIONS: list[Callable[[peewee.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
 """Migration n brings the schema from version n to n+1 (later ones may use playhouse.migrate)."""
 
 

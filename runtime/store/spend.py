@@ -56,6 +56,8 @@ class SpendRow:
     latency_ms: float
     status: int
     created_at: float
+    cache_hit: bool = False
+    saved_cost: float = 0.0
 
 
 _COLUMNS = tuple(f.name for f in fields(SpendRow))
@@ -95,6 +97,15 @@ def _flatten(row: SpendRow) -> Values:
     if any(isinstance(v, str) and len(v) > MAX_TEXT for v in values):
         values = tuple(v[:MAX_TEXT] if isinstance(v, str) else v for v in values)
     return values
+
+
+_TAIL: Values = (False, 0.0)
+"""Defaults of the columns added last (cache_hit, saved_cost), for rows journaled by an older version."""
+
+
+def _padded(values: Values) -> Values:
+    missing = len(_COLUMNS) - len(values)
+    return values + _TAIL[len(_TAIL) - missing:] if 0 < missing <= len(_TAIL) else values
 
 
 def write_rows(rows: list[SpendRow]) -> None:
@@ -238,7 +249,7 @@ class SpendWriter:
         created, rid = _I["created_at"], _I["request_id"]
 
         def drain() -> int:
-            return journal.drain(lambda rows: replay_values(rows, write_values, rid, created))
+            return journal.drain(lambda rows: replay_values([_padded(r) for r in rows], write_values, rid, created))
 
         async with self._journal_lock:
             stored = await self._store.run(drain)

@@ -68,6 +68,9 @@ teams:
   bench: {{budget: {{amount: 1000000, period: 30d}}, limits: {{rpm: 100000000, parallel: 100000}}}}
 store: {{database: "sqlite:///{db}"}}
 """
+_CACHED = """
+cache: {ttl: 1h, max_size: 256MiB}
+"""
 _ENV = {"BENCH_KEY": "sk-bench", "BENCH_MASTER": "sk-bench-master", "BENCH_CLIENT_KEY": "sk-bench-client"}
 CUT_AFTER = 3
 Result = dict[str, Any]
@@ -77,6 +80,19 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_listening(port: int, timeout: float = 10.0) -> None:
+    """Until something accepts connections on `port` (the mock upstream has no readiness route)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def wait_ready(url: str, timeout: float = 10.0) -> float:
@@ -150,9 +166,9 @@ class Bench:
         return Gateway("sidegate", f"http://127.0.0.1:{port}/v1/chat/completions", health, proc), wait_ready(health)
 
     def run(self, name: str, url: str, body: str, c: int, headers: dict[str, str] | None = None,
-            stream: bool = False) -> Result:
+            stream: bool = False, vary: str | None = None) -> Result:
         r: Result = {"scenario": name, "c": c, **wrk(url, body, c, self.args.duration, self.tmpdir,
-                                                    headers=headers, check_done=stream)}
+                                                    headers=headers, check_done=stream, vary=vary)}
         self.results.append(r)
         flag = "  <-- ERRORS" if r["errors"] else ""
         print(f"{name:<30} c={c:<4} {r['rps']:>9.0f} req/s  p50 {r['p50_ms']:8.2f} ms  "
@@ -254,6 +270,7 @@ def _scenarios(b: Bench, args: argparse.Namespace, conc: list[int]) -> None:
              "--paced-events", str(args.paced_events), "--rate", str(args.paced_rate)])
     b.start([*pin(0), py, "-m", "tests.bench.hello", str(hello)])
     wait_ready(f"http://127.0.0.1:{hello}/", 10)
+    wait_listening(mock)
     direct = f"http://127.0.0.1:{mock}/v1/chat/completions"
     for c in conc:
         b.run("direct", direct, chat, c)
@@ -282,6 +299,7 @@ def _scenarios(b: Bench, args: argparse.Namespace, conc: list[int]) -> None:
         b.run("sidegate stream +tracing 100%", traced.url, stream, c, stream=True)
     b.facts["peak_rss_traced_mb"] = procstat.rss_peak_mb(traced.proc.pid)
     b.stop(traced.proc)
+    _cache(b, mock, conc)
     if not (args.quick or args.no_workers):
         # Two workers may use both cores, which wrk and the mock share: on a 2-core machine this
         # measures contention as much as scaling (reported as such).
@@ -303,6 +321,24 @@ def _scenarios(b: Bench, args: argparse.Namespace, conc: list[int]) -> None:
         b.facts[f"{other}_cold_start_s"] = wait_ready(gw.health, 180)
         b.suite(gw, conc, chat, stream)
         b.stop(proc)
+
+
+def _cache(b: Bench, mock: int, conc: list[int]) -> None:
+    """The response cache's cost: every request a new body (all misses) without and with the cache
+    (memory backend), then one body over and over (all hits after the first)."""
+    varied = json.dumps({"model": "bench", "temperature": 0, "messages": [{"role": "user", "content": "@VARY@"}]})
+    same = json.dumps({"model": "bench", "temperature": 0, "messages": [{"role": "user", "content": "hi"}]})
+    off, _ = b.sidegate(mock)
+    for c in conc:
+        b.run("sidegate cache off", off.url, varied, c, vary=f"off-{c}")
+    b.stop(off.proc)
+    on, _ = b.sidegate(mock, _CACHED)
+    for c in conc:
+        b.run("sidegate cache miss", on.url, varied, c, vary=f"miss-{c}")
+    for c in conc:
+        b.run("sidegate cache hit", on.url, same, c)
+    b.facts["peak_rss_cache_mb"] = procstat.rss_peak_mb(on.proc.pid)
+    b.stop(on.proc)
 
 
 if __name__ == "__main__":

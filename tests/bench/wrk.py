@@ -32,6 +32,16 @@ end
 """
 
 
+# Every request a new body (`vary`): the message's text ends in this run's tag and a counter, so a
+# response cache sees only misses.
+_VARY = """local n = 0
+function request()
+  n = n + 1
+  return wrk.format(nil, nil, nil, string.format('{template}', n))
+end
+"""
+
+
 def pin(core: int) -> list[str]:
     """A taskset prefix pinning to `core` (empty on a one-core machine)."""
     if (os.cpu_count() or 1) >= 2 and shutil.which("taskset"):
@@ -74,17 +84,21 @@ def parse(out: str) -> dict[str, float]:
 
 
 def script(body: str, key: str = "sk-bench-client", headers: dict[str, str] | None = None,
-           check_done: bool = False) -> str:
+           check_done: bool = False, vary: str | None = None) -> str:
     """The Lua script POSTing `body` with the bench's headers (and the [DONE] check for streams)."""
     extra = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in (headers or {}).items())
-    return _LUA.format(body=body, key=key, headers=extra) + (_CHECK_DONE if check_done else "")
+    out = _LUA.format(body=body, key=key, headers=extra) + (_CHECK_DONE if check_done else "")
+    if vary is not None:
+        out += _VARY.format(template=body.replace("%", "%%").replace("@VARY@", f"{vary} %d"))
+    return out
 
 
 def wrk(url: str, body: str, conns: int, duration: float, script_dir: Path, key: str = "sk-bench-client",
-        headers: dict[str, str] | None = None, check_done: bool = False) -> dict[str, float]:
-    """One wrk run (pinned to core 1) POSTing `body` to `url` over `conns` connections."""
+        headers: dict[str, str] | None = None, check_done: bool = False, vary: str | None = None) -> dict[str, float]:
+    """One wrk run (pinned to core 1) POSTing `body` to `url` over `conns` connections (with `vary`,
+    the `@VARY@` in `body` becomes `vary` and a counter, different for every request)."""
     path = script_dir / "post.lua"
-    path.write_text(script(body, key, headers, check_done))
+    path.write_text(script(body, key, headers, check_done, vary))
     cmd = [*pin(1), "wrk", "-t1", f"-c{conns}", f"-d{duration:g}s", "--timeout", "10s", "--latency",
            "-s", str(path), url]
     return parse(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)

@@ -60,12 +60,36 @@ class _ConjectureUtils:
 if not hasattr(conjecture_utils.many, "more"):
     hjs_internals.cu = _ConjectureUtils()  # type: ignore[assignment]
 
+
+def _memoized(build: Any) -> Any:
+    """hypothesis-jsonschema builds the strategy of an object's value while drawing it: each key of
+    each example re-resolves `$ref`s (a deep copy of the subschema) and re-canonicalises it, which
+    is nearly all the time of the schema property tests. The strategy is a pure function of the
+    subschema's content (and the alphabet and formats of the `from_schema` call), so it is built
+    once per distinct subschema: the same strategies, drawing the same values (checked: the same
+    examples for the same seed), without the rework. Sharing a strategy shares no drawn value a test
+    could mutate: the schema's enums and consts are scalars."""
+    cache: dict[tuple[str, int, int], Any] = {}
+
+    def cached(schemas: Any, *, alphabet: Any, custom_formats: Any) -> Any:
+        parts = schemas if isinstance(schemas, list) else [schemas]
+        key = ("\0".join(hjs_internals.encode_canonical_json(s) for s in parts), id(alphabet), id(custom_formats))
+        if key not in cache:
+            cache[key] = (build(schemas, alphabet=alphabet, custom_formats=custom_formats), alphabet, custom_formats)
+        return cache[key][0]  # the entry keeps alphabet and formats alive, so their ids stay theirs
+
+    return cached
+
+
+for _builder in ("__from_schema", "merged_as_strategies"):  # module globals: the draws look them up by name
+    setattr(hjs_internals, _builder, _memoized(getattr(hjs_internals, _builder)))
+
 ANNOTATIONS = {"description", "examples", "default", "title", "$id", "$schema"}
 
 
 def generation_schema() -> dict[str, Any]:
     """The gateway schema without annotations and with small collections: the same language, but
-    hypothesis-jsonschema draws from it many times faster (it re-canonicalises per draw)."""
+    hypothesis-jsonschema draws from it many times faster (it canonicalises each subschema)."""
 
     def strip(node: Any) -> Any:
         if isinstance(node, dict):

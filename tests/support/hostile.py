@@ -20,6 +20,10 @@ import trio
 from tests.support.fake_base import FakeServer, Seen
 
 MB = 1_000_000
+RATE = 30 * MB
+"""Bytes a second an answer is written at, at most: a fast real upstream."""
+CATCH_UP = 0.01
+"""Seconds behind its schedule the writer makes up at most (the timer wakes it late by ~0.7 ms)."""
 PIECE = b"x" * 16_384
 EVENT = (b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,'
          b'"delta":{"content":"word "},"finish_reason":null}]}\n\n')
@@ -34,12 +38,16 @@ class Hostile(FakeServer):
         piece = EVENT * 100 if mode == "many" else PIECE
         if mode == "endless":
             await send({"type": "http.response.body", "body": b'data: {"a": "', "more_body": True})
+        start = trio.current_time()
         while sent < (20 * MB if mode == "endless" else 50 * MB):
             await send({"type": "http.response.body", "body": piece, "more_body": True})
             sent += len(piece)
-            # Paced at up to ~30 MB/s (a fast real upstream), so this process does not take a whole
-            # core of the shared machine away from the gateway being measured.
-            await trio.sleep(0.0005)
+            # Paced at up to RATE, so this process does not take a whole core of the shared machine
+            # away from the gateway being measured. Against the clock: a fixed sleep a piece would
+            # set the rate by the timer's granularity instead (0.5 ms asked, ~1.2 ms slept: 13 MB/s).
+            # Late wake-ups are made up; a slow reader's backlog is not (no burst after a stall).
+            start = max(start, trio.current_time() - sent / RATE - CATCH_UP)
+            await trio.sleep_until(start + sent / RATE)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 

@@ -133,7 +133,8 @@ async def test_stateless_era_rules() -> None:
         batch = await http.post("/mcp", json=[rpc("ping")])
         assert batch.status_code == 400 and "batches" in batch.json()["error"]["message"]
         health = (await http.get("/health/mcp")).json()["servers"]["files"]
-        assert health == {"transport": "stdio", "state": "up", "protocol": "2025-11-25", "error": None}
+        # (the stdio server answered `server/discover`: sidegate speaks 2026-07-28 on its channel)
+        assert health == {"transport": "stdio", "state": "up", "protocol": "2026-07-28", "error": None}
 
 
 @pytest.mark.parametrize("bodies", [False, True])

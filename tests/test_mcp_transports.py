@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import httpx2
 import pytest
 import trio
@@ -213,3 +215,51 @@ async def test_readiness_waits_for_boot_servers_to_answer_initialize(tmp_path: P
         url = f"http://127.0.0.1:{gw.port}/mcp"
         _, answers = await trio.to_thread.run_sync(lambda: client_run(url, whoami_everywhere))
     assert answers == {"gated": "gated"}
+
+
+_SILENT = """import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("method") == "initialize":
+        r = {"protocolVersion": "2025-06-18", "capabilities": {"tools": {}}, "serverInfo": {"name": "s", "version": "1"}}
+    elif m.get("method") == "tools/list":
+        r = {"tools": [{"name": "hi", "inputSchema": {"type": "object"}}]}
+    else:
+        continue  # a request it does not know (server/discover): never answered
+    print(json.dumps({"jsonrpc": "2.0", "id": m["id"], "result": r}), flush=True)
+"""
+
+
+async def test_stdio_servers_are_reached_in_their_era_and_session_clients_get_a_session(tmp_path: Path) -> None:
+    """sidegate asks a stdio server `server/discover` first: an mcp 2.x server answers it and is
+    spoken to at 2026-07-28 (a session-era client gets a second process of it in the session era),
+    an mcp 1.x server refuses it and gets the handshake, a server that ignores it is not asked
+    again after a bounded wait."""
+    from tests.support.mcp_upstreams import stdio_command
+    from tests.test_mcp_endpoint import modern, rpc
+
+    silent = tmp_path / "silent.py"
+    silent.write_text(_SILENT)
+    servers = {"new": stdio_command("new"), "old": stdio_command("old", mcp1_python()),
+               "silent": [sys.executable, str(silent)]}
+    spec = "".join(f"    {n}: {{command: {json.dumps(c)}, start_timeout: 4s}}\n" for n, c in servers.items())
+    async with open_gateway(compiled("mcp:\n  servers:\n" + spec)) as gw:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw.port}", timeout=30) as http:
+            body, headers = modern("tools/call", {"name": "new__whoami", "arguments": {}})
+            now = (await http.post("/mcp", json=body, headers=headers)).json()
+            opened = await http.post("/mcp", json=rpc("initialize", {
+                "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}))
+            session = {"mcp-session-id": opened.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
+            then = {n: (await http.post("/mcp", headers=session, json=rpc(
+                "tools/call", {"name": f"{n}__whoami", "arguments": {}}))).json() for n in ("new", "old")}
+            listed = (await http.post("/mcp", headers=session, json=rpc("tools/list"))).json()["result"]["tools"]
+            health = (await http.get("/health/mcp")).json()["servers"]
+            hub = gw.app.mcp.upstreams
+            twin = hub["new"]._twin  # type: ignore[attr-defined]
+            twin_version = twin.version if twin is not None else None
+    assert now["result"]["content"][0]["text"] == "new"
+    assert [then[n]["result"]["content"][0]["text"] for n in ("new", "old")] == ["new", "old"]
+    assert health["new"]["protocol"] == "2026-07-28" and health["old"]["protocol"] != "2026-07-28"
+    assert twin_version == "2025-11-25", "the session-era client's own process"
+    assert "silent__hi" in {t["name"] for t in listed} and health["silent"]["protocol"] == "2025-06-18"
+    assert hub["silent"]._discover_broke and not hub["old"]._discover_broke  # type: ignore[attr-defined]

@@ -90,6 +90,9 @@ _MODERN_ONLY = ("resultType", "cacheScope", "ttlMs")
 def _for_era(result: dict[str, Any], method: str, modern: bool) -> None:
     """Add the fields the stateless era requires; drop them for session-era clients."""
     if not modern:
+        if result.get("resultType") == "input_required":  # a 2026-07-28 server asking this client
+            raise McpError(INTERNAL_ERROR, "the server asks for input (sampling, elicitation or roots) that sidegate "
+                                           "cannot give a session-era client from this server; call it at 2026-07-28")
         for name in _MODERN_ONLY:
             result.pop(name, None)
         return

@@ -24,11 +24,44 @@ _MAX_LINE = 16 * 1024 * 1024
 class StdioUpstream(StreamUpstream):
     """A stdio upstream and its supervisor."""
 
-    def __init__(self, resolved: ResolvedServer, on_event: Any = None) -> None:
-        super().__init__(resolved, on_event, boot=resolved.server.start is McpStart.BOOT)
+    probe_modern = True
+
+    def __init__(self, resolved: ResolvedServer, on_event: Any = None, parent: StdioUpstream | None = None) -> None:
+        super().__init__(resolved, on_event, boot=parent is None and resolved.server.start is McpStart.BOOT)
+        if parent is not None:  # the session-era twin of a server speaking both eras: one cap, one memory
+            self.probe_modern = False
+            self.limiter, self.tools, self.param_bindings = parent.limiter, parent.tools, parent.param_bindings
+            self.deliver, self.followed, self.spawn = parent.deliver, parent.followed, parent.spawn
+        self._twin: StdioUpstream | None = None
+        self._twin_scope = trio.CancelScope()
         self.pid: int | None = None
         self._stdin: trio.abc.SendStream | None = None
         self._write_lock = trio.Lock()
+
+    def session_twin(self) -> StdioUpstream | None:
+        """For a session-era client of a server that speaks 2026-07-28 on its channel: a second
+        process of the same command, in the session era, started at its first request and
+        stopped with this one (None when this channel is in the session era already)."""
+        if not self.modern or self.spawn is None:
+            return None
+        if self._twin is None:
+            self._twin = StdioUpstream(self.resolved, self._on_event, parent=self)
+            self.spawn(self._run_twin)
+        return self._twin
+
+    async def _run_twin(self) -> None:
+        assert self._twin is not None
+        with self._twin_scope:
+            await self._twin.run()
+
+    def follow(self, deliver: Any, followed: Any) -> None:
+        super().follow(deliver, followed)
+        if self._twin is not None:
+            self._twin.deliver, self._twin.followed = deliver, followed
+
+    async def aclose(self) -> None:
+        self._twin_scope.cancel()
+        await super().aclose()
 
     async def _send(self, message: dict[str, Any]) -> None:
         stdin = self._stdin

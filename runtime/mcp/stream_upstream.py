@@ -17,7 +17,18 @@ import orjson
 import trio
 
 from runtime.mcp.exchange import Exchange
-from runtime.mcp.protocol import INTERNAL_ERROR, LATEST_HANDSHAKE, METHOD_NOT_FOUND, McpError, strip_envelope
+from runtime.mcp.protocol import (
+    INTERNAL_ERROR,
+    LATEST_HANDSHAKE,
+    META_CLIENT_CAPS,
+    META_CLIENT_INFO,
+    META_VERSION,
+    METHOD_NOT_FOUND,
+    MODERN_VERSIONS,
+    UPSTREAM_UNAVAILABLE,
+    McpError,
+    strip_envelope,
+)
 from runtime.mcp.upstream import CLIENT_INFO, ResolvedServer, Upstream
 
 __all__ = ["StreamUpstream"]
@@ -53,12 +64,34 @@ class StreamUpstream(Upstream):
         self._progress: dict[str, tuple[int, Any]] = {}
         """The gateway's progress token -> (request id, the client's own token)."""
         self._on_event = on_event
+        self.modern = False
+        """The server speaks 2026-07-28 on this channel (it answered `server/discover`): requests
+        carry the envelope and the calling client's capabilities, and no session is opened."""
+        self._discover_broke = False
         self._changed = trio.Event()
         """Set (and replaced) whenever a start attempt succeeds or ends."""
 
+    probe_modern = False
+    """Ask `server/discover` before `initialize` (stdio servers: a session-era server answers it
+    with an error and goes on to the handshake)."""
+
+    def session_twin(self) -> StreamUpstream | None:
+        """Another channel for session-era clients, when this one speaks 2026-07-28 (stdio)."""
+        return None
+
     async def _request(self, method: str, params: dict[str, Any], exchange: Exchange | None) -> dict[str, Any]:
         await self.wait_started()
-        return await self._call(method, strip_envelope(params), exchange)
+        twin = self.session_twin() if exchange is not None and exchange.legacy else None
+        if twin is not None:
+            return await twin._request(method, params, exchange)
+        meta = params.get("_meta")
+        declared = meta.get(META_CLIENT_CAPS) if isinstance(meta, dict) else None
+        params = strip_envelope(params)
+        if self.modern:  # the calling client's capabilities, as it declared them (none for older clients)
+            params = {**params, "_meta": {**params.get("_meta", {}), META_VERSION: self.version,
+                                          META_CLIENT_INFO: CLIENT_INFO,
+                                          META_CLIENT_CAPS: declared if isinstance(declared, dict) else {}}}
+        return await self._call(method, params, exchange)
 
     @property
     def started(self) -> bool:
@@ -139,15 +172,37 @@ class StreamUpstream(Upstream):
         # A fresh process must start its interpreter before it can answer: this is bounded by
         # `start_timeout`, not by the per-request `timeout`.
         with trio.fail_after(self.server.start_timeout):
-            result = await self._call("initialize", {
-                "protocolVersion": LATEST_HANDSHAKE, "capabilities": {}, "clientInfo": CLIENT_INFO})
-        self.version = str(result.get("protocolVersion"))
-        await self._send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+            if await self._discover():
+                self.version, self.modern = MODERN_VERSIONS[-1], True
+            else:
+                result = await self._call("initialize", {
+                    "protocolVersion": LATEST_HANDSHAKE, "capabilities": {}, "clientInfo": CLIENT_INFO})
+                self.version, self.modern = str(result.get("protocolVersion")), False
+                await self._send({"jsonrpc": "2.0", "method": "notifications/initialized"})
         self.down = False
         self.ready.set()
         self._notify()
         if self.followed(self.name) and self.spawn is not None:  # a new process knows none of them
             self.spawn(self._subscribe_again)
+
+    async def _discover(self) -> bool:
+        """Whether the server speaks 2026-07-28. A server that breaks its channel on the question,
+        or leaves it unanswered for 5 s, is not asked again (the handshake goes on at once)."""
+        if not self.probe_modern or self._discover_broke:
+            return False
+        meta = {META_VERSION: MODERN_VERSIONS[-1], META_CLIENT_INFO: CLIENT_INFO, META_CLIENT_CAPS: {}}
+        self._discover_broke = True  # until an answer comes
+        found: dict[str, Any] | None = None
+        with trio.move_on_after(min(5.0, self.server.start_timeout / 2)):
+            try:
+                found = await self._call("server/discover", {"_meta": meta})
+            except McpError as err:
+                if err.code != UPSTREAM_UNAVAILABLE:  # the server answered: a session-era server
+                    self._discover_broke = False
+                return False
+            self._discover_broke = False
+        versions = found.get("supportedVersions") if found is not None else None
+        return isinstance(versions, list) and MODERN_VERSIONS[-1] in versions
 
     async def _subscribe_again(self) -> None:
         with contextlib.suppress(McpError, trio.TooSlowError), trio.fail_after(self.server.timeout):

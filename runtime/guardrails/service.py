@@ -104,40 +104,18 @@ class Guardian:
 
     async def _run(self, applied: Applied, detectors: list[Detector], slots: list[Slot], rid: str) -> None:
         size = sum(len(holder[key]) for holder, key in slots)
-        if size > _OFF_LOOP:
-            blocked = await trio.to_thread.run_sync(self._check, applied, detectors, slots, rid)
+        if size > _OFF_LOOP:  # decisions are logged back on the loop (the logger is the loop's)
+            decisions = await trio.to_thread.run_sync(_check, detectors, slots)
         else:
-            blocked = self._check(applied, detectors, slots, rid)
-        if blocked is not None:
-            raise blocked
-
-    def _check(self, applied: Applied, detectors: Iterable[Detector], slots: list[Slot],
-               rid: str) -> GuardrailBlocked | None:
-        for d in detectors:
-            rule = d.rule
-            if rule.action is GuardAction.MASK:
-                found = 0
-                for holder, key in slots:
-                    holder[key], n = d.mask(holder[key])
-                    found += n
-                self._decide(applied, rule.name, rule.mode.value, "masked" if found else "passed", rid,
-                             findings=found)
-                continue
-            detail = d.violation([holder[key] for holder, key in slots])
-            if detail is None:
-                self._decide(applied, rule.name, rule.mode.value, "passed", rid)
-            elif rule.action is GuardAction.LOG:
-                self._decide(applied, rule.name, rule.mode.value, "logged", rid, detail=detail)
-            else:
-                self._decide(applied, rule.name, rule.mode.value, "blocked", rid, detail=detail)
-                return GuardrailBlocked(rule.name, rule.mode.value)
-        return None
-
-    def _decide(self, applied: Applied, name: str, mode: str, outcome: str, rid: str, **fields: object) -> None:
-        applied.decisions.append(f"{name}:{outcome}")
-        self.decisions.labels(name, mode, outcome).inc()
-        if outcome != "passed":
-            self.logger.info("guardrail", request_id=rid, guardrail=name, mode=mode, outcome=outcome, **fields)
+            decisions = _check(detectors, slots)
+        for name, mode, outcome, fields in decisions:
+            applied.decisions.append(f"{name}:{outcome}")
+            self.decisions.labels(name, mode, outcome).inc()
+            if outcome != "passed":
+                self.logger.info("guardrail", request_id=rid, guardrail=name, mode=mode, outcome=outcome, **fields)
+        name, mode, outcome, _ = decisions[-1] if decisions else ("", "", "", {})
+        if outcome == "blocked":
+            raise GuardrailBlocked(name, mode)
 
     def answers(self, applied: Applied, op: str, send: Send, error_body: Callable[[GatewayError], bytes],
                 rid: str) -> Send:
@@ -181,3 +159,31 @@ class Guardian:
                 headers.append((b"content-type", b"application/json"))
                 return 400, [*headers, (b"content-length", str(len(body)).encode())], body
         return start["status"], [*headers, (b"content-length", str(len(body)).encode())], body
+
+
+Decision = tuple[str, str, str, dict[str, object]]
+"""(guardrail, mode, outcome, fields to log: what was found, never the text)."""
+
+
+def _check(detectors: Iterable[Detector], slots: list[Slot]) -> list[Decision]:
+    """Each guardrail's decision in order, up to the first block (masking rewrites `slots`)."""
+    out: list[Decision] = []
+    for d in detectors:
+        rule = d.rule
+        mode = rule.mode.value
+        if rule.action is GuardAction.MASK:
+            found = 0
+            for holder, key in slots:
+                holder[key], n = d.mask(holder[key])
+                found += n
+            out.append((rule.name, mode, "masked" if found else "passed", {"findings": found}))
+            continue
+        detail = d.violation([holder[key] for holder, key in slots])
+        if detail is None:
+            out.append((rule.name, mode, "passed", {}))
+        elif rule.action is GuardAction.LOG:
+            out.append((rule.name, mode, "logged", {"detail": detail}))
+        else:
+            out.append((rule.name, mode, "blocked", {"detail": detail}))
+            break
+    return out

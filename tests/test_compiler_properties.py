@@ -113,7 +113,7 @@ def generation_schema() -> dict[str, Any]:
     schema["properties"]["observability"]["properties"].pop("tracing")  # its own: tests/test_tracing_spec.py
     schema["properties"].pop("cache", None)  # its own tests: tests/test_cache_spec.py
     defs["model_group"]["properties"].pop("cache")
-    schema["properties"].pop("guardrails", None)  # its own tests: tests/test_guardrails_spec.py
+    schema["properties"].pop("guardrails", None)  # its own tests: tests/test_guardrails*.py, golden specs
     defs["model_group"]["properties"].pop("guardrails")
     defs["static_key"]["properties"].pop("guardrails")
     schema["properties"]["teams"]["additionalProperties"]["properties"].pop("guardrails")

@@ -66,7 +66,6 @@ class Guardian:
         for where, owner in (("group", group), ("key", key), ("team", team)):
             if owner is not None:
                 allowed.update(dict.fromkeys(self.attached.get((where, owner), ())))
-        chosen = [n for n in allowed if self.detectors[n].rule.default_on]
         if requested is not None:
             if not isinstance(requested, list) or not all(isinstance(n, str) for n in requested):
                 raise BadRequest("'guardrails' must be an array of guardrail names", param="guardrails")
@@ -74,7 +73,7 @@ class Guardian:
             if refused:
                 raise BadRequest(f"guardrail '{refused[0][:100]}' is not one this request may use",
                                  code="guardrail_not_allowed", param="guardrails")
-            chosen += [n for n in allowed if n in requested and n not in chosen]
+        chosen = [n for n in allowed if self.detectors[n].rule.default_on or n in (requested or ())]
         if not chosen:
             return None
         rules = [self.detectors[n] for n in chosen]

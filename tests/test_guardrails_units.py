@@ -8,10 +8,11 @@ import time
 from typing import Any
 
 import pytest
+import trio
 
 from compiler.pipeline import compile_text
 from compiler.sections.guardrails import pattern_problem
-from runtime.errors import BadRequest
+from runtime.errors import BadRequest, GuardrailBlocked
 from runtime.guardrails.detect import Detector, iban_valid, luhn_valid
 from runtime.guardrails.service import Guardian
 from runtime.plan.guardrails import GUARD_PRESETS, PII_ENTITIES, GuardAction, GuardKind, GuardMode, Guardrail
@@ -143,6 +144,11 @@ def test_a_request_gets_its_group_key_and_team_guardrails_and_may_add_only_allow
     assert names("demo", "ci", "ops", {"guardrails": ["g2"]}) == ["g1", "g2", "k1", "t1"]
     assert names("other", "ci", None, {"guardrails": ["k1"]}) == ["k1"]
     assert names("other", None, None, {}) == []
+    extra: dict[str, Any] = {}
+    with pytest.raises(GuardrailBlocked):
+        trio.run(guards.start, "demo", "ci", None, "chat", {"messages": [{"role": "user", "content": "x" * 11}]},
+                 "rid", extra)
+    assert extra == {"guardrails": ["g1:passed", "k1:blocked"]}  # the request's log line says why, not what
     for body in ({"guardrails": ["g2"]}, {"guardrails": "g1"}, {"guardrails": [1]}):
         with pytest.raises(BadRequest):
             names("other", None, None, body)

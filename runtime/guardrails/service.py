@@ -81,10 +81,12 @@ class Guardian:
                        post=[d for d in rules if d.rule.mode is GuardMode.POST_CALL])
 
     async def start(self, group: str | None, key: str | None, team: str | None, op: str, data: dict[str, Any],
-                    rid: str) -> Applied | None:
-        """The request's guardrails, pre_call already applied (None: no guardrail applies)."""
+                    rid: str, extra: dict[str, Any]) -> Applied | None:
+        """The request's guardrails, pre_call already applied (None: no guardrail applies); their
+        decisions go in `extra["guardrails"]` (the request's log line), a block's too."""
         applied = self.select(group, key, team, data)
         if applied is not None:
+            extra["guardrails"] = applied.decisions
             await self.before(applied, op, data, data.get("stream") is True, rid)
         return applied
 

@@ -266,12 +266,10 @@ class App:
             check_depth(data, rt.plan.server.max_json_depth, body)
             route = rt.routes.resolve(data["model"])
             guarded = await self.guards.start(route.group.name if route else None, grant.name if grant else None,
-                                              grant.team if grant else None, op, data, rid)
-            if guarded is not None:
-                call.extra["guardrails"] = guarded.decisions
-                if guarded.post:
-                    send = self.guards.answers(guarded, op, send, lambda e: anthropic_error_body(e, rid)
-                                               if op == "messages" else openai_body(e), rid)
+                                              grant.team if grant else None, op, data, rid, call.extra)
+            if guarded is not None and guarded.post:
+                send = self.guards.answers(guarded, op, send, lambda e: anthropic_error_body(e, rid)
+                                           if op == "messages" else openai_body(e), rid)
             if route is not None:
                 admission = await self.access.admit(grant, route.group.name, data, rt.reserve.get(route.group.name),
                                                     op, rid)

@@ -124,4 +124,5 @@ def lower(resolved: Resolved) -> Plan:
         a2a=resolved.a2a,
         mcp=resolved.mcp,
         cache=resolved.cache.cache if resolved.cache is not None else None,
+        guardrails=resolved.guardrails,
     )

@@ -22,6 +22,7 @@ from compiler.sections import routing
 from compiler.sections.a2a import resolve_a2a
 from compiler.sections.cache import CacheSpec, resolve_cache
 from compiler.sections.governance import GovernanceSpec, check_redis_url, resolve_governance
+from compiler.sections.guardrails import resolve_guardrails
 from compiler.sections.mcp import resolve_mcp
 from compiler.sections.observability import resolve_observability
 from compiler.sections.pricing import target_price
@@ -42,6 +43,7 @@ from runtime.plan import (
     Server,
     Store,
 )
+from runtime.plan.guardrails import Guardrails
 from runtime.plan.secrets import split_listen
 
 __all__ = [
@@ -199,6 +201,7 @@ class Resolved:
     a2a: A2A | None = None
     mcp: Mcp | None = None
     cache: CacheSpec | None = None
+    guardrails: Guardrails | None = None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -429,4 +432,5 @@ def resolve(spec: Mapping[str, Any], out: Collector) -> Resolved:
         a2a=resolve_a2a(spec, r.reference, parse_duration),
         mcp=resolve_mcp(spec, r.secret, parse_duration, out),
         cache=resolve_cache(spec, r.secret, parse_duration, parse_size, out),
+        guardrails=resolve_guardrails(spec, out),
     )

@@ -15,6 +15,7 @@ from runtime.retry_after import retry_after_header
 __all__ = [
     "BadRequest",
     "GatewayError",
+    "GuardrailBlocked",
     "ModelNotFound",
     "NotFound",
     "Overloaded",
@@ -72,6 +73,17 @@ class BadRequest(GatewayError):
 
     status = 400
     type = "invalid_request_error"
+
+
+class GuardrailBlocked(BadRequest):
+    """A guardrail refused the request or its answer (its name is said, never what it matched)."""
+
+    code = "guardrail_blocked"
+
+    def __init__(self, guardrail: str, mode: str) -> None:
+        what = "request" if mode == "pre_call" else "answer"
+        super().__init__(f"the {what} was blocked by guardrail '{guardrail}' ({mode})")
+        self.guardrail = guardrail
 
 
 class NotFound(GatewayError):
@@ -170,6 +182,7 @@ def from_exception(exc: BaseException) -> GatewayError:
 def openai_body(err: GatewayError) -> bytes:
     """OpenAI's error envelope: `{"error": {"message", "type", "param", "code"}}`."""
     payload: Mapping[str, object] = {
-        "error": {"message": err.message, "type": err.type, "param": err.param, "code": err.code}
+        "error": {"message": err.message, "type": err.type, "param": err.param, "code": err.code,
+                  **({"guardrail": err.guardrail} if isinstance(err, GuardrailBlocked) else {})}
     }
     return orjson.dumps(payload)

@@ -113,6 +113,10 @@ def generation_schema() -> dict[str, Any]:
     schema["properties"]["observability"]["properties"].pop("tracing")  # its own: tests/test_tracing_spec.py
     schema["properties"].pop("cache", None)  # its own tests: tests/test_cache_spec.py
     defs["model_group"]["properties"].pop("cache")
+    schema["properties"].pop("guardrails", None)  # its own tests: tests/test_guardrails*.py, golden specs
+    defs["model_group"]["properties"].pop("guardrails")
+    defs["static_key"]["properties"].pop("guardrails")
+    schema["properties"]["teams"]["additionalProperties"]["properties"].pop("guardrails")
     for field in ("price", "base_model"):  # their own tests: tests/test_spec_prices.py (hypothesis too)
         defs["target"]["properties"].pop(field)
     defs["model_group"]["properties"]["targets"]["maxItems"] = 3

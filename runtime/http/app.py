@@ -15,6 +15,7 @@ from runtime.asgi import ClientGone, Receive, Scope, Send, header, read_body, re
 from runtime.cache.metrics import CacheMetrics
 from runtime.cache.service import ResponseCache
 from runtime.errors import GatewayError, ModelNotFound, NotFound, Unavailable, from_exception, openai_body
+from runtime.guardrails.service import Guardian
 from runtime.http.a2a_endpoint import A2AGateway
 from runtime.http.access import ADMIN_ROUTES, Access
 from runtime.http.anthropic.count_tokens import count_input_tokens
@@ -71,6 +72,8 @@ class App:
         self.cache = ResponseCache(logger, CacheMetrics(metrics.registry), lambda: self.store)
         self.cache.configure(runtime)
         self.access.cache_purge = self.cache.purge
+        self.guards = Guardian(logger, metrics.registry)
+        self.guards.configure(runtime.plan.guardrails)
         self.a2a = A2AGateway(runtime, logger, A2AMetrics(metrics.registry))
         self.mcp = Hub(on_event=logger.warning)
         self.mcp.configure(runtime.mcp_servers, runtime.plan.mcp.separator if runtime.plan.mcp else "__")
@@ -85,6 +88,7 @@ class App:
         self.hosts = HostRule(runtime.plan)
         self.access.configure(runtime)
         self.cache.configure(runtime)
+        self.guards.configure(runtime.plan.guardrails)
         self.a2a.configure(runtime)
         self.mcp.configure(runtime.mcp_servers, runtime.plan.mcp.separator if runtime.plan.mcp else "__")
         self.metrics.set_plan(runtime.digest)
@@ -261,6 +265,11 @@ class App:
                 data = parse_request(op, body)
             check_depth(data, rt.plan.server.max_json_depth, body)
             route = rt.routes.resolve(data["model"])
+            guarded = await self.guards.start(route.group.name if route else None, grant.name if grant else None,
+                                              grant.team if grant else None, op, data, rid, call.extra)
+            if guarded is not None and guarded.post:
+                send = self.guards.answers(guarded, op, send, lambda e: anthropic_error_body(e, rid)
+                                           if op == "messages" else openai_body(e), rid)
             if route is not None:
                 admission = await self.access.admit(grant, route.group.name, data, rt.reserve.get(route.group.name),
                                                     op, rid)
@@ -273,6 +282,8 @@ class App:
                                            scope["headers"])
                 finally:
                     nursery.cancel_scope.cancel()
+            if guarded is not None and guarded.blocked is not None:
+                call.status, call.error = guarded.blocked.status, guarded.blocked.message
             if call.status == 0 or call.client_gone:
                 call.status, call.error = 499, "client disconnected"
         except ClientGone:

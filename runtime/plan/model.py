@@ -24,6 +24,7 @@ from runtime.plan.gateways import (
     McpTransport,
 )
 from runtime.plan.governance import Auth, BudgetRule, JwtRule, LimitRule, StaticKey, Team, UserRule
+from runtime.plan.guardrails import Guardrails
 from runtime.plan.observability import LogFormat, LogLevel, Logs, Metrics, Observability, OtlpProtocol, Tracing
 from runtime.plan.values import Header, JSONValue, Secret, SecretPart, SecretSource
 
@@ -78,7 +79,7 @@ __all__ = [
     "UserRule",
 ]
 
-PLAN_VERSION = 10
+PLAN_VERSION = 11
 """Bumped whenever a plan written by an older compiler could be misread by this runtime."""
 
 class Family(enum.Enum):
@@ -397,6 +398,8 @@ class Plan:
     mcp: Mcp | None = None
     cache: Cache | None = None
     """The response cache's store (None: nothing is cached)."""
+    guardrails: Guardrails | None = None
+    """Guardrails and who names them (None: the spec declares none)."""
 
     def provider(self, name: str) -> Provider:
         """The provider called `name` (the compiler guarantees every target's exists)."""

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from runtime.errors import GatewayError
+from runtime.errors import GatewayError, GuardrailBlocked
 from runtime.http.anthropic.request import anthropic_to_openai
 from runtime.upstream.openai_wire import Usage, valid_usage
 from runtime.upstream.providers.common import SseParser
@@ -78,6 +78,8 @@ def anthropic_error_body(err: GatewayError, request_id: str | None = None) -> by
     """Anthropic's error envelope `{"type": "error", "error": {"type", "message"}}` for `err`."""
     kind = _ERROR_TYPES.get(err.status) or ("invalid_request_error" if err.status < 500 else "api_error")
     payload: dict[str, Any] = {"type": "error", "error": {"type": kind, "message": err.message}}
+    if isinstance(err, GuardrailBlocked):
+        payload["error"].update(code=err.code, guardrail=err.guardrail)
     if request_id:
         payload["request_id"] = request_id
     return orjson.dumps(payload)

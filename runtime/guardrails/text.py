@@ -1,0 +1,77 @@
+"""Where a request's and an answer's text lives, per operation: the slots a guardrail reads and,
+when masking, rewrites in place (message contents and text parts, a system prompt, a prompt or
+embeddings input; an answer's message content, completion text or Anthropic text blocks)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["Slot", "answer_slots", "request_slots"]
+
+Slot = tuple[Any, Any]
+"""A container and the key (or index) of one of its strings."""
+
+
+def _content(holder: Any, key: Any, out: list[Slot]) -> None:
+    value = holder[key]
+    if isinstance(value, str):
+        out.append((holder, key))
+    elif isinstance(value, list):
+        for part in value:
+            if not isinstance(part, dict):
+                continue
+            if isinstance(part.get("text"), str):
+                out.append((part, "text"))
+            if part.get("type") == "tool_result" and "content" in part:
+                _content(part, "content", out)
+
+
+def _strings(holder: Any, key: Any, out: list[Slot]) -> None:
+    value = holder[key]
+    if isinstance(value, str):
+        out.append((holder, key))
+    elif isinstance(value, list):
+        out.extend((value, i) for i, v in enumerate(value) if isinstance(v, str))
+
+
+def request_slots(op: str, data: dict[str, Any]) -> list[Slot]:
+    """The request's text: chat and Messages contents (and `system`), a prompt, an input, instructions."""
+    out: list[Slot] = []
+    if "system" in data and op == "messages":
+        _content(data, "system", out)
+    if op == "responses" and isinstance(data.get("instructions"), str):
+        out.append((data, "instructions"))
+    for field in ("prompt", "input"):
+        if field in data:
+            if op == "responses" and isinstance(data[field], list):
+                for item in data[field]:
+                    if isinstance(item, dict) and "content" in item:
+                        _content(item, "content", out)
+            else:
+                _strings(data, field, out)
+    messages = data.get("messages")
+    if isinstance(messages, list):
+        for message in messages:
+            if isinstance(message, dict) and "content" in message:
+                _content(message, "content", out)
+    return out
+
+
+def answer_slots(op: str, answer: Any) -> list[Slot]:
+    """A whole answer's text: chat message contents, completion texts, Anthropic text blocks."""
+    out: list[Slot] = []
+    if not isinstance(answer, dict):
+        return out
+    if op == "messages":
+        if isinstance(answer.get("content"), list):
+            _content(answer, "content", out)
+        return out
+    for choice in answer.get("choices") or ():
+        if not isinstance(choice, dict):
+            continue
+        if op == "completions" and isinstance(choice.get("text"), str):
+            out.append((choice, "text"))
+        message = choice.get("message")
+        if isinstance(message, dict) and isinstance(message.get("content"), str):
+            out.append((message, "content"))
+    return out

@@ -1,0 +1,97 @@
+"""Plan types of guardrails (the `guardrails` section, and the `guardrails` lists of model groups,
+spec keys and teams), re-exported by :mod:`runtime.plan`."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+__all__ = [
+    "GUARD_PRESETS",
+    "PII_ENTITIES",
+    "GuardAction",
+    "GuardKind",
+    "GuardMode",
+    "GuardTopic",
+    "Guardrail",
+    "GuardrailAttachment",
+    "Guardrails",
+]
+
+GUARD_PRESETS = ("api_keys", "aws_keys", "private_keys")
+"""The regex kind's named secret patterns."""
+PII_ENTITIES = ("email", "phone", "credit_card", "iban", "us_ssn", "uk_nino")
+"""What the pii kind detects (all of them by default)."""
+
+
+class GuardKind(enum.Enum):
+    REGEX = "regex"
+    KEYWORDS = "keywords"
+    PII = "pii"
+    MAX_PROMPT = "max_prompt"
+    TOPICS = "topics"
+
+
+class GuardMode(enum.Enum):
+    PRE_CALL = "pre_call"
+    """On the request, before it is routed."""
+    POST_CALL = "post_call"
+    """On the whole (non-streamed) answer, before the client gets it."""
+
+
+class GuardAction(enum.Enum):
+    BLOCK = "block"
+    MASK = "mask"
+    LOG = "log"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GuardTopic:
+    """A blocked topic: its name (logged) and the keywords that mark it."""
+
+    name: str
+    keywords: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Guardrail:
+    """One named guardrail."""
+
+    name: str
+    kind: GuardKind
+    mode: GuardMode
+    action: GuardAction
+    default_on: bool
+    """Run on every request it is attached to (False: only on requests naming it in `guardrails`)."""
+    patterns: tuple[str, ...] = ()
+    """regex: the spec's own patterns (checked linear-time by the compiler)."""
+    presets: tuple[str, ...] = ()
+    """regex: names of `GUARD_PRESETS`."""
+    words: tuple[str, ...] = ()
+    """keywords: whole words or phrases, matched case-insensitively."""
+    entities: tuple[str, ...] = ()
+    """pii: which of `PII_ENTITIES`."""
+    max_chars: int | None = None
+    """max_prompt: the most characters of message text a request may have."""
+    blocked_topics: tuple[GuardTopic, ...] = ()
+    allowed_keywords: tuple[str, ...] = ()
+    """topics: when set, a prompt must mention one of these."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GuardrailAttachment:
+    """The guardrails a model group, spec key or team names."""
+
+    owner: str
+    guardrails: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Guardrails:
+    """Every guardrail, and who names which (a request gets the union for its group, key and team)."""
+
+    rules: tuple[Guardrail, ...]
+    groups: tuple[GuardrailAttachment, ...]
+    keys: tuple[GuardrailAttachment, ...]
+    """By spec key name."""
+    teams: tuple[GuardrailAttachment, ...]

@@ -114,11 +114,12 @@ async def test_a_redis_cache_is_shared_by_two_sidecar_processes(server: RedisSer
             async with sidecar(specs[0]), sidecar(specs[1]):
                 first = await ask(ports[0])
                 await until_stored(ports[0])
+                stored = up.calls  # the polling's own misses (a busy machine writes later) are not counted
                 other = await ask(ports[1])
                 async with httpx.AsyncClient() as http:
                     metrics = (await http.get(f"http://127.0.0.1:{ports[1]}/metrics")).text
     assert first[0] == "miss" and other == ("hit", first[1])
-    assert up.calls == 1, "the second sidecar answered from the entry the first one wrote"
+    assert up.calls == stored, "the second sidecar answered from the entry the first one wrote"
     assert 'sidegate_cache_requests_total{model="fast",result="hit"} 1.0' in metrics
     assert len(server.client().keys("sidegate:cache:*")) == 1
 
@@ -134,11 +135,12 @@ async def test_a_redis_outage_makes_misses_not_errors(server: RedisServer, monke
             async with open_gateway(plan) as gw:
                 assert (await ask(gw.port))[0] == "miss"
                 await until_stored(gw.port)
+                stored = up.calls
                 server.stop()
                 down = [await ask(gw.port) for _ in range(3)]
                 async with httpx.AsyncClient() as http:
                     metrics = (await http.get(f"http://127.0.0.1:{gw.port}/metrics")).text
-    assert [h for h, _ in down] == ["miss"] * 3 and up.calls == 4
+    assert [h for h, _ in down] == ["miss"] * 3 and up.calls == stored + 3
     assert 'sidegate_cache_backend_errors_total{operation="get"} 1.0' in metrics, "left alone after one failure"
 
 
@@ -156,6 +158,7 @@ async def test_the_store_backend_is_shared_by_two_gateways(store_url: str,  # no
             async with open_gateway(plan) as one, open_gateway(plan) as two:
                 first = await ask(one.port)
                 await until_stored(one.port)
+                stored = up.calls
                 other = await ask(two.port)
                 async with httpx.AsyncClient() as http:
                     purged = (await http.post(f"http://127.0.0.1:{two.port}/cache/purge", json={},
@@ -163,4 +166,4 @@ async def test_the_store_backend_is_shared_by_two_gateways(store_url: str,  # no
                 after = await ask(one.port)
     assert first[0] == "miss" and other == ("hit", first[1])
     assert purged == {"purged": 1, "model": None} and after[0] == "miss"
-    assert up.calls == 2
+    assert up.calls == stored + 1, "the other gateway's hit cost nothing; after the purge, one call"

@@ -31,10 +31,9 @@ from runtime.mcp.protocol import (
     NAME_PARAMS,
     McpError,
     encode_header,
-    strip_envelope,
 )
 from runtime.mcp.sse import sse_events
-from runtime.mcp.upstream import CLIENT_INFO, Deliver, ResolvedServer, Upstream
+from runtime.mcp.upstream import CLIENT_INFO, Deliver, ResolvedServer, Upstream, for_hop
 from runtime.observe.context import outbound_headers
 
 __all__ = ["HttpUpstream"]
@@ -276,15 +275,7 @@ class HttpUpstream(Upstream):
         return out
 
     async def _send(self, method: str, params: dict[str, Any], exchange: Exchange | None = None) -> dict[str, Any]:
-        meta = params.get("_meta")
-        declared = meta.get(META_CLIENT_CAPS) if isinstance(meta, dict) else None
-        params = strip_envelope(params)
-        if self.modern:
-            # The calling client's capabilities, as it declared them (a 2026-07-28 client does per
-            # request): the server gates tools and requests on them. Others: none declared.
-            caps = declared if isinstance(declared, dict) else {}
-            params = {**params, "_meta": {**params.get("_meta", {}), META_VERSION: self.version,
-                                          META_CLIENT_INFO: CLIENT_INFO, META_CLIENT_CAPS: caps}}
+        params = for_hop(params, self.version if self.modern else None)
         return await self._post(method, params, self._headers(method, params), exchange=exchange)
 
     async def _reply(self, message: dict[str, Any]) -> None:

@@ -27,9 +27,8 @@ from runtime.mcp.protocol import (
     MODERN_VERSIONS,
     UPSTREAM_UNAVAILABLE,
     McpError,
-    strip_envelope,
 )
-from runtime.mcp.upstream import CLIENT_INFO, ResolvedServer, Upstream
+from runtime.mcp.upstream import CLIENT_INFO, ResolvedServer, Upstream, for_hop
 
 __all__ = ["StreamUpstream"]
 
@@ -84,14 +83,7 @@ class StreamUpstream(Upstream):
         twin = self.session_twin() if exchange is not None and exchange.legacy else None
         if twin is not None:
             return await twin._request(method, params, exchange)
-        meta = params.get("_meta")
-        declared = meta.get(META_CLIENT_CAPS) if isinstance(meta, dict) else None
-        params = strip_envelope(params)
-        if self.modern:  # the calling client's capabilities, as it declared them (none for older clients)
-            params = {**params, "_meta": {**params.get("_meta", {}), META_VERSION: self.version,
-                                          META_CLIENT_INFO: CLIENT_INFO,
-                                          META_CLIENT_CAPS: declared if isinstance(declared, dict) else {}}}
-        return await self._call(method, params, exchange)
+        return await self._call(method, for_hop(params, self.version if self.modern else None), exchange)
 
     @property
     def started(self) -> bool:

@@ -13,10 +13,17 @@ import trio
 from runtime.mcp.exchange import Exchange
 from runtime.mcp.oauth import TokenSource
 from runtime.mcp.param_headers import Bindings, bindings_of
-from runtime.mcp.protocol import UPSTREAM_UNAVAILABLE, McpError
+from runtime.mcp.protocol import (
+    META_CLIENT_CAPS,
+    META_CLIENT_INFO,
+    META_VERSION,
+    UPSTREAM_UNAVAILABLE,
+    McpError,
+    strip_envelope,
+)
 from runtime.plan import Mcp, McpServer, Secret
 
-__all__ = ["CLIENT_INFO", "KNOWN_TOOLS", "Deliver", "ResolvedServer", "Upstream", "resolve_servers"]
+__all__ = ["CLIENT_INFO", "KNOWN_TOOLS", "Deliver", "ResolvedServer", "Upstream", "for_hop", "resolve_servers"]
 
 Deliver = Callable[[str, dict[str, Any]], None]
 """Hand a server's notification about followed resources to the gateway (server name, message)."""
@@ -25,6 +32,20 @@ KNOWN_TOOLS = 1000
 """Tools remembered per server (names for metric labels, header markings), at most."""
 
 CLIENT_INFO = {"name": "sidegate", "version": "0.1.0"}
+
+
+def for_hop(params: dict[str, Any], modern_version: str | None) -> dict[str, Any]:
+    """`params` for the next hop: the caller's envelope removed; at 2026-07-28 (`modern_version`)
+    sidegate's own envelope with the calling client's capabilities, as it declared them (a
+    2026-07-28 client does per request; none for older clients), which servers gate tools and
+    requests on."""
+    meta = params.get("_meta")
+    declared = meta.get(META_CLIENT_CAPS) if isinstance(meta, dict) else None
+    params = strip_envelope(params)
+    if modern_version is None:
+        return params
+    return {**params, "_meta": {**params.get("_meta", {}), META_VERSION: modern_version, META_CLIENT_INFO: CLIENT_INFO,
+                                META_CLIENT_CAPS: declared if isinstance(declared, dict) else {}}}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -18,6 +18,8 @@ COPY pyproject.toml README.md LICENSE NOTICE ./
 COPY schema/ schema/
 COPY compiler/ compiler/
 COPY runtime/ runtime/
+# sidegate/ holds the library and the links sidegate/runtime, sidegate/compiler the wheel follows
+COPY sidegate/ sidegate/
 RUN python -m venv /opt/sidegate \
     && /opt/sidegate/bin/pip install --no-cache-dir -c compiler/deploy/constraints.txt . \
     && /opt/sidegate/bin/sidegate --version

@@ -3,7 +3,7 @@ py := ".venv/bin/python"
 
 # Start the sidecar on a spec (default: the quickstart).
 serve spec="examples/quickstart.yaml":
-    {{py}} -m compiler.cli serve {{spec}}
+    {{py}} -m sidegate.compiler.cli serve {{spec}}
 
 # Run the test suite.
 test *args:
@@ -11,7 +11,7 @@ test *args:
 
 # Lint the examples and the code.
 lint:
-    {{py}} -m compiler.cli lint --strict examples/*.yaml
+    {{py}} -m sidegate.compiler.cli lint --strict examples/*.yaml
     {{py}} -m ruff check .
 
 # Strict type check.

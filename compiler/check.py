@@ -7,15 +7,15 @@ must be there); unused providers and missing keys are worth a warning.
 
 from __future__ import annotations
 
-from compiler.diagnostics import Collector, did_you_mean, join_pointer
-from compiler.resolve import MOCK_FIELDS, GroupSpec, ProviderSpec, Resolved
-from compiler.sections import routing
-from compiler.sections.a2a import check_a2a
-from compiler.sections.governance import check_governance
-from compiler.sections.mcp import check_mcp
-from compiler.sections.pricing import check_budgeted_prices
-from runtime.plan import Family
-from runtime.routing.routes import glob_regex, is_prefix_wildcard
+from sidegate.compiler.diagnostics import Collector, did_you_mean, join_pointer
+from sidegate.compiler.resolve import MOCK_FIELDS, GroupSpec, ProviderSpec, Resolved
+from sidegate.compiler.sections import routing
+from sidegate.compiler.sections.a2a import check_a2a
+from sidegate.compiler.sections.governance import check_governance
+from sidegate.compiler.sections.mcp import check_mcp
+from sidegate.compiler.sections.pricing import check_budgeted_prices
+from sidegate.runtime.plan import Family
+from sidegate.runtime.routing.routes import glob_regex, is_prefix_wildcard
 
 __all__ = ["check"]
 

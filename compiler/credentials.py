@@ -23,8 +23,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-from compiler.diagnostics import Collector, join_pointer
-from runtime.observe.scrub import Scrubber
+from sidegate.compiler.diagnostics import Collector, join_pointer
+from sidegate.runtime.observe.scrub import Scrubber
 
 __all__ = ["CREDENTIAL_HEADERS", "check_credentials"]
 

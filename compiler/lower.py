@@ -6,12 +6,12 @@ order of mapping keys in the spec; targets keep the order they were written in.
 
 from __future__ import annotations
 
-from compiler.data.capabilities import capabilities, override_output
-from compiler.resolve import GroupSpec, ProviderSpec, Resolved, TargetSpec
-from compiler.sections.routing import flatten_fallbacks
-from runtime.plan import PLAN_VERSION, CachePolicy, Family, ModelGroup, Plan, Provider, Target
-from runtime.routing.routes import is_prefix_wildcard
-from runtime.upstream.providers import bedrock_base_url, vertex_base_url
+from sidegate.compiler.data.capabilities import capabilities, override_output
+from sidegate.compiler.resolve import GroupSpec, ProviderSpec, Resolved, TargetSpec
+from sidegate.compiler.sections.routing import flatten_fallbacks
+from sidegate.runtime.plan import PLAN_VERSION, CachePolicy, Family, ModelGroup, Plan, Provider, Target
+from sidegate.runtime.routing.routes import is_prefix_wildcard
+from sidegate.runtime.upstream.providers import bedrock_base_url, vertex_base_url
 
 __all__ = ["lower"]
 

@@ -29,7 +29,7 @@ from ruamel.yaml.events import (
     StreamEndEvent,
 )
 
-from compiler.diagnostics import Diagnostic, Severity, escape_pointer
+from sidegate.compiler.diagnostics import Diagnostic, Severity, escape_pointer
 
 __all__ = ["MAX_ALIAS_NODES", "MAX_DEPTH", "Parsed", "SourceMap", "parse"]
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from compiler.check import check
-from compiler.credentials import check_credentials
-from compiler.diagnostics import Collector, Diagnostic, has_errors, sort_key
-from compiler.lower import lower
-from compiler.parse import parse
-from compiler.resolve import resolve
-from compiler.validate import validate
-from runtime.plan import Plan
+from sidegate.compiler.check import check
+from sidegate.compiler.credentials import check_credentials
+from sidegate.compiler.diagnostics import Collector, Diagnostic, has_errors, sort_key
+from sidegate.compiler.lower import lower
+from sidegate.compiler.parse import parse
+from sidegate.compiler.resolve import resolve
+from sidegate.compiler.validate import validate
+from sidegate.runtime.plan import Plan
 
 __all__ = ["Result", "compile_text"]
 

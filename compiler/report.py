@@ -14,7 +14,7 @@ import os
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 
-from compiler.diagnostics import Diagnostic
+from sidegate.compiler.diagnostics import Diagnostic
 
 __all__ = ["CODES", "FORMATS", "format_diagnostics", "github", "json_list", "sarif", "text"]
 

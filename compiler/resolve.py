@@ -15,19 +15,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from compiler.data.catalog import ProviderType, load_catalog
-from compiler.data.prices import ModelInfo, known_models
-from compiler.diagnostics import Collector, did_you_mean, join_pointer
-from compiler.sections import routing
-from compiler.sections.a2a import resolve_a2a
-from compiler.sections.cache import CacheSpec, resolve_cache
-from compiler.sections.governance import GovernanceSpec, check_redis_url, resolve_governance
-from compiler.sections.guardrails import resolve_guardrails
-from compiler.sections.mcp import resolve_mcp
-from compiler.sections.observability import resolve_observability
-from compiler.sections.pricing import target_price
-from compiler.sections.routing import Policies
-from runtime.plan import (
+from sidegate.compiler.data.catalog import ProviderType, load_catalog
+from sidegate.compiler.data.prices import ModelInfo, known_models
+from sidegate.compiler.diagnostics import Collector, did_you_mean, join_pointer
+from sidegate.compiler.sections import routing
+from sidegate.compiler.sections.a2a import resolve_a2a
+from sidegate.compiler.sections.cache import CacheSpec, resolve_cache
+from sidegate.compiler.sections.governance import GovernanceSpec, check_redis_url, resolve_governance
+from sidegate.compiler.sections.guardrails import resolve_guardrails
+from sidegate.compiler.sections.mcp import resolve_mcp
+from sidegate.compiler.sections.observability import resolve_observability
+from sidegate.compiler.sections.pricing import target_price
+from sidegate.compiler.sections.routing import Policies
+from sidegate.runtime.plan import (
     A2A,
     Header,
     HealthProbe,
@@ -43,8 +43,8 @@ from runtime.plan import (
     Server,
     Store,
 )
-from runtime.plan.guardrails import Guardrails
-from runtime.plan.secrets import split_listen
+from sidegate.runtime.plan.guardrails import Guardrails
+from sidegate.runtime.plan.secrets import split_listen
 
 __all__ = [
     "GroupSpec",

@@ -21,7 +21,7 @@ SCHEMA_NAME = "gateway.schema.json"
 @functools.cache
 def schema_text() -> str:
     """The schema file's text, exactly as shipped."""
-    packaged = importlib.resources.files("compiler") / "schema" / SCHEMA_NAME
+    packaged = importlib.resources.files("sidegate.compiler") / "schema" / SCHEMA_NAME
     if packaged.is_file():
         return packaged.read_text(encoding="utf-8")
     return (Path(__file__).resolve().parent.parent / "schema" / SCHEMA_NAME).read_text(encoding="utf-8")

@@ -15,9 +15,9 @@ from typing import Any
 
 from jsonschema import Draft202012Validator, ValidationError
 
-from compiler.diagnostics import Collector, did_you_mean, join_pointer
-from compiler.schemafile import load_schema
-from runtime.observe.scrub import Scrubber
+from sidegate.compiler.diagnostics import Collector, did_you_mean, join_pointer
+from sidegate.compiler.schemafile import load_schema
+from sidegate.runtime.observe.scrub import Scrubber
 
 __all__ = ["validate"]
 

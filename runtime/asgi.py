@@ -7,7 +7,7 @@ from typing import Any
 
 import trio
 
-from runtime.errors import BadRequest, PayloadTooLarge
+from sidegate.runtime.errors import BadRequest, PayloadTooLarge
 
 __all__ = ["Receive", "Scope", "Send", "header", "read_body", "respond"]
 

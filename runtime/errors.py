@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 import orjson
 
-from runtime.retry_after import retry_after_header
+from sidegate.runtime.retry_after import retry_after_header
 
 __all__ = [
     "BadRequest",

@@ -30,7 +30,7 @@ from urllib.parse import unquote
 import h11
 import trio
 
-from runtime.errors import BadRequest, from_exception, openai_body
+from sidegate.runtime.errors import BadRequest, from_exception, openai_body
 
 __all__ = ["Front"]
 

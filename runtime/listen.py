@@ -34,7 +34,7 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState, LifespanState
 from hypercorn.utils import ShutdownError, raise_shutdown, wrap_app
 
-from runtime.h1 import Front
+from sidegate.runtime.h1 import Front
 
 __all__ = ["BUSY", "WARN_EVERY", "connection_budget", "serve_http"]
 

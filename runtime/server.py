@@ -17,20 +17,20 @@ from typing import TYPE_CHECKING
 import trio
 from hypercorn.config import Config
 
-from runtime.http.app import App
-from runtime.listen import connection_budget, serve_http
-from runtime.observe.logs import Logger
-from runtime.observe.metrics import Metrics
-from runtime.plan import Plan
-from runtime.plan.secrets import SecretError, resolve, resolve_listen, unresolved
-from runtime.routing.prober import run_probes
-from runtime.routing.state import Runtime, build_runtime
-from runtime.store.database import Store, StoreUnavailable
-from runtime.upstream.h11pool import H11Transport
-from runtime.upstream.transport import HttpxTransport, Transport
+from sidegate.runtime.http.app import App
+from sidegate.runtime.listen import connection_budget, serve_http
+from sidegate.runtime.observe.logs import Logger
+from sidegate.runtime.observe.metrics import Metrics
+from sidegate.runtime.plan import Plan
+from sidegate.runtime.plan.secrets import SecretError, resolve, resolve_listen, unresolved
+from sidegate.runtime.routing.prober import run_probes
+from sidegate.runtime.routing.state import Runtime, build_runtime
+from sidegate.runtime.store.database import Store, StoreUnavailable
+from sidegate.runtime.upstream.h11pool import H11Transport
+from sidegate.runtime.upstream.transport import HttpxTransport, Transport
 
 if TYPE_CHECKING:
-    from runtime.observe.telemetry import Telemetry
+    from sidegate.runtime.observe.telemetry import Telemetry
 
 __all__ = ["Handle", "hosted", "run", "serve", "upstream_transport"]
 
@@ -213,7 +213,7 @@ async def _telemetry(plan: Plan, runtime: Runtime, logger: Logger, metrics: Metr
     tracing = plan.observability.tracing
     if tracing is None or os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return None
-    from runtime.observe.telemetry import Telemetry
+    from sidegate.runtime.observe.telemetry import Telemetry
 
     telemetry = await trio.to_thread.run_sync(Telemetry, tracing, dict(runtime.otlp_headers), metrics)
     if tracing.logs:

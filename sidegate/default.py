@@ -19,8 +19,8 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from typing import Any
 
-from runtime.plan import Secret, SecretPart, SecretSource
 from sidegate.gateway import Gateway, SpecError, compile_spec
+from sidegate.runtime.plan import Secret, SecretPart, SecretSource
 from sidegate.wire import Result
 
 __all__ = ["acompletion", "aembedding", "amessages", "aresponses", "close_defaults", "completion", "embedding",
@@ -33,7 +33,7 @@ _gateways: dict[tuple[str, ...], Gateway] = {}
 
 def one_off_spec(model: str, api_base: str | None = None) -> tuple[str, str]:
     """(spec text, provider name) serving `provider/model` as the model `provider/model`."""
-    from compiler.data.catalog import load_catalog
+    from sidegate.compiler.data.catalog import load_catalog
 
     kind, sep, upstream = model.partition("/")
     if not sep or not upstream:

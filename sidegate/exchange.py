@@ -14,8 +14,8 @@ from typing import Any
 
 import trio
 
-from runtime.asgi import Scope
-from runtime.http.app import App
+from sidegate.runtime.asgi import Scope
+from sidegate.runtime.http.app import App
 
 __all__ = ["Exchange"]
 

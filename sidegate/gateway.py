@@ -12,11 +12,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, overload
 
-from runtime.plan import Plan
-from runtime.plan.canonical import loads
-from runtime.plan.secrets import unresolved
 from sidegate.calls import call, call_async, stream, stream_async
 from sidegate.host import Host
+from sidegate.runtime.plan import Plan
+from sidegate.runtime.plan.canonical import loads
+from sidegate.runtime.plan.secrets import unresolved
 from sidegate.wire import Result
 
 __all__ = ["Gateway", "SpecError"]
@@ -37,8 +37,8 @@ def _text_of(source: str | os.PathLike[str]) -> tuple[str, str]:
 
 def compile_spec(source: str | os.PathLike[str]) -> Plan:
     """The plan of a spec path or text; `SpecError` with every diagnostic when it has errors."""
-    from compiler.pipeline import compile_text
-    from compiler.report import text
+    from sidegate.compiler.pipeline import compile_text
+    from sidegate.compiler.report import text
 
     name, spec = _text_of(source)
     result = compile_text(spec, name)

@@ -23,10 +23,10 @@ from typing import Any, Generic, TypeVar
 import sniffio
 import trio
 
-from runtime.http.app import App
-from runtime.plan import Plan
-from runtime.server import hosted
 from sidegate.errors import ServiceUnavailable
+from sidegate.runtime.http.app import App
+from sidegate.runtime.plan import Plan
+from sidegate.runtime.server import hosted
 
 __all__ = ["Host", "Job"]
 

@@ -12,14 +12,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis_jsonschema import from_schema
 
-from compiler.pipeline import compile_text
-from compiler.schemafile import load_schema
-from runtime.a2a.card import CardError, parse_card, rewrite_card
-from runtime.a2a.permissions import allowed, policy_from_metadata
-from runtime.governance.keys import Grant
-from runtime.http.a2a_endpoint import _card_rewriter
-from runtime.plan import A2APolicy
-from runtime.plan.canonical import dumps, loads
+from sidegate.compiler.pipeline import compile_text
+from sidegate.compiler.schemafile import load_schema
+from sidegate.runtime.a2a.card import CardError, parse_card, rewrite_card
+from sidegate.runtime.a2a.permissions import allowed, policy_from_metadata
+from sidegate.runtime.governance.keys import Grant
+from sidegate.runtime.http.a2a_endpoint import _card_rewriter
+from sidegate.runtime.plan import A2APolicy
+from sidegate.runtime.plan.canonical import dumps, loads
 from tests.test_compiler_properties import ANNOTATIONS, SETTINGS, to_yaml  # the import adapts hypothesis-jsonschema
 
 UP = "http://10.0.0.7:9000"

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from runtime.errors import BadRequest, NotFound
-from runtime.governance.keys import KeyCache, hash_key
-from runtime.http.admin import Admin
-from runtime.store.database import Store
-from runtime.store.spend import SpendRow, write_rows
+from sidegate.runtime.errors import BadRequest, NotFound
+from sidegate.runtime.governance.keys import KeyCache, hash_key
+from sidegate.runtime.http.admin import Admin
+from sidegate.runtime.store.database import Store
+from sidegate.runtime.store.spend import SpendRow, write_rows
 from tests.support.postgres import pg_server, store_url  # noqa: F401 - fixtures
 
 

@@ -8,7 +8,7 @@ import httpx
 import pytest
 import trio
 
-from runtime.plan import Auth, Team
+from sidegate.runtime.plan import Auth, Team
 from tests.support.gateway import open_gateway
 from tests.support.plans import env, group, mock_provider, plan, target
 

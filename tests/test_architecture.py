@@ -11,6 +11,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 OURS = ("runtime", "compiler", "sidegate")
+INTERNAL = ("runtime", "compiler")
+"""Imported as `sidegate.runtime` and `sidegate.compiler` (the folders are linked into `sidegate/`);
+the rules and this test name them by their folders."""
 MAX_LINES = 450
 
 
@@ -46,8 +49,30 @@ def imports_of(root: Path, path: Path) -> set[str]:
                 base = ".".join([*up, base] if base else up)
             found.add(base)
             found.update(f"{base}.{a.name}" for a in node.names)  # `from pkg import module`
+    found = {_folder_name(m) for m in found}
     modules = {module_name(root, p) for top in OURS for p in (root / top).rglob("*.py")}
     return {m for m in found if m in modules}
+
+
+def _folder_name(module: str) -> str:
+    """`sidegate.runtime.x` -> `runtime.x`; anything else unchanged."""
+    for top in INTERNAL:
+        if module == f"sidegate.{top}" or module.startswith(f"sidegate.{top}."):
+            return module[len("sidegate."):]
+    return module
+
+
+def bare_imports(root: Path) -> list[str]:
+    """Absolute imports of `runtime` or `compiler` as top-level packages: in an installed wheel they
+    do not exist (or are another distribution's)."""
+    out: list[str] = []
+    for top in (*OURS, "tests"):
+        for path in sorted((root / top).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+                out.extend(f"{path.relative_to(root)}: {n}" for n in names if n.split(".")[0] in INTERNAL)
+    return out
 
 
 def room_of(module: str, rules: dict[str, tuple[str, ...]]) -> str | None:
@@ -91,6 +116,18 @@ RULES = read_rules((ROOT / "ARCHITECTURE.md").read_text(encoding="utf-8"))
 def test_every_import_is_one_the_architecture_allows() -> None:
     assert len(RULES) > 10
     assert violations(ROOT, RULES) == []
+
+
+def test_the_internal_packages_are_imported_only_inside_sidegate() -> None:
+    assert bare_imports(ROOT) == []
+    assert (ROOT / "sidegate" / "runtime").resolve() == ROOT / "runtime"
+    assert (ROOT / "sidegate" / "compiler").resolve() == ROOT / "compiler"
+
+
+def test_a_bare_import_of_an_internal_package_is_caught(tmp_path: Path) -> None:
+    (tmp_path / "runtime").mkdir()
+    (tmp_path / "runtime" / "x.py").write_text("from runtime.plan import Plan\nimport compiler.cli\n")
+    assert bare_imports(tmp_path) == ["runtime/x.py: runtime.plan", "runtime/x.py: compiler.cli"]
 
 
 def test_the_plan_imports_nothing_else_of_the_runtime_and_routing_never_imports_http() -> None:

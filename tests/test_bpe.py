@@ -19,15 +19,15 @@ import tiktoken
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.upstream import tokens
-from runtime.upstream.bpe import Counter
+from sidegate.runtime.upstream import tokens
+from sidegate.runtime.upstream.bpe import Counter
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @cache
 def _tiktoken() -> tiktoken.Encoding:
-    raw = gzip.decompress(resources.files("runtime").joinpath("data/o200k_base.tiktoken.gz").read_bytes())
+    raw = gzip.decompress(resources.files("sidegate.runtime").joinpath("data/o200k_base.tiktoken.gz").read_bytes())
     ranks = {base64.b64decode(a): int(b) for a, b in (line.split() for line in raw.splitlines() if line)}
     return tiktoken.Encoding("o200k_base", pat_str=tokens._PATTERN, mergeable_ranks=ranks, special_tokens={})
 
@@ -81,7 +81,7 @@ def test_a_vocabulary_out_of_rank_order_is_refused() -> None:
 
 
 def test_loading_costs_a_few_mb_not_tiktokens_seventy() -> None:
-    probe = ("import json\nimport runtime.server, runtime.http.app\nfrom runtime.upstream import tokens\n"
+    probe = ("import json\nimport sidegate.runtime.server, sidegate.runtime.http.app\nfrom sidegate.runtime.upstream import tokens\n"
              "def mb(key):\n    return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith(key)) / 1024\n"
              "before = mb('VmHWM')\ntokens.load()\nprint(json.dumps([mb('VmHWM') - before, mb('VmRSS')]))")
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)

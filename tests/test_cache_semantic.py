@@ -12,7 +12,7 @@ import openai
 import pytest
 import trio
 
-from compiler.pipeline import compile_text
+from sidegate.compiler.pipeline import compile_text
 from tests.support.cache_fakes import CountingOpenAI
 from tests.support.fake_base import open_fake
 from tests.support.gateway import open_gateway

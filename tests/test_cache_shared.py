@@ -17,7 +17,7 @@ import openai
 import pytest
 import trio
 
-from compiler.pipeline import compile_text
+from sidegate.compiler.pipeline import compile_text
 from tests.support.cache_fakes import CountingOpenAI
 from tests.support.fake_base import open_fake
 from tests.support.gateway import open_gateway
@@ -47,7 +47,7 @@ def _free_port() -> int:
 @asynccontextmanager
 async def sidecar(spec: Path) -> AsyncIterator[None]:
     """`sidegate serve spec` as its own process, until it logged `started` (its log drained meanwhile)."""
-    proc = await trio.lowlevel.open_process([sys.executable, "-m", "compiler.cli", "serve", str(spec)], cwd=ROOT,
+    proc = await trio.lowlevel.open_process([sys.executable, "-m", "sidegate.compiler.cli", "serve", str(spec)], cwd=ROOT,
                                             stderr=subprocess.PIPE)
     assert proc.stderr is not None
     started = trio.Event()

@@ -9,14 +9,14 @@ from typing import Any
 import orjson
 import pytest
 
-from runtime.cache.assemble import assemble
-from runtime.cache.entry import Entry, decode, encode
-from runtime.cache.keys import cacheable, context_digest, options, request_digest, scope_of
-from runtime.cache.memory import OVERHEAD, MemoryBackend
-from runtime.cache.replay import replay_stream
-from runtime.errors import BadRequest
-from runtime.plan.cache import CacheMode, CachePolicy, CacheScope
-from runtime.upstream.openai_wire import Usage
+from sidegate.runtime.cache.assemble import assemble
+from sidegate.runtime.cache.entry import Entry, decode, encode
+from sidegate.runtime.cache.keys import cacheable, context_digest, options, request_digest, scope_of
+from sidegate.runtime.cache.memory import OVERHEAD, MemoryBackend
+from sidegate.runtime.cache.replay import replay_stream
+from sidegate.runtime.errors import BadRequest
+from sidegate.runtime.plan.cache import CacheMode, CachePolicy, CacheScope
+from sidegate.runtime.upstream.openai_wire import Usage
 
 POLICY = CachePolicy(mode=CacheMode.EXACT, ttl=60.0, max_entry=1 << 20, operations=("chat",),
                      scope=CacheScope.TEAM, sampled=False, threshold=0.9)

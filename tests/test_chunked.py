@@ -13,10 +13,10 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runtime.errors import UpstreamError
-from runtime.upstream.chunked import ChunkedDecoder, MalformedChunks
-from runtime.upstream.h11pool import H11Transport
-from runtime.upstream.transport import UpstreamRequest
+from sidegate.runtime.errors import UpstreamError
+from sidegate.runtime.upstream.chunked import ChunkedDecoder, MalformedChunks
+from sidegate.runtime.upstream.h11pool import H11Transport
+from sidegate.runtime.upstream.transport import UpstreamRequest
 
 
 def _encode(pieces: list[bytes], ext: bytes = b"", trailers: bytes = b"") -> bytes:

@@ -13,9 +13,9 @@ from typing import Any
 import jsonschema
 import pytest
 
-from compiler.cli import EXIT_USAGE, main
-from runtime.plan import Plan
-from runtime.plan.canonical import loads
+from sidegate.compiler.cli import EXIT_USAGE, main
+from sidegate.runtime.plan import Plan
+from sidegate.runtime.plan.canonical import loads
 
 DATA = Path(__file__).parent / "data"
 Capture = pytest.CaptureFixture[str]
@@ -272,9 +272,9 @@ class _FakeServer:
 @pytest.fixture
 def fake_server(monkeypatch: pytest.MonkeyPatch) -> _FakeServer:
     fake = _FakeServer()
-    module = types.ModuleType("runtime.server")
+    module = types.ModuleType("sidegate.runtime.server")
     module.run = fake.run  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "runtime.server", module)
+    monkeypatch.setitem(sys.modules, "sidegate.runtime.server", module)
     return fake
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from compiler.cli import main
-from compiler.parse import parse
+from sidegate.compiler.cli import main
+from sidegate.compiler.parse import parse
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))

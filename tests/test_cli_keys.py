@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from compiler.cli import main
+from sidegate.compiler.cli import main
 from tests.support.specs import store_spec
 
 Capture = pytest.CaptureFixture[str]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from compiler.parse import MAX_ALIAS_NODES, parse
+from sidegate.compiler.parse import MAX_ALIAS_NODES, parse
 
 
 def codes(text: str) -> list[str]:

@@ -22,11 +22,11 @@ from hypothesis_jsonschema import from_schema
 from ruamel.yaml import YAML
 from ruamel.yaml.representer import SafeRepresenter
 
-from compiler.credentials import CREDENTIAL_HEADERS
-from compiler.pipeline import compile_text
-from compiler.schemafile import load_schema
-from runtime.observe.scrub import Scrubber
-from runtime.plan.canonical import dumps, loads
+from sidegate.compiler.credentials import CREDENTIAL_HEADERS
+from sidegate.compiler.pipeline import compile_text
+from sidegate.compiler.schemafile import load_schema
+from sidegate.runtime.observe.scrub import Scrubber
+from sidegate.runtime.plan.canonical import dumps, loads
 
 
 class _CompatMany:

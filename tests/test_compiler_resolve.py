@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from compiler.pipeline import compile_text
-from compiler.resolve import parse_duration, parse_secret_text, parse_size
-from runtime.plan import Family, SecretPart, SecretSource
+from sidegate.compiler.pipeline import compile_text
+from sidegate.compiler.resolve import parse_duration, parse_secret_text, parse_size
+from sidegate.runtime.plan import Family, SecretPart, SecretSource
 
 
 @pytest.mark.parametrize(

@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import trio
 
-from runtime.plan import Price, Store
-from runtime.store.database import Store as StateStore
-from runtime.store.models import SpendLog
+from sidegate.runtime.plan import Price, Store
+from sidegate.runtime.store.database import Store as StateStore
+from sidegate.runtime.store.models import SpendLog
 from tests.support.gateway import base_url, open_gateway
 from tests.support.plans import group, mock_provider, plan, target, text
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from compiler.cli import main
-from compiler.cli.diff import describe_changes
-from compiler.pipeline import compile_text
-from runtime.plan import Plan
+from sidegate.compiler.cli import main
+from sidegate.compiler.cli.diff import describe_changes
+from sidegate.compiler.pipeline import compile_text
+from sidegate.runtime.plan import Plan
 
 Capture = pytest.CaptureFixture[str]
 

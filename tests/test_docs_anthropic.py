@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from compiler.pipeline import compile_text
-from runtime.routing.routes import RouteTable
-from runtime.upstream.translation import render_table
+from sidegate.compiler.pipeline import compile_text
+from sidegate.runtime.routing.routes import RouteTable
+from sidegate.runtime.upstream.translation import render_table
 
 DOC = (Path(__file__).resolve().parents[1] / "docs" / "anthropic.md").read_text()
 

@@ -21,8 +21,8 @@ from urllib.parse import unquote
 
 import pytest
 
-from compiler.cli import main
-from compiler.cli.main import _parser
+from sidegate.compiler.cli import main
+from sidegate.compiler.cli.main import _parser
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

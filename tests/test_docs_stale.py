@@ -12,11 +12,11 @@ import orjson
 import pytest
 import trio
 
-from compiler.cli import main
-from compiler.cli.main import _parser
-from runtime.plan import MockBehaviour
-from runtime.upstream.mock import MockTransport
-from runtime.upstream.transport import UpstreamRequest
+from sidegate.compiler.cli import main
+from sidegate.compiler.cli.main import _parser
+from sidegate.runtime.plan import MockBehaviour
+from sidegate.runtime.upstream.mock import MockTransport
+from sidegate.runtime.upstream.transport import UpstreamRequest
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()

@@ -15,8 +15,8 @@ import openai
 import pytest
 import trio
 
-from runtime.plan import Family, RetryOn, RetryPolicy
-from runtime.retry_after import RETRY_AFTER_CAP, parse_retry_after
+from sidegate.runtime.plan import Family, RetryOn, RetryPolicy
+from sidegate.runtime.retry_after import RETRY_AFTER_CAP, parse_retry_after
 from tests.support.fault_upstream import Act, anthropic_error, open_fault_upstream, openai_error
 from tests.support.gateway import open_gateway
 from tests.support.plans import group, native_provider, openai_provider, plan, target
@@ -190,7 +190,7 @@ async def test_rate_limit_headers_and_upstream_request_id_on_success() -> None:
 def test_gemini_retry_delay_is_bounded_too(delay: str, seconds: float | None) -> None:
     import json
 
-    from runtime.upstream.providers.gemini import error_from_gemini
+    from sidegate.runtime.upstream.providers.gemini import error_from_gemini
 
     body = {"error": {"code": 429, "message": "Resource has been exhausted", "status": "RESOURCE_EXHAUSTED",
                       "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay}]}}

@@ -15,8 +15,8 @@ import pytest
 import trio
 import trio.testing
 
-from runtime.plan import CooldownPolicy, RetryOn, RetryPolicy, Strategy
-from runtime.routing.breaker import Breaker, Circuit, FailureKind
+from sidegate.runtime.plan import CooldownPolicy, RetryOn, RetryPolicy, Strategy
+from sidegate.runtime.routing.breaker import Breaker, Circuit, FailureKind
 from tests.support.fault_upstream import Act, open_fault_upstream, openai_error
 from tests.support.gateway import open_gateway
 from tests.support.plans import group, openai_provider, plan, target

@@ -14,7 +14,7 @@ import pytest
 import trio
 import trio.testing
 
-from runtime.plan import Provider, RetryOn, RetryPolicy, Strategy
+from sidegate.runtime.plan import Provider, RetryOn, RetryPolicy, Strategy
 from tests.support.fault_upstream import Act, open_fault_upstream, openai_events
 from tests.support.gateway import open_gateway
 from tests.support.plans import group, openai_provider, plan, target

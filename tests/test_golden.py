@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from compiler.pipeline import compile_text
-from compiler.report import CODES, text
-from runtime.plan.canonical import dumps, loads
+from sidegate.compiler.pipeline import compile_text
+from sidegate.compiler.report import CODES, text
+from sidegate.runtime.plan.canonical import dumps, loads
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("SIDEGATE_GOLDEN_UPDATE") == "1"
@@ -75,7 +75,7 @@ def test_plan_bytes_do_not_depend_on_the_process(tmp_path: Path) -> None:
     for seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
         run = subprocess.run(
-            [sys.executable, "-m", "compiler.cli", "compile", str(spec)], capture_output=True, env=env, check=True
+            [sys.executable, "-m", "sidegate.compiler.cli", "compile", str(spec)], capture_output=True, env=env, check=True
         )
         outputs.append(run.stdout)
     assert outputs[0] == outputs[1] == spec.with_suffix(".plan.json").read_bytes()

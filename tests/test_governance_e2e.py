@@ -10,7 +10,7 @@ import openai
 import pytest
 import trio
 
-from runtime.plan import Auth, BudgetRule, LimitRule, Price, StaticKey, Team
+from sidegate.runtime.plan import Auth, BudgetRule, LimitRule, Price, StaticKey, Team
 from tests.support.clock import away_from_a_minute_boundary
 from tests.support.gateway import base_url, open_gateway
 from tests.support.plans import env, group, mock_provider, plan, target, text
@@ -27,7 +27,7 @@ def _plan(db: str = "sqlite://:memory:", **key: object):  # type: ignore[no-unty
              teams=(Team(name="platform", models=("demo", "other"), budget=None, limits=None),))
     from dataclasses import replace
 
-    from runtime.plan import Store
+    from sidegate.runtime.plan import Store
 
     return replace(p, store=Store(database=text(db)))
 

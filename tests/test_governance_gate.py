@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.errors import RateLimited
-from runtime.governance.gate import AuthError, Forbidden, Gatekeeper, TeamPolicy, cost_of, token_of
-from runtime.governance.keys import Grant, KeyCache, hash_key
-from runtime.governance.limits import Budget, Limits
-from runtime.plan import Price
-from runtime.upstream.openai_wire import Usage
+from sidegate.runtime.errors import RateLimited
+from sidegate.runtime.governance.gate import AuthError, Forbidden, Gatekeeper, TeamPolicy, cost_of, token_of
+from sidegate.runtime.governance.keys import Grant, KeyCache, hash_key
+from sidegate.runtime.governance.limits import Budget, Limits
+from sidegate.runtime.plan import Price
+from sidegate.runtime.upstream.openai_wire import Usage
 
 
 def gate(required: bool = True, **grant: object) -> Gatekeeper:

@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
-from runtime.governance.jwt_auth import claim
-from runtime.plan import Auth, JwtRule, Team
+from sidegate.runtime.governance.jwt_auth import claim
+from sidegate.runtime.plan import Auth, JwtRule, Team
 from tests.support.gateway import base_url, open_gateway
 from tests.support.plans import env, group, mock_provider, plan, target
 
@@ -99,7 +99,7 @@ def _jwk(key: rsa.RSAPrivateKey, kid: str) -> dict[str, Any]:
 
 
 async def test_rs256_tokens_from_jwks_with_rotation(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("runtime.governance.jwt_auth._MIN_REFETCH", 0.5)
+    monkeypatch.setattr("sidegate.runtime.governance.jwt_auth._MIN_REFETCH", 0.5)
     old = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     new = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     keys = [_jwk(old, "k1")]

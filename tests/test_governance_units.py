@@ -10,11 +10,11 @@ from pathlib import Path
 import trio
 import trio.lowlevel
 
-from runtime.governance.keys import Grant, KeyCache, hash_key, new_key
-from runtime.governance.limits import Budget, Ledger, Limits, period_start
-from runtime.store.database import SCHEMA_VERSION, Store
-from runtime.store.models import ApiKey
-from runtime.store.spend import SpendRow, SpendWriter
+from sidegate.runtime.governance.keys import Grant, KeyCache, hash_key, new_key
+from sidegate.runtime.governance.limits import Budget, Ledger, Limits, period_start
+from sidegate.runtime.store.database import SCHEMA_VERSION, Store
+from sidegate.runtime.store.models import ApiKey
+from sidegate.runtime.store.spend import SpendRow, SpendWriter
 
 
 def test_keys_are_random_and_only_hashes_are_indexed() -> None:

@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 import trio
 
-from compiler.pipeline import compile_text
-from compiler.sections.guardrails import pattern_problem
-from runtime.errors import BadRequest, GuardrailBlocked
-from runtime.guardrails.detect import Detector, iban_valid, luhn_valid
-from runtime.guardrails.service import Guardian
-from runtime.plan.guardrails import GUARD_PRESETS, PII_ENTITIES, GuardAction, GuardKind, GuardMode, Guardrail
+from sidegate.compiler.pipeline import compile_text
+from sidegate.compiler.sections.guardrails import pattern_problem
+from sidegate.runtime.errors import BadRequest, GuardrailBlocked
+from sidegate.runtime.guardrails.detect import Detector, iban_valid, luhn_valid
+from sidegate.runtime.guardrails.service import Guardian
+from sidegate.runtime.plan.guardrails import GUARD_PRESETS, PII_ENTITIES, GuardAction, GuardKind, GuardMode, Guardrail
 
 
 def rule(kind: GuardKind, **kw: Any) -> Detector:

@@ -15,7 +15,7 @@ from typing import Any
 
 import trio
 
-from runtime.h1 import Front
+from sidegate.runtime.h1 import Front
 
 Events = list[str]
 

@@ -9,9 +9,9 @@ from functools import partial
 import pytest
 import trio
 
-from runtime.errors import UpstreamError
-from runtime.upstream.h11pool import H11Transport
-from runtime.upstream.transport import UpstreamRequest
+from sidegate.runtime.errors import UpstreamError
+from sidegate.runtime.upstream.h11pool import H11Transport
+from sidegate.runtime.upstream.transport import UpstreamRequest
 from tests.support.upstream import open_fake_openai
 
 
@@ -86,7 +86,7 @@ async def test_connect_failure_is_an_upstream_connect_error() -> None:
 async def test_stale_check_sees_a_closed_peer_through_tls_too() -> None:
     import ssl
 
-    from runtime.upstream.h11pool import _Conn, _stale
+    from sidegate.runtime.upstream.h11pool import _Conn, _stale
 
     async def idle(stream: trio.SocketStream) -> None:
         await closing.wait()

@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 
-from compiler.cli import main
-from compiler.importers.litellm import settings as litellm_settings
-from compiler.importers.litellm.importer import import_litellm
-from compiler.importers.litellm.settings import Features
-from compiler.parse import parse
-from compiler.pipeline import compile_text
-from compiler.report import CODES, text
+from sidegate.compiler.cli import main
+from sidegate.compiler.importers.litellm import settings as litellm_settings
+from sidegate.compiler.importers.litellm.importer import import_litellm
+from sidegate.compiler.importers.litellm.settings import Features
+from sidegate.compiler.parse import parse
+from sidegate.compiler.pipeline import compile_text
+from sidegate.compiler.report import CODES, text
 
 GOLDEN = Path(__file__).parent / "golden" / "litellm"
 CONFIGS = sorted(p for p in GOLDEN.glob("*.yaml") if not p.name.endswith(".spec.yaml"))
@@ -168,7 +168,7 @@ def test_without_priority_tiers_in_the_schema_backups_are_reported_and_left_out(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(litellm_settings, "features", lambda: Features(frozenset(), frozenset()))
-    monkeypatch.setattr("compiler.importers.litellm.importer.features", litellm_settings.features)
+    monkeypatch.setattr("sidegate.compiler.importers.litellm.importer.features", litellm_settings.features)
     source = (
         "model_list:\n"
         "  - {model_name: m, litellm_params: {model: openai/gpt-4o, order: 1}}\n"

@@ -12,8 +12,8 @@ import openai
 import pytest
 import trio
 
-from compiler.importers.litellm.importer import import_litellm
-from compiler.pipeline import compile_text
+from sidegate.compiler.importers.litellm.importer import import_litellm
+from sidegate.compiler.pipeline import compile_text
 from tests.support.fake_base import FakeServer, Seen, open_fake
 from tests.support.gateway import base_url, open_gateway
 
@@ -120,7 +120,7 @@ async def test_an_imported_azure_deployment_calls_its_deployment_url(monkeypatch
 
 def test_an_imported_vertex_deployment_targets_its_project_and_location() -> None:
     """Vertex needs Google credentials to call, so the URL is read from the runtime's own URL builder."""
-    from runtime.upstream.adapter import url_for
+    from sidegate.runtime.upstream.adapter import url_for
 
     config = {"model_list": [{"model_name": "g", "litellm_params": {
         "model": "vertex_ai/gemini-2.5-pro", "vertex_project": "my-proj", "vertex_location": "europe-west4"}}]}

@@ -8,11 +8,11 @@ import httpx
 import pytest
 import trio
 
-from runtime.errors import RateLimited
-from runtime.governance.gate import Gatekeeper
-from runtime.governance.keys import Grant, KeyCache
-from runtime.plan import Auth, LimitRule, StaticKey
-from runtime.upstream.openai_wire import Usage
+from sidegate.runtime.errors import RateLimited
+from sidegate.runtime.governance.gate import Gatekeeper
+from sidegate.runtime.governance.keys import Grant, KeyCache
+from sidegate.runtime.plan import Auth, LimitRule, StaticKey
+from sidegate.runtime.upstream.openai_wire import Usage
 from tests.support.clock import away_from_a_minute_boundary
 from tests.support.gateway import base_url, open_gateway
 from tests.support.plans import env, group, mock_provider, plan, target

@@ -11,13 +11,13 @@ import jwt
 import pytest
 import trio
 
-from compiler.pipeline import compile_text
-from runtime.errors import RateLimited
-from runtime.governance.gate import Gatekeeper
-from runtime.governance.keys import Grant, KeyCache
-from runtime.governance.limits import Limits
-from runtime.plan import Auth, JwtRule, LimitRule, StaticKey, UserRule
-from runtime.plan.canonical import dumps, loads
+from sidegate.compiler.pipeline import compile_text
+from sidegate.runtime.errors import RateLimited
+from sidegate.runtime.governance.gate import Gatekeeper
+from sidegate.runtime.governance.keys import Grant, KeyCache
+from sidegate.runtime.governance.limits import Limits
+from sidegate.runtime.plan import Auth, JwtRule, LimitRule, StaticKey, UserRule
+from sidegate.runtime.plan.canonical import dumps, loads
 from tests.support.clock import away_from_a_minute_boundary
 from tests.support.gateway import base_url, open_gateway
 from tests.support.plans import env, group, mock_provider, plan, target

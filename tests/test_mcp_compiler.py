@@ -7,10 +7,10 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis_jsonschema import from_schema
 
-from compiler.pipeline import compile_text
-from compiler.schemafile import load_schema
-from runtime.plan import McpStart, McpTransport, SecretSource
-from runtime.plan.canonical import dumps, loads
+from sidegate.compiler.pipeline import compile_text
+from sidegate.compiler.schemafile import load_schema
+from sidegate.runtime.plan import McpStart, McpTransport, SecretSource
+from sidegate.runtime.plan.canonical import dumps, loads
 from tests.test_a2a_units import strip
 from tests.test_compiler_properties import SETTINGS, _consistent_mcp, to_yaml  # adapts hypothesis-jsonschema
 

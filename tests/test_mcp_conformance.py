@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from compiler.pipeline import compile_text
-from runtime.plan import Plan
+from sidegate.compiler.pipeline import compile_text
+from sidegate.runtime.plan import Plan
 from tests.support.gateway import open_gateway
 from tests.support.mcp_conformance import EXPECTED, ROOT, Reference, start_reference, suite
 

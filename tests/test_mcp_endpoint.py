@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from compiler.pipeline import compile_text
-from runtime.plan import Plan
+from sidegate.compiler.pipeline import compile_text
+from sidegate.runtime.plan import Plan
 from tests.support.gateway import open_gateway
 from tests.support.mcp_upstreams import start_http, stdio_command
 
@@ -184,7 +184,7 @@ async def test_reload_keeps_unchanged_servers_and_replaces_changed_ones() -> Non
 
 async def test_an_upstreams_missing_capability_error_is_relayed_with_400_at_2026_07_28(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from runtime.mcp.protocol import MISSING_CLIENT_CAPABILITY, McpError
+    from sidegate.runtime.mcp.protocol import MISSING_CLIENT_CAPABILITY, McpError
 
     async def needs_elicitation(method: str, params: dict[str, Any], exchange: Any = None) -> dict[str, Any]:
         raise McpError(MISSING_CLIENT_CAPABILITY, "this tool needs the elicitation capability")
@@ -272,7 +272,7 @@ async def test_marked_tool_arguments_are_mirrored_in_mcp_param_headers_upstream(
 
 
 def test_param_header_markings_and_values() -> None:
-    from runtime.mcp.param_headers import bindings_of, param_headers
+    from sidegate.runtime.mcp.param_headers import bindings_of, param_headers
 
     schema = {"type": "object", "properties": {
         "region": {"type": "string", "x-mcp-header": "Region"},

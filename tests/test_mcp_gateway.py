@@ -21,8 +21,8 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from compiler.pipeline import compile_text
-from runtime.plan import Plan
+from sidegate.compiler.pipeline import compile_text
+from sidegate.runtime.plan import Plan
 from tests.support.gateway import open_gateway
 from tests.support.mcp_upstreams import Running, start_http, stdio_command
 from tests.support.mcp_venv1 import mcp1_python

@@ -9,7 +9,7 @@ import time
 import pytest
 import trio
 
-from runtime.mcp.sse import Lines, sse_events
+from sidegate.runtime.mcp.sse import Lines, sse_events
 
 
 def test_a_long_line_in_small_pieces_costs_linear_time() -> None:

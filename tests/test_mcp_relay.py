@@ -16,7 +16,7 @@ import httpx
 import pytest
 import trio
 
-from compiler.pipeline import compile_text
+from sidegate.compiler.pipeline import compile_text
 from tests.support.gateway import open_gateway
 from tests.support.mcp_conformance import Reference, start_reference
 

@@ -18,8 +18,8 @@ import trio
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from compiler.pipeline import compile_text
-from runtime.plan import Plan
+from sidegate.compiler.pipeline import compile_text
+from sidegate.runtime.plan import Plan
 from tests.support.fake_base import open_fake
 from tests.support.gateway import open_gateway
 from tests.support.mcp_oauth import FakeTokenServer
@@ -121,7 +121,7 @@ async def test_wrong_oauth_client_secret_reports_the_server_unavailable(monkeypa
             "client_secret: '${MCP_CLIENT_SECRET}'}}\n")
         async with open_gateway(plan) as gw:
             up = gw.app.mcp.upstreams["guarded"]
-            from runtime.mcp.protocol import McpError
+            from sidegate.runtime.mcp.protocol import McpError
 
             with pytest.raises(McpError) as failed:
                 await up.request("tools/list", {})

@@ -10,14 +10,14 @@ from typing import Any
 import orjson
 import pytest
 
-from compiler.data.capabilities import capabilities
-from compiler.data.catalog import load_catalog
-from compiler.data.prices import lookup
-from runtime.errors import BadRequest
-from runtime.http.anthropic.request import translate
-from runtime.plan import Family
-from runtime.upstream.adapter import OpenAIAdapter
-from runtime.upstream.translation import TargetView
+from sidegate.compiler.data.capabilities import capabilities
+from sidegate.compiler.data.catalog import load_catalog
+from sidegate.compiler.data.prices import lookup
+from sidegate.runtime.errors import BadRequest
+from sidegate.runtime.http.anthropic.request import translate
+from sidegate.runtime.plan import Family
+from sidegate.runtime.upstream.adapter import OpenAIAdapter
+from sidegate.runtime.upstream.translation import TargetView
 from tests.support.plans import openai_provider, target
 
 # What Claude Code 2.x sends on its first turn (shape; its system prompt and tool list shortened).
@@ -181,8 +181,8 @@ def test_openai_surface_sends_max_completion_tokens_to_reasoning_models() -> Non
 
 
 def test_explain_shows_the_glob_and_what_messages_keep_per_target() -> None:
-    from compiler.cli.explain import explain
-    from compiler.pipeline import compile_text
+    from sidegate.compiler.cli.explain import explain
+    from sidegate.compiler.pipeline import compile_text
 
     spec = """\
 version: 1
@@ -207,7 +207,7 @@ models:
 
 
 def test_the_spec_overrides_capabilities_for_models_the_table_does_not_know() -> None:
-    from compiler.pipeline import compile_text
+    from sidegate.compiler.pipeline import compile_text
 
     spec = """\
 version: 1

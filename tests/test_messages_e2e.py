@@ -15,7 +15,7 @@ import httpx
 import pytest
 import trio
 
-from runtime.plan import Family
+from sidegate.runtime.plan import Family
 from tests.support.fake_anthropic import MESSAGE_TEXT, FakeAnthropic
 from tests.support.fake_base import FakeServer, Seen, open_fake
 from tests.support.fake_gemini import FakeGemini

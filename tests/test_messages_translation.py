@@ -12,8 +12,8 @@ import pytest
 from anthropic.lib.streaming._messages import accumulate_event
 from anthropic.types import Message, RawMessageStreamEvent
 
-from runtime.errors import BadRequest, GatewayError, RateLimited, Unavailable, UpstreamError, UpstreamTimeout
-from runtime.http.anthropic.messages import (
+from sidegate.runtime.errors import BadRequest, GatewayError, RateLimited, Unavailable, UpstreamError, UpstreamTimeout
+from sidegate.runtime.http.anthropic.messages import (
     OpenAIToAnthropicStream,
     anthropic_error_body,
     anthropic_error_event,

@@ -21,8 +21,8 @@ import openai
 import pytest
 import trio
 
-from runtime.plan import Family, Plan, Secret, SecretPart, SecretSource
-from runtime.upstream.transport import UpstreamRequest
+from sidegate.runtime.plan import Family, Plan, Secret, SecretPart, SecretSource
+from sidegate.runtime.upstream.transport import UpstreamRequest
 from tests.support.fake_anthropic import FakeAnthropic, FakeVertexClaude
 from tests.support.fake_base import FakeServer, open_fake
 from tests.support.fake_bedrock import FakeBedrock

@@ -12,13 +12,13 @@ import openai
 import pytest
 import trio
 
-from compiler.cli.explain import explain
-from runtime.plan import Family, Secret, SecretPart, SecretSource
-from runtime.plan.secrets import SecretError
-from runtime.routing.state import build_runtime
-from runtime.upstream.providers.auth import CredentialsError
-from runtime.upstream.providers.bedrock_auth import BedrockSigner
-from runtime.upstream.transport import HttpxTransport
+from sidegate.compiler.cli.explain import explain
+from sidegate.runtime.plan import Family, Secret, SecretPart, SecretSource
+from sidegate.runtime.plan.secrets import SecretError
+from sidegate.runtime.routing.state import build_runtime
+from sidegate.runtime.upstream.providers.auth import CredentialsError
+from sidegate.runtime.upstream.providers.bedrock_auth import BedrockSigner
+from sidegate.runtime.upstream.transport import HttpxTransport
 from tests.support.fake_anthropic import open_fake_anthropic
 from tests.support.fake_base import open_fake
 from tests.support.fake_cohere import FakeCohere

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 import types
 
-from compiler.pipeline import compile_text
-from runtime.plan.canonical import dumps, loads
+from sidegate.compiler.pipeline import compile_text
+from sidegate.runtime.plan.canonical import dumps, loads
 
 SPEC = """\
 version: 1

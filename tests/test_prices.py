@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from compiler.data import pricegen, prices
-from compiler.data.prices import ModelInfo, known_models, lookup
+from sidegate.compiler.data import pricegen, prices
+from sidegate.compiler.data.prices import ModelInfo, known_models, lookup
 
 # The LiteLLM data lives beside the checkout (../shared) on the development machine only.
 SOURCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "model_prices.json"
@@ -23,7 +23,7 @@ needs_source = pytest.mark.skipif(
 
 
 def _committed_bytes() -> bytes:
-    return (importlib.resources.files("compiler") / "data" / "prices.json").read_bytes()
+    return (importlib.resources.files("sidegate.compiler") / "data" / "prices.json").read_bytes()
 
 
 def _committed() -> dict[str, Any]:
@@ -179,7 +179,7 @@ def test_regenerating_gives_committed_bytes(tmp_path: Path) -> None:
     out = tmp_path / "prices.json"
     assert pricegen.main([str(SOURCE), "-o", str(out)]) == 0
     assert out.read_bytes() == _committed_bytes(), (
-        "compiler/data/prices.json is stale: run python -m compiler.data.pricegen " + str(SOURCE)
+        "compiler/data/prices.json is stale: run python -m sidegate.compiler.data.pricegen " + str(SOURCE)
     )
     assert pricegen.generate(SOURCE) == _committed_bytes()
 

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from runtime.errors import BadRequest, RateLimited, UpstreamError
-from runtime.upstream.providers.anthropic import AnthropicAdapter, AnthropicRelay, passthrough_request
+from sidegate.runtime.errors import BadRequest, RateLimited, UpstreamError
+from sidegate.runtime.upstream.providers.anthropic import AnthropicAdapter, AnthropicRelay, passthrough_request
 from tests.support.fake_anthropic import MESSAGE_TEXT, MESSAGE_TOOL, STREAM_TOOL, tool_stream
 from tests.support.fake_base import assemble, feed_split, native_provider, sse
 from tests.support.plans import target

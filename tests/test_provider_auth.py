@@ -18,9 +18,9 @@ import pytest
 import trio
 from botocore.credentials import Credentials, RefreshableCredentials
 
-from runtime.upstream.providers.bedrock_auth import BedrockSigner
-from runtime.upstream.providers.vertex_auth import VertexTokenSource
-from runtime.upstream.transport import UpstreamRequest
+from sidegate.runtime.upstream.providers.bedrock_auth import BedrockSigner
+from sidegate.runtime.upstream.providers.vertex_auth import VertexTokenSource
+from sidegate.runtime.upstream.transport import UpstreamRequest
 from tests.support.fake_base import FakeServer, Seen, open_fake
 
 REQUEST = UpstreamRequest("POST", "https://example.test/v1/x", (("content-type", "application/json"),
@@ -181,7 +181,7 @@ def test_default_chain_reads_the_environment(monkeypatch: pytest.MonkeyPatch, tm
 async def test_failed_refreshes_are_upstream_auth_errors() -> None:
     from google.auth.exceptions import RefreshError
 
-    from runtime.errors import UpstreamError
+    from sidegate.runtime.errors import UpstreamError
 
     class Broken(FakeCredentials):
         def refresh(self, request: Any) -> None:

@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from runtime.errors import BadRequest, RateLimited, UpstreamError
-from runtime.upstream.providers.bedrock import BedrockAdapter, bedrock_base_url
+from sidegate.runtime.errors import BadRequest, RateLimited, UpstreamError
+from sidegate.runtime.upstream.providers.bedrock import BedrockAdapter, bedrock_base_url
 from tests.support.fake_base import assemble, feed_split, native_provider
 from tests.support.fake_bedrock import CONVERSE_TEXT, CONVERSE_TOOL, event_frame, exception_frame, stream_events
 from tests.support.plans import target

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from runtime.errors import BadRequest
-from runtime.upstream.providers.chat import Image, Text, ToolCall, ToolResult, parse_chat
+from sidegate.runtime.errors import BadRequest
+from sidegate.runtime.upstream.providers.chat import Image, Text, ToolCall, ToolResult, parse_chat
 
 SUPPORTED = {"max_tokens", "tools", "tool_choice", "response_format", "temperature"}
 

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from runtime.errors import BadRequest, RateLimited, UpstreamError
-from runtime.upstream.providers.cohere import CohereAdapter
+from sidegate.runtime.errors import BadRequest, RateLimited, UpstreamError
+from sidegate.runtime.upstream.providers.cohere import CohereAdapter
 from tests.support.fake_base import assemble, feed_split, native_provider, sse
 from tests.support.fake_cohere import CHAT_TEXT, CHAT_TOOL, EMBED, stream_events
 from tests.support.plans import target

@@ -16,11 +16,11 @@ import pytest
 import trio
 from botocore.credentials import Credentials
 
-from runtime.errors import GatewayError, RateLimited, UpstreamError
-from runtime.upstream.providers import AnthropicAdapter, BedrockAdapter, CohereAdapter, GeminiAdapter
-from runtime.upstream.providers.bedrock_auth import BedrockSigner
-from runtime.upstream.providers.vertex_auth import VertexTokenSource
-from runtime.upstream.transport import UpstreamRequest
+from sidegate.runtime.errors import GatewayError, RateLimited, UpstreamError
+from sidegate.runtime.upstream.providers import AnthropicAdapter, BedrockAdapter, CohereAdapter, GeminiAdapter
+from sidegate.runtime.upstream.providers.bedrock_auth import BedrockSigner
+from sidegate.runtime.upstream.providers.vertex_auth import VertexTokenSource
+from sidegate.runtime.upstream.transport import UpstreamRequest
 from tests.support.fake_anthropic import open_fake_anthropic
 from tests.support.fake_base import FakeServer, assemble, native_provider
 from tests.support.fake_bedrock import open_fake_bedrock

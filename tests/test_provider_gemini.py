@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from runtime.errors import BadRequest, RateLimited, UpstreamError
-from runtime.upstream.providers.gemini import THOUGHT_SEPARATOR, GeminiAdapter, vertex_base_url
+from sidegate.runtime.errors import BadRequest, RateLimited, UpstreamError
+from sidegate.runtime.upstream.providers.gemini import THOUGHT_SEPARATOR, GeminiAdapter, vertex_base_url
 from tests.support.fake_base import assemble, feed_split, native_provider, sse
 from tests.support.fake_gemini import GENERATE_TEXT, GENERATE_TOOLS, STREAM_TEXT, error_body
 from tests.support.plans import target
@@ -184,8 +184,8 @@ def test_error_mapping() -> None:
 
 
 def test_vertex_claude_urls_body_and_both_error_envelopes() -> None:
-    from runtime.errors import RateLimited, UpstreamError
-    from runtime.upstream.providers.vertex import VertexAdapter
+    from sidegate.runtime.errors import RateLimited, UpstreamError
+    from sidegate.runtime.upstream.providers.vertex import VertexAdapter
 
     adapter = VertexAdapter()
     base = "https://us-east5-aiplatform.googleapis.com/v1/projects/p/locations/us-east5/publishers/google"

@@ -12,13 +12,13 @@ import openai
 import pytest
 import trio
 
-from runtime.errors import BadRequest
-from runtime.plan import Family
-from runtime.upstream.providers.anthropic import AnthropicAdapter
-from runtime.upstream.providers.bedrock import BedrockAdapter, bedrock_base_url
-from runtime.upstream.providers.chat import EFFORT_BUDGET
-from runtime.upstream.providers.cohere import CohereAdapter
-from runtime.upstream.providers.gemini import GeminiAdapter
+from sidegate.runtime.errors import BadRequest
+from sidegate.runtime.plan import Family
+from sidegate.runtime.upstream.providers.anthropic import AnthropicAdapter
+from sidegate.runtime.upstream.providers.bedrock import BedrockAdapter, bedrock_base_url
+from sidegate.runtime.upstream.providers.chat import EFFORT_BUDGET
+from sidegate.runtime.upstream.providers.cohere import CohereAdapter
+from sidegate.runtime.upstream.providers.gemini import GeminiAdapter
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fake_base import native_provider, open_fake
 from tests.support.gateway import base_url, open_gateway

@@ -11,8 +11,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runtime.upstream.providers import AnthropicAdapter, BedrockAdapter, CohereAdapter, GeminiAdapter
-from runtime.upstream.providers.gemini import THOUGHT_SEPARATOR
+from sidegate.runtime.upstream.providers import AnthropicAdapter, BedrockAdapter, CohereAdapter, GeminiAdapter
+from sidegate.runtime.upstream.providers.gemini import THOUGHT_SEPARATOR
 from tests.support.fake_anthropic import tool_stream
 from tests.support.fake_base import assemble, feed_split, native_provider, sse
 from tests.support.fake_bedrock import stream_events as bedrock_frames

@@ -10,8 +10,8 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from compiler.data.catalog import load_catalog
-from compiler.pipeline import compile_text
+from sidegate.compiler.data.catalog import load_catalog
+from sidegate.compiler.pipeline import compile_text
 
 DOC = (Path(__file__).resolve().parents[1] / "docs" / "providers.md").read_text()
 SECTION = DOC.split("## Provider types", 1)[1].split("\n## ", 1)[0]

@@ -24,11 +24,11 @@ import pytest
 import trio
 import trio.lowlevel
 
-from runtime.governance.limits import Budget, Ledger
-from runtime.governance.redis_budget import SharedBudgets
-from runtime.governance.redis_sync import PREFIX, RedisSync
-from runtime.observe.logs import Logger
-from runtime.plan import LogLevel
+from sidegate.runtime.governance.limits import Budget, Ledger
+from sidegate.runtime.governance.redis_budget import SharedBudgets
+from sidegate.runtime.governance.redis_sync import PREFIX, RedisSync
+from sidegate.runtime.observe.logs import Logger
+from sidegate.runtime.plan import LogLevel
 from tests.support.plans import text
 from tests.support.redis import RedisServer, redis_server
 
@@ -71,7 +71,7 @@ def _sidecar(tmp_path: Path, n: int, redis_url: str, amount: float) -> Iterator[
     port = _free_port()
     spec = tmp_path / f"sidecar{n}.yaml"
     spec.write_text(SPEC.format(port=port, words=WORDS, amount=amount, db=tmp_path / f"s{n}.db", redis=redis_url))
-    proc = subprocess.Popen([sys.executable, "-m", "compiler.cli", "serve", str(spec)], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "sidegate.compiler.cli", "serve", str(spec)], cwd=ROOT,
                             stderr=subprocess.PIPE, text=True, env={**_env(), "TEST_APP_KEY": "sk-app-secret"})
     assert proc.stderr is not None
     started, deadline = False, time.monotonic() + 40
@@ -207,7 +207,7 @@ async def test_a_request_cancelled_while_its_reservation_is_in_redis_holds_nothi
     import os
     from dataclasses import replace
 
-    from runtime.plan import Auth, BudgetRule, Price, StaticKey, Store
+    from sidegate.runtime.plan import Auth, BudgetRule, Price, StaticKey, Store
     from tests.support.gateway import base_url, open_gateway
     from tests.support.plans import env, group, mock_provider, plan, target
 

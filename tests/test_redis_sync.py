@@ -12,10 +12,10 @@ import httpx
 import pytest
 import trio
 
-from runtime.governance.limits import Budget, Ledger
-from runtime.governance.redis_sync import PREFIX, RedisSync
-from runtime.observe.logs import Logger
-from runtime.plan import Auth, BudgetRule, LimitRule, LogLevel, Price, StaticKey, Store
+from sidegate.runtime.governance.limits import Budget, Ledger
+from sidegate.runtime.governance.redis_sync import PREFIX, RedisSync
+from sidegate.runtime.observe.logs import Logger
+from sidegate.runtime.plan import Auth, BudgetRule, LimitRule, LogLevel, Price, StaticKey, Store
 from tests.support.clock import away_from_a_minute_boundary
 from tests.support.gateway import base_url, open_gateway
 from tests.support.plans import env, group, mock_provider, plan, target, text

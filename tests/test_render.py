@@ -18,11 +18,11 @@ import kubernetes_validate
 import pytest
 from ruamel.yaml import YAML
 
-from compiler.cli import main
-from compiler.deploy.render import TARGETS, Rendered, render_text
-from compiler.deploy.section import CONTAINER_UID
-from compiler.report import CODES
-from runtime.plan.canonical import digest, dumps, loads
+from sidegate.compiler.cli import main
+from sidegate.compiler.deploy.render import TARGETS, Rendered, render_text
+from sidegate.compiler.deploy.section import CONTAINER_UID
+from sidegate.compiler.report import CODES
+from sidegate.runtime.plan.canonical import digest, dumps, loads
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).parent / "golden" / "render"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from compiler.deploy.section import CONTAINER_GID, CONTAINER_UID, PLAN_PATH, WORKDIR
+from sidegate.compiler.deploy.section import CONTAINER_GID, CONTAINER_UID, PLAN_PATH, WORKDIR
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"
@@ -70,10 +70,10 @@ def test_the_build_context_has_what_the_build_copies() -> None:
     sources = [
         s for word, args in _instructions() if word == "COPY" and "--from" not in args for s in args.split()[:-1]
     ]
-    assert len(sources) == 7
+    assert len(sources) == 8
     for name in sources:
         assert (ROOT / name.rstrip("/")).exists(), name
-    for name in ("pyproject.toml", "README.md", "LICENSE", "NOTICE", "schema/", "compiler/", "runtime/"):
+    for name in ("pyproject.toml", "README.md", "LICENSE", "NOTICE", "schema/", "compiler/", "runtime/", "sidegate/"):
         assert f"!{name}" in ignore
     assert os.path.exists(ROOT / "compiler" / "deploy" / "templates" / "deployment-patch.yaml.j2")
 

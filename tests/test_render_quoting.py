@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
-from compiler.deploy.render import _comment, _unit_word, yaml_block, yaml_quote
-from compiler.importers.yamlwrite import dump, scalar
+from sidegate.compiler.deploy.render import _comment, _unit_word, yaml_block, yaml_quote
+from sidegate.compiler.importers.yamlwrite import dump, scalar
 
 # Any text YAML can hold: everything but lone surrogates (not representable in UTF-8 at all).
 TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)

@@ -12,13 +12,13 @@ import httpx
 import pytest
 import trio
 
-from runtime.errors import RateLimited
-from runtime.governance.gate import Gatekeeper, PriceUnknown
-from runtime.governance.keys import Grant, KeyCache, hash_key
-from runtime.governance.limits import Budget
-from runtime.governance.reserve import Basis, estimate
-from runtime.plan import Auth, BudgetRule, LimitRule, Price, StaticKey, Team
-from runtime.upstream.openai_wire import Usage
+from sidegate.runtime.errors import RateLimited
+from sidegate.runtime.governance.gate import Gatekeeper, PriceUnknown
+from sidegate.runtime.governance.keys import Grant, KeyCache, hash_key
+from sidegate.runtime.governance.limits import Budget
+from sidegate.runtime.governance.reserve import Basis, estimate
+from sidegate.runtime.plan import Auth, BudgetRule, LimitRule, Price, StaticKey, Team
+from sidegate.runtime.upstream.openai_wire import Usage
 from tests.support.gateway import base_url, open_gateway
 from tests.support.plans import env, group, mock_provider, plan, target
 

@@ -14,7 +14,7 @@ import openai
 import pytest
 import trio
 
-from runtime.plan import Auth, Family, Plan, StaticKey
+from sidegate.runtime.plan import Auth, Family, Plan, StaticKey
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fake_base import open_fake
 from tests.support.fake_gemini import FakeGemini
@@ -262,7 +262,7 @@ def test_the_docs_table_matches_the_translation_rules() -> None:
     """docs/responses.md prints the rules of runtime/responses/request.py: every parameter in its row."""
     from pathlib import Path
 
-    from runtime.responses.request import DROPPED, MAPPED, REFUSED
+    from sidegate.runtime.responses.request import DROPPED, MAPPED, REFUSED
 
     doc = (Path(__file__).resolve().parent.parent / "docs" / "responses.md").read_text(encoding="utf-8")
     table = doc.split("<!-- responses-parameters -->", 1)[1].split("<!-- /responses-parameters -->", 1)[0]

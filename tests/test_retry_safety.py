@@ -13,9 +13,9 @@ import openai
 import pytest
 import trio
 
-from runtime.plan import RetryOn, RetryPolicy
-from runtime.upstream.h11pool import H11Transport
-from runtime.upstream.transport import UpstreamRequest
+from sidegate.runtime.plan import RetryOn, RetryPolicy
+from sidegate.runtime.upstream.h11pool import H11Transport
+from sidegate.runtime.upstream.transport import UpstreamRequest
 from tests.support.fault_upstream import Act, open_fault_upstream
 from tests.support.gateway import open_gateway
 from tests.support.plans import group, openai_provider, plan, target

@@ -12,8 +12,8 @@ import pytest
 import trio
 import trio.testing
 
-from runtime.plan import CooldownPolicy, RetryOn, RetryPolicy, Strategy
-from runtime.routing.breaker import Circuit
+from sidegate.runtime.plan import CooldownPolicy, RetryOn, RetryPolicy, Strategy
+from sidegate.runtime.routing.breaker import Circuit
 from tests.support.plans import group, openai_provider, plan, target
 from tests.support.scripted import Reply, ScriptedTransport, asgi_call, error, make_app, sse
 
@@ -254,8 +254,8 @@ async def test_weights_3_to_1_split_75_25_over_4000_requests(autojump_clock: tri
 async def test_active_health_probes_open_and_close_the_breaker(autojump_clock: trio.testing.MockClock) -> None:
     from dataclasses import replace
 
-    from runtime.plan import HealthProbe
-    from runtime.routing.prober import run_probes
+    from sidegate.runtime.plan import HealthProbe
+    from sidegate.runtime.routing.prober import run_probes
 
     up = {"a": False}
     t = ScriptedTransport({"a.test": lambda r: ok() if up["a"] else Reply(error(503)), "b.test": lambda r: ok()})

@@ -8,9 +8,9 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runtime.plan import CooldownPolicy, Price, Strategy
-from runtime.routing.balance import DeploymentState, GroupState, choose
-from runtime.routing.breaker import FailureKind
+from sidegate.runtime.plan import CooldownPolicy, Price, Strategy
+from sidegate.runtime.routing.balance import DeploymentState, GroupState, choose
+from sidegate.runtime.routing.breaker import FailureKind
 from tests.support.plans import group, target
 
 COOL = CooldownPolicy(failures=1, window=60.0, duration=30.0, error_rate=None, min_requests=10)
@@ -93,8 +93,8 @@ def test_no_strategy_picks_a_cooling_deployment_while_a_healthy_one_exists(
 def test_explain_shows_strategy_retries_cooldown_hedging_and_fallback_chain() -> None:
     from pathlib import Path
 
-    from compiler.cli.explain import explain
-    from compiler.pipeline import compile_text
+    from sidegate.compiler.cli.explain import explain
+    from sidegate.compiler.pipeline import compile_text
 
     spec = Path(__file__).parent / "golden" / "ok" / "routing-policy.yaml"
     result = compile_text(spec.read_text(), spec.name)

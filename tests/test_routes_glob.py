@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.routing.routes import RouteTable, glob_regex, is_prefix_wildcard
+from sidegate.runtime.routing.routes import RouteTable, glob_regex, is_prefix_wildcard
 from tests.support.plans import group, mock_provider, plan, target
 
 

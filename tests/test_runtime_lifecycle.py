@@ -15,7 +15,7 @@ import httpx
 import openai
 import trio
 
-from runtime.plan.canonical import dumps
+from sidegate.runtime.plan.canonical import dumps
 from tests.support.gateway import base_url, open_gateway
 from tests.support.plans import group, mock_provider, plan, quick, target
 
@@ -116,7 +116,7 @@ async def test_in_flight_request_finishes_on_the_plan_it_started_with() -> None:
 def _start(tmp_path: Path, p: object, *extra_env: tuple[str, str]) -> tuple[subprocess.Popen[str], int]:
     plan_file = tmp_path / "plan.json"
     plan_file.write_text(dumps(p))  # type: ignore[arg-type]
-    code = ("import sys; from runtime.plan.canonical import loads; from runtime.server import run; "
+    code = ("import sys; from sidegate.runtime.plan.canonical import loads; from sidegate.runtime.server import run; "
             "p = loads(open(sys.argv[1]).read()); sys.exit(run(p, load_plan=lambda: p, watch_path=None, workers=1))")
     env = {**os.environ, **dict(extra_env)}
     proc = subprocess.Popen([sys.executable, "-c", code, str(plan_file)], cwd=ROOT, stderr=subprocess.PIPE,
@@ -191,14 +191,14 @@ def test_logs_carry_bodies_only_when_the_spec_asks(tmp_path: Path) -> None:
 
 
 def test_missing_secret_fails_start_naming_only_the_reference(tmp_path: Path) -> None:
-    from runtime.plan import Family
+    from sidegate.runtime.plan import Family
     from tests.support.plans import openai_provider
 
     p = plan([openai_provider("up", "http://127.0.0.1:9/v1", "SIDEGATE_TEST_UNSET_KEY", family=Family.OPENAI)],
              [group("m", target("up", "x"))])
     plan_file = tmp_path / "plan.json"
     plan_file.write_text(dumps(p))
-    code = ("import sys; from runtime.plan.canonical import loads; from runtime.server import run; "
+    code = ("import sys; from sidegate.runtime.plan.canonical import loads; from sidegate.runtime.server import run; "
             "p = loads(open(sys.argv[1]).read()); sys.exit(run(p, load_plan=lambda: p, watch_path=None, workers=1))")
     out = subprocess.run([sys.executable, "-c", code, str(plan_file)], cwd=ROOT, capture_output=True, text=True,
                          timeout=20)

@@ -7,7 +7,7 @@ import openai
 import pytest
 import trio
 
-from runtime.plan import CooldownPolicy
+from sidegate.runtime.plan import CooldownPolicy
 from tests.support.gateway import base_url, open_gateway
 from tests.support.plans import group, mock_provider, plan, quick, target
 

@@ -8,9 +8,9 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.routing.balance import WINDOW, DeploymentState, choose
-from runtime.routing.routes import RouteTable
-from runtime.upstream.openai_wire import SseRelay
+from sidegate.runtime.routing.balance import WINDOW, DeploymentState, choose
+from sidegate.runtime.routing.routes import RouteTable
+from sidegate.runtime.upstream.openai_wire import SseRelay
 from tests.support.plans import group, mock_provider, plan, target
 
 

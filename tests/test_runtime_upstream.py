@@ -11,7 +11,7 @@ import openai
 import pytest
 import trio
 
-from runtime.plan import Family, Header
+from sidegate.runtime.plan import Family, Header
 from tests.support.gateway import base_url, open_gateway
 from tests.support.plans import group, mock_provider, openai_provider, plan, target, text
 from tests.support.upstream import FakeOpenAI, open_fake_openai

@@ -16,7 +16,7 @@ from typing import Any
 
 import trio
 
-from runtime.listen import BUSY, _accept_loop, _Gate, _pending, connection_budget
+from sidegate.runtime.listen import BUSY, _accept_loop, _Gate, _pending, connection_budget
 
 SPEC = """version: 1
 server: {listen: "127.0.0.1:0", max_connections: 100000, keep_alive: 5m}
@@ -32,7 +32,7 @@ REQUEST = (b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-ty
 
 
 _LIMITED = ("import resource, runpy, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64)); "
-            "sys.argv[0] = 'sidegate'; runpy.run_module('compiler.cli', run_name='__main__')")
+            "sys.argv[0] = 'sidegate'; runpy.run_module('sidegate.compiler.cli', run_name='__main__')")
 
 
 async def _ask(port: int) -> bytes:

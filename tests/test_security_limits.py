@@ -20,9 +20,9 @@ import openai
 import pytest
 import trio
 
-from runtime.plan import CooldownPolicy
-from runtime.upstream.openai_wire import SseRelay
-from runtime.upstream.providers.common import SseParser
+from sidegate.runtime.plan import CooldownPolicy
+from sidegate.runtime.upstream.openai_wire import SseRelay
+from sidegate.runtime.upstream.providers.common import SseParser
 from tests.support.gateway import base_url, open_gateway
 from tests.support.hostile import MB, open_hostile
 from tests.support.plans import group, mock_provider, openai_provider, plan, target

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from compiler.cli import main
-from compiler.deploy.render import render_text
-from compiler.pipeline import compile_text
-from runtime.plan.secrets import resolve
+from sidegate.compiler.cli import main
+from sidegate.compiler.deploy.render import render_text
+from sidegate.compiler.pipeline import compile_text
+from sidegate.runtime.plan.secrets import resolve
 
 GOLDEN = Path(__file__).parent / "golden"
 LITERALS = {

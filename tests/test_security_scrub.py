@@ -16,9 +16,9 @@ import openai
 import pytest
 import trio
 
-from runtime.observe.scrub import MESSAGE_LIMIT, Scrubber, SecretCollector, cap
-from runtime.plan import Header, Secret, SecretPart, SecretSource
-from runtime.plan.secrets import resolve
+from sidegate.runtime.observe.scrub import MESSAGE_LIMIT, Scrubber, SecretCollector, cap
+from sidegate.runtime.plan import Header, Secret, SecretPart, SecretSource
+from sidegate.runtime.plan.secrets import resolve
 from tests.support.fake_base import FakeServer, Seen, open_fake
 from tests.support.gateway import base_url, open_gateway
 from tests.support.plans import env, group, openai_provider, plan, target

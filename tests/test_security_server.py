@@ -18,7 +18,7 @@ import peewee
 import pytest
 import trio
 
-from runtime.plan import Auth
+from sidegate.runtime.plan import Auth
 from tests.support.gateway import base_url, open_gateway
 from tests.support.plans import env, group, mock_provider, plan, target
 

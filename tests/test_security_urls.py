@@ -19,8 +19,8 @@ import openai
 import pytest
 import trio
 
-from runtime.plan import Family, Secret, SecretPart, SecretSource
-from runtime.upstream.urlpath import MAX_MODEL_NAME, check_model_name, path_segment
+from sidegate.runtime.plan import Family, Secret, SecretPart, SecretSource
+from sidegate.runtime.upstream.urlpath import MAX_MODEL_NAME, check_model_name, path_segment
 from tests.support.fake_base import lifespan, open_fake, read_all
 from tests.support.gateway import base_url, open_gateway
 from tests.support.plans import group, native_provider, openai_provider, plan, target

@@ -15,11 +15,11 @@ import openai
 import pytest
 import trio
 
-from runtime.plan import Price
-from runtime.upstream.providers.anthropic import AnthropicAdapter, AnthropicRelay, message_usage
-from runtime.upstream.providers.cohere import CohereAdapter
-from runtime.upstream.providers.gemini import GeminiAdapter
-from runtime.upstream.usage_check import InvalidUsage, token_count
+from sidegate.runtime.plan import Price
+from sidegate.runtime.upstream.providers.anthropic import AnthropicAdapter, AnthropicRelay, message_usage
+from sidegate.runtime.upstream.providers.cohere import CohereAdapter
+from sidegate.runtime.upstream.providers.gemini import GeminiAdapter
+from sidegate.runtime.upstream.usage_check import InvalidUsage, token_count
 from tests.support.fake_base import FakeServer, Seen, open_fake
 from tests.support.gateway import base_url, open_gateway
 from tests.support.plans import group, openai_provider, plan, target

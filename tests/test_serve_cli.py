@@ -36,7 +36,7 @@ def _spec(tmp_path: Path, text: str = QUICKSTART) -> tuple[Path, int]:
 
 @contextmanager
 def serving(*args: str, starts: int = 1) -> Iterator[tuple[subprocess.Popen[str], list[dict[str, object]]]]:
-    proc = subprocess.Popen([sys.executable, "-m", "compiler.cli", "serve", *args], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "sidegate.compiler.cli", "serve", *args], cwd=ROOT,
                             stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     started: list[dict[str, object]] = []
@@ -85,11 +85,11 @@ def test_quickstart_with_the_openai_sdk(tmp_path: Path) -> None:
 def test_serve_plan_json_without_the_compiler(tmp_path: Path) -> None:
     spec, port = _spec(tmp_path)
     plan_file = tmp_path / "plan.json"
-    subprocess.run([sys.executable, "-m", "compiler.cli", "compile", str(spec), "-o", str(plan_file)], cwd=ROOT,
+    subprocess.run([sys.executable, "-m", "sidegate.compiler.cli", "compile", str(spec), "-o", str(plan_file)], cwd=ROOT,
                    check=True)
     probe = ("import sys; path = sys.argv[1];"
-             "import compiler.cli, atexit;"
-             "atexit.register(lambda: print('HEAVY', sorted(m for m in ('ruamel.yaml', 'jsonschema', 'compiler.pipeline')"
+             "import sidegate.compiler.cli, atexit;"
+             "atexit.register(lambda: print('HEAVY', sorted(m for m in ('ruamel.yaml', 'jsonschema', 'sidegate.compiler.pipeline')"
              " if m in sys.modules), file=sys.stderr));"
              "sys.exit(compiler.cli.main(['serve', '--plan', path]))")
     proc = subprocess.Popen([sys.executable, "-c", probe, str(plan_file)], cwd=ROOT, stderr=subprocess.PIPE, text=True)

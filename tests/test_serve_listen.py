@@ -71,16 +71,16 @@ def test_environment_overrides_the_spec_and_flags_override_the_environment() -> 
 def test_a_port_reference_in_the_spec_is_read_at_start(tmp_path: Path) -> None:
     spec = tmp_path / "port.yaml"
     spec.write_text(PORT_SPEC)
-    lint = subprocess.run([sys.executable, "-m", "compiler.cli", "lint", "--strict", str(spec)], cwd=ROOT,
+    lint = subprocess.run([sys.executable, "-m", "sidegate.compiler.cli", "lint", "--strict", str(spec)], cwd=ROOT,
                           capture_output=True, text=True, check=False)
     assert lint.returncode == 0, lint.stdout + lint.stderr
-    compiled = subprocess.run([sys.executable, "-m", "compiler.cli", "compile", str(spec)], cwd=ROOT,
+    compiled = subprocess.run([sys.executable, "-m", "sidegate.compiler.cli", "compile", str(spec)], cwd=ROOT,
                               capture_output=True, text=True, check=True, env={**os.environ, "PORT": "4999"})
     assert "4999" not in compiled.stdout, "the plan keeps the reference, not the compiling machine's value"
     with environment(**{**CLEAN, "PORT": "0"}), serving(str(spec)) as (_, started):
         assert _live(started[0]["listen"]) == '{"status":"ok"}'
     with environment(**CLEAN):
-        missing = subprocess.run([sys.executable, "-m", "compiler.cli", "serve", str(spec)], cwd=ROOT,
+        missing = subprocess.run([sys.executable, "-m", "sidegate.compiler.cli", "serve", str(spec)], cwd=ROOT,
                                  capture_output=True, text=True, timeout=60, check=False)
     assert missing.returncode == 1 and "environment variable PORT is not set" in missing.stderr
 
@@ -92,15 +92,15 @@ def test_a_port_reference_in_the_spec_is_read_at_start(tmp_path: Path) -> None:
 ])
 def test_a_malformed_override_names_where_it_came_from(args: list[str], env: dict[str, str], message: str) -> None:
     with environment(**{**CLEAN, **env}):
-        done = subprocess.run([sys.executable, "-m", "compiler.cli", "serve", "examples/quickstart.yaml", *args],
+        done = subprocess.run([sys.executable, "-m", "sidegate.compiler.cli", "serve", "examples/quickstart.yaml", *args],
                               cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 1 and message in done.stderr
 
 
 def test_a_plan_given_as_a_spec_gets_a_hint(tmp_path: Path) -> None:
     plan = tmp_path / "plan.json"
-    subprocess.run([sys.executable, "-m", "compiler.cli", "compile", "examples/quickstart.yaml", "-o", str(plan)],
+    subprocess.run([sys.executable, "-m", "sidegate.compiler.cli", "compile", "examples/quickstart.yaml", "-o", str(plan)],
                    cwd=ROOT, check=True)
-    done = subprocess.run([sys.executable, "-m", "compiler.cli", "serve", str(plan)], cwd=ROOT, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "sidegate.compiler.cli", "serve", str(plan)], cwd=ROOT, capture_output=True,
                           text=True, timeout=60, check=False)
     assert done.returncode == 64 and f"serve it with --plan {plan}" in done.stderr

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from runtime.plan import Header
-from runtime.plan.secrets import unresolved
+from sidegate.runtime.plan import Header
+from sidegate.runtime.plan.secrets import unresolved
 from tests.support.plans import env, group, mock_provider, openai_provider, plan, quick, target
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,7 +19,7 @@ MANY = ["AZURE_EU_KEY", "DEEPSEEK_API_KEY", "GROQ_API_KEY", "MISTRAL_API_KEY", "
 
 def test_every_missing_reference_is_named_once_in_one_start() -> None:
     clean = {k: v for k, v in os.environ.items() if k not in MANY}
-    done = subprocess.run([sys.executable, "-m", "compiler.cli", "serve", "examples/many-providers.yaml",
+    done = subprocess.run([sys.executable, "-m", "sidegate.compiler.cli", "serve", "examples/many-providers.yaml",
                            "--workers", "2"], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=60,
                           check=False)
     assert done.returncode == 1

@@ -14,10 +14,10 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compiler.cli.explain import explain
-from compiler.data.prices import lookup
-from compiler.pipeline import compile_text
-from runtime.plan import PriceSource
+from sidegate.compiler.cli.explain import explain
+from sidegate.compiler.data.prices import lookup
+from sidegate.compiler.pipeline import compile_text
+from sidegate.runtime.plan import PriceSource
 from tests.support.gateway import open_gateway
 from tests.support.upstream import open_fake_openai
 

@@ -15,9 +15,9 @@ from typing import Any
 import openai
 import trio
 
-from runtime.plan import CooldownPolicy, Price, Store
-from runtime.store.models import SpendLog
-from runtime.upstream.tokens import count, load, prompt_tokens
+from sidegate.runtime.plan import CooldownPolicy, Price, Store
+from sidegate.runtime.store.models import SpendLog
+from sidegate.runtime.upstream.tokens import count, load, prompt_tokens
 from tests.support.gateway import base_url, open_gateway
 from tests.support.plans import group, mock_provider, openai_provider, plan, target, text
 from tests.support.upstream import open_fake_openai

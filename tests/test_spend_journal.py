@@ -23,11 +23,11 @@ import httpx
 import psycopg2
 import trio
 
-from runtime.observe.metrics import Metrics
-from runtime.store.database import Store
-from runtime.store.journal import Journal
-from runtime.store.models import SpendLog
-from runtime.store.spend import SpendRow, SpendWriter, _flatten
+from sidegate.runtime.observe.metrics import Metrics
+from sidegate.runtime.store.database import Store
+from sidegate.runtime.store.journal import Journal
+from sidegate.runtime.store.models import SpendLog
+from sidegate.runtime.store.spend import SpendRow, SpendWriter, _flatten
 from tests.support.postgres import Cluster, fresh_database, pg_cluster  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,7 +98,7 @@ store: {{database: "{db}", journal: "{journal}", spend_buffer: {buffer}}}
 
 @contextmanager
 def _serving(spec: Path) -> Iterator[subprocess.Popen[str]]:
-    proc = subprocess.Popen([sys.executable, "-m", "compiler.cli", "serve", str(spec)], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "sidegate.compiler.cli", "serve", str(spec)], cwd=ROOT,
                             stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     deadline = time.monotonic() + 40

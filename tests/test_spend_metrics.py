@@ -11,7 +11,7 @@ import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from runtime.plan import Auth, BudgetRule, Price, StaticKey, Store, Team
+from sidegate.runtime.plan import Auth, BudgetRule, Price, StaticKey, Store, Team
 from tests.support.gateway import open_gateway
 from tests.support.plans import env, group, mock_provider, plan, target, text
 

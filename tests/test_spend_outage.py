@@ -10,7 +10,7 @@ import httpx
 import pytest
 import trio
 
-from runtime.plan import Auth, Price, StaticKey, Store
+from sidegate.runtime.plan import Auth, Price, StaticKey, Store
 from tests.support.gateway import open_gateway
 from tests.support.plans import env, group, mock_provider, plan, target, text
 from tests.support.postgres import Cluster, fresh_database, pg_cluster  # noqa: F401 - fixtures

@@ -11,10 +11,10 @@ import trio
 import trio.lowlevel
 from prometheus_client import generate_latest
 
-from runtime.observe.metrics import Metrics
-from runtime.store.database import SCHEMA_VERSION, Store
-from runtime.store.models import DailySpend, SpendLog
-from runtime.store.spend import SpendRow, SpendWriter
+from sidegate.runtime.observe.metrics import Metrics
+from sidegate.runtime.store.database import SCHEMA_VERSION, Store
+from sidegate.runtime.store.models import DailySpend, SpendLog
+from sidegate.runtime.store.spend import SpendRow, SpendWriter
 from tests.support.postgres import pg_server, store_url  # noqa: F401 - fixtures
 
 
@@ -141,7 +141,7 @@ async def test_a_row_the_database_refuses_is_dropped_alone(store_url: str) -> No
 
 
 async def test_an_in_memory_store_keeps_the_newest_rows_and_whole_aggregates() -> None:
-    from runtime.store.spend import MEMORY_ROWS, write_rows
+    from sidegate.runtime.store.spend import MEMORY_ROWS, write_rows
 
     store = await Store.open("sqlite://:memory:")
     for start in range(0, MEMORY_ROWS + 2_000, 1_000):

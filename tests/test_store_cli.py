@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from compiler.cli import main
+from sidegate.compiler.cli import main
 from tests.support.postgres import fresh_database, pg_server  # noqa: F401 - fixtures
 from tests.support.specs import store_spec
 

@@ -8,10 +8,10 @@ import psycopg2
 import pytest
 import trio
 
-from runtime.governance.keys import hash_key, new_key
-from runtime.store.database import SCHEMA_VERSION, Store, StoreUnavailable
-from runtime.store.models import ApiKey, SpendLog
-from runtime.store.spend import SpendRow, write_rows
+from sidegate.runtime.governance.keys import hash_key, new_key
+from sidegate.runtime.store.database import SCHEMA_VERSION, Store, StoreUnavailable
+from sidegate.runtime.store.models import ApiKey, SpendLog
+from sidegate.runtime.store.spend import SpendRow, write_rows
 from tests.support.postgres import Cluster, fresh_database, pg_cluster, pg_server  # noqa: F401 - fixtures
 
 

@@ -4,9 +4,9 @@ writes nothing on the pod's disk."""
 
 from __future__ import annotations
 
-from compiler.deploy.render import render_text
-from compiler.pipeline import compile_text
-from runtime.plan.secrets import resolve
+from sidegate.compiler.deploy.render import render_text
+from sidegate.compiler.pipeline import compile_text
+from sidegate.runtime.plan.secrets import resolve
 
 SPEC = """version: 1
 providers:

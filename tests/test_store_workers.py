@@ -11,7 +11,7 @@ ROUNDS = 30
 """Without the lock about one round in six catches the race (80 of 450 measured on a loaded 2-core
 machine): 30 rounds miss it in about 1 run of 400 (6 rounds of fresh processes missed 1 in 5)."""
 
-WORKER = ("import sys\nfrom runtime.store.database import open_database\nprint('ready', flush=True)\n"
+WORKER = ("import sys\nfrom sidegate.runtime.store.database import open_database\nprint('ready', flush=True)\n"
           "for path in sys.stdin:\n"
           "    try:\n"
           "        open_database('sqlite:///' + path.rstrip('\\n')).close()\n"

@@ -17,9 +17,9 @@ import openai
 import pytest
 import trio
 
-from runtime.plan import Auth, Price, StaticKey, Store
-from runtime.routing.call import estimate_tokens
-from runtime.upstream import tokens
+from sidegate.runtime.plan import Auth, Price, StaticKey, Store
+from sidegate.runtime.routing.call import estimate_tokens
+from sidegate.runtime.upstream import tokens
 from tests.support.gateway import base_url, open_gateway
 from tests.support.plans import env, group, openai_provider, plan, target, text
 from tests.support.upstream import open_fake_openai
@@ -34,7 +34,7 @@ def test_encoding_loads_without_network_and_counts_known_text() -> None:
         "import socket\n"
         "def refuse(*a, **k): raise OSError('network used')\n"
         "socket.socket.connect = refuse\nsocket.create_connection = refuse\n"
-        "from runtime.upstream import tokens\n"
+        "from sidegate.runtime.upstream import tokens\n"
         f"print(tokens.count({FOX!r}), tokens.count('hello world'), tokens.load().size)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
@@ -155,7 +155,7 @@ async def test_the_encoding_loads_on_first_need_and_metering_is_rough_until_then
 
 
 async def test_long_prompts_are_counted_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
-    import runtime.routing.call as call_module
+    import sidegate.runtime.routing.call as call_module
 
     big = {"model": "m", "messages": [{"role": "user", "content": "word " * 20_000}]}
     in_worker: list[bool] = []

@@ -15,8 +15,8 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
-from compiler.pipeline import compile_text
-from runtime.plan import Plan
+from sidegate.compiler.pipeline import compile_text
+from sidegate.runtime.plan import Plan
 from tests.support.a2a_agents import TOKEN, AgentServer
 from tests.support.fake_base import lifespan, read_all
 from tests.support.gateway import open_gateway

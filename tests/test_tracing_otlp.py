@@ -15,7 +15,7 @@ import httpx
 import pytest
 import trio
 
-from runtime.plan import OtlpProtocol, Plan, Tracing
+from sidegate.runtime.plan import OtlpProtocol, Plan, Tracing
 from tests.support.gateway import base_url, open_gateway
 from tests.support.otlp import otlp_receiver, wait_for
 from tests.support.plans import group, openai_provider, plan, target
@@ -102,7 +102,7 @@ async def test_spans_follow_the_client_trace_into_the_upstream_call() -> None:
 
 
 def replace_header(name: str, prefix: str, env: str):  # type: ignore[no-untyped-def]
-    from runtime.plan import Header, Secret, SecretPart, SecretSource
+    from sidegate.runtime.plan import Header, Secret, SecretPart, SecretSource
 
     return Header(name=name, value=Secret(parts=(SecretPart(source=SecretSource.TEXT, value=prefix),
                                                  SecretPart(source=SecretSource.ENV, value=env))))

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 
-from compiler.pipeline import compile_text
-from runtime.plan import OtlpProtocol
-from runtime.plan.canonical import dumps, loads
+from sidegate.compiler.pipeline import compile_text
+from sidegate.runtime.plan import OtlpProtocol
+from sidegate.runtime.plan.canonical import dumps, loads
 
 BASE = "version: 1\nproviders: {fake: {type: mock}}\nmodels: {demo: {targets: [{provider: fake, model: demo}]}}\n"
 

@@ -6,7 +6,7 @@ another command module; heavy modules load inside the commands that need them.
 May import: every compiler room, and the runtime (`serve` starts it; `keys` uses its store).
 """
 
-from compiler.cli.common import EXIT_USAGE
-from compiler.cli.main import main
+from sidegate.compiler.cli.common import EXIT_USAGE
+from sidegate.compiler.cli.main import main
 
 __all__ = ["EXIT_USAGE", "main"]

@@ -1,7 +1,7 @@
-"""`python -m compiler.cli`: the ``sidegate`` command."""
+"""`python -m sidegate.compiler.cli`: the ``sidegate`` command."""
 
 import sys
 
-from compiler.cli.main import main
+from sidegate.compiler.cli.main import main
 
 sys.exit(main())

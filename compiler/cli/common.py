@@ -7,7 +7,7 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from compiler.pipeline import Result
+    from sidegate.compiler.pipeline import Result
 
 __all__ = ["EXIT_USAGE", "STDIN", "compile_file", "read_source", "version"]
 
@@ -38,8 +38,8 @@ def read_source(path: str) -> tuple[str, str]:
 
 def compile_file(path: str) -> Result:
     """Compile the spec at ``path`` (``-``: stdin); an unreadable file is one ``io.read`` diagnostic."""
-    from compiler.diagnostics import Diagnostic, Severity
-    from compiler.pipeline import Result, compile_text
+    from sidegate.compiler.diagnostics import Diagnostic, Severity
+    from sidegate.compiler.pipeline import Result, compile_text
 
     try:
         name, text = read_source(path)

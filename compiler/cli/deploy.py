@@ -19,7 +19,7 @@ import sys
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
-    from runtime.plan import Plan
+    from sidegate.runtime.plan import Plan
 
 __all__ = ["RENDER_TARGETS", "add_deploy_commands"]
 
@@ -39,10 +39,10 @@ def _write(path: str, text: str) -> None:
 
 def _cmd_render(args: argparse.Namespace) -> int:
     """Render deployment files for a target from a spec."""
-    from compiler.cli.common import read_source, version
-    from compiler.deploy.render import render_text
-    from compiler.report import text
-    from runtime.plan.canonical import dumps
+    from sidegate.compiler.cli.common import read_source, version
+    from sidegate.compiler.deploy.render import render_text
+    from sidegate.compiler.report import text
+    from sidegate.runtime.plan.canonical import dumps
 
     try:
         name, source = read_source(args.file)
@@ -72,9 +72,9 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
 def _cmd_import(args: argparse.Namespace) -> int:
     """Translate a LiteLLM proxy config into a spec."""
-    from compiler.cli.common import read_source
-    from compiler.importers.litellm.importer import import_litellm
-    from compiler.report import text
+    from sidegate.compiler.cli.common import read_source
+    from sidegate.compiler.importers.litellm.importer import import_litellm
+    from sidegate.compiler.report import text
 
     try:
         name, source = read_source(args.file)
@@ -98,10 +98,10 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 def _load(path: str) -> Plan | None:
     """The plan of a spec or plan JSON file; None (reported on stderr) when it does not load."""
-    from compiler.cli.common import read_source
-    from compiler.pipeline import compile_text
-    from compiler.report import text
-    from runtime.plan.canonical import PlanFormatError, loads
+    from sidegate.compiler.cli.common import read_source
+    from sidegate.compiler.pipeline import compile_text
+    from sidegate.compiler.report import text
+    from sidegate.runtime.plan.canonical import PlanFormatError, loads
 
     try:
         name, source = read_source(path)
@@ -123,7 +123,7 @@ def _load(path: str) -> Plan | None:
 
 def _cmd_diff(args: argparse.Namespace) -> int:
     """Say what changes in routing from OLD to NEW."""
-    from compiler.cli.diff import describe_changes
+    from sidegate.compiler.cli.diff import describe_changes
 
     old, new = _load(args.old), _load(args.new)
     if old is None or new is None:

@@ -13,8 +13,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from runtime.plan import Plan
-from runtime.plan.canonical import digest, to_json_obj
+from sidegate.runtime.plan import Plan
+from sidegate.runtime.plan.canonical import digest, to_json_obj
 
 __all__ = ["describe_changes"]
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 
-from compiler.data.catalog import load_catalog, price_info
-from compiler.diagnostics import did_you_mean
-from runtime.plan import Family, ModelGroup, Plan, Price, PriceSource, Provider, Strategy, Target
-from runtime.plan.canonical import to_json_obj
-from runtime.routing.routes import RouteTable
-from runtime.upstream.adapter import url_for
-from runtime.upstream.providers import native_stream_url
-from runtime.upstream.providers.anthropic import ANTHROPIC_VERSION
+from sidegate.compiler.data.catalog import load_catalog, price_info
+from sidegate.compiler.diagnostics import did_you_mean
+from sidegate.runtime.plan import Family, ModelGroup, Plan, Price, PriceSource, Provider, Strategy, Target
+from sidegate.runtime.plan.canonical import to_json_obj
+from sidegate.runtime.routing.routes import RouteTable
+from sidegate.runtime.upstream.adapter import url_for
+from sidegate.runtime.upstream.providers import native_stream_url
+from sidegate.runtime.upstream.providers.anthropic import ANTHROPIC_VERSION
 
 __all__ = ["explain", "format_duration"]
 

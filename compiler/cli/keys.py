@@ -9,7 +9,7 @@ import sys
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from runtime.plan import Plan
+    from sidegate.runtime.plan import Plan
 
 __all__ = ["add_keys_commands"]
 
@@ -18,7 +18,7 @@ _Parser = TypeVar("_Parser", bound=argparse.ArgumentParser)
 
 def _database(args: argparse.Namespace) -> tuple[str, Plan] | None:
     if args.plan:
-        from runtime.plan.canonical import PlanFormatError, loads
+        from sidegate.runtime.plan.canonical import PlanFormatError, loads
 
         try:
             with open(args.plan, "rb") as f:
@@ -27,8 +27,8 @@ def _database(args: argparse.Namespace) -> tuple[str, Plan] | None:
             print(f"sidegate keys: {args.plan}: {exc}", file=sys.stderr)
             return None
     else:
-        from compiler.cli.common import compile_file
-        from compiler.report import text
+        from sidegate.compiler.cli.common import compile_file
+        from sidegate.compiler.report import text
 
         if not args.spec:
             print("sidegate keys: give a SPEC or --plan", file=sys.stderr)
@@ -38,7 +38,7 @@ def _database(args: argparse.Namespace) -> tuple[str, Plan] | None:
             sys.stderr.write(text(result.diagnostics))
             return None
         plan = result.plan
-    from runtime.plan.secrets import SecretError, resolve
+    from sidegate.runtime.plan.secrets import SecretError, resolve
 
     try:
         return resolve(plan.store.database), plan
@@ -50,9 +50,9 @@ def _database(args: argparse.Namespace) -> tuple[str, Plan] | None:
 def _admin_call(url: str, plan: Plan, method: str, path: str, query: dict[str, str], body: dict[str, Any]) -> Any:
     import trio
 
-    from runtime.governance.keys import KeyCache
-    from runtime.http.admin import Admin
-    from runtime.store.database import Store
+    from sidegate.runtime.governance.keys import KeyCache
+    from sidegate.runtime.http.admin import Admin
+    from sidegate.runtime.store.database import Store
 
     async def call() -> Any:
         store = await Store.open(url, wait=0.0)  # a CLI reports an unreachable store at once
@@ -66,8 +66,8 @@ def _admin_call(url: str, plan: Plan, method: str, path: str, query: dict[str, s
 
 
 def _run(args: argparse.Namespace) -> int:
-    from runtime.errors import GatewayError
-    from runtime.store.database import StoreUnavailable
+    from sidegate.runtime.errors import GatewayError
+    from sidegate.runtime.store.database import StoreUnavailable
 
     found = _database(args)
     if found is None:
@@ -100,8 +100,8 @@ def _run(args: argparse.Namespace) -> int:
             state = "was already revoked" if done["already_revoked"] else "revoked"
             print(f"key {token} {state}")
         else:
-            from runtime.store.database import Store
-            from runtime.store.models import ApiKey
+            from sidegate.runtime.store.database import Store
+            from sidegate.runtime.store.models import ApiKey
 
             async def read() -> list[dict[str, Any]]:
                 store = await Store.open(url, wait=0.0)

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from compiler.cli.common import EXIT_USAGE, version
+from sidegate.compiler.cli.common import EXIT_USAGE, version
 
 __all__ = ["EXIT_USAGE", "main", "version"]
 
@@ -29,9 +29,9 @@ def _parser() -> _Parser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
 
-    from compiler.cli.deploy import add_deploy_commands  # each command module loads lazily
-    from compiler.cli.keys import add_keys_commands
-    from compiler.cli.spec import add_spec_commands
+    from sidegate.compiler.cli.deploy import add_deploy_commands  # each command module loads lazily
+    from sidegate.compiler.cli.keys import add_keys_commands
+    from sidegate.compiler.cli.spec import add_spec_commands
 
     add_spec_commands(commands)
     add_deploy_commands(commands)

@@ -15,11 +15,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, TypeVar
 
-from compiler.cli.common import compile_file, version
+from sidegate.compiler.cli.common import compile_file, version
 
 if TYPE_CHECKING:
-    from compiler.diagnostics import Diagnostic
-    from runtime.plan import Plan
+    from sidegate.compiler.diagnostics import Diagnostic
+    from sidegate.runtime.plan import Plan
 
 __all__ = ["add_spec_commands"]
 
@@ -27,14 +27,14 @@ _Parser = TypeVar("_Parser", bound=argparse.ArgumentParser)
 
 
 def _print_text(diagnostics: Sequence[Diagnostic]) -> None:
-    from compiler.report import text
+    from sidegate.compiler.report import text
 
     sys.stderr.write(text(diagnostics))
 
 
 def _cmd_lint(args: argparse.Namespace) -> int:
     """Check specs; print diagnostics in the chosen format."""
-    from compiler.report import format_diagnostics
+    from sidegate.compiler.report import format_diagnostics
 
     diagnostics = [d for path in args.files for d in compile_file(path).diagnostics]
     out = format_diagnostics(diagnostics, args.format, version=version())
@@ -49,7 +49,7 @@ def _cmd_lint(args: argparse.Namespace) -> int:
 
 def _cmd_compile(args: argparse.Namespace) -> int:
     """Compile a spec to plan JSON."""
-    from runtime.plan.canonical import dumps
+    from sidegate.runtime.plan.canonical import dumps
 
     result = compile_file(args.file)
     _print_text(result.diagnostics)
@@ -70,7 +70,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
 
 def _cmd_explain(args: argparse.Namespace) -> int:
     """Explain how a model name is routed."""
-    from compiler.cli.explain import explain
+    from sidegate.compiler.cli.explain import explain
 
     result = compile_file(args.file)
     _print_text(result.diagnostics)
@@ -86,7 +86,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 def _cmd_schema(args: argparse.Namespace) -> int:
     """Print the spec's JSON Schema."""
-    from compiler.schemafile import schema_text
+    from sidegate.compiler.schemafile import schema_text
 
     sys.stdout.write(schema_text())
     return 0
@@ -94,7 +94,7 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 def _cmd_providers(args: argparse.Namespace) -> int:
     """List the provider catalog."""
-    from compiler.data.catalog import load_catalog
+    from sidegate.compiler.data.catalog import load_catalog
 
     catalog = load_catalog()
     width = max(len(name) for name in catalog)
@@ -108,7 +108,7 @@ def _cmd_providers(args: argparse.Namespace) -> int:
 
 def _spec_loader(path: str) -> Callable[[], Plan]:
     def load() -> Plan:
-        from compiler.report import text
+        from sidegate.compiler.report import text
 
         result = compile_file(path)
         if result.plan is None:
@@ -120,7 +120,7 @@ def _spec_loader(path: str) -> Callable[[], Plan]:
 
 def _plan_loader(path: str) -> Callable[[], Plan]:
     def load() -> Plan:
-        from runtime.plan.canonical import loads
+        from sidegate.runtime.plan.canonical import loads
 
         try:
             with open(path, "rb") as f:
@@ -145,7 +145,7 @@ def _port(value: str, where: str) -> int:
 def _listen_override(args: argparse.Namespace) -> tuple[str | None, int | None]:
     """(host, port) that the flags, else the environment, set (None where neither does); ValueError,
     naming the flag or variable, for a malformed value. Within one layer --host/--port beat --listen."""
-    from runtime.plan.secrets import split_listen
+    from sidegate.runtime.plan.secrets import split_listen
 
     host: str | None = None
     port: int | None = None
@@ -170,7 +170,7 @@ def _listen_override(args: argparse.Namespace) -> tuple[str | None, int | None]:
 
 def _health_override(args: argparse.Namespace) -> tuple[str, int] | None:
     """(host, port) of `--health-listen`, else SIDEGATE_HEALTH_LISTEN; None when neither is set."""
-    from runtime.plan.secrets import split_listen
+    from sidegate.runtime.plan.secrets import split_listen
 
     for name, value in (("--health-listen", args.health_listen), ("SIDEGATE_HEALTH_LISTEN",
                                                                   os.environ.get("SIDEGATE_HEALTH_LISTEN"))):
@@ -201,7 +201,7 @@ def _with_listen(load: Callable[[], Plan], host: str | None, port: int | None) -
         plan = load()
         server = plan.server
         if server.listen is not None and (host is None or port is None):
-            from runtime.plan.secrets import SecretError, resolve_listen
+            from sidegate.runtime.plan.secrets import SecretError, resolve_listen
 
             try:
                 server = resolve_listen(server)
@@ -237,7 +237,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"sidegate serve: {exc}", file=sys.stderr)
         return 1
-    from runtime.server import run
+    from sidegate.runtime.server import run
 
     return run(plan, load_plan=load_plan, watch_path=args.spec or args.plan, workers=args.workers)
 

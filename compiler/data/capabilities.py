@@ -13,9 +13,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-from compiler.data.catalog import ProviderType
-from compiler.data.prices import ModelInfo, lookup
-from runtime.plan import Capabilities, Family
+from sidegate.compiler.data.catalog import ProviderType
+from sidegate.compiler.data.prices import ModelInfo, lookup
+from sidegate.runtime.plan import Capabilities, Family
 
 __all__ = ["capabilities", "override_output"]
 

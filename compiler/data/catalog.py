@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from compiler.data.prices import ModelInfo, lookup
-from runtime.plan import AuthScheme, Family
+from sidegate.compiler.data.prices import ModelInfo, lookup
+from sidegate.runtime.plan import AuthScheme, Family
 
 __all__ = ["ProviderType", "load_catalog", "price_info"]
 
@@ -70,7 +70,7 @@ def _entry(name: str, raw: Any) -> ProviderType:
 @functools.cache
 def load_catalog() -> Mapping[str, ProviderType]:
     """Every provider type, by name (read once per process)."""
-    resource = importlib.resources.files("compiler") / "data" / "providers.json"
+    resource = importlib.resources.files("sidegate.compiler") / "data" / "providers.json"
     raw = json.loads(resource.read_bytes())
     types = raw.get("types") if isinstance(raw, dict) else None
     if not isinstance(types, dict):

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m compiler.data.pricegen SOURCE [-o OUT] [--generated DATE] [--version VERSION]
+    python -m sidegate.compiler.data.pricegen SOURCE [-o OUT] [--generated DATE] [--version VERSION]
 
 SOURCE is LiteLLM's ``model_prices_and_context_window_backup.json`` (MIT, Copyright (c) 2023
 Berri AI; see ``NOTICE``). OUT defaults to ``compiler/data/prices.json`` next to this module.
@@ -183,7 +183,7 @@ def generate(
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the process exit status."""
     parser = argparse.ArgumentParser(
-        prog="python -m compiler.data.pricegen",
+        prog="python -m sidegate.compiler.data.pricegen",
         description="Generate compiler/data/prices.json from LiteLLM's price data.",
     )
     parser.add_argument("source", type=Path, help="model_prices_and_context_window_backup.json")

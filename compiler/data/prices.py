@@ -84,7 +84,7 @@ def _model_info(entry: object, where: str) -> ModelInfo:
 @functools.cache
 def _table() -> dict[str, dict[str, ModelInfo]]:
     """Load and validate the bundled table (once per process)."""
-    resource = importlib.resources.files("compiler") / "data" / "prices.json"
+    resource = importlib.resources.files("sidegate.compiler") / "data" / "prices.json"
     raw: object = json.loads(resource.read_bytes())
     providers = raw.get("providers") if isinstance(raw, dict) else None
     if not isinstance(providers, dict):

@@ -19,7 +19,7 @@ from typing import Any
 
 import jinja2
 
-from compiler.deploy.section import (
+from sidegate.compiler.deploy.section import (
     CONTAINER_GID,
     CONTAINER_UID,
     PLAN_DIR,
@@ -35,11 +35,11 @@ from compiler.deploy.section import (
     secret_references,
     store_dir,
 )
-from compiler.diagnostics import Collector, Diagnostic, sort_key
-from compiler.parse import parse
-from compiler.pipeline import compile_text
-from runtime.plan import Plan
-from runtime.plan.canonical import digest, dumps
+from sidegate.compiler.diagnostics import Collector, Diagnostic, sort_key
+from sidegate.compiler.parse import parse
+from sidegate.compiler.pipeline import compile_text
+from sidegate.runtime.plan import Plan
+from sidegate.runtime.plan.canonical import digest, dumps
 
 __all__ = ["CONFIGMAP_LIMIT", "TARGETS", "Rendered", "render_text", "yaml_block", "yaml_quote"]
 
@@ -103,7 +103,7 @@ def _comment(value: object) -> str:
 @functools.cache
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("compiler.deploy", "templates"),
+        loader=jinja2.PackageLoader("sidegate.compiler.deploy", "templates"),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         trim_blocks=True,

@@ -16,9 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from compiler.diagnostics import Collector
-from compiler.resolve import parse_duration
-from runtime.plan import Plan, Secret, SecretSource
+from sidegate.compiler.diagnostics import Collector
+from sidegate.compiler.resolve import parse_duration
+from sidegate.runtime.plan import Plan, Secret, SecretSource
 
 __all__ = [
     "CONTAINER_GID",

@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterable, Mapping
 from fnmatch import fnmatchcase
 from typing import Any
 
-from compiler.diagnostics import Collector, did_you_mean, join_pointer
-from runtime.plan import A2A, A2AAgent, A2APolicy, Header, Secret, SecretPart, SecretSource
+from sidegate.compiler.diagnostics import Collector, did_you_mean, join_pointer
+from sidegate.runtime.plan import A2A, A2AAgent, A2APolicy, Header, Secret, SecretPart, SecretSource
 
 __all__ = ["RESERVED_AGENT_NAMES", "a2a_policy", "check_a2a", "resolve_a2a"]
 

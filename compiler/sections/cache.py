@@ -7,9 +7,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from compiler.diagnostics import Collector, did_you_mean, join_pointer
-from runtime.plan import Secret
-from runtime.plan.cache import CACHE_OPERATIONS, Cache, CacheBackend, CacheMode, CachePolicy, CacheScope, SemanticCache
+from sidegate.compiler.diagnostics import Collector, did_you_mean, join_pointer
+from sidegate.runtime.plan import Secret
+from sidegate.runtime.plan.cache import (
+    CACHE_OPERATIONS,
+    Cache,
+    CacheBackend,
+    CacheMode,
+    CachePolicy,
+    CacheScope,
+    SemanticCache,
+)
 
 __all__ = ["CacheSpec", "resolve_cache"]
 

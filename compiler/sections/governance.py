@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from compiler.diagnostics import Collector, did_you_mean, join_pointer
-from compiler.sections.a2a import a2a_policy
-from compiler.sections.mcp import access
-from runtime.plan import Auth, BudgetRule, JwtRule, LimitRule, Secret, SecretSource, StaticKey, Team, UserRule
+from sidegate.compiler.diagnostics import Collector, did_you_mean, join_pointer
+from sidegate.compiler.sections.a2a import a2a_policy
+from sidegate.compiler.sections.mcp import access
+from sidegate.runtime.plan import Auth, BudgetRule, JwtRule, LimitRule, Secret, SecretSource, StaticKey, Team, UserRule
 
 __all__ = ["GovernanceSpec", "check_governance", "check_redis_url", "resolve_governance"]
 

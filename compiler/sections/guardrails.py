@@ -8,8 +8,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from compiler.diagnostics import Collector, did_you_mean, join_pointer
-from runtime.plan.guardrails import (
+from sidegate.compiler.diagnostics import Collector, did_you_mean, join_pointer
+from sidegate.runtime.plan.guardrails import (
     PII_ENTITIES,
     GuardAction,
     GuardKind,

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from compiler.diagnostics import Collector, did_you_mean, join_pointer
-from runtime.plan import (
+from sidegate.compiler.diagnostics import Collector, did_you_mean, join_pointer
+from sidegate.runtime.plan import (
     Header,
     Mcp,
     McpAccess,

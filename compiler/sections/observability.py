@@ -8,8 +8,8 @@ import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from compiler.diagnostics import Collector, join_pointer
-from runtime.plan import (
+from sidegate.compiler.diagnostics import Collector, join_pointer
+from sidegate.runtime.plan import (
     Header,
     LogFormat,
     LogLevel,

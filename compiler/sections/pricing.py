@@ -9,10 +9,10 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from compiler.data.catalog import ProviderType, price_info
-from compiler.data.prices import ModelInfo
-from compiler.diagnostics import Collector
-from runtime.plan import Price, PriceSource
+from sidegate.compiler.data.catalog import ProviderType, price_info
+from sidegate.compiler.data.prices import ModelInfo
+from sidegate.compiler.diagnostics import Collector
+from sidegate.runtime.plan import Price, PriceSource
 
 __all__ = ["PER_MILLION", "check_budgeted_prices", "per_token", "target_price"]
 

@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from compiler.diagnostics import Collector, did_you_mean, join_pointer
-from runtime.plan import CooldownPolicy, HealthProbe, RetryOn, RetryPolicy, Strategy
+from sidegate.compiler.diagnostics import Collector, did_you_mean, join_pointer
+from sidegate.runtime.plan import CooldownPolicy, HealthProbe, RetryOn, RetryPolicy, Strategy
 
 __all__ = [
     "FALLBACK_DEPTH",

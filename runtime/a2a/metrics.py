@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from runtime.a2a.registry import Registry
+from sidegate.runtime.a2a.registry import Registry
 
 __all__ = ["A2AMetrics", "method_label", "rest_method_label"]
 

@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from fnmatch import fnmatchcase
 from typing import Any
 
-from runtime.governance.keys import Grant
-from runtime.plan import A2APolicy
+from sidegate.runtime.governance.keys import Grant
+from sidegate.runtime.plan import A2APolicy
 
 __all__ = ["allowed", "policy_from_metadata"]
 

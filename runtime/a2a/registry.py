@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 import httpx
 import trio
 
-from runtime.a2a.card import Card, CardError, parse_card
-from runtime.observe.logs import Logger
-from runtime.plan import A2AAgent
+from sidegate.runtime.a2a.card import Card, CardError, parse_card
+from sidegate.runtime.observe.logs import Logger
+from sidegate.runtime.plan import A2AAgent
 
 __all__ = ["AgentState", "Registry"]
 

@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import trio
 
-from runtime.asgi import Receive, Scope, Send
-from runtime.observe.context import outbound_headers
-from runtime.plan import A2AAgent
+from sidegate.runtime.asgi import Receive, Scope, Send
+from sidegate.runtime.observe.context import outbound_headers
+from sidegate.runtime.plan import A2AAgent
 
 __all__ = ["FORWARDED", "Outcome", "UpstreamFailed", "relay"]
 

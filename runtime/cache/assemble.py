@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from runtime.upstream.providers.common import SseParser
+from sidegate.runtime.upstream.providers.common import SseParser
 
 __all__ = ["assemble"]
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from runtime.upstream.openai_wire import Usage
+from sidegate.runtime.upstream.openai_wire import Usage
 
 __all__ = ["Capture", "Entry", "decode", "encode"]
 

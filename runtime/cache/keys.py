@@ -9,8 +9,8 @@ from typing import Any
 
 import orjson
 
-from runtime.errors import BadRequest
-from runtime.plan.cache import CachePolicy, CacheScope
+from sidegate.runtime.errors import BadRequest
+from sidegate.runtime.plan.cache import CachePolicy, CacheScope
 
 __all__ = ["IGNORED", "Options", "cacheable", "context_digest", "group_tag", "options", "prompt_text",
            "request_digest", "scope_of"]

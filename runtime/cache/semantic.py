@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import trio
 
-from runtime.cache.keys import context_digest, prompt_text
-from runtime.errors import GatewayError
-from runtime.observe.logs import Logger
-from runtime.plan.cache import SemanticCache
-from runtime.plan.secrets import resolve
-from runtime.routing.call import Call
-from runtime.routing.proxy import serve_call
-from runtime.routing.state import Runtime
+from sidegate.runtime.cache.keys import context_digest, prompt_text
+from sidegate.runtime.errors import GatewayError
+from sidegate.runtime.observe.logs import Logger
+from sidegate.runtime.plan.cache import SemanticCache
+from sidegate.runtime.plan.secrets import resolve
+from sidegate.runtime.routing.call import Call
+from sidegate.runtime.routing.proxy import serve_call
+from sidegate.runtime.routing.state import Runtime
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient

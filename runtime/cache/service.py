@@ -16,24 +16,24 @@ from typing import Any
 import orjson
 import trio
 
-from runtime.cache.assemble import assemble
-from runtime.cache.entry import Capture, Entry, decode, encode
-from runtime.cache.keys import cacheable, group_tag, options, request_digest, scope_of
-from runtime.cache.metrics import CacheMetrics
-from runtime.cache.replay import replay_stream
-from runtime.cache.semantic import Probe, SemanticIndex
-from runtime.cache.stores import Backend, backend_for
-from runtime.errors import BadRequest
-from runtime.governance.gate import cost_of
-from runtime.governance.keys import Grant
-from runtime.observe.logs import Logger
-from runtime.plan import ModelGroup
-from runtime.plan.cache import CacheMode
-from runtime.routing.call import Call
-from runtime.routing.proxy import serve_call
-from runtime.routing.state import Runtime
-from runtime.store.database import Store
-from runtime.upstream.providers.common import usage_object
+from sidegate.runtime.cache.assemble import assemble
+from sidegate.runtime.cache.entry import Capture, Entry, decode, encode
+from sidegate.runtime.cache.keys import cacheable, group_tag, options, request_digest, scope_of
+from sidegate.runtime.cache.metrics import CacheMetrics
+from sidegate.runtime.cache.replay import replay_stream
+from sidegate.runtime.cache.semantic import Probe, SemanticIndex
+from sidegate.runtime.cache.stores import Backend, backend_for
+from sidegate.runtime.errors import BadRequest
+from sidegate.runtime.governance.gate import cost_of
+from sidegate.runtime.governance.keys import Grant
+from sidegate.runtime.observe.logs import Logger
+from sidegate.runtime.plan import ModelGroup
+from sidegate.runtime.plan.cache import CacheMode
+from sidegate.runtime.routing.call import Call
+from sidegate.runtime.routing.proxy import serve_call
+from sidegate.runtime.routing.state import Runtime
+from sidegate.runtime.store.database import Store
+from sidegate.runtime.upstream.providers.common import usage_object
 
 __all__ = ["ResponseCache"]
 

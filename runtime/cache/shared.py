@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from runtime.errors import Unavailable
-from runtime.store.database import Store
-from runtime.store.models import CacheEntry
+from sidegate.runtime.errors import Unavailable
+from sidegate.runtime.store.database import Store
+from sidegate.runtime.store.models import CacheEntry
 
 if TYPE_CHECKING:
     import redis

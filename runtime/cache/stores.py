@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from runtime.cache.memory import MemoryBackend
-from runtime.cache.shared import RedisBackend, StoreBackend
-from runtime.plan import Secret
-from runtime.plan.cache import Cache, CacheBackend
-from runtime.plan.secrets import resolve
-from runtime.store.database import Store
+from sidegate.runtime.cache.memory import MemoryBackend
+from sidegate.runtime.cache.shared import RedisBackend, StoreBackend
+from sidegate.runtime.plan import Secret
+from sidegate.runtime.plan.cache import Cache, CacheBackend
+from sidegate.runtime.plan.secrets import resolve
+from sidegate.runtime.store.database import Store
 
 __all__ = ["Backend", "backend_for"]
 

@@ -11,15 +11,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from runtime.errors import GatewayError, RateLimited
-from runtime.governance.keys import Grant, KeyCache, hash_key
-from runtime.governance.limits import Budget, Ledger, Limits
-from runtime.plan import LimitRule, Plan, Price
-from runtime.plan.secrets import resolve
-from runtime.upstream.openai_wire import Usage
+from sidegate.runtime.errors import GatewayError, RateLimited
+from sidegate.runtime.governance.keys import Grant, KeyCache, hash_key
+from sidegate.runtime.governance.limits import Budget, Ledger, Limits
+from sidegate.runtime.plan import LimitRule, Plan, Price
+from sidegate.runtime.plan.secrets import resolve
+from sidegate.runtime.upstream.openai_wire import Usage
 
 if TYPE_CHECKING:
-    from runtime.governance.redis_budget import Held
+    from sidegate.runtime.governance.redis_budget import Held
 
 __all__ = [
     "Admission", "AuthError", "Estimate", "Forbidden", "Gatekeeper", "PriceUnknown", "TeamPolicy", "cost_of",

@@ -11,9 +11,9 @@ import httpx
 import jwt
 import trio
 
-from runtime.governance.gate import AuthError
-from runtime.governance.keys import Grant, looks_like_jwt
-from runtime.plan import JwtRule
+from sidegate.runtime.governance.gate import AuthError
+from sidegate.runtime.governance.keys import Grant, looks_like_jwt
+from sidegate.runtime.plan import JwtRule
 
 __all__ = ["JwtVerifier", "claim", "looks_like_jwt"]
 

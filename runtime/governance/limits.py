@@ -18,7 +18,7 @@ import calendar
 import time
 from dataclasses import dataclass
 
-from runtime.governance.window import WINDOW, WindowCounter
+from sidegate.runtime.governance.window import WINDOW, WindowCounter
 
 __all__ = ["Budget", "Ledger", "Limits", "Pending", "period_seconds", "period_start"]
 

@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from runtime.governance.limits import Budget, period_seconds, period_start
-from runtime.governance.redis_sync import PREFIX, RedisSync
+from sidegate.runtime.governance.limits import Budget, period_seconds, period_start
+from sidegate.runtime.governance.redis_sync import PREFIX, RedisSync
 
 if TYPE_CHECKING:
     import redis

@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING
 import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from runtime.governance.limits import Ledger, Pending
-from runtime.governance.window import WINDOW
-from runtime.observe.logs import Logger
-from runtime.plan import Secret
-from runtime.plan.secrets import SecretError, resolve
+from sidegate.runtime.governance.limits import Ledger, Pending
+from sidegate.runtime.governance.window import WINDOW
+from sidegate.runtime.observe.logs import Logger
+from sidegate.runtime.plan import Secret
+from sidegate.runtime.plan.secrets import SecretError, resolve
 
 if TYPE_CHECKING:
     import redis

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from runtime.plan import ModelGroup, Plan, Target
+from sidegate.runtime.plan import ModelGroup, Plan, Target
 
 __all__ = ["Basis", "bases", "estimate"]
 

@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from runtime.plan.guardrails import GuardKind, Guardrail
+from sidegate.runtime.plan.guardrails import GuardKind, Guardrail
 
 __all__ = ["Detector", "Finder", "iban_valid", "luhn_valid", "nino_valid", "ssn_valid"]
 

@@ -12,12 +12,12 @@ import orjson
 import trio
 from prometheus_client import CollectorRegistry, Counter
 
-from runtime.asgi import Send
-from runtime.errors import BadRequest, GatewayError, GuardrailBlocked
-from runtime.guardrails.detect import Detector
-from runtime.guardrails.text import Slot, answer_slots, request_slots
-from runtime.observe.logs import Logger
-from runtime.plan.guardrails import GuardAction, GuardMode, Guardrails
+from sidegate.runtime.asgi import Send
+from sidegate.runtime.errors import BadRequest, GatewayError, GuardrailBlocked
+from sidegate.runtime.guardrails.detect import Detector
+from sidegate.runtime.guardrails.text import Slot, answer_slots, request_slots
+from sidegate.runtime.observe.logs import Logger
+from sidegate.runtime.plan.guardrails import GuardAction, GuardMode, Guardrails
 
 __all__ = ["Applied", "Guardian"]
 

@@ -15,18 +15,18 @@ import httpx
 import orjson
 import trio
 
-from runtime.a2a.card import JSONRPC, Card, CardError, etag_of, parse_card, rewrite_card
-from runtime.a2a.metrics import EXTENDED_CARD_METHODS, A2AMetrics, method_label, rest_method_label
-from runtime.a2a.permissions import allowed
-from runtime.a2a.registry import AgentState, Registry
-from runtime.a2a.relay import UpstreamFailed, relay
-from runtime.asgi import ClientGone, Receive, Scope, Send, header, read_body, respond
-from runtime.errors import GatewayError
-from runtime.governance.keys import Grant
-from runtime.observe.context import traced
-from runtime.observe.logs import Logger
-from runtime.plan import A2APolicy
-from runtime.routing.state import Runtime
+from sidegate.runtime.a2a.card import JSONRPC, Card, CardError, etag_of, parse_card, rewrite_card
+from sidegate.runtime.a2a.metrics import EXTENDED_CARD_METHODS, A2AMetrics, method_label, rest_method_label
+from sidegate.runtime.a2a.permissions import allowed
+from sidegate.runtime.a2a.registry import AgentState, Registry
+from sidegate.runtime.a2a.relay import UpstreamFailed, relay
+from sidegate.runtime.asgi import ClientGone, Receive, Scope, Send, header, read_body, respond
+from sidegate.runtime.errors import GatewayError
+from sidegate.runtime.governance.keys import Grant
+from sidegate.runtime.observe.context import traced
+from sidegate.runtime.observe.logs import Logger
+from sidegate.runtime.plan import A2APolicy
+from sidegate.runtime.routing.state import Runtime
 
 __all__ = ["A2AGateway"]
 

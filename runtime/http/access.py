@@ -14,29 +14,37 @@ import orjson
 import peewee
 import trio
 
-from runtime.asgi import Receive, Scope, read_body
-from runtime.errors import BadRequest, RateLimited
-from runtime.governance.gate import Admission, AuthError, Forbidden, Gatekeeper, cost_of, token_of, users_from_plan
-from runtime.governance.keys import Grant, KeyCache, looks_like_jwt
-from runtime.governance.limits import Budget, period_start
-from runtime.governance.redis_budget import SharedBudgets
-from runtime.governance.redis_sync import RedisSync
-from runtime.governance.reserve import Basis, estimate
-from runtime.http.admin import ADMIN_ROUTES, Admin, grant_from_row, team_from_row, user_limits_from_row
-from runtime.http.request_guard import check_depth
-from runtime.observe.logs import Logger
-from runtime.observe.metrics import Metrics
-from runtime.routing.call import Call
-from runtime.routing.state import Runtime
-from runtime.store.database import Store
-from runtime.store.journal import Journal, journal_path
-from runtime.store.models import ApiKey, SpendLog, User
-from runtime.store.models import Team as TeamRow
-from runtime.store.spend import SpendRow, SpendWriter
-from runtime.upstream.tokens import estimate_usage
+from sidegate.runtime.asgi import Receive, Scope, read_body
+from sidegate.runtime.errors import BadRequest, RateLimited
+from sidegate.runtime.governance.gate import (
+    Admission,
+    AuthError,
+    Forbidden,
+    Gatekeeper,
+    cost_of,
+    token_of,
+    users_from_plan,
+)
+from sidegate.runtime.governance.keys import Grant, KeyCache, looks_like_jwt
+from sidegate.runtime.governance.limits import Budget, period_start
+from sidegate.runtime.governance.redis_budget import SharedBudgets
+from sidegate.runtime.governance.redis_sync import RedisSync
+from sidegate.runtime.governance.reserve import Basis, estimate
+from sidegate.runtime.http.admin import ADMIN_ROUTES, Admin, grant_from_row, team_from_row, user_limits_from_row
+from sidegate.runtime.http.request_guard import check_depth
+from sidegate.runtime.observe.logs import Logger
+from sidegate.runtime.observe.metrics import Metrics
+from sidegate.runtime.routing.call import Call
+from sidegate.runtime.routing.state import Runtime
+from sidegate.runtime.store.database import Store
+from sidegate.runtime.store.journal import Journal, journal_path
+from sidegate.runtime.store.models import ApiKey, SpendLog, User
+from sidegate.runtime.store.models import Team as TeamRow
+from sidegate.runtime.store.spend import SpendRow, SpendWriter
+from sidegate.runtime.upstream.tokens import estimate_usage
 
 if TYPE_CHECKING:
-    from runtime.governance.jwt_auth import JwtVerifier
+    from sidegate.runtime.governance.jwt_auth import JwtVerifier
 
 __all__ = ["ADMIN_ROUTES", "Access"]
 
@@ -47,7 +55,9 @@ def _verifier(runtime: Runtime, current: JwtVerifier | None) -> JwtVerifier | No
         return None
     if current is not None and current.rule == rule:
         return current  # keep the cached signing keys across a reload
-    from runtime.governance.jwt_auth import JwtVerifier  # pyjwt and cryptography (~8 MB) only where auth.jwt is set
+    from sidegate.runtime.governance.jwt_auth import (
+        JwtVerifier,  # pyjwt and cryptography (~8 MB) only where auth.jwt is set
+    )
 
     return JwtVerifier(rule, runtime.jwt_secret)
 

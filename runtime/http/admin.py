@@ -15,12 +15,12 @@ from typing import Any, cast
 import orjson
 import peewee
 
-from runtime.errors import BadRequest, NotFound
-from runtime.governance.gate import TeamPolicy
-from runtime.governance.keys import Grant, KeyCache, display_prefix, hash_key, new_key
-from runtime.governance.limits import Budget, Limits
-from runtime.store.database import Store
-from runtime.store.models import ApiKey, DailySpend, SpendLog, Team, User
+from sidegate.runtime.errors import BadRequest, NotFound
+from sidegate.runtime.governance.gate import TeamPolicy
+from sidegate.runtime.governance.keys import Grant, KeyCache, display_prefix, hash_key, new_key
+from sidegate.runtime.governance.limits import Budget, Limits
+from sidegate.runtime.store.database import Store
+from sidegate.runtime.store.models import ApiKey, DailySpend, SpendLog, Team, User
 
 _MAX_PAGE = 1_000_000_000
 """Pages past this are refused (a larger offset overflows the database's integers)."""

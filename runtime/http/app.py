@@ -10,39 +10,39 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import trio
 
-from runtime.a2a.metrics import A2AMetrics
-from runtime.asgi import ClientGone, Receive, Scope, Send, header, read_body, respond
-from runtime.cache.metrics import CacheMetrics
-from runtime.cache.service import ResponseCache
-from runtime.errors import GatewayError, ModelNotFound, NotFound, Unavailable, from_exception, openai_body
-from runtime.guardrails.service import Guardian
-from runtime.http.a2a_endpoint import A2AGateway
-from runtime.http.access import ADMIN_ROUTES, Access
-from runtime.http.anthropic.count_tokens import count_input_tokens
-from runtime.http.anthropic.dialect import MessagesDialect, client_headers, parse_messages
-from runtime.http.anthropic.messages import anthropic_error_body
-from runtime.http.mcp_endpoint import Endpoint
-from runtime.http.request_guard import (
+from sidegate.runtime.a2a.metrics import A2AMetrics
+from sidegate.runtime.asgi import ClientGone, Receive, Scope, Send, header, read_body, respond
+from sidegate.runtime.cache.metrics import CacheMetrics
+from sidegate.runtime.cache.service import ResponseCache
+from sidegate.runtime.errors import GatewayError, ModelNotFound, NotFound, Unavailable, from_exception, openai_body
+from sidegate.runtime.guardrails.service import Guardian
+from sidegate.runtime.http.a2a_endpoint import A2AGateway
+from sidegate.runtime.http.access import ADMIN_ROUTES, Access
+from sidegate.runtime.http.anthropic.count_tokens import count_input_tokens
+from sidegate.runtime.http.anthropic.dialect import MessagesDialect, client_headers, parse_messages
+from sidegate.runtime.http.anthropic.messages import anthropic_error_body
+from sidegate.runtime.http.mcp_endpoint import Endpoint
+from sidegate.runtime.http.request_guard import (
     HostRule,
     check_browser_origin,
     check_depth,
     check_head_size,
     check_unauthenticated_post,
 )
-from runtime.http.responses import prepare, stored
-from runtime.mcp.hub import Hub
-from runtime.observe.context import CURRENT
-from runtime.observe.logs import Logger
-from runtime.observe.metrics import Metrics
-from runtime.routing.call import Call, parse_request
-from runtime.routing.model_list import anthropic_model, wants_anthropic
-from runtime.routing.relay import stream_error
-from runtime.routing.state import Runtime, deployments_report, model_card, observe_deployments
-from runtime.store.database import STORE_ERRORS, Store
-from runtime.upstream import tokens
+from sidegate.runtime.http.responses import prepare, stored
+from sidegate.runtime.mcp.hub import Hub
+from sidegate.runtime.observe.context import CURRENT
+from sidegate.runtime.observe.logs import Logger
+from sidegate.runtime.observe.metrics import Metrics
+from sidegate.runtime.routing.call import Call, parse_request
+from sidegate.runtime.routing.model_list import anthropic_model, wants_anthropic
+from sidegate.runtime.routing.relay import stream_error
+from sidegate.runtime.routing.state import Runtime, deployments_report, model_card, observe_deployments
+from sidegate.runtime.store.database import STORE_ERRORS, Store
+from sidegate.runtime.upstream import tokens
 
 if TYPE_CHECKING:
-    from runtime.observe.telemetry import Telemetry
+    from sidegate.runtime.observe.telemetry import Telemetry
 
 __all__ = ["App"]
 

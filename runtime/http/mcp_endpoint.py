@@ -21,18 +21,18 @@ from typing import Any
 import orjson
 import trio
 
-from runtime.asgi import ClientGone, Receive, Scope, Send, header, read_body, respond
-from runtime.errors import GatewayError
-from runtime.http.access import Access
-from runtime.http.mcp_listen import Outbox, listen
-from runtime.http.mcp_stream import EventAnswer, accepts_events
-from runtime.http.request_guard import check_depth
-from runtime.mcp.aggregate import LISTS, View
-from runtime.mcp.exchange import LOG_LEVELS, Exchange, Pending
-from runtime.mcp.hub import Hub
-from runtime.mcp.param_headers import check_param_headers
-from runtime.mcp.permissions import permissions_for
-from runtime.mcp.protocol import (
+from sidegate.runtime.asgi import ClientGone, Receive, Scope, Send, header, read_body, respond
+from sidegate.runtime.errors import GatewayError
+from sidegate.runtime.http.access import Access
+from sidegate.runtime.http.mcp_listen import Outbox, listen
+from sidegate.runtime.http.mcp_stream import EventAnswer, accepts_events
+from sidegate.runtime.http.request_guard import check_depth
+from sidegate.runtime.mcp.aggregate import LISTS, View
+from sidegate.runtime.mcp.exchange import LOG_LEVELS, Exchange, Pending
+from sidegate.runtime.mcp.hub import Hub
+from sidegate.runtime.mcp.param_headers import check_param_headers
+from sidegate.runtime.mcp.permissions import permissions_for
+from sidegate.runtime.mcp.protocol import (
     HANDSHAKE_VERSIONS,
     HEADER_MISMATCH,
     INTERNAL_ERROR,
@@ -54,11 +54,11 @@ from runtime.mcp.protocol import (
     McpError,
     decode_header,
 )
-from runtime.mcp.subscriptions import Subscriptions
-from runtime.observe.context import traced
-from runtime.observe.logs import Logger
-from runtime.observe.metrics import Metrics
-from runtime.routing.state import Runtime
+from sidegate.runtime.mcp.subscriptions import Subscriptions
+from sidegate.runtime.observe.context import traced
+from sidegate.runtime.observe.logs import Logger
+from sidegate.runtime.observe.metrics import Metrics
+from sidegate.runtime.routing.state import Runtime
 
 __all__ = ["Endpoint"]
 

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import trio
 
-from runtime.asgi import Receive, Send
+from sidegate.runtime.asgi import Receive, Send
 
 __all__ = ["QUEUE", "Outbox", "listen"]
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from runtime.asgi import Scope, Send, header
+from sidegate.runtime.asgi import Scope, Send, header
 
 __all__ = ["EventAnswer", "accepts_events"]
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from runtime.asgi import Scope, header
-from runtime.errors import BadRequest
-from runtime.plan import Plan
+from sidegate.runtime.asgi import Scope, header
+from sidegate.runtime.errors import BadRequest
+from sidegate.runtime.plan import Plan
 
 __all__ = ["HostRule", "check_browser_origin", "check_depth", "check_head_size", "check_unauthenticated_post"]
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl
 
-from runtime.asgi import Scope
-from runtime.errors import BadRequest, NotFound
-from runtime.governance.keys import Grant
-from runtime.observe.logs import Logger
-from runtime.responses import records
-from runtime.responses.dialect import ResponsesDialect
-from runtime.responses.request import parse_responses
-from runtime.store.database import Store
+from sidegate.runtime.asgi import Scope
+from sidegate.runtime.errors import BadRequest, NotFound
+from sidegate.runtime.governance.keys import Grant
+from sidegate.runtime.observe.logs import Logger
+from sidegate.runtime.responses import records
+from sidegate.runtime.responses.dialect import ResponsesDialect
+from sidegate.runtime.responses.request import parse_responses
+from sidegate.runtime.store.database import Store
 
 __all__ = ["owner_of", "prepare", "stored"]
 

@@ -13,11 +13,11 @@ from typing import Any
 import orjson
 import trio
 
-from runtime.mcp.exchange import Exchange
-from runtime.mcp.hub import Hub
-from runtime.mcp.permissions import Permissions
-from runtime.mcp.protocol import INVALID_PARAMS, METHOD_NOT_FOUND, UPSTREAM_UNAVAILABLE, McpError
-from runtime.mcp.upstream import Upstream
+from sidegate.runtime.mcp.exchange import Exchange
+from sidegate.runtime.mcp.hub import Hub
+from sidegate.runtime.mcp.permissions import Permissions
+from sidegate.runtime.mcp.protocol import INVALID_PARAMS, METHOD_NOT_FOUND, UPSTREAM_UNAVAILABLE, McpError
+from sidegate.runtime.mcp.upstream import Upstream
 
 __all__ = ["LISTS", "ROUTED", "UNAVAILABLE_META", "View"]
 

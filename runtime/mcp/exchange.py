@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from runtime.mcp.protocol import METHOD_NOT_FOUND
+from sidegate.runtime.mcp.protocol import METHOD_NOT_FOUND
 
 __all__ = ["LOG_LEVELS", "Exchange", "Pending", "Reply"]
 

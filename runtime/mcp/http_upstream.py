@@ -17,9 +17,9 @@ import httpx
 import orjson
 import trio
 
-from runtime.mcp.exchange import Exchange
-from runtime.mcp.param_headers import param_headers
-from runtime.mcp.protocol import (
+from sidegate.runtime.mcp.exchange import Exchange
+from sidegate.runtime.mcp.param_headers import param_headers
+from sidegate.runtime.mcp.protocol import (
     HEADER_MISMATCH,
     INTERNAL_ERROR,
     LATEST_HANDSHAKE,
@@ -32,9 +32,9 @@ from runtime.mcp.protocol import (
     McpError,
     encode_header,
 )
-from runtime.mcp.sse import sse_events
-from runtime.mcp.upstream import CLIENT_INFO, Deliver, ResolvedServer, Upstream, for_hop
-from runtime.observe.context import outbound_headers
+from sidegate.runtime.mcp.sse import sse_events
+from sidegate.runtime.mcp.upstream import CLIENT_INFO, Deliver, ResolvedServer, Upstream, for_hop
+from sidegate.runtime.observe.context import outbound_headers
 
 __all__ = ["HttpUpstream"]
 

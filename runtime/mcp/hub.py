@@ -8,12 +8,12 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from runtime.mcp.http_upstream import HttpUpstream
-from runtime.mcp.sse_upstream import SseUpstream
-from runtime.mcp.stdio_upstream import StdioUpstream
-from runtime.mcp.stream_upstream import StreamUpstream
-from runtime.mcp.upstream import ResolvedServer, Upstream
-from runtime.plan import McpTransport
+from sidegate.runtime.mcp.http_upstream import HttpUpstream
+from sidegate.runtime.mcp.sse_upstream import SseUpstream
+from sidegate.runtime.mcp.stdio_upstream import StdioUpstream
+from sidegate.runtime.mcp.stream_upstream import StreamUpstream
+from sidegate.runtime.mcp.upstream import ResolvedServer, Upstream
+from sidegate.runtime.plan import McpTransport
 
 __all__ = ["Hub"]
 

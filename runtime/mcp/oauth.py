@@ -7,7 +7,7 @@ from __future__ import annotations
 import httpx
 import trio
 
-from runtime.mcp.protocol import UPSTREAM_UNAVAILABLE, McpError
+from sidegate.runtime.mcp.protocol import UPSTREAM_UNAVAILABLE, McpError
 
 __all__ = ["TokenSource"]
 

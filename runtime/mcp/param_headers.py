@@ -19,7 +19,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from runtime.mcp.protocol import decode_header, encode_header
+from sidegate.runtime.mcp.protocol import decode_header, encode_header
 
 __all__ = ["Bindings", "bindings_of", "check_param_headers", "param_headers"]
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
-from runtime.governance.keys import Grant
-from runtime.plan import McpAccess
+from sidegate.runtime.governance.keys import Grant
+from sidegate.runtime.plan import McpAccess
 
 __all__ = ["Permissions", "permissions_for"]
 

@@ -11,9 +11,9 @@ import httpx
 import orjson
 import trio
 
-from runtime.mcp.sse import sse_events
-from runtime.mcp.stream_upstream import StreamUpstream
-from runtime.mcp.upstream import ResolvedServer
+from sidegate.runtime.mcp.sse import sse_events
+from sidegate.runtime.mcp.stream_upstream import StreamUpstream
+from sidegate.runtime.mcp.upstream import ResolvedServer
 
 __all__ = ["SseUpstream"]
 

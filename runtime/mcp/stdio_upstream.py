@@ -11,10 +11,10 @@ from typing import Any
 import orjson
 import trio
 
-from runtime.mcp.sse import Lines
-from runtime.mcp.stream_upstream import StreamUpstream
-from runtime.mcp.upstream import ResolvedServer
-from runtime.plan import McpStart
+from sidegate.runtime.mcp.sse import Lines
+from sidegate.runtime.mcp.stream_upstream import StreamUpstream
+from sidegate.runtime.mcp.upstream import ResolvedServer
+from sidegate.runtime.plan import McpStart
 
 __all__ = ["StdioUpstream"]
 

@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 import trio
 
-from runtime.mcp.exchange import Exchange
-from runtime.mcp.protocol import (
+from sidegate.runtime.mcp.exchange import Exchange
+from sidegate.runtime.mcp.protocol import (
     INTERNAL_ERROR,
     LATEST_HANDSHAKE,
     META_CLIENT_CAPS,
@@ -28,7 +28,7 @@ from runtime.mcp.protocol import (
     UPSTREAM_UNAVAILABLE,
     McpError,
 )
-from runtime.mcp.upstream import CLIENT_INFO, ResolvedServer, Upstream, for_hop
+from sidegate.runtime.mcp.upstream import CLIENT_INFO, ResolvedServer, Upstream, for_hop
 
 __all__ = ["StreamUpstream"]
 

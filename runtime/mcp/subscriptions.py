@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from runtime.mcp.exchange import Exchange
-from runtime.mcp.protocol import INVALID_PARAMS, McpError
-from runtime.mcp.upstream import Upstream
+from sidegate.runtime.mcp.exchange import Exchange
+from sidegate.runtime.mcp.protocol import INVALID_PARAMS, McpError
+from sidegate.runtime.mcp.upstream import Upstream
 
 __all__ = ["MAX_PER_SESSION", "Subscriptions"]
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import trio
 
-from runtime.mcp.exchange import Exchange
-from runtime.mcp.oauth import TokenSource
-from runtime.mcp.param_headers import Bindings, bindings_of
-from runtime.mcp.protocol import (
+from sidegate.runtime.mcp.exchange import Exchange
+from sidegate.runtime.mcp.oauth import TokenSource
+from sidegate.runtime.mcp.param_headers import Bindings, bindings_of
+from sidegate.runtime.mcp.protocol import (
     META_CLIENT_CAPS,
     META_CLIENT_INFO,
     META_VERSION,
@@ -21,7 +21,7 @@ from runtime.mcp.protocol import (
     McpError,
     strip_envelope,
 )
-from runtime.plan import Mcp, McpServer, Secret
+from sidegate.runtime.plan import Mcp, McpServer, Secret
 
 __all__ = ["CLIENT_INFO", "KNOWN_TOOLS", "Deliver", "ResolvedServer", "Upstream", "for_hop", "resolve_servers"]
 

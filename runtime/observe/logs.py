@@ -12,9 +12,9 @@ from typing import TextIO
 import orjson
 import trio
 
-from runtime.observe.context import CURRENT
-from runtime.observe.scrub import Scrubber
-from runtime.plan import LogFormat, LogLevel, Logs
+from sidegate.runtime.observe.context import CURRENT
+from sidegate.runtime.observe.scrub import Scrubber
+from sidegate.runtime.plan import LogFormat, LogLevel, Logs
 
 __all__ = ["Logger"]
 

@@ -21,8 +21,8 @@ import re
 from collections.abc import Callable, Iterable
 from urllib.parse import unquote, urlsplit
 
-from runtime.errors import GatewayError
-from runtime.plan import Secret, SecretSource
+from sidegate.runtime.errors import GatewayError
+from sidegate.runtime.plan import Secret, SecretSource
 
 __all__ = ["MASK", "MESSAGE_LIMIT", "MIN_SECRET", "Scrubber", "SecretCollector", "cap"]
 

@@ -19,10 +19,10 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, get_current_span, set_span_in_context
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from runtime.observe.context import CURRENT
+from sidegate.runtime.observe.context import CURRENT
 
 if TYPE_CHECKING:
-    from runtime.observe.telemetry import Telemetry
+    from sidegate.runtime.observe.telemetry import Telemetry
 
 __all__ = ["PROPAGATOR", "Attempt", "Child", "Incoming", "Request", "operation"]
 

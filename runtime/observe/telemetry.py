@@ -16,11 +16,11 @@ import trio
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.trace import Tracer
 
-from runtime.observe.context import CURRENT
-from runtime.observe.metrics import Metrics
-from runtime.observe.spans import Attempt, Incoming, Request, extract, operation
-from runtime.observe.tracing import Exporters, build_exporters
-from runtime.plan import Family, LogLevel, Provider, Tracing
+from sidegate.runtime.observe.context import CURRENT
+from sidegate.runtime.observe.metrics import Metrics
+from sidegate.runtime.observe.spans import Attempt, Incoming, Request, extract, operation
+from sidegate.runtime.observe.tracing import Exporters, build_exporters
+from sidegate.runtime.plan import Family, LogLevel, Provider, Tracing
 
 __all__ = ["GenAiMetrics", "Telemetry"]
 

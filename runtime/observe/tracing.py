@@ -29,7 +29,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from prometheus_client import Counter
 
-from runtime.plan import OtlpProtocol, Tracing
+from sidegate.runtime.plan import OtlpProtocol, Tracing
 
 __all__ = ["Exporters", "build_exporters", "sampling_ratio", "service_resource"]
 

@@ -7,5 +7,5 @@ of secret references at start (`secrets`).
 May import: nothing else of the runtime (every other room imports the plan).
 """
 
-from runtime.plan.model import *  # noqa: F403  (the plan's types are the package's surface)
-from runtime.plan.model import __all__ as __all__
+from sidegate.runtime.plan.model import *  # noqa: F403  (the plan's types are the package's surface)
+from sidegate.runtime.plan.model import __all__ as __all__

@@ -6,7 +6,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from runtime.plan.values import Secret
+from sidegate.runtime.plan.values import Secret
 
 __all__ = ["CACHE_OPERATIONS", "Cache", "CacheBackend", "CacheMode", "CachePolicy", "CacheScope", "SemanticCache"]
 

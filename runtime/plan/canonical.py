@@ -16,7 +16,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-from runtime.plan import PLAN_VERSION, JSONValue, Plan
+from sidegate.runtime.plan import PLAN_VERSION, JSONValue, Plan
 
 __all__ = ["PlanFormatError", "digest", "dumps", "loads", "to_json_obj"]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from runtime.plan.values import Header, Secret
+from sidegate.runtime.plan.values import Header, Secret
 
 __all__ = ["A2A", "A2AAgent", "A2APolicy", "Mcp", "McpAccess", "McpOAuth", "McpServer", "McpStart", "McpTransport"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from runtime.plan.gateways import A2APolicy, McpAccess
-from runtime.plan.values import Secret
+from sidegate.runtime.plan.gateways import A2APolicy, McpAccess
+from sidegate.runtime.plan.values import Secret
 
 __all__ = ["Auth", "BudgetRule", "JwtRule", "LimitRule", "StaticKey", "Team", "UserRule"]
 

@@ -11,8 +11,8 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from runtime.plan.cache import Cache, CachePolicy
-from runtime.plan.gateways import (
+from sidegate.runtime.plan.cache import Cache, CachePolicy
+from sidegate.runtime.plan.gateways import (
     A2A,
     A2AAgent,
     A2APolicy,
@@ -23,10 +23,10 @@ from runtime.plan.gateways import (
     McpStart,
     McpTransport,
 )
-from runtime.plan.governance import Auth, BudgetRule, JwtRule, LimitRule, StaticKey, Team, UserRule
-from runtime.plan.guardrails import Guardrails
-from runtime.plan.observability import LogFormat, LogLevel, Logs, Metrics, Observability, OtlpProtocol, Tracing
-from runtime.plan.values import Header, JSONValue, Secret, SecretPart, SecretSource
+from sidegate.runtime.plan.governance import Auth, BudgetRule, JwtRule, LimitRule, StaticKey, Team, UserRule
+from sidegate.runtime.plan.guardrails import Guardrails
+from sidegate.runtime.plan.observability import LogFormat, LogLevel, Logs, Metrics, Observability, OtlpProtocol, Tracing
+from sidegate.runtime.plan.values import Header, JSONValue, Secret, SecretPart, SecretSource
 
 __all__ = [
     "A2A",

@@ -7,7 +7,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from runtime.plan.values import Header
+from sidegate.runtime.plan.values import Header
 
 __all__ = ["LogFormat", "LogLevel", "Logs", "Metrics", "Observability", "OtlpProtocol", "Tracing"]
 

@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 
-from runtime.plan import Secret, SecretSource, Server
+from sidegate.runtime.plan import Secret, SecretSource, Server
 
 __all__ = ["SecretError", "resolve", "resolve_listen", "split_listen", "unresolved"]
 

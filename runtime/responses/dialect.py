@@ -16,16 +16,16 @@ from typing import Any
 
 import orjson
 
-from runtime.errors import BadRequest, GatewayError
-from runtime.responses.items import new_id
-from runtime.responses.output import from_chat, shell, usage_of_response
-from runtime.responses.request import forced_builtin, to_chat
-from runtime.responses.stream import ChatToResponsesStream, sse_event
-from runtime.routing.state import Deployment
-from runtime.upstream.adapter import ChainedStream, StreamTranslator
-from runtime.upstream.openai_wire import Usage, request_body, responses_url
-from runtime.upstream.providers.common import SseParser, loads_upstream
-from runtime.upstream.transport import UpstreamRequest
+from sidegate.runtime.errors import BadRequest, GatewayError
+from sidegate.runtime.responses.items import new_id
+from sidegate.runtime.responses.output import from_chat, shell, usage_of_response
+from sidegate.runtime.responses.request import forced_builtin, to_chat
+from sidegate.runtime.responses.stream import ChatToResponsesStream, sse_event
+from sidegate.runtime.routing.state import Deployment
+from sidegate.runtime.upstream.adapter import ChainedStream, StreamTranslator
+from sidegate.runtime.upstream.openai_wire import Usage, request_body, responses_url
+from sidegate.runtime.upstream.providers.common import SseParser, loads_upstream
+from sidegate.runtime.upstream.transport import UpstreamRequest
 
 __all__ = ["PASSTHROUGH", "ResponsesDialect"]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from runtime.errors import BadRequest
+from sidegate.runtime.errors import BadRequest
 
 __all__ = ["ITEM_TYPES", "input_items", "new_id", "to_messages"]
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import orjson
 
-from runtime.responses.items import new_id
-from runtime.upstream.openai_wire import Usage, usage_from
+from sidegate.runtime.responses.items import new_id
+from sidegate.runtime.upstream.openai_wire import Usage, usage_from
 
 __all__ = ["from_chat", "response_usage", "shell", "status_of", "usage_of_response"]
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import orjson
 
-from runtime.errors import BadRequest, NotFound
-from runtime.responses.items import new_id
-from runtime.store.database import Store
-from runtime.store.models import StoredResponse
+from sidegate.runtime.errors import BadRequest, NotFound
+from sidegate.runtime.responses.items import new_id
+from sidegate.runtime.store.database import Store
+from sidegate.runtime.store.models import StoredResponse
 
 __all__ = ["MAX_CHAIN", "Conversation", "delete", "get", "input_page", "load_conversation", "save"]
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import orjson
 
-from runtime.errors import BadRequest
-from runtime.responses.items import input_items, to_messages
+from sidegate.runtime.errors import BadRequest
+from sidegate.runtime.responses.items import input_items, to_messages
 
 __all__ = ["DROPPED", "MAPPED", "REFUSED", "forced_builtin", "parse_responses", "to_chat"]
 

@@ -15,11 +15,11 @@ from typing import Any
 
 import orjson
 
-from runtime.errors import GatewayError
-from runtime.responses.items import new_id
-from runtime.responses.output import response_usage, status_of
-from runtime.upstream.openai_wire import Usage, usage_from
-from runtime.upstream.providers.common import SseParser
+from sidegate.runtime.errors import GatewayError
+from sidegate.runtime.responses.items import new_id
+from sidegate.runtime.responses.output import response_usage, status_of
+from sidegate.runtime.upstream.openai_wire import Usage, usage_from
+from sidegate.runtime.upstream.providers.common import SseParser
 
 __all__ = ["ChatToResponsesStream", "sse_event"]
 

@@ -11,9 +11,9 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from runtime.governance.window import WINDOW, WindowCounter
-from runtime.plan import ModelGroup, Strategy, Target
-from runtime.routing.breaker import Breaker
+from sidegate.runtime.governance.window import WINDOW, WindowCounter
+from sidegate.runtime.plan import ModelGroup, Strategy, Target
+from sidegate.runtime.routing.breaker import Breaker
 
 __all__ = ["EXPLORE", "WINDOW", "Choice", "DeploymentState", "GroupState", "choose"]
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 from collections import deque
 
-from runtime.plan import CooldownPolicy
+from sidegate.runtime.plan import CooldownPolicy
 
 __all__ = ["Breaker", "Circuit", "FailureKind"]
 

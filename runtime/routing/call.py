@@ -11,17 +11,17 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 import trio
 
-from runtime.errors import BadRequest, GatewayError
-from runtime.plan import Price
-from runtime.upstream.openai_wire import Usage
-from runtime.upstream.tokens import prompt_tokens
-from runtime.upstream.urlpath import check_model_name
+from sidegate.runtime.errors import BadRequest, GatewayError
+from sidegate.runtime.plan import Price
+from sidegate.runtime.upstream.openai_wire import Usage
+from sidegate.runtime.upstream.tokens import prompt_tokens
+from sidegate.runtime.upstream.urlpath import check_model_name
 
 if TYPE_CHECKING:
-    from runtime.observe.spans import Request
-    from runtime.routing.state import Deployment
-    from runtime.upstream.adapter import StreamTranslator
-    from runtime.upstream.transport import UpstreamRequest
+    from sidegate.runtime.observe.spans import Request
+    from sidegate.runtime.routing.state import Deployment
+    from sidegate.runtime.upstream.adapter import StreamTranslator
+    from sidegate.runtime.upstream.transport import UpstreamRequest
 
 __all__ = ["Call", "Dialect", "estimate_tokens", "estimate_tokens_off_loop", "parse_request"]
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from runtime.plan import ModelGroup, Plan
+from sidegate.runtime.plan import ModelGroup, Plan
 
 __all__ = ["anthropic_model", "anthropic_models_body", "wants_anthropic"]
 

@@ -8,12 +8,12 @@ from collections.abc import Callable
 
 import trio
 
-from runtime.errors import GatewayError
-from runtime.plan import Family, HealthProbe
-from runtime.routing.breaker import Circuit, FailureKind
-from runtime.routing.state import Deployment, Runtime
-from runtime.upstream.headers import redacted_url
-from runtime.upstream.transport import UpstreamRequest
+from sidegate.runtime.errors import GatewayError
+from sidegate.runtime.plan import Family, HealthProbe
+from sidegate.runtime.routing.breaker import Circuit, FailureKind
+from sidegate.runtime.routing.state import Deployment, Runtime
+from sidegate.runtime.upstream.headers import redacted_url
+from sidegate.runtime.upstream.transport import UpstreamRequest
 
 __all__ = ["probe", "run_probes"]
 

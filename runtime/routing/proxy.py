@@ -8,7 +8,7 @@ from typing import Any
 
 import trio
 
-from runtime.errors import (
+from sidegate.runtime.errors import (
     BadRequest,
     GatewayError,
     ModelNotFound,
@@ -16,13 +16,13 @@ from runtime.errors import (
     Unavailable,
     UpstreamTimeout,
 )
-from runtime.plan import Family, ModelGroup, RetryOn, RetryPolicy
-from runtime.routing.balance import choose
-from runtime.routing.breaker import FailureKind
-from runtime.routing.call import Call, estimate_tokens_off_loop
-from runtime.routing.relay import TIMEOUT_CODES, attempt, classify, stream_error
-from runtime.routing.state import Deployment, Runtime
-from runtime.upstream.tokens import prompt_tokens
+from sidegate.runtime.plan import Family, ModelGroup, RetryOn, RetryPolicy
+from sidegate.runtime.routing.balance import choose
+from sidegate.runtime.routing.breaker import FailureKind
+from sidegate.runtime.routing.call import Call, estimate_tokens_off_loop
+from sidegate.runtime.routing.relay import TIMEOUT_CODES, attempt, classify, stream_error
+from sidegate.runtime.routing.state import Deployment, Runtime
+from sidegate.runtime.upstream.tokens import prompt_tokens
 
 __all__ = ["backoff", "serve_call"]
 

@@ -22,17 +22,17 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import trio
 
-from runtime.errors import GatewayError, RateLimited, Unavailable, UpstreamError, UpstreamTimeout
-from runtime.plan import ModelGroup
-from runtime.routing.breaker import FailureKind
-from runtime.routing.call import Call
-from runtime.routing.state import Deployment
-from runtime.upstream.adapter import StreamTranslator
-from runtime.upstream.headers import redacted_url, relayed_headers
-from runtime.upstream.transport import UpstreamRequest, answer_too_large
+from sidegate.runtime.errors import GatewayError, RateLimited, Unavailable, UpstreamError, UpstreamTimeout
+from sidegate.runtime.plan import ModelGroup
+from sidegate.runtime.routing.breaker import FailureKind
+from sidegate.runtime.routing.call import Call
+from sidegate.runtime.routing.state import Deployment
+from sidegate.runtime.upstream.adapter import StreamTranslator
+from sidegate.runtime.upstream.headers import redacted_url, relayed_headers
+from sidegate.runtime.upstream.transport import UpstreamRequest, answer_too_large
 
 if TYPE_CHECKING:
-    from runtime.observe.spans import Attempt
+    from sidegate.runtime.observe.spans import Attempt
 
 __all__ = ["TIMEOUT_CODES", "attempt", "attempt_limits", "classify", "stream_error"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from runtime.plan import ModelGroup, Plan
+from sidegate.runtime.plan import ModelGroup, Plan
 
 __all__ = ["Route", "RouteTable", "glob_regex", "is_prefix_wildcard"]
 

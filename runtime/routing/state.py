@@ -11,24 +11,24 @@ from datetime import UTC, datetime
 import orjson
 import trio
 
-from runtime.governance.gate import TeamPolicy, policies_from_plan
-from runtime.governance.keys import Grant
-from runtime.governance.reserve import Basis, bases
-from runtime.mcp.upstream import ResolvedServer, resolve_servers
-from runtime.observe.metrics import STATES, Metrics
-from runtime.observe.scrub import Scrubber, SecretCollector
-from runtime.plan import Family, ModelGroup, Plan, Provider, Target
-from runtime.plan.canonical import digest
-from runtime.plan.secrets import resolve as _resolve
-from runtime.routing.balance import DeploymentState, GroupState
-from runtime.routing.model_list import anthropic_models_body
-from runtime.routing.routes import RouteTable
-from runtime.upstream.adapter import Adapter, adapter_for, url_for
-from runtime.upstream.mock import MockTransport
-from runtime.upstream.openai_wire import OPS
-from runtime.upstream.providers.auth import authorizer_for
-from runtime.upstream.providers.common import RequestAuthorizer
-from runtime.upstream.transport import DEFAULT_MAX_ANSWER, Transport
+from sidegate.runtime.governance.gate import TeamPolicy, policies_from_plan
+from sidegate.runtime.governance.keys import Grant
+from sidegate.runtime.governance.reserve import Basis, bases
+from sidegate.runtime.mcp.upstream import ResolvedServer, resolve_servers
+from sidegate.runtime.observe.metrics import STATES, Metrics
+from sidegate.runtime.observe.scrub import Scrubber, SecretCollector
+from sidegate.runtime.plan import Family, ModelGroup, Plan, Provider, Target
+from sidegate.runtime.plan.canonical import digest
+from sidegate.runtime.plan.secrets import resolve as _resolve
+from sidegate.runtime.routing.balance import DeploymentState, GroupState
+from sidegate.runtime.routing.model_list import anthropic_models_body
+from sidegate.runtime.routing.routes import RouteTable
+from sidegate.runtime.upstream.adapter import Adapter, adapter_for, url_for
+from sidegate.runtime.upstream.mock import MockTransport
+from sidegate.runtime.upstream.openai_wire import OPS
+from sidegate.runtime.upstream.providers.auth import authorizer_for
+from sidegate.runtime.upstream.providers.common import RequestAuthorizer
+from sidegate.runtime.upstream.transport import DEFAULT_MAX_ANSWER, Transport
 
 __all__ = [
     "Deployment", "Runtime", "build_runtime", "deployments_report", "model_card", "observe_deployments", "public_names",

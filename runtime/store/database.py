@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 import peewee
 import trio
 
-from runtime.store.models import MIGRATIONS, TABLES, Meta, migrate
+from sidegate.runtime.store.models import MIGRATIONS, TABLES, Meta, migrate
 
 __all__ = ["CONNECT_TIMEOUT", "OPEN_WAIT", "SCHEMA_VERSION", "STORE_ERRORS", "Store", "StoreUnavailable",
            "connect_database", "open_database", "redact"]

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 import peewee
 
-from runtime.store.models import SpendLog
+from sidegate.runtime.store.models import SpendLog
 
 __all__ = ["Journal", "journal_path", "replay_values"]
 

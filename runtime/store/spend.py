@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any
 import peewee
 import trio
 
-from runtime.store.database import Store
-from runtime.store.journal import Journal, replay_values
-from runtime.store.models import DailySpend, SpendLog
+from sidegate.runtime.store.database import Store
+from sidegate.runtime.store.journal import Journal, replay_values
+from sidegate.runtime.store.models import DailySpend, SpendLog
 
 if TYPE_CHECKING:
-    from runtime.observe.metrics import Metrics
+    from sidegate.runtime.observe.metrics import Metrics
 
 __all__ = ["SpendRow", "SpendWriter", "write_rows", "write_values"]
 

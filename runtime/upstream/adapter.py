@@ -14,11 +14,18 @@ from typing import Any, Protocol
 import httpx
 import orjson
 
-from runtime.errors import GatewayError, UpstreamError
-from runtime.plan import Family, Provider, Target
-from runtime.upstream.openai_wire import SseRelay, Usage, error_from_upstream, request_body, upstream_url, valid_usage
-from runtime.upstream.providers import native_adapter
-from runtime.upstream.transport import UpstreamRequest
+from sidegate.runtime.errors import GatewayError, UpstreamError
+from sidegate.runtime.plan import Family, Provider, Target
+from sidegate.runtime.upstream.openai_wire import (
+    SseRelay,
+    Usage,
+    error_from_upstream,
+    request_body,
+    upstream_url,
+    valid_usage,
+)
+from sidegate.runtime.upstream.providers import native_adapter
+from sidegate.runtime.upstream.transport import UpstreamRequest
 
 __all__ = ["ADAPTERS", "Adapter", "ChainedStream", "OpenAIAdapter", "StreamTranslator", "adapter_for", "url_for"]
 

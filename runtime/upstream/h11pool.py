@@ -19,9 +19,9 @@ import h11
 import httpx
 import trio
 
-from runtime.errors import UpstreamError, describe
-from runtime.upstream.chunked import ChunkedDecoder, MalformedChunks
-from runtime.upstream.transport import UpstreamRequest, UpstreamResponse, UpstreamStream, read_bounded
+from sidegate.runtime.errors import UpstreamError, describe
+from sidegate.runtime.upstream.chunked import ChunkedDecoder, MalformedChunks
+from sidegate.runtime.upstream.transport import UpstreamRequest, UpstreamResponse, UpstreamStream, read_bounded
 
 __all__ = ["H11Transport"]
 

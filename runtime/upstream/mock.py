@@ -26,8 +26,8 @@ import httpx
 import orjson
 import trio
 
-from runtime.plan import MockBehaviour
-from runtime.upstream.transport import UpstreamRequest, UpstreamResponse, UpstreamStream
+from sidegate.runtime.plan import MockBehaviour
+from sidegate.runtime.upstream.transport import UpstreamRequest, UpstreamResponse, UpstreamStream
 
 __all__ = ["MockTransport", "count_tokens"]
 

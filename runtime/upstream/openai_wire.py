@@ -12,11 +12,11 @@ from typing import Any
 import httpx
 import orjson
 
-from runtime.errors import BadRequest, GatewayError, RateLimited, UpstreamError, UpstreamTimeout
-from runtime.plan import Family, JSONValue, Provider
-from runtime.retry_after import parse_retry_after
-from runtime.upstream.urlpath import path_segment
-from runtime.upstream.usage_check import InvalidUsage, token_count
+from sidegate.runtime.errors import BadRequest, GatewayError, RateLimited, UpstreamError, UpstreamTimeout
+from sidegate.runtime.plan import Family, JSONValue, Provider
+from sidegate.runtime.retry_after import parse_retry_after
+from sidegate.runtime.upstream.urlpath import path_segment
+from sidegate.runtime.upstream.usage_check import InvalidUsage, token_count
 
 __all__ = ["OPS", "SseRelay", "Usage", "error_from_upstream", "request_body", "responses_url", "upstream_url",
            "usage_from", "valid_usage"]

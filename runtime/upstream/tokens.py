@@ -26,8 +26,8 @@ from typing import Any
 import orjson
 import trio
 
-from runtime.upstream.bpe import Counter
-from runtime.upstream.openai_wire import Usage
+from sidegate.runtime.upstream.bpe import Counter
+from sidegate.runtime.upstream.openai_wire import Usage
 
 __all__ = [
     "ENCODING", "count", "estimate_usage", "is_loaded", "load", "prompt_tokens", "rough", "start_loading",
@@ -59,7 +59,7 @@ _encoding: Counter | None = None
 
 
 def _counter() -> Counter:
-    raw = gzip.decompress(resources.files("runtime").joinpath("data/o200k_base.tiktoken.gz").read_bytes())
+    raw = gzip.decompress(resources.files("sidegate.runtime").joinpath("data/o200k_base.tiktoken.gz").read_bytes())
     if hashlib.sha256(raw).hexdigest() != _SHA256:
         raise RuntimeError("the shipped o200k_base encoding is damaged (SHA-256 mismatch)")
     return Counter(io.BytesIO(raw), _PATTERN)  # line by line: no second copy of the file as a list

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from runtime.errors import BadRequest
-from runtime.plan import Capabilities, Family, Target
+from sidegate.runtime.errors import BadRequest
+from sidegate.runtime.plan import Capabilities, Family, Target
 
 __all__ = ["RULES", "Action", "Rule", "TargetView", "apply_fields", "refuse", "render_table"]
 

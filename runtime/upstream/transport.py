@@ -15,7 +15,7 @@ from typing import Protocol
 
 import httpx
 
-from runtime.errors import UpstreamError, describe
+from sidegate.runtime.errors import UpstreamError, describe
 
 __all__ = ["DEFAULT_MAX_ANSWER", "HttpxTransport", "Transport", "UpstreamRequest", "UpstreamResponse", "UpstreamStream",
            "answer_too_large", "read_bounded"]

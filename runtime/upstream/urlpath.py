@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from urllib.parse import quote
 
-from runtime.errors import BadRequest
+from sidegate.runtime.errors import BadRequest
 
 __all__ = ["MAX_MODEL_NAME", "check_model_name", "path_segment"]
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import trio
 import trio.lowlevel
 
-from runtime.store.database import Store
-from runtime.store.models import SpendLog
-from runtime.store.spend import SpendRow, SpendWriter
+from sidegate.runtime.store.database import Store
+from sidegate.runtime.store.models import SpendLog
+from sidegate.runtime.store.spend import SpendRow, SpendWriter
 
 PROBE = 0.001
 

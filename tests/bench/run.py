@@ -158,7 +158,7 @@ class Bench:
         spec = self.tmpdir / f"gw-{port}.yaml"
         spec.write_text(_SPEC.format(port=port, mock=mock) + extra)
         prefix = ["taskset", "-c", cores] if pin(0) else []
-        cmd = [*prefix, sys.executable, "-m", "compiler.cli", "serve", str(spec)]
+        cmd = [*prefix, sys.executable, "-m", "sidegate.compiler.cli", "serve", str(spec)]
         if workers > 1:
             cmd += ["--workers", str(workers)]
         proc = self.start(cmd)

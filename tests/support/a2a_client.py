@@ -12,7 +12,7 @@ from a2a.client import Client, ClientConfig, ClientFactory
 from a2a.helpers.proto_helpers import new_text_message
 from a2a.types.a2a_pb2 import Role, SendMessageRequest
 
-from runtime.server import Handle
+from sidegate.runtime.server import Handle
 
 TLS = ssl.create_default_context()
 """One TLS context for every test client: httpx builds one per client otherwise (~90 ms each)."""

@@ -25,7 +25,7 @@ from a2a.client import Client
 from a2a.helpers.proto_helpers import new_text_message
 from a2a.types.a2a_pb2 import Message, Role, SendMessageRequest, StreamResponse, Task, TaskState
 
-from runtime.plan import Plan
+from sidegate.runtime.plan import Plan
 from tests.support.a2a_agents import TOKEN, AgentServer
 from tests.support.a2a_client import TLS, open_client_at
 from tests.support.a2a_plan import CALLER, ENV, spec_plan

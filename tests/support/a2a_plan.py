@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
-from compiler.pipeline import compile_text
-from runtime.plan import Plan
+from sidegate.compiler.pipeline import compile_text
+from sidegate.runtime.plan import Plan
 from tests.support.a2a_agents import TOKEN
 
 MASTER, CALLER, OUTSIDER = "sk-a2a-master", "sk-a2a-caller", "sk-a2a-outsider"

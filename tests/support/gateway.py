@@ -8,8 +8,8 @@ from functools import partial
 
 import trio
 
-from runtime.plan import Plan
-from runtime.server import Handle, serve
+from sidegate.runtime.plan import Plan
+from sidegate.runtime.server import Handle, serve
 
 
 @asynccontextmanager

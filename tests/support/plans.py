@@ -5,7 +5,7 @@ from __future__ import annotations
 import types
 from typing import Any
 
-from runtime.plan import (
+from sidegate.runtime.plan import (
     PLAN_VERSION,
     Auth,
     AuthScheme,

@@ -16,13 +16,13 @@ import httpx
 import trio
 import trio.lowlevel
 
-from runtime.errors import UpstreamError
-from runtime.http.app import App
-from runtime.observe.logs import Logger
-from runtime.observe.metrics import Metrics
-from runtime.plan import Plan
-from runtime.routing.state import build_runtime
-from runtime.upstream.transport import UpstreamRequest, UpstreamResponse
+from sidegate.runtime.errors import UpstreamError
+from sidegate.runtime.http.app import App
+from sidegate.runtime.observe.logs import Logger
+from sidegate.runtime.observe.metrics import Metrics
+from sidegate.runtime.plan import Plan
+from sidegate.runtime.routing.state import build_runtime
+from sidegate.runtime.upstream.transport import UpstreamRequest, UpstreamResponse
 
 JSON = httpx.Headers({"content-type": "application/json"})
 SSE = httpx.Headers({"content-type": "text/event-stream"})

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from compiler.pipeline import compile_text
+from sidegate.compiler.pipeline import compile_text
 from tests.support.fake_base import open_fake
 from tests.support.gateway import open_gateway
 from tests.support.script_anthropic import ScriptedAnthropic

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from compiler.importers.litellm.settings import Draft, duration
+from sidegate.compiler.importers.litellm.settings import Draft, duration
 
 __all__ = ["Deployment", "ProviderKey", "settle_group"]
 

@@ -20,15 +20,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from compiler.data.catalog import load_catalog
-from compiler.data.prices import lookup
-from compiler.diagnostics import Collector, Diagnostic, join_pointer, sort_key
-from compiler.importers.litellm import conventions
-from compiler.importers.litellm.groups import Deployment, ProviderKey, settle_group
-from compiler.importers.litellm.settings import Draft, duration, env_reference, features, translate_settings
-from compiler.importers.yamlwrite import dump
-from compiler.parse import parse
-from compiler.schemafile import load_schema
+from sidegate.compiler.data.catalog import load_catalog
+from sidegate.compiler.data.prices import lookup
+from sidegate.compiler.diagnostics import Collector, Diagnostic, join_pointer, sort_key
+from sidegate.compiler.importers.litellm import conventions
+from sidegate.compiler.importers.litellm.groups import Deployment, ProviderKey, settle_group
+from sidegate.compiler.importers.litellm.settings import Draft, duration, env_reference, features, translate_settings
+from sidegate.compiler.importers.yamlwrite import dump
+from sidegate.compiler.parse import parse
+from sidegate.compiler.schemafile import load_schema
 
 __all__ = ["DEFAULT_AZURE_API_VERSION", "OPENAI_BODY_PARAMS", "Imported", "import_litellm"]
 
@@ -78,7 +78,7 @@ class Imported:
 
 @functools.cache
 def _prefixes() -> Mapping[str, tuple[str, ...]]:
-    raw = json.loads((importlib.resources.files("compiler") / "data" / "litellm-providers.json").read_bytes())
+    raw = json.loads((importlib.resources.files("sidegate.compiler") / "data" / "litellm-providers.json").read_bytes())
     return {prefix: tuple(types) for prefix, types in raw["prefixes"].items()}
 
 

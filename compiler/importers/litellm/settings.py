@@ -17,9 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from compiler.diagnostics import Collector, join_pointer
-from compiler.importers.yamlwrite import Path
-from compiler.schemafile import load_schema
+from sidegate.compiler.diagnostics import Collector, join_pointer
+from sidegate.compiler.importers.yamlwrite import Path
+from sidegate.compiler.schemafile import load_schema
 
 __all__ = ["Draft", "Features", "duration", "env_reference", "features", "translate_settings"]
 

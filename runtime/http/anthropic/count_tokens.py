@@ -14,13 +14,13 @@ from typing import Any
 import orjson
 import trio
 
-from runtime.http.anthropic.messages import estimate_input_tokens
-from runtime.plan import Family
-from runtime.routing.breaker import Circuit
-from runtime.routing.routes import Route
-from runtime.routing.state import Runtime
-from runtime.upstream.providers.anthropic import client_versioned
-from runtime.upstream.transport import UpstreamRequest
+from sidegate.runtime.http.anthropic.messages import estimate_input_tokens
+from sidegate.runtime.plan import Family
+from sidegate.runtime.routing.breaker import Circuit
+from sidegate.runtime.routing.routes import Route
+from sidegate.runtime.routing.state import Runtime
+from sidegate.runtime.upstream.providers.anthropic import client_versioned
+from sidegate.runtime.upstream.transport import UpstreamRequest
 
 __all__ = ["COUNTED", "count_input_tokens"]
 

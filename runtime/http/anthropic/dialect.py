@@ -16,21 +16,25 @@ from typing import Any
 
 import orjson
 
-from runtime.errors import BadRequest, GatewayError
-from runtime.http.anthropic.messages import OpenAIToAnthropicStream, anthropic_error_event, openai_to_anthropic_response
-from runtime.http.anthropic.request import translate
-from runtime.plan import Family
-from runtime.routing.call import Call
-from runtime.routing.state import Deployment
-from runtime.upstream.adapter import ChainedStream, StreamTranslator
-from runtime.upstream.openai_wire import Usage
-from runtime.upstream.providers.anthropic import AnthropicRelay, message_usage, passthrough_request
-from runtime.upstream.providers.common import loads_upstream
-from runtime.upstream.tokens import REPLY_OVERHEAD
-from runtime.upstream.translation import TargetView
-from runtime.upstream.transport import UpstreamRequest
-from runtime.upstream.urlpath import check_model_name
-from runtime.upstream.usage_check import or_absent
+from sidegate.runtime.errors import BadRequest, GatewayError
+from sidegate.runtime.http.anthropic.messages import (
+    OpenAIToAnthropicStream,
+    anthropic_error_event,
+    openai_to_anthropic_response,
+)
+from sidegate.runtime.http.anthropic.request import translate
+from sidegate.runtime.plan import Family
+from sidegate.runtime.routing.call import Call
+from sidegate.runtime.routing.state import Deployment
+from sidegate.runtime.upstream.adapter import ChainedStream, StreamTranslator
+from sidegate.runtime.upstream.openai_wire import Usage
+from sidegate.runtime.upstream.providers.anthropic import AnthropicRelay, message_usage, passthrough_request
+from sidegate.runtime.upstream.providers.common import loads_upstream
+from sidegate.runtime.upstream.tokens import REPLY_OVERHEAD
+from sidegate.runtime.upstream.translation import TargetView
+from sidegate.runtime.upstream.transport import UpstreamRequest
+from sidegate.runtime.upstream.urlpath import check_model_name
+from sidegate.runtime.upstream.usage_check import or_absent
 
 __all__ = ["CLIENT_HEADERS", "MessagesDialect", "client_headers", "parse_messages"]
 

@@ -15,11 +15,11 @@ from typing import Any
 
 import orjson
 
-from runtime.errors import GatewayError, GuardrailBlocked
-from runtime.http.anthropic.request import anthropic_to_openai
-from runtime.upstream.openai_wire import Usage, valid_usage
-from runtime.upstream.providers.common import SseParser
-from runtime.upstream.tokens import REPLY_OVERHEAD, prompt_tokens
+from sidegate.runtime.errors import GatewayError, GuardrailBlocked
+from sidegate.runtime.http.anthropic.request import anthropic_to_openai
+from sidegate.runtime.upstream.openai_wire import Usage, valid_usage
+from sidegate.runtime.upstream.providers.common import SseParser
+from sidegate.runtime.upstream.tokens import REPLY_OVERHEAD, prompt_tokens
 
 __all__ = [
     "OpenAIToAnthropicStream",

@@ -12,9 +12,9 @@ from typing import Any
 
 import orjson
 
-from runtime.errors import BadRequest
-from runtime.plan import Family
-from runtime.upstream.translation import OPEN, TargetView, apply_fields, refuse
+from sidegate.runtime.errors import BadRequest
+from sidegate.runtime.plan import Family
+from sidegate.runtime.upstream.translation import OPEN, TargetView, apply_fields, refuse
 
 __all__ = ["anthropic_to_openai", "translate"]
 

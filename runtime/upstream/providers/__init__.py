@@ -12,11 +12,11 @@ OpenAI wire pieces).
 
 from __future__ import annotations
 
-from runtime.upstream.providers.anthropic import AnthropicAdapter
-from runtime.upstream.providers.bedrock import BedrockAdapter, bedrock_base_url
-from runtime.upstream.providers.cohere import CohereAdapter
-from runtime.upstream.providers.gemini import GeminiAdapter, vertex_base_url
-from runtime.upstream.providers.vertex import VertexAdapter
+from sidegate.runtime.upstream.providers.anthropic import AnthropicAdapter
+from sidegate.runtime.upstream.providers.bedrock import BedrockAdapter, bedrock_base_url
+from sidegate.runtime.upstream.providers.cohere import CohereAdapter
+from sidegate.runtime.upstream.providers.gemini import GeminiAdapter, vertex_base_url
+from sidegate.runtime.upstream.providers.vertex import VertexAdapter
 
 __all__ = [
     "NATIVE_FAMILIES",

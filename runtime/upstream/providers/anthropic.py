@@ -14,11 +14,19 @@ from typing import Any
 import httpx
 import orjson
 
-from runtime.errors import BadRequest, GatewayError
-from runtime.plan import Provider, Target
-from runtime.upstream.openai_wire import Usage, thaw
-from runtime.upstream.providers.chat import Chat, Image, Text, ToolCall, ToolResult, parse_chat, thinking_budget
-from runtime.upstream.providers.common import (
+from sidegate.runtime.errors import BadRequest, GatewayError
+from sidegate.runtime.plan import Provider, Target
+from sidegate.runtime.upstream.openai_wire import Usage, thaw
+from sidegate.runtime.upstream.providers.chat import (
+    Chat,
+    Image,
+    Text,
+    ToolCall,
+    ToolResult,
+    parse_chat,
+    thinking_budget,
+)
+from sidegate.runtime.upstream.providers.common import (
     ChunkWriter,
     NativeAdapterBase,
     NativeStream,
@@ -31,8 +39,8 @@ from runtime.upstream.providers.common import (
     upstream_error,
     with_header,
 )
-from runtime.upstream.transport import UpstreamRequest
-from runtime.upstream.usage_check import InvalidUsage, or_absent, token_count
+from sidegate.runtime.upstream.transport import UpstreamRequest
+from sidegate.runtime.upstream.usage_check import InvalidUsage, or_absent, token_count
 
 __all__ = [
     "ANTHROPIC_VERSION",

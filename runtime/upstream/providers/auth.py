@@ -12,9 +12,9 @@ from collections.abc import Callable
 
 import orjson
 
-from runtime.plan import Family, Provider, Secret
-from runtime.plan.secrets import SecretError
-from runtime.upstream.providers.common import RequestAuthorizer
+from sidegate.runtime.plan import Family, Provider, Secret
+from sidegate.runtime.plan.secrets import SecretError
+from sidegate.runtime.upstream.providers.common import RequestAuthorizer
 
 __all__ = ["CredentialsError", "authorizer_for"]
 
@@ -38,7 +38,7 @@ def authorizer_for(provider: Provider, resolve: Callable[[Secret], str]) -> Requ
 
 
 def _vertex(provider: Provider, resolve: Callable[[Secret], str]) -> RequestAuthorizer:
-    from runtime.upstream.providers.vertex_auth import VertexTokenSource
+    from sidegate.runtime.upstream.providers.vertex_auth import VertexTokenSource
 
     if provider.credentials is None:
         try:
@@ -62,7 +62,7 @@ def _vertex(provider: Provider, resolve: Callable[[Secret], str]) -> RequestAuth
 
 
 def _bedrock(provider: Provider) -> RequestAuthorizer:
-    from runtime.upstream.providers.bedrock_auth import BedrockSigner
+    from sidegate.runtime.upstream.providers.bedrock_auth import BedrockSigner
 
     assert provider.region is not None, "the compiler requires a region for bedrock"
     try:

@@ -18,10 +18,10 @@ from typing import Any, cast
 import httpx
 import orjson
 
-from runtime.errors import BadRequest, GatewayError, UpstreamError
-from runtime.plan import Provider, Target
-from runtime.upstream.openai_wire import Usage, thaw
-from runtime.upstream.providers.chat import (
+from sidegate.runtime.errors import BadRequest, GatewayError, UpstreamError
+from sidegate.runtime.plan import Provider, Target
+from sidegate.runtime.upstream.openai_wire import Usage, thaw
+from sidegate.runtime.upstream.providers.chat import (
     EFFORT_BUDGET,
     Chat,
     Image,
@@ -31,7 +31,7 @@ from runtime.upstream.providers.chat import (
     parse_chat,
     thinking_budget,
 )
-from runtime.upstream.providers.common import (
+from sidegate.runtime.upstream.providers.common import (
     ChunkWriter,
     NativeAdapterBase,
     NativeStream,
@@ -45,9 +45,9 @@ from runtime.upstream.providers.common import (
     unsupported,
     upstream_error,
 )
-from runtime.upstream.transport import UpstreamRequest
-from runtime.upstream.urlpath import path_segment
-from runtime.upstream.usage_check import or_absent, token_count
+from sidegate.runtime.upstream.transport import UpstreamRequest
+from sidegate.runtime.upstream.urlpath import path_segment
+from sidegate.runtime.upstream.usage_check import or_absent, token_count
 
 __all__ = ["BedrockAdapter", "BedrockStream", "bedrock_base_url", "bedrock_request_body", "error_from_bedrock"]
 

@@ -18,8 +18,8 @@ from botocore.credentials import RefreshableCredentials as BotoRefreshable
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.session import Session
 
-from runtime.errors import UpstreamError
-from runtime.upstream.transport import UpstreamRequest
+from sidegate.runtime.errors import UpstreamError
+from sidegate.runtime.upstream.transport import UpstreamRequest
 
 __all__ = ["SIGNING_NAME", "BedrockSigner"]
 

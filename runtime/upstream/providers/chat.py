@@ -14,8 +14,8 @@ from typing import Any
 
 import orjson
 
-from runtime.errors import BadRequest
-from runtime.upstream.providers.common import data_url, unsupported
+from sidegate.runtime.errors import BadRequest
+from sidegate.runtime.upstream.providers.common import data_url, unsupported
 
 __all__ = [
     "EFFORT_BUDGET",

@@ -15,11 +15,11 @@ from typing import Any
 import httpx
 import orjson
 
-from runtime.errors import GatewayError, UpstreamError
-from runtime.plan import Provider, Target
-from runtime.upstream.openai_wire import Usage, thaw
-from runtime.upstream.providers.chat import EFFORT_BUDGET, Chat, Image, Text, ToolCall, ToolResult, parse_chat
-from runtime.upstream.providers.common import (
+from sidegate.runtime.errors import GatewayError, UpstreamError
+from sidegate.runtime.plan import Provider, Target
+from sidegate.runtime.upstream.openai_wire import Usage, thaw
+from sidegate.runtime.upstream.providers.chat import EFFORT_BUDGET, Chat, Image, Text, ToolCall, ToolResult, parse_chat
+from sidegate.runtime.upstream.providers.common import (
     ChunkWriter,
     NativeAdapterBase,
     NativeStream,
@@ -33,8 +33,8 @@ from runtime.upstream.providers.common import (
     unsupported,
     upstream_error,
 )
-from runtime.upstream.transport import UpstreamRequest
-from runtime.upstream.usage_check import or_absent, token_count
+from sidegate.runtime.upstream.transport import UpstreamRequest
+from sidegate.runtime.upstream.usage_check import or_absent, token_count
 
 __all__ = ["CohereAdapter", "CohereStream", "cohere_request_body", "error_from_cohere"]
 

@@ -19,11 +19,11 @@ from typing import Any, Protocol
 import httpx
 import orjson
 
-from runtime.errors import BadRequest, GatewayError, Overloaded, RateLimited, UpstreamError, UpstreamTimeout
-from runtime.retry_after import parse_retry_after
-from runtime.upstream.openai_wire import Usage
-from runtime.upstream.transport import UpstreamRequest
-from runtime.upstream.usage_check import InvalidUsage
+from sidegate.runtime.errors import BadRequest, GatewayError, Overloaded, RateLimited, UpstreamError, UpstreamTimeout
+from sidegate.runtime.retry_after import parse_retry_after
+from sidegate.runtime.upstream.openai_wire import Usage
+from sidegate.runtime.upstream.transport import UpstreamRequest
+from sidegate.runtime.upstream.usage_check import InvalidUsage
 
 __all__ = [
     "ChunkWriter",

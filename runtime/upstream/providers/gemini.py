@@ -21,12 +21,12 @@ from typing import Any
 import httpx
 import orjson
 
-from runtime.errors import BadRequest, GatewayError
-from runtime.plan import Provider, Target
-from runtime.retry_after import seconds_value
-from runtime.upstream.openai_wire import Usage, thaw
-from runtime.upstream.providers.chat import EFFORT_BUDGET, Chat, Image, Text, ToolCall, ToolResult, parse_chat
-from runtime.upstream.providers.common import (
+from sidegate.runtime.errors import BadRequest, GatewayError
+from sidegate.runtime.plan import Provider, Target
+from sidegate.runtime.retry_after import seconds_value
+from sidegate.runtime.upstream.openai_wire import Usage, thaw
+from sidegate.runtime.upstream.providers.chat import EFFORT_BUDGET, Chat, Image, Text, ToolCall, ToolResult, parse_chat
+from sidegate.runtime.upstream.providers.common import (
     ChunkWriter,
     NativeAdapterBase,
     NativeStream,
@@ -41,9 +41,9 @@ from runtime.upstream.providers.common import (
     unsupported,
     upstream_error,
 )
-from runtime.upstream.transport import UpstreamRequest
-from runtime.upstream.urlpath import path_segment
-from runtime.upstream.usage_check import or_absent, token_count
+from sidegate.runtime.upstream.transport import UpstreamRequest
+from sidegate.runtime.upstream.urlpath import path_segment
+from sidegate.runtime.upstream.usage_check import or_absent, token_count
 
 __all__ = [
     "THOUGHT_SEPARATOR",

@@ -15,14 +15,14 @@ from typing import Any
 import httpx
 import orjson
 
-from runtime.errors import GatewayError
-from runtime.plan import Provider, Target
-from runtime.upstream.openai_wire import Usage
-from runtime.upstream.providers.anthropic import AnthropicAdapter, AnthropicStream, error_from_anthropic
-from runtime.upstream.providers.common import loads_upstream
-from runtime.upstream.providers.gemini import GeminiAdapter, GeminiStream, error_from_gemini
-from runtime.upstream.transport import UpstreamRequest
-from runtime.upstream.urlpath import path_segment
+from sidegate.runtime.errors import GatewayError
+from sidegate.runtime.plan import Provider, Target
+from sidegate.runtime.upstream.openai_wire import Usage
+from sidegate.runtime.upstream.providers.anthropic import AnthropicAdapter, AnthropicStream, error_from_anthropic
+from sidegate.runtime.upstream.providers.common import loads_upstream
+from sidegate.runtime.upstream.providers.gemini import GeminiAdapter, GeminiStream, error_from_gemini
+from sidegate.runtime.upstream.transport import UpstreamRequest
+from sidegate.runtime.upstream.urlpath import path_segment
 
 __all__ = ["VERTEX_ANTHROPIC_VERSION", "VertexAdapter", "is_claude"]
 

@@ -13,8 +13,8 @@ from typing import Any, Protocol
 
 import trio
 
-from runtime.errors import UpstreamError
-from runtime.upstream.transport import UpstreamRequest
+from sidegate.runtime.errors import UpstreamError
+from sidegate.runtime.upstream.transport import UpstreamRequest
 
 __all__ = ["SCOPES", "RefreshableCredentials", "VertexTokenSource"]
 

@@ -91,7 +91,7 @@ def test_serve_plan_json_without_the_compiler(tmp_path: Path) -> None:
              "import sidegate.compiler.cli, atexit;"
              "atexit.register(lambda: print('HEAVY', sorted(m for m in ('ruamel.yaml', 'jsonschema', 'sidegate.compiler.pipeline')"
              " if m in sys.modules), file=sys.stderr));"
-             "sys.exit(compiler.cli.main(['serve', '--plan', path]))")
+             "sys.exit(sidegate.compiler.cli.main(['serve', '--plan', path]))")
     proc = subprocess.Popen([sys.executable, "-c", probe, str(plan_file)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     assert json.loads(proc.stderr.readline())["event"] == "started"

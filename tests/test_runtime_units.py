@@ -76,25 +76,29 @@ def test_routes_exact_alias_and_longest_wildcard() -> None:
     assert table.resolve("openai/") is None and table.resolve("nope") is None
 
 
-def _events(with_usage: bool) -> bytes:
+def _events(with_usage: bool, spaced: bool = False, eol: bytes = b"\n") -> bytes:
     base = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
     extra = {"usage": None} if with_usage else {}
     evs = [{**base, "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}], **extra}
            for w in ["a", "b", "c"]]
     if with_usage:
         evs.append({**base, "choices": [], "usage": {"prompt_tokens": 4, "completion_tokens": 3, "total_tokens": 7}})
-    return b"".join(b"data: " + json.dumps(e, separators=(",", ":")).encode() + b"\n\n" for e in evs) + b"data: [DONE]\n\n"
+    seps = (", ", ": ") if spaced else (",", ":")
+    end = eol + eol
+    return b"".join(b"data: " + json.dumps(e, separators=seps).encode() + end for e in evs) + b"data: [DONE]" + end
 
 
 @settings(max_examples=200)
-@given(st.lists(st.integers(min_value=1, max_value=40), max_size=30), st.booleans())
-def test_relay_reframes_any_split_and_hides_unrequested_usage(cuts: list[int], keep: bool) -> None:
-    raw = _events(with_usage=True)
+@given(st.lists(st.integers(min_value=1, max_value=40), max_size=30), st.booleans(), st.booleans(),
+       st.sampled_from([b"\n", b"\r\n", b"\r"]))
+def test_relay_reframes_any_split_and_hides_unrequested_usage(cuts: list[int], keep: bool, spaced: bool,
+                                                               eol: bytes) -> None:
+    raw = _events(with_usage=True, spaced=spaced, eol=eol)
     relay = SseRelay(keep_usage=keep)
     out, pos = b"", 0
     for n in cuts:
         piece = relay.feed(raw[pos : pos + n])
-        assert piece == b"" or piece.endswith(b"\n\n"), "only whole events are sent"
+        assert piece == b"" or piece.endswith(eol + eol), "only whole events are sent"
         out += piece
         pos += n
     out += relay.feed(raw[pos:])
@@ -102,4 +106,4 @@ def test_relay_reframes_any_split_and_hides_unrequested_usage(cuts: list[int], k
     if keep:
         assert out == raw
     else:
-        assert out == _events(with_usage=False)
+        assert out == _events(with_usage=False, spaced=spaced, eol=eol)

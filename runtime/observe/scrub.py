@@ -96,7 +96,7 @@ class Scrubber:
         a key (a model writing code) is left as it is.
         """
         for value in self._exact_bytes:
-            if value in data:
+            if data.find(value) >= 0:  # (per event: `find` costs less than `in`, which tries an int first)
                 data = data.replace(value, MASK.encode())
         return data
 

@@ -1,0 +1,291 @@
+"""The spend archive: every closed period of spend rows written once to S3-compatible storage
+(`store.archive`), then, `keep_days` later, deleted from the database.
+
+A period (`every` long, aligned to the UTC epoch) is closed `grace` after its end. A pass walks the
+closed periods that hold rows, from the end of the last one archived, and for each:
+
+1. claims it: inserts its row in `ArchivedPeriod`, whose unique `period_start` lets only one of the
+   sidecars sharing a store win (the others stop their pass there); a claim older than `LEASE`
+   that never finished (its sidecar died) is taken over;
+2. encodes its rows (read in chunks through the store's seam) and uploads the object, named for
+   the period's start (`<prefix>/spend/YYYY/MM/DD/HH.jsonl.gz`): a second upload of a period (after
+   a crash between upload and marker) replaces the object with the same bytes;
+3. marks it done with the row count and the object's sha256.
+
+A failure (the bucket unreachable, credentials refused) releases the claim and ends the pass: the
+rows stay, and the next pass (next period) tries again from there. Pruning deletes the rows of a
+period only once it is archived and `keep_days` past, and only when the database holds no more rows
+for it than the object does (rows that landed after it was archived are kept, with a warning).
+
+Blocking work (peewee, encoding, botocore) runs in worker threads: the database only through
+`Store.run`, the rest through `trio.to_thread.run_sync`."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import peewee
+import trio
+
+from sidegate.runtime.observe.logs import Logger
+from sidegate.runtime.plan.archive import Archive
+from sidegate.runtime.plan.secrets import resolve
+from sidegate.runtime.store.archive_encode import CONTENT_TYPES, EXTENSIONS, Encoder, parquet_available
+from sidegate.runtime.store.bucket_error import BucketError
+from sidegate.runtime.store.database import STORE_ERRORS, Store, StoreUnavailable
+from sidegate.runtime.store.models import ArchivedPeriod, SpendLog
+
+if TYPE_CHECKING:
+    from sidegate.runtime.store.bucket import Bucket
+
+__all__ = ["CHUNK", "LEASE", "ArchiveUnavailable", "Archiver", "PassResult", "object_key"]
+
+LEASE = 600.0
+"""Seconds a claim on a period holds before another archiver may take it over."""
+CHUNK = 5000
+"""Spend rows read from the database per call."""
+
+
+class ArchiveUnavailable(StoreUnavailable):
+    """The archive cannot start (its format needs pyarrow, which is not installed)."""
+
+
+def object_key(config: Archive, start: int) -> str:
+    """The object name of the period starting at `start` (epoch seconds, UTC)."""
+    t = time.gmtime(start)
+    name = f"{t.tm_hour:02d}" if int(config.every) % 3600 == 0 else f"{t.tm_hour:02d}{t.tm_min:02d}"
+    path = f"spend/{t.tm_year:04d}/{t.tm_mon:02d}/{t.tm_mday:02d}/{name}.{EXTENSIONS[config.format]}"
+    return f"{config.prefix}/{path}" if config.prefix else path
+
+
+@dataclass
+class PassResult:
+    """What one pass did."""
+
+    archived: list[tuple[int, str, int]] = field(default_factory=list)
+    """(period start, object key, rows) of each period written."""
+    pruned: int = 0
+    """Spend rows deleted."""
+    error: str | None = None
+    """Why the pass stopped early (logged too)."""
+
+
+class Archiver:
+    """The archive of one store. `clock` is the wall clock (tests set their own)."""
+
+    def __init__(self, store: Store, config: Archive, logger: Logger, bucket: Bucket, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.config = config
+        self.logger = logger
+        self.bucket = bucket
+        self.clock = clock
+        self.owner = uuid.uuid4().hex
+        self.every = int(config.every)
+
+    @classmethod
+    async def open(cls, store: Store, config: Archive, logger: Logger, *,
+                   clock: Callable[[], float] = time.time) -> Archiver:
+        """Resolve the credentials and make the bucket's client (in a worker thread). Raises
+        `ArchiveUnavailable` for the parquet format without pyarrow, `SecretError` for a reference
+        that does not resolve."""
+        if config.format.value == "parquet" and not await trio.to_thread.run_sync(parquet_available):
+            raise ArchiveUnavailable("store.archive.format parquet needs pyarrow: pip install 'sidegate[parquet]'")
+
+        def make() -> Bucket:
+            from sidegate.runtime.store.bucket import Bucket  # botocore only for a spec that archives
+
+            credentials = None
+            if config.access_key_id is not None and config.secret_access_key is not None:
+                credentials = (resolve(config.access_key_id), resolve(config.secret_access_key))
+            return Bucket(config, credentials)
+
+        return cls(store, config, logger, await trio.to_thread.run_sync(make), clock=clock)
+
+    async def run(self) -> None:
+        """Archive (and prune) once per period, `grace` after each period's end, until cancelled."""
+        try:
+            while True:
+                await self.run_once()
+                now = self.clock()
+                due = (now - self.config.grace) // self.every * self.every + self.every + self.config.grace
+                await trio.sleep(max(1.0, due - now))
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.aclose()
+
+    async def run_once(self) -> PassResult:
+        """One pass: archive every closed period not yet archived, then prune. Never raises for a
+        failure of the bucket or the database: it is logged, and the next pass tries again."""
+        result = PassResult()
+        now = self.clock()
+        try:
+            await self._archive(now, result)
+        except (BucketError, *STORE_ERRORS) as exc:
+            result.error = str(exc) if isinstance(exc, BucketError) else f"{type(exc).__name__}: {exc}"
+            self.logger.error("archive_failed", error=result.error, archived=len(result.archived),
+                              retry="next period")
+        if self.config.keep_days is not None:
+            try:
+                result.pruned = await self._prune(now)
+            except STORE_ERRORS as exc:
+                self.logger.error("archive_prune_failed", error=f"{type(exc).__name__}: {exc}")
+        return result
+
+    async def _archive(self, now: float, result: PassResult) -> None:
+        every = self.every
+        closed_end = int((now - self.config.grace) // every * every)
+        cursor = await self.store.run(_watermark)
+        while True:
+            first = await self.store.run(partial(_first_row, cursor, closed_end))
+            if first is None:
+                return
+            start = int(first // every * every)
+            key = object_key(self.config, start)
+            state = await self.store.run(partial(_claim, start, every, key, self.owner, now))
+            if state == "busy":  # another sidecar is archiving it: it goes on from there
+                return
+            if state == "claimed":
+                rows = await self._write(start, key)
+                result.archived.append((start, key, rows))
+            cursor = start + every
+
+    async def _write(self, start: int, key: str) -> int:
+        """Encode and upload one claimed period, then mark it done; on failure the claim is released."""
+        encoder = await trio.to_thread.run_sync(Encoder, self.config.format)
+        try:
+            last = 0
+            while True:
+                chunk = await self.store.run(partial(_rows, start, start + self.every, last))
+                if not chunk:
+                    break
+                await trio.to_thread.run_sync(encoder.write, chunk)
+                last = chunk[-1]["id"]
+            digest = await trio.to_thread.run_sync(encoder.finish)
+            await trio.to_thread.run_sync(partial(self.bucket.put, key, encoder.file, sha256=digest,
+                                                  rows=encoder.rows, content_type=CONTENT_TYPES[self.config.format]))
+        except BaseException:
+            # the claim is released (or, when the database fails too, goes stale after LEASE)
+            with trio.CancelScope(shield=True), trio.move_on_after(10), contextlib.suppress(*STORE_ERRORS):
+                await self.store.run(partial(_release, start, self.owner))
+            raise
+        finally:
+            await trio.to_thread.run_sync(encoder.close)
+        done = await self.store.run(partial(_done, start, self.owner, encoder.rows, digest, self.clock()))
+        if done:
+            self.logger.info("archived", period=_iso(start), object=f"s3://{self.bucket.name}/{key}",
+                             rows=encoder.rows, sha256=digest)
+        else:  # our claim went stale and another archiver took it over: it records the period
+            self.logger.warning("archive_claim_lost", period=_iso(start), object=key)
+        return encoder.rows
+
+    async def _prune(self, now: float) -> int:
+        assert self.config.keep_days is not None
+        cutoff = now - self.config.keep_days * 86400
+        due = await self.store.run(partial(_prunable, cutoff))
+        deleted = 0
+        for start, seconds, archived in due:
+            n = await self.store.run(partial(_prune_period, start, seconds, archived, now))
+            if n < 0:
+                self.logger.warning("archive_late_rows", period=_iso(start), archived=archived, rows=-n,
+                                    detail="rows landed after the period was archived; they are kept")
+                continue
+            deleted += n
+        if deleted:
+            self.logger.info("archive_pruned", rows=deleted, before=_iso(int(cutoff)))
+        return deleted
+
+    async def aclose(self) -> None:
+        """Close the bucket's connections."""
+        await trio.to_thread.run_sync(self.bucket.close)
+
+
+def _iso(start: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start))
+
+
+# The functions below run in the store's worker thread (`Store.run`).
+
+def _watermark() -> int:
+    """The end of the latest period archived (0 when none is)."""
+    end = (ArchivedPeriod.select(peewee.fn.MAX(ArchivedPeriod.period_start + ArchivedPeriod.seconds))
+           .where(ArchivedPeriod.done == True).scalar())  # noqa: E712 - peewee builds SQL from ==
+    return int(end or 0)
+
+
+def _first_row(since: int, before: int) -> float | None:
+    """The time of the earliest spend row in [since, before)."""
+    value = (SpendLog.select(peewee.fn.MIN(SpendLog.created_at))
+             .where((SpendLog.created_at >= since) & (SpendLog.created_at < before)).scalar())
+    return None if value is None else float(value)
+
+
+def _claim(start: int, seconds: int, key: str, owner: str, now: float) -> str:
+    """Claim a period: `claimed` (ours now), `done` (archived already) or `busy` (another's claim)."""
+    db = ArchivedPeriod._meta.database
+    with db.atomic():
+        try:
+            with db.atomic():
+                ArchivedPeriod.insert(period_start=start, seconds=seconds, object_key=key, owner=owner,
+                                      claimed_at=now).execute()
+            return "claimed"
+        except peewee.IntegrityError:
+            pass
+        row = ArchivedPeriod.get(ArchivedPeriod.period_start == start)
+        if row.done:
+            return "done"
+        if row.claimed_at > now - LEASE:
+            return "busy"
+        taken = (ArchivedPeriod.update(owner=owner, claimed_at=now, object_key=key, seconds=seconds)
+                 .where((ArchivedPeriod.period_start == start) & (ArchivedPeriod.owner == row.owner)
+                        & (ArchivedPeriod.claimed_at == row.claimed_at) & (ArchivedPeriod.done == False))  # noqa: E712
+                 .execute())
+        return "claimed" if taken == 1 else "busy"
+
+
+def _rows(start: int, end: int, after: int) -> list[dict[str, Any]]:
+    """The next chunk of a period's rows, by id."""
+    query = (SpendLog.select().where((SpendLog.created_at >= start) & (SpendLog.created_at < end)
+                                     & (SpendLog.id > after)).order_by(SpendLog.id).limit(CHUNK))
+    return list(query.dicts())
+
+
+def _release(start: int, owner: str) -> None:
+    ArchivedPeriod.delete().where((ArchivedPeriod.period_start == start) & (ArchivedPeriod.owner == owner)
+                                  & (ArchivedPeriod.done == False)).execute()  # noqa: E712
+
+
+def _done(start: int, owner: str, rows: int, digest: str, now: float) -> bool:
+    updated = (ArchivedPeriod.update(done=True, rows=rows, sha256=digest, archived_at=now)
+               .where((ArchivedPeriod.period_start == start) & (ArchivedPeriod.owner == owner)
+                      & (ArchivedPeriod.done == False)).execute())  # noqa: E712
+    return bool(updated == 1)
+
+
+def _prunable(cutoff: float) -> list[tuple[int, int, int]]:
+    """(start, seconds, rows archived) of the archived periods that ended before `cutoff` and still
+    have their rows."""
+    query = (ArchivedPeriod.select(ArchivedPeriod.period_start, ArchivedPeriod.seconds, ArchivedPeriod.rows)
+             .where((ArchivedPeriod.done == True) & ArchivedPeriod.pruned_at.is_null()  # noqa: E712
+                    & (ArchivedPeriod.period_start + ArchivedPeriod.seconds <= cutoff))
+             .order_by(ArchivedPeriod.period_start))
+    return [(int(s), int(n), int(r)) for s, n, r in query.tuples()]
+
+
+def _prune_period(start: int, seconds: int, archived: int, now: float) -> int:
+    """Delete a period's rows (how many); minus the count, untouched, when it has more than were archived."""
+    db = SpendLog._meta.database
+    where = (SpendLog.created_at >= start) & (SpendLog.created_at < start + seconds)
+    with db.atomic():
+        present = SpendLog.select().where(where).count()
+        if present > archived:
+            return -present
+        deleted = int(SpendLog.delete().where(where).execute())
+        ArchivedPeriod.update(pruned_at=now).where(ArchivedPeriod.period_start == start).execute()
+    return deleted

@@ -52,6 +52,9 @@ CHUNK = 5000
 """Spend rows read from the database per call."""
 
 
+_FAILURES: tuple[type[Exception], ...] = (BucketError, *STORE_ERRORS)
+
+
 class ArchiveUnavailable(StoreUnavailable):
     """The archive cannot start (its format needs pyarrow, which is not installed)."""
 
@@ -127,7 +130,7 @@ class Archiver:
         now = self.clock()
         try:
             await self._archive(now, result)
-        except (BucketError, *STORE_ERRORS) as exc:
+        except _FAILURES as exc:
             result.error = str(exc) if isinstance(exc, BucketError) else f"{type(exc).__name__}: {exc}"
             self.logger.error("archive_failed", error=result.error, archived=len(result.archived),
                               retry="next period")
@@ -251,9 +254,11 @@ def _claim(start: int, seconds: int, key: str, owner: str, now: float) -> str:
 
 def _rows(start: int, end: int, after: int) -> list[dict[str, Any]]:
     """The next chunk of a period's rows, by id."""
+    ident = SpendLog._meta.primary_key
     query = (SpendLog.select().where((SpendLog.created_at >= start) & (SpendLog.created_at < end)
-                                     & (SpendLog.id > after)).order_by(SpendLog.id).limit(CHUNK))
-    return list(query.dicts())
+                                     & (ident > after)).order_by(ident).limit(CHUNK))
+    rows: Any = query.dicts()
+    return list(rows)
 
 
 def _release(start: int, owner: str) -> None:
@@ -275,7 +280,8 @@ def _prunable(cutoff: float) -> list[tuple[int, int, int]]:
              .where((ArchivedPeriod.done == True) & ArchivedPeriod.pruned_at.is_null()  # noqa: E712
                     & (ArchivedPeriod.period_start + ArchivedPeriod.seconds <= cutoff))
              .order_by(ArchivedPeriod.period_start))
-    return [(int(s), int(n), int(r)) for s, n, r in query.tuples()]
+    rows: Any = query.tuples()
+    return [(int(s), int(n), int(r)) for s, n, r in rows]
 
 
 def _prune_period(start: int, seconds: int, archived: int, now: float) -> int:

@@ -282,3 +282,15 @@ async def test_parquet_objects_hold_the_rows(tmp_path: Any, s3_server: S3Server,
     assert table.to_pylist() == await store.run(lambda: _db_rows(BASE + 900, BASE + 1800))
     await archiver.aclose()
     await store.aclose()
+
+
+async def test_parquet_without_pyarrow_refuses_to_start(tmp_path: Any, s3_server: S3Server,  # noqa: F811
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import sidegate.runtime.store.archive as archive
+
+    monkeypatch.setattr(archive, "parquet_available", lambda: False)
+    store = await Store.open(f"sqlite:///{tmp_path}/s.db")
+    config = _config(s3_server, "unused", monkeypatch, format=ArchiveFormat.PARQUET)
+    with pytest.raises(archive.ArchiveUnavailable, match=r"needs pyarrow: pip install 'sidegate\[parquet\]'"):
+        await Archiver.open(store, config, _logger()[0])
+    await store.aclose()

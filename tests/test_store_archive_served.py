@@ -74,7 +74,9 @@ async def test_a_served_sidecar_archives_closed_periods_while_it_serves(
             while len(await _listing(client, bucket)) < 2:
                 await trio.sleep(0.05)  # polls a condition: the archiver's objects
         assert handle.app.store is not None
-        live = await handle.app.store.run(lambda: [r.request_id for r in SpendLog.select()])
+        with trio.fail_after(10):  # the spend writer stores the live request's row in the background
+            while len(live := await handle.app.store.run(lambda: [r.request_id for r in SpendLog.select()])) < 4:
+                await trio.sleep(0.02)
     keys = await _listing(client, bucket)
     day = time.strftime("%Y/%m/%d", time.gmtime(hour))
     assert keys[0] == f"team-a/spend/{day}/{time.gmtime(hour).tm_hour:02d}.jsonl.gz"
@@ -87,3 +89,37 @@ async def test_a_served_sidecar_archives_closed_periods_while_it_serves(
         data = await trio.to_thread.run_sync(lambda k=key: client.get_object(Bucket=bucket, Key=k)["Body"].read())
         every |= {json.loads(line)["request_id"] for line in gzip.decompress(data).splitlines()}
     assert every == {"old-0", "old-1", "old-2"}
+
+
+def test_the_archive_command_runs_one_pass_and_reports_it(tmp_path: Path, s3_server: S3Server,  # noqa: F811
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from sidegate.compiler.cli import main
+
+    bucket = f"cli-{uuid.uuid4().hex[:8]}"
+    client = s3_server.bucket(bucket)
+    hour = int(time.time() // 3600 * 3600) - 2 * 3600
+
+    async def seed() -> None:
+        store = await Store.open(f"sqlite:///{tmp_path}/s.db")
+        await store.run(lambda: write_rows([_row(0, hour + 10)]))
+        await store.aclose()
+
+    trio.run(seed)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC.format(db=f"{tmp_path}/s.db", bucket=bucket, endpoint=s3_server.url))
+    monkeypatch.setenv("T_SERVED_KEY_ID", s3_server.key_id)
+    monkeypatch.setenv("T_SERVED_SECRET", "not-the-secret-0123456789")
+    assert main(["archive", str(spec)]) == 1  # refused by the server: reported, nothing written
+    out, err = capsys.readouterr()
+    assert json.loads(out)["error"].startswith("PutObject") and "SignatureDoesNotMatch" in err
+    assert "not-the-secret-0123456789" not in out + err
+
+    monkeypatch.setenv("T_SERVED_SECRET", s3_server.secret)
+    assert main(["archive", str(spec)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    key = f"team-a/spend/{time.strftime('%Y/%m/%d/%H', time.gmtime(hour))}.jsonl.gz"
+    assert summary == {"archived": [{"period": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(hour)),
+                                     "object": f"s3://{bucket}/{key}", "rows": 1}], "pruned": 0, "error": None}
+    assert [o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]] == [key]
+    assert main(["archive", str(spec)]) == 0 and json.loads(capsys.readouterr().out)["archived"] == []

@@ -28,12 +28,11 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import peewee
 import trio
 
-from sidegate.runtime.observe.logs import Logger
 from sidegate.runtime.plan.archive import Archive
 from sidegate.runtime.plan.secrets import resolve
 from sidegate.runtime.store.archive_encode import CONTENT_TYPES, EXTENSIONS, Encoder, parquet_available
@@ -44,12 +43,20 @@ from sidegate.runtime.store.models import ArchivedPeriod, SpendLog
 if TYPE_CHECKING:
     from sidegate.runtime.store.bucket import Bucket
 
-__all__ = ["CHUNK", "LEASE", "ArchiveUnavailable", "Archiver", "PassResult", "object_key"]
+__all__ = ["CHUNK", "LEASE", "ArchiveUnavailable", "Archiver", "Log", "PassResult", "object_key"]
 
 LEASE = 600.0
 """Seconds a claim on a period holds before another archiver may take it over."""
 CHUNK = 5000
 """Spend rows read from the database per call."""
+
+
+class Log(Protocol):
+    """Where the archive's lines go (the server's `Logger`; the CLI's own)."""
+
+    def info(self, event: str, **fields: object) -> None: ...
+    def warning(self, event: str, **fields: object) -> None: ...
+    def error(self, event: str, **fields: object) -> None: ...
 
 
 _FAILURES: tuple[type[Exception], ...] = (BucketError, *STORE_ERRORS)
@@ -82,7 +89,7 @@ class PassResult:
 class Archiver:
     """The archive of one store. `clock` is the wall clock (tests set their own)."""
 
-    def __init__(self, store: Store, config: Archive, logger: Logger, bucket: Bucket, *,
+    def __init__(self, store: Store, config: Archive, logger: Log, bucket: Bucket, *,
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.config = config
@@ -93,7 +100,7 @@ class Archiver:
         self.every = int(config.every)
 
     @classmethod
-    async def open(cls, store: Store, config: Archive, logger: Logger, *,
+    async def open(cls, store: Store, config: Archive, logger: Log, *,
                    clock: Callable[[], float] = time.time) -> Archiver:
         """Resolve the credentials and make the bucket's client (in a worker thread). Raises
         `ArchiveUnavailable` for the parquet format without pyarrow, `SecretError` for a reference

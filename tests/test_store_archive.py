@@ -11,17 +11,24 @@ import gzip
 import hashlib
 import io
 import json
+import os
+import subprocess
+import sys
+import time
 import uuid
 from dataclasses import replace
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
+from sidegate.compiler.pipeline import compile_text
 from sidegate.runtime.observe.logs import Logger
 from sidegate.runtime.plan import LogFormat, LogLevel, Logs, Secret, SecretPart, SecretSource
 from sidegate.runtime.plan.archive import Archive, ArchiveFormat
+from sidegate.runtime.plan.canonical import dumps
 from sidegate.runtime.store.archive import LEASE, Archiver, _claim, object_key
 from sidegate.runtime.store.database import Store
 from sidegate.runtime.store.models import ArchivedPeriod, SpendLog
@@ -33,6 +40,7 @@ HOUR = 3600
 BASE = 1_796_004_000
 """2026-11-30T02:00:00Z, an hour's start."""
 DAY = 86400
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _env(name: str) -> Secret:
@@ -163,31 +171,43 @@ async def test_a_crash_between_upload_and_marker_reuploads_the_same_object(
     await store.aclose()
 
 
-async def test_two_sidecars_sharing_a_store_archive_each_period_once(
-        store_url: str, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+SIDECAR_SPEC = """
+version: 1
+providers:
+  fake: {{type: mock}}
+models:
+  demo:
+    targets: [{{provider: fake, model: demo}}]
+store:
+  database: "{db}"
+  archive: {{url: "s3://{bucket}/shared", endpoint_url: "{endpoint}", access_key_id: "${{T_KEY_ID}}",
+            secret_access_key: "${{T_SECRET}}"}}
+"""
+
+
+async def test_sidecars_sharing_a_store_archive_each_period_once(
+        store_url: str, s3_server: S3Server, tmp_path: Any) -> None:  # noqa: F811
+    """Three processes (`sidegate archive`, each a sidecar's pass) race over one store and bucket."""
     bucket = f"spend-{uuid.uuid4().hex[:8]}"
     client = s3_server.bucket(bucket)
-    clock = Clock(BASE + 6 * HOUR + 600)
-    config = _config(s3_server, bucket, monkeypatch)
-    a = await _open(store_url, config, clock)
-    b = await _open(store_url, config, clock)
-    await _seed(a[0], [BASE + h * HOUR + 7 for h in range(6)])
-    results = []
-
-    async def one(archiver: Archiver) -> None:
-        results.append(await archiver.run_once())
-
-    for _ in range(3):  # each round both race; together they archive every period exactly once
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(one, a[1])
-            nursery.start_soon(one, b[1])
-    written = [start for r in results for start, _, _ in r.archived]
-    assert sorted(written) == [BASE + h * HOUR for h in range(6)]  # no period twice
+    hour = int(time.time() // HOUR * HOUR) - 8 * HOUR
+    store = await Store.open(store_url)
+    await _seed(store, [hour + h * HOUR + 7 + i for h in range(6) for i in range(h + 1)])
+    compiled = compile_text(SIDECAR_SPEC.format(db=store_url, bucket=bucket, endpoint=s3_server.url), "spec.yaml")
+    assert compiled.plan is not None, compiled.diagnostics
+    plan = tmp_path / "plan.json"
+    plan.write_text(dumps(compiled.plan))  # --plan: the processes load no compiler
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "T_KEY_ID": s3_server.key_id, "T_SECRET": s3_server.secret}
+    procs = [subprocess.Popen([sys.executable, "-m", "sidegate.compiler.cli", "archive", "--plan", str(plan)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outputs = [await trio.to_thread.run_sync(p.communicate, None, 60) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in outputs]
+    written = [(a["period"], a["rows"]) for out, _ in outputs for a in json.loads(out)["archived"]]
+    periods = [time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(hour + h * HOUR)) for h in range(6)]
+    assert sorted(written) == [(p, h + 1) for h, p in enumerate(periods)]  # every period once, no period twice
     assert len(_objects(client, bucket)) == 6
-    assert [(m[0], m[2], m[4]) for m in await a[0].run(_markers)] == [(BASE + h * HOUR, 1, True) for h in range(6)]
-    for store, archiver, _, _ in (a, b):
-        await archiver.aclose()
-        await store.aclose()
+    assert [(m[0], m[2], m[4]) for m in await store.run(_markers)] == [(hour + h * HOUR, h + 1, True) for h in range(6)]
+    await store.aclose()
 
 
 async def test_rows_are_pruned_after_keep_days_once_archived(store_url: str, s3_server: S3Server,  # noqa: F811

@@ -122,7 +122,10 @@ class Archiver:
         """Archive (and prune) once per period, `grace` after each period's end, until cancelled."""
         try:
             while True:
-                await self.run_once()
+                try:
+                    await self.run_once()
+                except Exception as exc:  # a bug here must not stop the sidecar: logged, tried next period
+                    self.logger.error("archive_failed", error=f"{type(exc).__name__}: {exc}", retry="next period")
                 now = self.clock()
                 due = (now - self.config.grace) // self.every * self.every + self.every + self.config.grace
                 await trio.sleep(max(1.0, due - now))

@@ -7,7 +7,7 @@ messages name the access key id at most, never the secret)."""
 
 from __future__ import annotations
 
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import botocore.session
 from botocore.config import Config
@@ -40,6 +40,10 @@ class Bucket:
         self.name = config.bucket
         session = botocore.session.get_session()
         key_id, secret = credentials if credentials is not None else (None, None)
+        # S3-compatible servers often refuse botocore's default checksum trailers (aws-chunked bodies);
+        # the payload is covered by the SigV4 signature over plain HTTP, by TLS over HTTPS.
+        checksums: Literal["when_supported", "when_required"] = (
+            "when_required" if config.endpoint_url is not None else "when_supported")
         self._client: Any = session.create_client(
             "s3",
             region_name=config.region,
@@ -52,6 +56,8 @@ class Bucket:
                 connect_timeout=CONNECT_TIMEOUT,
                 read_timeout=READ_TIMEOUT,
                 retries={"total_max_attempts": 2, "mode": "standard"},
+                request_checksum_calculation=checksums,
+                response_checksum_validation=checksums,
             ),
         )
 

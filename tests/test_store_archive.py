@@ -222,19 +222,24 @@ async def test_rows_are_pruned_after_keep_days_once_archived(store_url: str, s3_
     count = lambda: SpendLog.select().count()  # noqa: E731
     clock.now = BASE + 31 * DAY + 30  # 31 days after the first period's start: it has not ended 31 days ago
     assert (await archiver.run_once()).pruned == 0 and await store.run(count) == 3
-    clock.now = BASE + 31 * DAY + HOUR  # the first period ended 31 days ago
-    # a row recorded late into the second period after it was archived keeps that period's rows
+    clock.now = BASE + 31 * DAY + HOUR + 1  # the first period ended 31 days ago, the second has not
+    first = await archiver.run_once()
+    assert first.pruned == 2 and first.archived == []
+    assert [r.request_id for r in await store.run(lambda: list(SpendLog.select()))] == ["req-2"]
+    # a row recorded late into the second period (a journal replayed) after it was archived
     await store.run(lambda: write_rows([_row(9, BASE + HOUR + 99)]))
-    clock.now = BASE + 31 * DAY + 2 * HOUR
-    result = await archiver.run_once()
-    assert result.pruned == 2 and await store.run(count) == 2
-    assert sorted(r.request_id for r in await store.run(lambda: list(SpendLog.select()))) == ["req-2", "req-9"]
-    late = [line for line in _lines(logger, stream) if line["event"] == "archive_late_rows"]
-    assert late and late[0]["archived"] == 1 and late[0]["rows"] == 2
-    assert len(_objects(client, bucket)) == 2  # the archive keeps everything
-    pruned = await store.run(lambda: [m.pruned_at is not None for m in ArchivedPeriod.select()
-                                      .order_by(ArchivedPeriod.period_start)])
-    assert pruned == [True, False]
+    clock.now = BASE + 31 * DAY + 2 * HOUR + 1
+    second = await archiver.run_once()  # the period's object is written again, whole, then pruned
+    key = "sidegate/prod/spend/2026/11/30/03.jsonl.gz"
+    assert second.archived == [(BASE + HOUR, key, 2)] and second.pruned == 2 and await store.run(count) == 0
+    objects = _objects(client, bucket)
+    assert len(objects) == 2  # the archive keeps everything
+    assert [json.loads(line)["request_id"] for line in gzip.decompress(objects[key]).splitlines()] == ["req-2", "req-9"]
+    events = [line["event"] for line in _lines(logger, stream)]
+    assert events.count("archive_late_rows") == 1 and events.count("archived") == 3
+    markers = await store.run(lambda: [(m.rows, m.pruned_at is not None) for m in ArchivedPeriod.select()
+                                       .order_by(ArchivedPeriod.period_start)])
+    assert markers == [(2, True), (2, True)]
     await archiver.aclose()
     await store.aclose()
 

@@ -15,7 +15,8 @@ closed periods that hold rows, from the end of the last one archived, and for ea
 A failure (the bucket unreachable, credentials refused) releases the claim and ends the pass: the
 rows stay, and the next pass (next period) tries again from there. Pruning deletes the rows of a
 period only once it is archived and `keep_days` past, and only when the database holds no more rows
-for it than the object does (rows that landed after it was archived are kept, with a warning).
+for it than the object does: rows that landed after it was archived (a journal replayed late) make
+it written again, whole, under its name first.
 
 Blocking work (peewee, encoding, botocore) runs in worker threads: the database only through
 `Store.run`, the rest through `trio.to_thread.run_sync`."""
@@ -144,11 +145,12 @@ class Archiver:
             result.error = str(exc) if isinstance(exc, BucketError) else f"{type(exc).__name__}: {exc}"
             self.logger.error("archive_failed", error=result.error, archived=len(result.archived),
                               retry="next period")
-        if self.config.keep_days is not None:
+        if self.config.keep_days is not None and result.error is None:
             try:
-                result.pruned = await self._prune(now)
-            except STORE_ERRORS as exc:
-                self.logger.error("archive_prune_failed", error=f"{type(exc).__name__}: {exc}")
+                await self._prune(now, result)
+            except _FAILURES as exc:
+                result.error = str(exc) if isinstance(exc, BucketError) else f"{type(exc).__name__}: {exc}"
+                self.logger.error("archive_prune_failed", error=result.error, retry="next period")
         return result
 
     async def _archive(self, now: float, result: PassResult) -> None:
@@ -169,13 +171,13 @@ class Archiver:
                 result.archived.append((start, key, rows))
             cursor = start + every
 
-    async def _write(self, start: int, key: str) -> int:
-        """Encode and upload one claimed period, then mark it done; on failure the claim is released."""
+    async def _upload(self, start: int, seconds: int, key: str) -> tuple[int, str]:
+        """Encode a period's rows (read in chunks) and write its object; returns (rows, sha256)."""
         encoder = await trio.to_thread.run_sync(Encoder, self.config.format)
         try:
             last = 0
             while True:
-                chunk = await self.store.run(partial(_rows, start, start + self.every, last))
+                chunk = await self.store.run(partial(_rows, start, start + seconds, last))
                 if not chunk:
                     break
                 await trio.to_thread.run_sync(encoder.write, chunk)
@@ -183,36 +185,46 @@ class Archiver:
             digest = await trio.to_thread.run_sync(encoder.finish)
             await trio.to_thread.run_sync(partial(self.bucket.put, key, encoder.file, sha256=digest,
                                                   rows=encoder.rows, content_type=CONTENT_TYPES[self.config.format]))
+        finally:
+            await trio.to_thread.run_sync(encoder.close)
+        return encoder.rows, digest
+
+    async def _write(self, start: int, key: str) -> int:
+        """Write one claimed period, then mark it done; on failure the claim is released."""
+        try:
+            rows, digest = await self._upload(start, self.every, key)
         except BaseException:
             # the claim is released (or, when the database fails too, goes stale after LEASE)
             with trio.CancelScope(shield=True), trio.move_on_after(10), contextlib.suppress(*STORE_ERRORS):
                 await self.store.run(partial(_release, start, self.owner))
             raise
-        finally:
-            await trio.to_thread.run_sync(encoder.close)
-        done = await self.store.run(partial(_done, start, self.owner, encoder.rows, digest, self.clock()))
+        done = await self.store.run(partial(_done, start, self.owner, rows, digest, self.clock()))
         if done:
             self.logger.info("archived", period=_iso(start), object=f"s3://{self.bucket.name}/{key}",
-                             rows=encoder.rows, sha256=digest)
+                             rows=rows, sha256=digest)
         else:  # our claim went stale and another archiver took it over: it records the period
             self.logger.warning("archive_claim_lost", period=_iso(start), object=key)
-        return encoder.rows
+        return rows
 
-    async def _prune(self, now: float) -> int:
+    async def _prune(self, now: float, result: PassResult) -> None:
         assert self.config.keep_days is not None
         cutoff = now - self.config.keep_days * 86400
         due = await self.store.run(partial(_prunable, cutoff))
-        deleted = 0
-        for start, seconds, archived in due:
+        for start, seconds, archived, key in due:
             n = await self.store.run(partial(_prune_period, start, seconds, archived, now))
-            if n < 0:
-                self.logger.warning("archive_late_rows", period=_iso(start), archived=archived, rows=-n,
-                                    detail="rows landed after the period was archived; they are kept")
-                continue
-            deleted += n
-        if deleted:
-            self.logger.info("archive_pruned", rows=deleted, before=_iso(int(cutoff)))
-        return deleted
+            if n < 0:  # rows landed after it was archived (a journal replayed late): the object is
+                # written again, whole, under its name, before any row of the period is deleted
+                self.logger.warning("archive_late_rows", period=_iso(start), archived=archived, rows=-n)
+                rows, digest = await self._upload(start, seconds, key)
+                if not await self.store.run(partial(_rearchived, start, archived, rows, digest, self.clock())):
+                    continue  # another sidecar did it meanwhile: the next pass prunes it
+                result.archived.append((start, key, rows))
+                self.logger.info("archived", period=_iso(start), object=f"s3://{self.bucket.name}/{key}",
+                                 rows=rows, sha256=digest, again=True)
+                n = await self.store.run(partial(_prune_period, start, seconds, rows, now))
+            result.pruned += max(n, 0)
+        if result.pruned:
+            self.logger.info("archive_pruned", rows=result.pruned, before=_iso(int(cutoff)))
 
     async def aclose(self) -> None:
         """Close the bucket's connections."""
@@ -283,15 +295,23 @@ def _done(start: int, owner: str, rows: int, digest: str, now: float) -> bool:
     return bool(updated == 1)
 
 
-def _prunable(cutoff: float) -> list[tuple[int, int, int]]:
-    """(start, seconds, rows archived) of the archived periods that ended before `cutoff` and still
-    have their rows."""
-    query = (ArchivedPeriod.select(ArchivedPeriod.period_start, ArchivedPeriod.seconds, ArchivedPeriod.rows)
+def _prunable(cutoff: float) -> list[tuple[int, int, int, str]]:
+    """(start, seconds, rows archived, object key) of the archived periods that ended before
+    `cutoff` and still have their rows."""
+    query = (ArchivedPeriod.select(ArchivedPeriod.period_start, ArchivedPeriod.seconds, ArchivedPeriod.rows,
+                                   ArchivedPeriod.object_key)
              .where((ArchivedPeriod.done == True) & ArchivedPeriod.pruned_at.is_null()  # noqa: E712
                     & (ArchivedPeriod.period_start + ArchivedPeriod.seconds <= cutoff))
              .order_by(ArchivedPeriod.period_start))
     rows: Any = query.tuples()
-    return [(int(s), int(n), int(r)) for s, n, r in rows]
+    return [(int(s), int(n), int(r), str(k)) for s, n, r, k in rows]
+
+
+def _rearchived(start: int, was: int, rows: int, digest: str, now: float) -> bool:
+    """Record a period written again (if no other archiver recorded it first)."""
+    updated = (ArchivedPeriod.update(rows=rows, sha256=digest, archived_at=now)
+               .where((ArchivedPeriod.period_start == start) & (ArchivedPeriod.rows == was)).execute())
+    return bool(updated == 1)
 
 
 def _prune_period(start: int, seconds: int, archived: int, now: float) -> int:

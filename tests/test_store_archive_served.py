@@ -123,3 +123,20 @@ def test_the_archive_command_runs_one_pass_and_reports_it(tmp_path: Path, s3_ser
                                      "object": f"s3://{bucket}/{key}", "rows": 1}], "pruned": 0, "error": None}
     assert [o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]] == [key]
     assert main(["archive", str(spec)]) == 0 and json.loads(capsys.readouterr().out)["archived"] == []
+
+
+def test_serve_refuses_to_start_a_parquet_archive_without_pyarrow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import sidegate.runtime.store.archive as archive
+    from sidegate.runtime.server import run
+
+    monkeypatch.setattr(archive, "parquet_available", lambda: False)
+    monkeypatch.setenv("T_SERVED_KEY_ID", "id")
+    monkeypatch.setenv("T_SERVED_SECRET", "secret-value-never-printed")
+    text = SPEC.format(db=f"{tmp_path}/s.db", bucket="spend-x", endpoint="http://127.0.0.1:9") + "    format: parquet\n"
+    plan = compile_text(text + "server: {listen: '127.0.0.1:0'}\n", "spec.yaml").plan
+    assert plan is not None
+    assert run(plan, load_plan=lambda: plan, watch_path=None, workers=1) == 1
+    err = capsys.readouterr().err
+    assert "cannot start: store.archive.format parquet needs pyarrow: pip install 'sidegate[parquet]'" in err
+    assert "secret-value-never-printed" not in err

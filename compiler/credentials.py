@@ -5,7 +5,7 @@ Two shapes are caught here (the fields that are secret references by nature, `ap
 like, are checked where they are resolved):
 
 - a credential in a URL's userinfo (`postgresql://u:secretpw@db/x`, `https://token@host`):
-  `store.database`, `store.redis`, providers' `base_url`, MCP servers' `url` and OAuth
+  `store.database`, `store.redis`, `store.archive.endpoint_url`, providers' `base_url`, MCP servers' `url` and OAuth
   `token_url`, A2A agents' `url`/`card_url`, `auth.jwt.jwks_url`; and a key in a query string
   (`?key=...`);
 - a literal value of a credential-bearing header (`Authorization`, `X-Api-Key`, `api-key`,
@@ -76,6 +76,7 @@ def _urls(spec: Mapping[str, Any]) -> Iterator[tuple[str, Any, str]]:
     yield "/store/database", _get(spec, "store", "database"), "database"
     yield "/store/redis", _get(spec, "store", "redis"), "redis"
     yield "/auth/jwt/jwks_url", _get(spec, "auth", "jwt", "jwks_url"), "url"
+    yield "/store/archive/endpoint_url", _get(spec, "store", "archive", "endpoint_url"), "url"
     for pointer, _, raw in _named(spec, "providers"):
         yield f"{pointer}/base_url", _get(raw, "base_url"), "base_url"
     for pointer, _, raw in _named(spec, "mcp", "servers"):

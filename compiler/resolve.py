@@ -20,6 +20,7 @@ from sidegate.compiler.data.prices import ModelInfo, known_models
 from sidegate.compiler.diagnostics import Collector, did_you_mean, join_pointer
 from sidegate.compiler.sections import routing
 from sidegate.compiler.sections.a2a import resolve_a2a
+from sidegate.compiler.sections.archive import resolve_archive
 from sidegate.compiler.sections.cache import CacheSpec, resolve_cache
 from sidegate.compiler.sections.governance import GovernanceSpec, check_redis_url, resolve_governance
 from sidegate.compiler.sections.guardrails import resolve_guardrails
@@ -403,7 +404,7 @@ class _Resolver:
             reserve_output_tokens=raw.get("reserve_output_tokens", defaults.get("reserve_output_tokens", 4096)),
         )
 
-    def store(self, raw: Mapping[str, Any]) -> Store:
+    def store(self, raw: Mapping[str, Any], spec: Mapping[str, Any]) -> Store:
         redis = self.secret(raw["redis"], "/store/redis") if "redis" in raw else None
         check_redis_url(redis, self.out)
         sync = parse_duration(raw.get("redis_sync", "500ms"))
@@ -413,7 +414,8 @@ class _Resolver:
         return Store(database=self._secret(raw.get("database", "sqlite://:memory:"), "/store/database"),
                      redis=redis, redis_sync=sync, journal=raw.get("journal"),
                      spend_buffer=raw.get("spend_buffer", 100_000),
-                     responses_retention=parse_duration(raw.get("responses_retention", "30d")))
+                     responses_retention=parse_duration(raw.get("responses_retention", "30d")),
+                     archive=resolve_archive(spec, self.secret, self.reference, parse_duration, self.out))
 
 
 def resolve(spec: Mapping[str, Any], out: Collector) -> Resolved:
@@ -426,7 +428,7 @@ def resolve(spec: Mapping[str, Any], out: Collector) -> Resolved:
         server=r.server(spec.get("server", {})),
         providers=providers,
         groups=groups,
-        store=r.store(spec.get("store", {})),
+        store=r.store(spec.get("store", {}), spec),
         observability=resolve_observability(spec.get("observability", {}), r.secret, parse_duration, out),
         governance=resolve_governance(spec, r.secret, parse_duration, out),
         a2a=resolve_a2a(spec, r.reference, parse_duration),

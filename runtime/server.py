@@ -25,6 +25,7 @@ from sidegate.runtime.plan import Plan
 from sidegate.runtime.plan.secrets import SecretError, resolve, resolve_listen, unresolved
 from sidegate.runtime.routing.prober import run_probes
 from sidegate.runtime.routing.state import Runtime, build_runtime
+from sidegate.runtime.store.archive import Archiver
 from sidegate.runtime.store.database import Store, StoreUnavailable
 from sidegate.runtime.upstream.h11pool import H11Transport
 from sidegate.runtime.upstream.transport import HttpxTransport, Transport
@@ -223,13 +224,15 @@ async def _telemetry(plan: Plan, runtime: Runtime, logger: Logger, metrics: Metr
 
 async def _start_beside(app: App, plan: Plan, nursery: trio.Nursery) -> None:
     """Start what runs beside the app in `serve` and `hosted`: the log writer, the store with the
-    spend writer and key refresh, the response cache's background work, the A2A registry and the
+    spend writer and key refresh, the spend archive, the response cache's background work, the A2A registry and the
     MCP hub."""
     nursery.start_soon(app.logger.run)
     store = await Store.open(await trio.to_thread.run_sync(resolve, plan.store.database))
     await app.access.attach(store)
     app.store = store
     nursery.start_soon(app.access.run, store)
+    if plan.store.archive is not None:  # the spend archive (store.archive): docs/archive.md
+        nursery.start_soon((await Archiver.open(store, plan.store.archive, app.logger)).run)
     nursery.start_soon(app.cache.run)
     await nursery.start(app.a2a.run)
     nursery.start_soon(app.mcp.run)

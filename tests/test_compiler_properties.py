@@ -112,6 +112,7 @@ def generation_schema() -> dict[str, Any]:
     schema["properties"].pop("mcp", None)  # its own section test: tests/test_mcp_compiler.py
     schema["properties"]["observability"]["properties"].pop("tracing")  # its own: tests/test_tracing_spec.py
     schema["properties"].pop("cache", None)  # its own tests: tests/test_cache_spec.py
+    schema["properties"]["store"]["properties"].pop("archive")  # its own: tests/test_store_archive*.py, golden
     defs["model_group"]["properties"].pop("cache")
     schema["properties"].pop("guardrails", None)  # its own tests: tests/test_guardrails*.py, golden specs
     defs["model_group"]["properties"].pop("guardrails")

@@ -1,7 +1,7 @@
 """The ``sidegate`` command line: the parser and the dispatcher. The commands live in their own
 modules, which share :mod:`compiler.cli.common` and never import one another: :mod:`compiler.cli.spec`
 (lint, compile, explain, schema, providers, serve), :mod:`compiler.cli.deploy` (render, import,
-diff) and :mod:`compiler.cli.keys` (keys create, revoke, list).
+diff), :mod:`compiler.cli.keys` (keys create, revoke, list) and :mod:`compiler.cli.archive` (archive).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ def _parser() -> _Parser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
 
+    from sidegate.compiler.cli.archive import add_archive_command
     from sidegate.compiler.cli.deploy import add_deploy_commands  # each command module loads lazily
     from sidegate.compiler.cli.keys import add_keys_commands
     from sidegate.compiler.cli.spec import add_spec_commands
@@ -36,6 +37,7 @@ def _parser() -> _Parser:
     add_spec_commands(commands)
     add_deploy_commands(commands)
     add_keys_commands(commands)
+    add_archive_command(commands)
     return parser
 
 

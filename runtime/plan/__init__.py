@@ -2,8 +2,8 @@
 
 Lives here: the plan's types (`model`), values shared by every part of it (`values`: frozen JSON,
 secret references, headers), the tool gateways' types (`gateways`), canonical JSON with its digest
-(`canonical`), governance types (`governance`: keys, teams, users, budgets, JWT) and the resolution
-of secret references at start (`secrets`).
+(`canonical`), governance types (`governance`: keys, teams, users, budgets, JWT), the spend
+archive (`archive`) and the resolution of secret references at start (`secrets`).
 May import: nothing else of the runtime (every other room imports the plan).
 """
 

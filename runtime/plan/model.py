@@ -11,6 +11,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from sidegate.runtime.plan.archive import Archive, ArchiveFormat
 from sidegate.runtime.plan.cache import Cache, CachePolicy
 from sidegate.runtime.plan.gateways import (
     A2A,
@@ -33,6 +34,8 @@ __all__ = [
     "PLAN_VERSION",
     "A2AAgent",
     "A2APolicy",
+    "Archive",
+    "ArchiveFormat",
     "Auth",
     "AuthScheme",
     "BudgetRule",
@@ -79,7 +82,7 @@ __all__ = [
     "UserRule",
 ]
 
-PLAN_VERSION = 11
+PLAN_VERSION = 12
 """Bumped whenever a plan written by an older compiler could be misread by this runtime."""
 
 class Family(enum.Enum):
@@ -379,6 +382,8 @@ class Store:
     """Path of the local spend journal; None: the default for the database (see `journal_path`)."""
     spend_buffer: int = 100_000
     """Spend rows kept in memory while the database is unreachable (past it: the journal)."""
+    archive: Archive | None = None
+    """Closed periods of spend rows written to S3-compatible storage (None: not archived)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -9,8 +9,8 @@ import peewee
 from playhouse.migrate import SchemaMigrator
 from playhouse.migrate import migrate as playhouse_migrate
 
-__all__ = ["MIGRATIONS", "ApiKey", "CacheEntry", "DailySpend", "Meta", "SpendLog", "StoredResponse", "Team", "User",
-           "migrate"]
+__all__ = ["MIGRATIONS", "ApiKey", "ArchivedPeriod", "CacheEntry", "DailySpend", "Meta", "SpendLog", "StoredResponse",
+           "Team", "User", "migrate"]
 
 
 class Meta(peewee.Model):
@@ -135,7 +135,30 @@ class DailySpend(peewee.Model):
         indexes = ((("day", "key_hash", "team", "model"), True),)
 
 
-TABLES: list[type[peewee.Model]] = [Meta, Team, User, ApiKey, SpendLog, DailySpend, StoredResponse, CacheEntry]
+class ArchivedPeriod(peewee.Model):
+    """One period of spend rows claimed or written by the spend archive (`runtime.store.archive`).
+    The unique period start is the claim: of several sidecars sharing the store, the one whose
+    insert succeeds archives the period; a claim left by a crash is taken over once it is stale."""
+
+    period_start = peewee.BigIntegerField(unique=True)
+    """Epoch seconds (UTC) of the period's start."""
+    seconds = peewee.IntegerField()
+    """The period's length."""
+    object_key = peewee.CharField(max_length=1024)
+    owner = peewee.CharField(max_length=64)
+    """The archiver (a random id per process) that holds or held the claim."""
+    claimed_at = peewee.DoubleField()
+    done = peewee.BooleanField(default=False)
+    """The object is written (its row count and digest below)."""
+    rows = peewee.IntegerField(default=0)
+    sha256 = peewee.CharField(max_length=64, default="")
+    archived_at = peewee.DoubleField(null=True)
+    pruned_at = peewee.DoubleField(null=True)
+    """When its rows were deleted from the spend log (`keep_days` after the period)."""
+
+
+TABLES: list[type[peewee.Model]] = [Meta, Team, User, ApiKey, SpendLog, DailySpend, StoredResponse, CacheEntry,
+                                    ArchivedPeriod]
 
 
 def _v1(db: peewee.Database) -> None:
@@ -180,7 +203,12 @@ def _v6(db: peewee.Database) -> None:
         playhouse_migrate(*steps)
 
 
-MIGRATIONS: list[Callable[[peewee.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
+def _v7(db: peewee.Database) -> None:
+    # the spend archive's claims and markers (create_tables skips a table that exists)
+    db.create_tables([ArchivedPeriod])
+
+
+MIGRATIONS: list[Callable[[peewee.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
 """Migration n brings the schema from version n to n+1 (later ones may use playhouse.migrate)."""
 
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import openai
 import pytest
@@ -31,6 +31,7 @@ from tests.support.plans import env, group, openai_provider, plan, target
 
 PRICE = Price(input=4e-6, output=16e-6, cached_input=4e-7)
 CLIENT_KEY = "sk-client-virtual-1"
+DEFAULTS = Realtime()
 T = TypeVar("T")
 
 
@@ -41,7 +42,7 @@ def _keys(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RT_OTHER_KEY", "sk-client-virtual-2")
 
 
-def _plan(fake: FakeRealtime, realtime: Realtime = Realtime(), budget: BudgetRule | None = None,
+def _plan(fake: FakeRealtime, realtime: Realtime = DEFAULTS, budget: BudgetRule | None = None,
           family: Family = Family.OPENAI) -> Plan:
     provider = openai_provider("up", fake.base_url, "RT_UPSTREAM_KEY", family=family,
                                api_version="2024-10-01-preview" if family is Family.AZURE else None)
@@ -55,7 +56,7 @@ def _plan(fake: FakeRealtime, realtime: Realtime = Realtime(), budget: BudgetRul
 
 
 @asynccontextmanager
-async def _stack(realtime: Realtime = Realtime(), budget: BudgetRule | None = None,
+async def _stack(realtime: Realtime = DEFAULTS, budget: BudgetRule | None = None,
                  family: Family = Family.OPENAI) -> AsyncIterator[tuple[FakeRealtime, Handle]]:
     async with open_fake_realtime(FakeRealtime(azure=family is Family.AZURE)) as fake:
         async with open_gateway(_plan(fake, realtime, budget, family)) as gw:
@@ -109,7 +110,7 @@ async def _rows(gw: Handle, n: int) -> list[dict[str, Any]]:
     assert gw.app.store is not None
     with trio.fail_after(10):
         while True:
-            rows = await gw.app.store.run(lambda: list(SpendLog.select().dicts()))
+            rows = cast(list[dict[str, Any]], await gw.app.store.run(lambda: list(SpendLog.select().dicts())))
             if len(rows) >= n:
                 return rows
             await trio.sleep(0.02)
@@ -252,7 +253,7 @@ async def test_max_sessions_per_key() -> None:
 
 
 async def test_spent_budget_ends_the_session() -> None:
-    async with _stack(budget=BudgetRule(amount=1e-4, period="1d", soft=None)) as (fake, gw):
+    async with _stack(budget=BudgetRule(amount=1e-4, period="1d", soft=None)) as (_fake, gw):
         def session() -> tuple[list[str], ConnectionClosed]:
             seen: list[str] = []
             with _client(gw).realtime.connect(model="voice") as conn:

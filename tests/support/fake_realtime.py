@@ -15,6 +15,7 @@ else -> an `error` event (`invalid_request_error`), as the real API answers.
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -210,10 +211,8 @@ class _Peer:
         self.parts: list[Any] = []
 
     async def _write(self, event: Any) -> None:
-        try:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await self.stream.send_all(self.ws.send(event))
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
 
     async def receive(self) -> dict[str, Any]:
         while True:
@@ -235,12 +234,12 @@ class _Peer:
                         await self._write(event.response())
                     return {"type": "websocket.disconnect", "code": event.code}
             try:
-                data = await self.stream.receive_some(65536)
+                got = bytes(await self.stream.receive_some(65536))
             except (trio.BrokenResourceError, trio.ClosedResourceError):
-                data = b""
-            if not data:
+                got = b""
+            if not got:
                 return {"type": "websocket.disconnect", "code": 1006}
-            self.ws.receive_data(data)
+            self.ws.receive_data(got)
 
     async def send(self, message: dict[str, Any]) -> None:
         kind = message["type"]

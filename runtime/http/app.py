@@ -100,7 +100,7 @@ class App:
         if kind == "http":
             await self._http(scope, receive, send)
         elif kind == "websocket":  # the Realtime API (runtime.http.realtime)
-            await self.realtime.handle(self.runtime, self.hosts, scope, receive, send)
+            await self.realtime.handle(self.runtime, self.hosts, scope, receive, send, self.health_port)
         elif kind == "lifespan":
             while True:
                 message = await receive()

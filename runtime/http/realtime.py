@@ -88,13 +88,16 @@ class RealtimeGateway:
         self.closing: trio.Event | None = None
         """Set when the shutdown drain starts (`runtime.server`): every session closes with 1001."""
 
-    async def handle(self, rt: Runtime, hosts: HostRule, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve one websocket scope from connect to close."""
+    async def handle(self, rt: Runtime, hosts: HostRule, scope: Scope, receive: Receive, send: Send,
+                     health_port: int | None = None) -> None:
+        """Serve one websocket scope from connect to close (none on the health listener's `health_port`)."""
         if (await receive())["type"] != "websocket.connect":
             return
         rid = (header(scope, b"x-request-id") or b"").decode("latin-1")[:128] or uuid.uuid4().hex
         t0 = perf_counter()
         try:
+            if health_port is not None and (scope.get("server") or ("", 0))[1] == health_port:
+                raise NotFound("the health listener answers only the health routes")
             check_browser_origin(scope, hosts)
             session = await self._open(rt, scope, rid)
         except Exception as exc:
@@ -209,6 +212,7 @@ async def _connect(rt: Runtime, deployments: list[Deployment], requested: str, s
                 handshake_timeout=provider.first_byte_timeout or dep.group.timeout,
                 max_message=rt.plan.realtime.max_message)
         except GatewayError as err:
+            dep.scrubber.error(err)  # whatever the upstream said, it never carries a secret past here
             if err.status < 500 and err.status != 429:
                 raise
             last = err

@@ -102,6 +102,7 @@ async def test_messages_fragments_binary_and_pings_are_relayed_past_a_dead_deplo
         async with open_gateway(_plan(fake)) as gw:
             def session() -> dict[str, Any]:
                 with _open(gw.port) as ws:
+                    assert ws.response is not None
                     out: dict[str, Any] = {"deployment": ws.response.headers["x-sidegate-deployment"],
                                            "request_id": ws.response.headers["x-request-id"]}
                     out["created"] = orjson.loads(ws.recv(timeout=5))

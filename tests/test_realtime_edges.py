@@ -119,7 +119,10 @@ async def test_messages_fragments_binary_and_pings_are_relayed_past_a_dead_deplo
             out = await _in_thread(session)
             with trio.fail_after(5):
                 await fake.sessions[0].closed.wait()
+            dead, up = gw.app.runtime.deployments["voice"]
     assert out["deployment"] == "up/gpt-realtime"  # the first deployment's port is closed: passed over
+    assert dead.state.breaker.failures_total == 1 and dead.state.breaker.last_error_kind is not None
+    assert dead.state.breaker.last_error_kind.value == "connect" and up.state.breaker.failures_total == 0
     assert out["created"]["type"] == "session.created"
     assert out["updated"]["session"]["instructions"] == "fragmented"
     assert out["error"]["type"] == "error" and out["error"]["error"]["code"] == "invalid_value"

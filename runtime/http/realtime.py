@@ -16,6 +16,7 @@ then 1008), or when the shutdown drain starts (1001).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
@@ -40,6 +41,7 @@ from sidegate.runtime.http.realtime_meter import Meter
 from sidegate.runtime.http.request_guard import HostRule, check_browser_origin
 from sidegate.runtime.observe.logs import Logger
 from sidegate.runtime.observe.metrics import Metrics
+from sidegate.runtime.routing.relay import classify
 from sidegate.runtime.routing.state import Deployment, Runtime
 from sidegate.runtime.upstream.realtime_ws import REALTIME_FAMILIES, connect_realtime, realtime_url
 from sidegate.runtime.upstream.urlpath import check_model_name
@@ -149,7 +151,7 @@ class RealtimeGateway:
         admission: Admission | None = None
         try:
             admission = await self.access.admit(grant, group.name, None, None, "realtime", rid)
-            dep, upstream = await _connect(rt, deployments, route.suffix or model, scope)
+            dep, upstream = await _connect(rt, deployments, route.suffix or model, scope, rid, self.logger.warning)
         except BaseException:
             self._count_down(key)
             if admission is not None:
@@ -193,8 +195,8 @@ class RealtimeGateway:
         self._settle(s.admission)
 
 
-async def _connect(rt: Runtime, deployments: list[Deployment], requested: str, scope: Scope) -> tuple[Deployment,
-                                                                                                      Socket]:
+async def _connect(rt: Runtime, deployments: list[Deployment], requested: str, scope: Scope, rid: str,
+                   log: Callable[..., None]) -> tuple[Deployment, Socket]:
     """The first deployment (those whose breaker is closed first) whose realtime endpoint accepts."""
     now = trio.current_time()
     ordered = sorted(deployments, key=lambda d: not d.state.breaker.available(now))
@@ -213,10 +215,18 @@ async def _connect(rt: Runtime, deployments: list[Deployment], requested: str, s
                 max_message=rt.plan.realtime.max_message)
         except GatewayError as err:
             dep.scrubber.error(err)  # whatever the upstream said, it never carries a secret past here
+            kind, now = classify(err), trio.current_time()
+            if kind is not None:
+                dep.state.breaker.failure(now, kind, dep.group.cooldown, err.retry_after, error=err.message,
+                                          last=dep.last_available(now))
+            log("upstream_attempt_failed", request_id=rid, group=dep.group.name, deployment=dep.target.id,
+                op="realtime", upstream_status=err.upstream_status, status=err.status, code=err.code,
+                error=err.message)
             if err.status < 500 and err.status != 429:
                 raise
             last = err
             continue
+        dep.state.breaker.success(trio.current_time(), dep.group.cooldown)
         return dep, socket
     assert last is not None
     raise last

@@ -6,6 +6,7 @@ deployment, a group without a realtime deployment, a missing model."""
 from __future__ import annotations
 
 import socket
+import ssl
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -16,7 +17,9 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as ws_connect
 
-from sidegate.runtime.plan import Auth, Price, StaticKey
+from sidegate.runtime.plan import Auth, Family, Price, StaticKey
+from sidegate.runtime.upstream import realtime_ws
+from sidegate.runtime.upstream.realtime_ws import realtime_url
 from tests.support.fake_realtime import FakeRealtime, open_fake_realtime
 from tests.support.gateway import open_gateway
 from tests.support.plans import env, group, mock_provider, openai_provider, plan, target
@@ -131,3 +134,65 @@ async def test_messages_fragments_binary_and_pings_are_relayed_past_a_dead_deplo
     assert [e["type"] for e in seen.events] == ["session.update", "input_audio_buffer.append", "no.such.event"]
     assert seen.audio_bytes == 3
     assert seen.close_code == 1000
+
+
+def _tls_pair() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a fresh self-signed certificate for 127.0.0.1, and a client context
+    that trusts only it."""
+    import datetime
+    import ipaddress
+    import tempfile
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake realtime")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    with tempfile.NamedTemporaryFile(suffix=".pem") as f:
+        f.write(pem + key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption()))
+        f.flush()
+        server.load_cert_chain(f.name)
+    client = ssl.create_default_context(cadata=pem.decode())
+    return server, client
+
+
+async def test_wss_upstream(monkeypatch: pytest.MonkeyPatch) -> None:
+    server, client = _tls_pair()
+    # sidegate's client context is the system's trust store; this test's upstream is trusted by its own
+    monkeypatch.setattr(realtime_ws, "_TLS", [client])
+    fake = FakeRealtime()
+    fake.tls = server
+    async with open_fake_realtime(fake):
+        assert realtime_url(_plan(fake).provider("up"), "gpt-realtime").startswith("wss://127.0.0.1:")
+        async with open_gateway(_plan(fake)) as gw:
+            def session() -> str:
+                with _open(gw.port) as ws:
+                    return str(orjson.loads(ws.recv(timeout=5))["type"])
+
+            created = await _in_thread(session)
+            monkeypatch.setattr(realtime_ws, "_TLS", [ssl.create_default_context()])  # does not trust it
+            untrusted = await _in_thread(lambda: _refused(gw.port, "/v1/realtime?model=voice"))
+    assert created == "session.created"
+    assert fake.sessions[0].headers["authorization"] == "Bearer sk-upstream-realtime"
+    assert untrusted.response.status_code == 503 and b"CERTIFICATE_VERIFY_FAILED" in untrusted.response.body
+
+
+def test_realtime_urls() -> None:
+    openai_up = openai_provider("o", "https://api.openai.com/v1", None)
+    azure = openai_provider("a", "https://res.openai.azure.com", None, family=Family.AZURE,
+                            api_version="2024-10-01-preview")
+    assert realtime_url(openai_up, "gpt-realtime") == "wss://api.openai.com/v1/realtime?model=gpt-realtime"
+    assert realtime_url(azure, "my deploy") == \
+        "wss://res.openai.azure.com/openai/realtime?api-version=2024-10-01-preview&deployment=my%20deploy"

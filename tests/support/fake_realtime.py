@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import itertools
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -62,6 +63,8 @@ class FakeRealtime:
     def __init__(self, key: str = "sk-upstream-realtime", *, azure: bool = False) -> None:
         self.key = key
         self.azure = azure
+        self.tls: ssl.SSLContext | None = None
+        """Serve `wss://` with this server context (None: plain `ws://`)."""
         self.port = 0
         self.sessions: list[Session] = []
         self.opened = trio.Event()
@@ -75,7 +78,8 @@ class FakeRealtime:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}" + ("" if self.azure else "/v1")
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}" + ("" if self.azure else "/v1")
 
     def _id(self, prefix: str) -> str:
         return f"{prefix}_{next(self._ids):06d}"
@@ -205,7 +209,7 @@ class FakeRealtime:
 class _Peer:
     """One TCP connection as the ASGI websocket calls the fake uses (`receive`, `send`)."""
 
-    def __init__(self, stream: trio.SocketStream) -> None:
+    def __init__(self, stream: Any) -> None:
         self.stream = stream
         self.ws = WSConnection(ConnectionType.SERVER)
         self.parts: list[Any] = []
@@ -257,7 +261,9 @@ class _Peer:
             await self._write(CloseConnection(code=message["code"], reason=message.get("reason", "")))
 
 
-async def _serve(fake: FakeRealtime, stream: trio.SocketStream) -> None:
+async def _serve(fake: FakeRealtime, stream: Any) -> None:
+    if fake.tls is not None:
+        stream = trio.SSLStream(stream, fake.tls, server_side=True)
     peer = _Peer(stream)
     if (await peer.receive())["type"] != "websocket.connect":
         return

@@ -114,6 +114,7 @@ class _Connection:
                 await serve_websocket(self.front.app, self.stream, self.h11, request, client=self.client,
                                       server=self.server, state=self.front.state, date=self.front._date.now(),
                                       max_message=self.front.max_message, warn=self.front.warn)
+                await self.linger()  # after a refusal (an accepted WebSocket closed its stream already)
                 return
             exchange = _Exchange(self, request)
             await exchange.run()

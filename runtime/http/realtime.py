@@ -115,6 +115,8 @@ class RealtimeGateway:
         try:
             await self._relay(rt, session, scope, receive, send)
         finally:
+            with trio.CancelScope(shield=True):  # closed already, unless the relay failed or was cancelled
+                await trio.aclose_forcefully(session.upstream.stream)
             in_flight.dec()
             self._release(session)
             m = session.meter

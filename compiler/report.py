@@ -52,6 +52,7 @@ CODES: Mapping[str, str] = {
                              "written literally.",
     "server.bad-listen": "A listen address with an invalid host or port.",
     "server.limit-range": "An upstream size limit too small to be usable.",
+    "realtime.limit-range": "A realtime session limit too small to be usable.",
     "ref.unknown-provider-type": "A provider type that is not in the catalog.",
     "ref.unknown-provider": "A target names a provider that is not declared.",
     "ref.unknown-model": "A fallback, key or team names a model group that is not declared.",

@@ -27,6 +27,7 @@ from sidegate.compiler.sections.guardrails import resolve_guardrails
 from sidegate.compiler.sections.mcp import resolve_mcp
 from sidegate.compiler.sections.observability import resolve_observability
 from sidegate.compiler.sections.pricing import target_price
+from sidegate.compiler.sections.realtime import resolve_realtime
 from sidegate.compiler.sections.routing import Policies
 from sidegate.runtime.plan import (
     A2A,
@@ -38,6 +39,7 @@ from sidegate.runtime.plan import (
     Observability,
     Price,
     PriceSource,
+    Realtime,
     Secret,
     SecretPart,
     SecretSource,
@@ -203,6 +205,7 @@ class Resolved:
     mcp: Mcp | None = None
     cache: CacheSpec | None = None
     guardrails: Guardrails | None = None
+    realtime: Realtime = field(default_factory=Realtime)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -435,4 +438,5 @@ def resolve(spec: Mapping[str, Any], out: Collector) -> Resolved:
         mcp=resolve_mcp(spec, r.secret, parse_duration, out),
         cache=resolve_cache(spec, r.secret, parse_duration, parse_size, out),
         guardrails=resolve_guardrails(spec, out),
+        realtime=resolve_realtime(spec, parse_duration, parse_size, out),
     )

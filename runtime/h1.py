@@ -15,7 +15,8 @@ connection: slow-header clients cannot hold one open), `max_header` bytes for a 
 pieces (431), malformed requests answered 400 and closed, `Expect: 100-continue`, HEAD, chunked
 request bodies, `http.disconnect` when the client goes away or once the answer is complete, 500 for
 an app that fails before answering, and on drain: idle connections close at once, busy ones after
-their answer (`connection: close`).
+their answer (`connection: close`). A request with `Upgrade: websocket` hands the connection to
+`runtime.h1_ws` (the ASGI websocket scope).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import h11
 import trio
 
 from sidegate.runtime.errors import BadRequest, from_exception, openai_body
+from sidegate.runtime.h1_ws import serve_websocket, wants_websocket
 
 __all__ = ["Front"]
 
@@ -63,8 +65,10 @@ class Front:
     """Serves client connections (one `serve` call each) for one ASGI app."""
 
     def __init__(self, app: App, *, keep_alive: float, max_header: int, state: dict[str, Any] | None = None,
-                 warn: Callable[..., None] | None = None) -> None:
+                 warn: Callable[..., None] | None = None, max_message: int = 16 << 20) -> None:
         self.app = app
+        self.max_message = max_message
+        """Bytes of one WebSocket message, at most (`runtime.h1_ws`)."""
         self.warn = warn
         self.keep_alive = keep_alive
         self.max_header = max_header
@@ -105,6 +109,12 @@ class _Connection:
         while not self.front.draining:
             request = await self._next_request()
             if request is None:
+                return
+            if wants_websocket(request):  # the connection becomes a WebSocket (runtime.h1_ws) and ends with it
+                await serve_websocket(self.front.app, self.stream, self.h11, request, client=self.client,
+                                      server=self.server, state=self.front.state, date=self.front._date.now(),
+                                      max_message=self.front.max_message, warn=self.front.warn)
+                await self.linger()  # after a refusal (an accepted WebSocket closed its stream already)
                 return
             exchange = _Exchange(self, request)
             await exchange.run()

@@ -174,7 +174,7 @@ async def serve_http(
                 handler = partial(TCPServer, wrapped, config, context, ConnectionState(lifespan_state.copy()))
             else:
                 front = Front(app, keep_alive=config.keep_alive_timeout, max_header=config.h11_max_incomplete_size,
-                              state=dict(lifespan_state), warn=warn)
+                              state=dict(lifespan_state), warn=warn, max_message=config.websocket_max_message_size)
                 handler = front.serve
             task_status.started()
             try:

@@ -99,6 +99,7 @@ async def serve(
     config.loglevel = "WARNING"
     config.keep_alive_timeout = plan.server.keep_alive
     config.h11_max_incomplete_size = plan.server.max_header_size
+    config.websocket_max_message_size = plan.realtime.max_message
     sock = _socket(plan.server.host, plan.server.port if port is None else port, reuse_port)
     bound_port = sock.getsockname()[1]
     socks = [sock]
@@ -108,6 +109,7 @@ async def serve(
         app.health_port = health.getsockname()[1]
     shutdown = trio.Event()
     app.mcp_endpoint.closing = shutdown  # sessions' MCP event streams end when the drain starts
+    app.realtime.closing = shutdown  # realtime sessions close with 1001 when the drain starts
     reload_requests: list[trio.Event] = []
     wake = trio.Event()
 

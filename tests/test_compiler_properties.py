@@ -110,6 +110,7 @@ def generation_schema() -> dict[str, Any]:
     schema["properties"]["models"]["maxProperties"] = 3
     schema["properties"].pop("a2a", None)
     schema["properties"].pop("mcp", None)  # its own section test: tests/test_mcp_compiler.py
+    schema["properties"].pop("realtime", None)  # its own: golden specs realtime*.yaml, tests/test_realtime.py
     schema["properties"]["observability"]["properties"].pop("tracing")  # its own: tests/test_tracing_spec.py
     schema["properties"].pop("cache", None)  # its own tests: tests/test_cache_spec.py
     schema["properties"]["store"]["properties"].pop("archive")  # its own: tests/test_store_archive*.py, golden

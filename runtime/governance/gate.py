@@ -236,6 +236,27 @@ class Gatekeeper:
         for subject in admission.subjects:
             self.ledger.undo_start(subject, now, admission.reserved, admission.window)
 
+    def charge(self, admission: Admission, now: float, usage: Usage, cost: float) -> list[str]:
+        """Count a part of a request still in flight (one response of a realtime session): its tokens
+        and spend, without finishing it; returns the subjects whose soft threshold this crossed."""
+        crossed: list[str] = []
+        wall = self.wall()
+        for subject in admission.subjects:
+            self.ledger.add_tokens(subject, now, usage.prompt + usage.completion)
+            budget = self.budget_of(subject, admission.grant)
+            if cost and self.ledger.add_spend(subject, cost, budget, wall):
+                crossed.append(subject)
+        return crossed
+
+    def spent_budget(self, admission: Admission) -> str | None:
+        """The first subject of an admitted request whose budget is now spent (a session ends then)."""
+        wall = self.wall()
+        for subject in admission.budgeted:
+            budget = self.budget_of(subject, admission.grant)
+            if budget is not None and self.ledger.over_budget(subject, budget, wall):
+                return subject
+        return None
+
     def settle(self, admission: Admission, now: float, usage: Usage | None, cost: float) -> list[str]:
         """Release the request's counters and reservations, add its tokens and spend; returns the
         subjects whose soft budget threshold this request crossed."""

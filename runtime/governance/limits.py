@@ -173,6 +173,14 @@ class Ledger:
         if self._shared and delta:
             self._pending.windows.setdefault((subject, w.window), [0, 0])[1] += delta
 
+    def add_tokens(self, subject: str, now: float, tokens: int) -> None:
+        """Count tokens of a request still in flight (a realtime session's response) against tpm."""
+        w = self._window(subject)
+        w.roll(now)
+        w.tokens += tokens
+        if self._shared and tokens:
+            self._pending.windows.setdefault((subject, w.window), [0, 0])[1] += tokens
+
     def spent(self, subject: str, budget: Budget, wall: float) -> float:
         """What `subject` spent in the current period."""
         start = period_start(budget.period, wall)

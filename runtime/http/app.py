@@ -22,6 +22,7 @@ from sidegate.runtime.http.anthropic.count_tokens import count_input_tokens
 from sidegate.runtime.http.anthropic.dialect import MessagesDialect, client_headers, parse_messages
 from sidegate.runtime.http.anthropic.messages import anthropic_error_body
 from sidegate.runtime.http.mcp_endpoint import Endpoint
+from sidegate.runtime.http.realtime import RealtimeGateway
 from sidegate.runtime.http.request_guard import (
     HostRule,
     check_browser_origin,
@@ -78,6 +79,7 @@ class App:
         self.mcp = Hub(on_event=logger.warning)
         self.mcp.configure(runtime.mcp_servers, runtime.plan.mcp.separator if runtime.plan.mcp else "__")
         self.mcp_endpoint = Endpoint(self.mcp, self.access, logger, metrics)
+        self.realtime = RealtimeGateway(self.access, logger, metrics)
         metrics.set_plan(runtime.digest)
         self.hosts = HostRule(runtime.plan)
 
@@ -97,6 +99,8 @@ class App:
         kind = scope["type"]
         if kind == "http":
             await self._http(scope, receive, send)
+        elif kind == "websocket":  # the Realtime API (runtime.http.realtime)
+            await self.realtime.handle(self.runtime, self.hosts, scope, receive, send, self.health_port)
         elif kind == "lifespan":
             while True:
                 message = await receive()

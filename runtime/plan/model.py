@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sidegate.runtime.plan.archive import Archive, ArchiveFormat
 from sidegate.runtime.plan.cache import Cache, CachePolicy
@@ -27,6 +27,7 @@ from sidegate.runtime.plan.gateways import (
 from sidegate.runtime.plan.governance import Auth, BudgetRule, JwtRule, LimitRule, StaticKey, Team, UserRule
 from sidegate.runtime.plan.guardrails import Guardrails
 from sidegate.runtime.plan.observability import LogFormat, LogLevel, Logs, Metrics, Observability, OtlpProtocol, Tracing
+from sidegate.runtime.plan.realtime import Realtime
 from sidegate.runtime.plan.values import Header, JSONValue, Secret, SecretPart, SecretSource
 
 __all__ = [
@@ -67,6 +68,7 @@ __all__ = [
     "Price",
     "PriceSource",
     "Provider",
+    "Realtime",
     "RetryOn",
     "RetryPolicy",
     "Secret",
@@ -405,6 +407,8 @@ class Plan:
     """The response cache's store (None: nothing is cached)."""
     guardrails: Guardrails | None = None
     """Guardrails and who names them (None: the spec declares none)."""
+    realtime: Realtime = field(default_factory=Realtime)
+    """Limits of Realtime API sessions (`GET /v1/realtime`)."""
 
     def provider(self, name: str) -> Provider:
         """The provider called `name` (the compiler guarantees every target's exists)."""

@@ -21,6 +21,7 @@ from sidegate.compiler.diagnostics import Collector, did_you_mean, join_pointer
 from sidegate.compiler.sections import routing
 from sidegate.compiler.sections.a2a import resolve_a2a
 from sidegate.compiler.sections.cache import CacheSpec, resolve_cache
+from sidegate.compiler.sections.files import resolve_files
 from sidegate.compiler.sections.governance import GovernanceSpec, check_redis_url, resolve_governance
 from sidegate.compiler.sections.guardrails import resolve_guardrails
 from sidegate.compiler.sections.mcp import resolve_mcp
@@ -29,6 +30,7 @@ from sidegate.compiler.sections.pricing import target_price
 from sidegate.compiler.sections.routing import Policies
 from sidegate.runtime.plan import (
     A2A,
+    Files,
     Header,
     HealthProbe,
     JSONValue,
@@ -202,6 +204,7 @@ class Resolved:
     mcp: Mcp | None = None
     cache: CacheSpec | None = None
     guardrails: Guardrails | None = None
+    files: Files = field(default_factory=Files)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -301,6 +304,7 @@ class _Resolver:
             max_json_depth=raw.get("max_json_depth", 64),
             allowed_hosts=tuple(sorted({h.lower() for h in raw.get("allowed_hosts", ())})),
             max_connections=raw.get("max_connections", 1024),
+            max_file_size=parse_size(raw.get("max_file_size", "100MiB")),
         )
 
     def provider(self, name: str, raw: Mapping[str, Any]) -> ProviderSpec:
@@ -433,4 +437,5 @@ def resolve(spec: Mapping[str, Any], out: Collector) -> Resolved:
         mcp=resolve_mcp(spec, r.secret, parse_duration, out),
         cache=resolve_cache(spec, r.secret, parse_duration, parse_size, out),
         guardrails=resolve_guardrails(spec, out),
+        files=resolve_files(spec.get("files", {})),
     )

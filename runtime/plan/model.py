@@ -41,6 +41,7 @@ __all__ = [
     "Capabilities",
     "CooldownPolicy",
     "Family",
+    "Files",
     "Header",
     "HealthProbe",
     "JSONValue",
@@ -79,7 +80,7 @@ __all__ = [
     "UserRule",
 ]
 
-PLAN_VERSION = 11
+PLAN_VERSION = 12
 """Bumped whenever a plan written by an older compiler could be misread by this runtime."""
 
 class Family(enum.Enum):
@@ -358,6 +359,8 @@ class Server:
     health_port: int | None = None
     """A second listener that answers only the health routes (`server.health_listen`): probes can
     reach the pod IP while the API stays on loopback. None: no second listener."""
+    max_file_size: int = 100 << 20
+    """Bytes one `POST /v1/files` upload may have (`server.max_file_size`; more: 413)."""
     listen: Secret | None = None
     """A `listen` with references (`127.0.0.1:${PORT}`), resolved at start; `host` and `port` then
     hold its literal parts and defaults for the others."""
@@ -382,6 +385,16 @@ class Store:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Files:
+    """`/v1/files` and `/v1/batches` (the spec's `files` section)."""
+
+    model: str | None = None
+    """The model group whose first OpenAI or Azure deployment holds an upload that names no `model`."""
+    batch_discount: float = 0.5
+    """The fraction of a deployment's price a batch's results are metered at (OpenAI's Batch API: half)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Plan:
     """The whole executable plan."""
 
@@ -400,6 +413,8 @@ class Plan:
     """The response cache's store (None: nothing is cached)."""
     guardrails: Guardrails | None = None
     """Guardrails and who names them (None: the spec declares none)."""
+    files: Files = Files()
+    """Where uploads and batches go, and the batch price."""
 
     def provider(self, name: str) -> Provider:
         """The provider called `name` (the compiler guarantees every target's exists)."""

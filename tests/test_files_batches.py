@@ -16,7 +16,7 @@ import openai
 import pytest
 import trio
 
-from sidegate.runtime.plan import Auth, Family, Files, Plan, Price, StaticKey
+from sidegate.runtime.plan import Auth, Family, Files, LimitRule, Plan, Price, StaticKey
 from sidegate.runtime.server import Handle
 from sidegate.runtime.store.models import SpendLog, StoredBatch, StoredFile
 from tests.support.fake_base import open_fake
@@ -222,3 +222,46 @@ async def test_an_upload_over_the_bound_is_a_413() -> None:
                 small = await a.files.create(file=("small.bin", b"x" * 1000), purpose="user_data")
                 assert small.bytes == 1000
                 assert sum(1 for s in fake.seen if s.method == "POST") == 1, "the big one never reached upstream"
+
+
+async def test_concurrent_fetches_meter_once() -> None:
+    with trio.fail_after(20):
+        async with _setup() as (gw, _fake, c):
+            a = c["a"]
+            up = await a.files.create(file=("in.jsonl", _lines(n=2)), purpose="batch")
+            batch = await a.batches.create(input_file_id=up.id, endpoint="/v1/chat/completions",
+                                           completion_window="24h")
+            done = await _completed(a, batch.id)
+            got: list[bytes] = []
+
+            async def fetch() -> None:
+                got.append((await a.files.content(str(done.output_file_id))).content)
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(4):
+                    nursery.start_soon(fetch)
+            assert len(got) == 4 and len(set(got)) == 1
+            rows = await _spend(gw)
+            assert [r["request_id"] for r in rows] == [batch.id]
+
+
+async def test_upstream_down_and_rate_limits() -> None:
+    with trio.fail_after(20):
+        async with open_fake(FakeFiles()) as fake:
+            p = _plan(fake)
+            limited = replace(_key("a", team="red"), limits=LimitRule(rpm=2, tpm=None, parallel=None))
+            assert p.auth is not None
+            p = replace(p, auth=replace(p.auth, keys=(limited, *p.auth.keys[1:])))
+            async with open_gateway(p) as gw:
+                a = openai.AsyncOpenAI(base_url=base_url(gw), api_key="sk-a", max_retries=0)
+                await a.files.create(file=("n.txt", b"1"), purpose="user_data")
+                await a.files.create(file=("n.txt", b"2"), purpose="user_data")
+                with pytest.raises(openai.RateLimitError):
+                    await a.files.create(file=("n.txt", b"3"), purpose="user_data")
+            down = replace(p, providers=tuple(replace(x, base_url="http://127.0.0.1:9/v1") if x.name == "up" else x
+                                              for x in p.providers), auth=_plan(fake).auth)
+            async with open_gateway(down) as gw:
+                a = openai.AsyncOpenAI(base_url=base_url(gw), api_key="sk-a", max_retries=0)
+                with pytest.raises(openai.APIStatusError) as failed:
+                    await a.files.create(file=("n.txt", b"1"), purpose="user_data")
+                assert failed.value.status_code == 502 and failed.value.code == "upstream_connect_error"

@@ -265,3 +265,21 @@ async def test_upstream_down_and_rate_limits() -> None:
                 with pytest.raises(openai.APIStatusError) as failed:
                     await a.files.create(file=("n.txt", b"1"), purpose="user_data")
                 assert failed.value.status_code == 502 and failed.value.code == "upstream_connect_error"
+
+
+async def test_the_upload_names_its_model_group_without_files_model() -> None:
+    with trio.fail_after(20):
+        async with open_fake(FakeFiles()) as fake:
+            async with open_gateway(replace(_plan(fake), files=Files())) as gw:
+                a = openai.AsyncOpenAI(base_url=base_url(gw), api_key="sk-a", max_retries=0)
+                with pytest.raises(openai.BadRequestError) as refused:
+                    await a.files.create(file=("n.txt", b"1"), purpose="user_data")
+                assert refused.value.param == "model"
+                named = await a.files.create(file=("in.jsonl", _lines("gpt-batch")), purpose="batch",
+                                             extra_body={"model": "gpt-batch"})
+                assert gw.app.store is not None
+                row = await gw.app.store.run(lambda: StoredFile.get_by_id(named.id))
+                assert (row.group, row.deployment) == ("batch", "up/gpt-4o-mini")
+                uploads = [s.raw for s in fake.seen if s.method == "POST"]
+                assert len(uploads) == 1 and b'name="model"' not in uploads[0], "the form's `model` stays with sidegate"
+                assert b'name="purpose"' in uploads[0]

@@ -19,7 +19,7 @@ import trio
 
 from sidegate.runtime.asgi import Receive, Scope, Send, read_body, respond
 from sidegate.runtime.errors import BadRequest, ModelNotFound, NotFound, Unavailable, UpstreamTimeout
-from sidegate.runtime.governance.gate import cost_of
+from sidegate.runtime.governance.gate import Admission, cost_of
 from sidegate.runtime.governance.keys import Grant
 from sidegate.runtime.http.access import Access
 from sidegate.runtime.http.multipart_form import read_form
@@ -145,12 +145,15 @@ class FilesApi:
             raise NotFound(f"no route for {method} /v1{path}")
         await respond(send, 200, orjson.dumps(answer), [(b"x-request-id", rid.encode())], _JSON)
 
-    def _admit(self, grant: Grant | None, group: str) -> Any:
+    def _admit(self, grant: Grant | None, group: str) -> Admission:
         """The key's permission for `group` and its rate limits and budgets (released by `_release`)."""
-        return self.access.gate.admit(grant, group, trio.current_time())
+        gate = self.access.gate
+        return gate.admit(grant, group, gate.wall())
 
-    def _release(self, admission: Any, cost: float = 0.0) -> None:
-        self.access.gate.settle(admission, trio.current_time(), None, cost)
+    def _release(self, admission: Admission, cost: float = 0.0) -> None:
+        """Release the call's counters; `cost` (a metered batch) counts against the owner's budgets."""
+        gate = self.access.gate
+        gate.settle(admission, gate.wall(), None, cost)
 
     async def _call(self, dep: Deployment, method: str, url: str, body: bytes = b"",
                     content_type: str | None = "application/json") -> dict[str, Any]:
@@ -335,10 +338,11 @@ class FilesApi:
                 obj = await self._call(dep, "GET", api_url(dep.provider, "batches", batch_id))
         finally:
             self._release(admission)
-        await records.update_batch(store, owner.key, obj)
+        known = orjson.loads(row.object)
         for key in ("output_file_id", "error_file_id"):
             made = obj.get(key)
-            if isinstance(made, str) and made and await records.get_file(store, owner.key, made) is None:
+            if isinstance(made, str) and made and made != known.get(key) and \
+                    await records.get_file(store, owner.key, made) is None:
                 # the batch's results are the owner's files, described as the upstream has them
                 try:
                     described = await self._call(dep, "GET", api_url(dep.provider, "files", made))
@@ -349,5 +353,6 @@ class FilesApi:
                 described["id"] = made
                 await records.save_file(store, owner, described, group=row.group, deployment=row.deployment,
                                         batch_id=batch_id)
+        await records.update_batch(store, owner.key, obj)  # after its files: a crash between leaves them findable
         return obj
 

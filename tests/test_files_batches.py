@@ -283,3 +283,38 @@ async def test_the_upload_names_its_model_group_without_files_model() -> None:
                 uploads = [s.raw for s in fake.seen if s.method == "POST"]
                 assert len(uploads) == 1 and b'name="model"' not in uploads[0], "the form's `model` stays with sidegate"
                 assert b'name="purpose"' in uploads[0]
+
+
+async def test_a_hung_upstream_is_a_504_after_the_groups_timeout() -> None:
+    with trio.fail_after(20):
+        async with open_fake(FakeFiles()) as fake:
+            p = _plan(fake)
+            p = replace(p, models=tuple(replace(g, timeout=0.3) for g in p.models))
+            async with open_gateway(p) as gw:
+                a = openai.AsyncOpenAI(base_url=base_url(gw), api_key="sk-a", max_retries=0)
+                up = await a.files.create(file=("n.txt", b"1"), purpose="user_data")
+                fake.stall = True
+                with pytest.raises(openai.APIStatusError) as slow:
+                    await a.files.retrieve(up.id)
+                assert slow.value.status_code == 504
+                with pytest.raises(openai.APIStatusError) as slow:
+                    await a.files.content(up.id)
+                assert slow.value.status_code == 504
+
+
+async def test_a_content_cut_midway_meters_nothing_until_a_whole_fetch() -> None:
+    with trio.fail_after(20):
+        async with _setup() as (gw, fake, c):
+            a = c["a"]
+            up = await a.files.create(file=("in.jsonl", _lines(n=4)), purpose="batch")
+            batch = await a.batches.create(input_file_id=up.id, endpoint="/v1/chat/completions",
+                                           completion_window="24h")
+            done = await _completed(a, batch.id)
+            fake.cut_after = 150
+            with pytest.raises(openai.APIConnectionError):
+                await a.files.content(str(done.output_file_id))
+            assert await _spend(gw) == []
+            whole = await a.files.content(str(done.output_file_id))
+            assert whole.content == fake.content[str(done.output_file_id)]
+            rows = await _spend(gw)
+            assert [(r["request_id"], r["prompt_tokens"]) for r in rows] == [(batch.id, 10 + 11 + 12 + 13)]

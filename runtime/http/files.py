@@ -11,6 +11,7 @@ fetched: the usage of every answered line, at the deployment's price times `file
 from __future__ import annotations
 
 import time
+from contextlib import AsyncExitStack
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -249,28 +250,43 @@ class FilesApi:
             request = await dep.authorizer.authorize(request)
         admission = self._admit(grant, row.group)
         cost, started = 0.0, False
+        wait = dep.group.timeout  # for the first byte, and between two pieces of the content
         try:
-            async with dep.transport.stream(request) as upstream:
-                if upstream.status >= 400:
-                    failed = dep.adapter.error(upstream.status, upstream.headers, await upstream.read())
-                    raise dep.scrubber.error(failed)
-                kind = upstream.headers.get("content-type", "application/octet-stream")
-                started = True
-                await send({"type": "http.response.start", "status": 200, "headers": [
-                    (b"content-type", kind.encode("latin-1")), (b"x-request-id", rid.encode())]})
-                async for chunk in upstream.iter_bytes():
-                    if meter is not None:
-                        meter.feed(chunk)
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-            if meter is not None and batch is not None:
-                meter.finish()
-                cost = await self._meter(store, grant, dep, batch, meter, rid, rt.plan.files.batch_discount)
-        except Exception as exc:
-            if not started:
-                raise
-            # the content is cut: the client sees a broken response (never a short file), nothing is metered
-            self.logger.warning("file_content_cut", request_id=rid, file_id=file_id, error=repr(exc)[:300])
+            try:
+                async with AsyncExitStack() as stack:
+                    with trio.move_on_after(wait) as opening:
+                        upstream = await stack.enter_async_context(dep.transport.stream(request))
+                    if opening.cancelled_caught:
+                        raise UpstreamTimeout(f"the upstream did not answer within {wait:g}s (the group's timeout)")
+                    if upstream.status >= 400:
+                        failed = dep.adapter.error(upstream.status, upstream.headers, await upstream.read())
+                        raise dep.scrubber.error(failed)
+                    kind = upstream.headers.get("content-type", "application/octet-stream")
+                    started = True
+                    await send({"type": "http.response.start", "status": 200, "headers": [
+                        (b"content-type", kind.encode("latin-1")), (b"x-request-id", rid.encode())]})
+                    pieces = upstream.iter_bytes().__aiter__()
+                    while True:
+                        with trio.fail_after(wait):
+                            chunk = await anext(pieces, None)
+                        if chunk is None:
+                            break
+                        if meter is not None:
+                            meter.feed(chunk)
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except Exception as exc:
+                if not started:
+                    raise
+                # the content is cut: the client sees a broken response (never a short file); nothing is metered
+                self.logger.warning("file_content_cut", request_id=rid, file_id=file_id, error=repr(exc)[:300])
+                return
+            if meter is not None and batch is not None:  # metered before the last byte: a client that has
+                meter.finish()  # its results whole has had them counted
+                try:
+                    cost = await self._meter(store, grant, dep, batch, meter, rid, rt.plan.files.batch_discount)
+                except Exception as exc:  # the results are good; only their metering failed (said loudly)
+                    self.logger.error("batch_metering_failed", request_id=rid, batch_id=batch.id, error=repr(exc)[:300])
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             self._release(admission, cost)
 
@@ -281,7 +297,6 @@ class FilesApi:
             return 0.0
         usage = Usage(prompt=meter.prompt, completion=meter.completion, cached=meter.cached)
         cost = cost_of(usage, dep.target.price) * discount
-        await records.set_batch_cost(store, batch.id, cost)
         self.logger.info("batch_metered", request_id=rid, batch_id=batch.id, group=dep.group.name,
                          deployment=dep.target.id, requests=meter.requests, prompt_tokens=usage.prompt,
                          completion_tokens=usage.completion, cost=round(cost, 8),
@@ -292,6 +307,7 @@ class FilesApi:
                 user=grant.user if grant else None, model=dep.group.name, deployment=dep.target.id,
                 prompt_tokens=usage.prompt, completion_tokens=usage.completion, cached_tokens=usage.cached,
                 reasoning_tokens=0, cost=cost, estimated=False, latency_ms=0.0, status=200, created_at=time.time()))
+        await records.set_batch_cost(store, batch.id, cost)  # after the row is queued (and so journaled if need be)
         return cost
 
     async def _create_batch(self, rt: Runtime, store: Store, grant: Grant | None, raw: bytes) -> dict[str, Any]:

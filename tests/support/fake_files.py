@@ -22,6 +22,8 @@ from email.parser import BytesParser
 from email.policy import HTTP
 from typing import Any
 
+import trio
+
 from tests.support.fake_base import FakeServer, Seen
 
 __all__ = ["ENDPOINTS", "PURPOSES", "FakeFiles"]
@@ -43,12 +45,18 @@ class FakeFiles(FakeServer):
     content: dict[str, bytes] = field(default_factory=dict)
     batches: dict[str, dict[str, Any]] = field(default_factory=dict)
     content_fetches: int = 0
+    stall: bool = False
+    """Answer nothing (a hung upstream)."""
+    cut_after: int | None = None
+    """Drop the connection after this many bytes of a file's content (once)."""
 
     @property
     def base_url(self) -> str:
         return self.root if self.azure else self.root + "/v1"
 
     async def answer(self, seen: Seen, send: Any) -> None:
+        if self.stall:
+            await trio.sleep_forever()
         path = seen.path
         prefix = "/openai/" if self.azure else "/v1/"
         if not path.startswith(prefix):
@@ -69,6 +77,12 @@ class FakeFiles(FakeServer):
         status, obj, raw = self.route(seen, parts)
         if raw is not None:
             self.content_fetches += 1
+            if self.cut_after is not None:
+                cut, self.cut_after = self.cut_after, None
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": [(b"content-type", b"application/octet-stream")]})
+                await send({"type": "http.response.body", "body": raw[:cut], "more_body": True})
+                raise ConnectionAbortedError("the fake drops the connection mid-content")
             await self.stream(send, raw, b"application/octet-stream")
         else:
             await self.json(send, status, obj)

@@ -261,7 +261,9 @@ class FilesApi:
                     if upstream.status >= 400:
                         failed = dep.adapter.error(upstream.status, upstream.headers, await upstream.read())
                         raise dep.scrubber.error(failed)
-                    kind = upstream.headers.get("content-type", "application/octet-stream")
+                    kind = upstream.headers.get("content-type", "")
+                    if not kind or len(kind) > 200 or not kind.isascii() or not kind.isprintable():
+                        kind = "application/octet-stream"  # upstream data: relayed only when it is a plain value
                     started = True
                     await send({"type": "http.response.start", "status": 200, "headers": [
                         (b"content-type", kind.encode("latin-1")), (b"x-request-id", rid.encode())]})

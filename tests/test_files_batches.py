@@ -218,7 +218,8 @@ async def test_an_upload_over_the_bound_is_a_413() -> None:
                 a = openai.AsyncOpenAI(base_url=base_url(gw), api_key="sk-a", max_retries=0)
                 with pytest.raises(openai.APIStatusError) as big:
                     await a.files.create(file=("big.bin", b"x" * 8192), purpose="user_data")
-                assert big.value.status_code == 413
+                assert big.value.status_code == 413 and big.value.code == "file_too_large"
+                assert "server.max_file_size" in big.value.message
                 small = await a.files.create(file=("small.bin", b"x" * 1000), purpose="user_data")
                 assert small.bytes == 1000
                 assert sum(1 for s in fake.seen if s.method == "POST") == 1, "the big one never reached upstream"

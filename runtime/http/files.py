@@ -19,7 +19,14 @@ import orjson
 import trio
 
 from sidegate.runtime.asgi import Receive, Scope, Send, read_body, respond
-from sidegate.runtime.errors import BadRequest, ModelNotFound, NotFound, Unavailable, UpstreamTimeout
+from sidegate.runtime.errors import (
+    BadRequest,
+    ModelNotFound,
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+    UpstreamTimeout,
+)
 from sidegate.runtime.governance.gate import Admission, cost_of
 from sidegate.runtime.governance.keys import Grant
 from sidegate.runtime.http.access import Access
@@ -181,7 +188,11 @@ class FilesApi:
     async def _upload(self, rt: Runtime, store: Store, grant: Grant | None, scope: Scope,
                       receive: Receive) -> dict[str, Any]:
         server = rt.plan.server
-        form = await read_form(scope, receive, server.max_file_size, server.body_timeout)
+        try:
+            form = await read_form(scope, receive, server.max_file_size, server.body_timeout)
+        except PayloadTooLarge:
+            raise PayloadTooLarge(f"the upload is larger than {server.max_file_size:,} bytes (server.max_file_size)",
+                                  code="file_too_large") from None
         purpose = form.value("purpose")
         if not purpose:
             raise BadRequest("Missing required parameter: 'purpose'.", param="purpose",

@@ -21,6 +21,7 @@ import trio
 from sidegate.runtime.asgi import Receive, Scope, Send, read_body, respond
 from sidegate.runtime.errors import (
     BadRequest,
+    GatewayError,
     ModelNotFound,
     NotFound,
     PayloadTooLarge,
@@ -113,7 +114,23 @@ class FilesApi:
 
     async def handle(self, rt: Runtime, store: Store | None, method: str, path: str, scope: Scope,
                      receive: Receive, send: Send, rid: str) -> None:
-        """Answer `method path` (`path` without `/v1`); errors are raised for the app's envelope."""
+        """Answer `method path` (`path` without `/v1`); errors are raised for the app's envelope.
+        Each call is one `files_request` log line (the route's shape, never an id: ids are per key)."""
+        t0, status = time.perf_counter(), 500
+        try:
+            await self._handle(rt, store, method, path, scope, receive, send, rid)
+            status = 200
+        except GatewayError as err:
+            status = err.status
+            raise
+        finally:
+            route = "/".join(p if i == 0 or p in ("content", "cancel") else "{id}"
+                             for i, p in enumerate(path.strip("/").split("/")[:3]))
+            self.logger.info("files_request", request_id=rid, method=method, route=f"/v1/{route}", status=status,
+                             latency_ms=round((time.perf_counter() - t0) * 1000, 2))
+
+    async def _handle(self, rt: Runtime, store: Store | None, method: str, path: str, scope: Scope,
+                      receive: Receive, send: Send, rid: str) -> None:
         grant = await self.access.authenticate(scope)
         if store is None:
             raise Unavailable("files and batches need the store, which is not open yet", retry_after=1.0)

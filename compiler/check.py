@@ -11,6 +11,7 @@ from sidegate.compiler.diagnostics import Collector, did_you_mean, join_pointer
 from sidegate.compiler.resolve import MOCK_FIELDS, GroupSpec, ProviderSpec, Resolved
 from sidegate.compiler.sections import routing
 from sidegate.compiler.sections.a2a import check_a2a
+from sidegate.compiler.sections.files import check_files
 from sidegate.compiler.sections.governance import check_governance
 from sidegate.compiler.sections.mcp import check_mcp
 from sidegate.compiler.sections.pricing import check_budgeted_prices
@@ -234,6 +235,7 @@ def check(resolved: Resolved, out: Collector) -> None:
     check_governance(resolved.governance, names, out)
     gov = resolved.governance
     _check_prices(resolved, out)
+    check_files(resolved.files, resolved.groups, providers, out)
     check_a2a(resolved.a2a, [
         *((f"/auth/keys/{i}", k.a2a) for i, k in enumerate(gov.auth.keys if gov.auth else ())),
         *((join_pointer("/teams", t.name), t.a2a) for t in gov.teams),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sidegate.compiler.data.capabilities import capabilities, override_output
 from sidegate.compiler.resolve import GroupSpec, ProviderSpec, Resolved, TargetSpec
+from sidegate.compiler.sections.files import canonical_files
 from sidegate.compiler.sections.routing import flatten_fallbacks
 from sidegate.runtime.plan import PLAN_VERSION, CachePolicy, Family, ModelGroup, Plan, Provider, Target
 from sidegate.runtime.routing.routes import is_prefix_wildcard
@@ -126,4 +127,5 @@ def lower(resolved: Resolved) -> Plan:
         cache=resolved.cache.cache if resolved.cache is not None else None,
         guardrails=resolved.guardrails,
         realtime=resolved.realtime,
+        files=canonical_files(resolved.files, {a: g.name for g in resolved.groups for a in g.aliases}),
     )

@@ -22,6 +22,7 @@ from sidegate.compiler.sections import routing
 from sidegate.compiler.sections.a2a import resolve_a2a
 from sidegate.compiler.sections.archive import resolve_archive
 from sidegate.compiler.sections.cache import CacheSpec, resolve_cache
+from sidegate.compiler.sections.files import resolve_files
 from sidegate.compiler.sections.governance import GovernanceSpec, check_redis_url, resolve_governance
 from sidegate.compiler.sections.guardrails import resolve_guardrails
 from sidegate.compiler.sections.mcp import resolve_mcp
@@ -31,6 +32,7 @@ from sidegate.compiler.sections.realtime import resolve_realtime
 from sidegate.compiler.sections.routing import Policies
 from sidegate.runtime.plan import (
     A2A,
+    Files,
     Header,
     HealthProbe,
     JSONValue,
@@ -206,6 +208,7 @@ class Resolved:
     cache: CacheSpec | None = None
     guardrails: Guardrails | None = None
     realtime: Realtime = field(default_factory=Realtime)
+    files: Files = field(default_factory=Files)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -305,6 +308,7 @@ class _Resolver:
             max_json_depth=raw.get("max_json_depth", 64),
             allowed_hosts=tuple(sorted({h.lower() for h in raw.get("allowed_hosts", ())})),
             max_connections=raw.get("max_connections", 1024),
+            max_file_size=parse_size(raw.get("max_file_size", "100MiB")),
         )
 
     def provider(self, name: str, raw: Mapping[str, Any]) -> ProviderSpec:
@@ -439,4 +443,5 @@ def resolve(spec: Mapping[str, Any], out: Collector) -> Resolved:
         cache=resolve_cache(spec, r.secret, parse_duration, parse_size, out),
         guardrails=resolve_guardrails(spec, out),
         realtime=resolve_realtime(spec, parse_duration, parse_size, out),
+        files=resolve_files(spec.get("files", {})),
     )

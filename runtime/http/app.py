@@ -21,6 +21,7 @@ from sidegate.runtime.http.access import ADMIN_ROUTES, Access
 from sidegate.runtime.http.anthropic.count_tokens import count_input_tokens
 from sidegate.runtime.http.anthropic.dialect import MessagesDialect, client_headers, parse_messages
 from sidegate.runtime.http.anthropic.messages import anthropic_error_body
+from sidegate.runtime.http.files import FilesApi
 from sidegate.runtime.http.mcp_endpoint import Endpoint
 from sidegate.runtime.http.realtime import RealtimeGateway
 from sidegate.runtime.http.request_guard import (
@@ -73,6 +74,7 @@ class App:
         self.cache = ResponseCache(logger, CacheMetrics(metrics.registry), lambda: self.store)
         self.cache.configure(runtime)
         self.access.cache_purge = self.cache.purge
+        self.files = FilesApi(self.access, logger)
         self.guards = Guardian(logger, metrics.registry)
         self.guards.configure(runtime.plan.guardrails)
         self.a2a = A2AGateway(runtime, logger, A2AMetrics(metrics.registry))
@@ -150,6 +152,9 @@ class App:
                 retention = self.runtime.plan.store.responses_retention
                 answer = await stored(method, path, scope, grant, self.store, retention)
                 await respond(send, 200, orjson.dumps(answer), [(b"x-request-id", rid.encode())], _JSON)
+                return
+            if path.split("/", 2)[1] in ("files", "batches"):
+                await self.files.handle(self.runtime, self.store, method, path, scope, receive, send, rid)
                 return
             if (method, path) in ADMIN_ROUTES:
                 server = self.runtime.plan.server

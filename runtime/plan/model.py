@@ -45,6 +45,7 @@ __all__ = [
     "Capabilities",
     "CooldownPolicy",
     "Family",
+    "Files",
     "Header",
     "HealthProbe",
     "JSONValue",
@@ -363,6 +364,8 @@ class Server:
     health_port: int | None = None
     """A second listener that answers only the health routes (`server.health_listen`): probes can
     reach the pod IP while the API stays on loopback. None: no second listener."""
+    max_file_size: int = 100 << 20
+    """Bytes one `POST /v1/files` upload may have (`server.max_file_size`; more: 413)."""
     listen: Secret | None = None
     """A `listen` with references (`127.0.0.1:${PORT}`), resolved at start; `host` and `port` then
     hold its literal parts and defaults for the others."""
@@ -389,6 +392,16 @@ class Store:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Files:
+    """`/v1/files` and `/v1/batches` (the spec's `files` section)."""
+
+    model: str | None = None
+    """The model group whose first OpenAI or Azure deployment holds an upload that names no `model`."""
+    batch_discount: float = 0.5
+    """The fraction of a deployment's price a batch's results are metered at (OpenAI's Batch API: half)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Plan:
     """The whole executable plan."""
 
@@ -409,6 +422,8 @@ class Plan:
     """Guardrails and who names them (None: the spec declares none)."""
     realtime: Realtime = field(default_factory=Realtime)
     """Limits of Realtime API sessions (`GET /v1/realtime`)."""
+    files: Files = Files()
+    """Where uploads and batches go, and the batch price."""
 
     def provider(self, name: str) -> Provider:
         """The provider called `name` (the compiler guarantees every target's exists)."""

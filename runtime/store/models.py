@@ -9,8 +9,8 @@ import peewee
 from playhouse.migrate import SchemaMigrator
 from playhouse.migrate import migrate as playhouse_migrate
 
-__all__ = ["MIGRATIONS", "ApiKey", "ArchivedPeriod", "CacheEntry", "DailySpend", "Meta", "SpendLog", "StoredResponse",
-           "Team", "User", "migrate"]
+__all__ = ["MIGRATIONS", "ApiKey", "ArchivedPeriod", "CacheEntry", "DailySpend", "Meta", "SpendLog", "StoredBatch",
+           "StoredFile", "StoredResponse", "Team", "User", "migrate"]
 
 
 class Meta(peewee.Model):
@@ -119,6 +119,44 @@ class CacheEntry(peewee.Model):
     expires_at = peewee.DoubleField(index=True)
 
 
+class StoredFile(peewee.Model):
+    """A file held upstream for `/v1/files` (an upload, or a batch's output or error file), visible
+    only to the key that owns it (`owner`: its hash; empty without auth). `id` is the upstream's."""
+
+    id = peewee.CharField(primary_key=True, max_length=200)
+    owner = peewee.CharField(index=True)
+    team = peewee.CharField(null=True)
+    group = peewee.CharField(max_length=200)
+    """The model group whose deployment holds it."""
+    deployment = peewee.CharField(max_length=400)
+    """That deployment's target id."""
+    purpose = peewee.CharField(max_length=40)
+    batch_id = peewee.CharField(null=True, max_length=200)
+    """A batch's output or error file: the batch (its content is metered when fetched)."""
+    created_at = peewee.DoubleField(index=True)
+    status = peewee.CharField(max_length=40, default="uploaded")
+    object = peewee.TextField()
+    """JSON: the file object as the upstream last described it."""
+
+
+class StoredBatch(peewee.Model):
+    """A batch created through `/v1/batches`, visible only to its owner; metered once (`metered_at`)."""
+
+    id = peewee.CharField(primary_key=True, max_length=200)
+    owner = peewee.CharField(index=True)
+    team = peewee.CharField(null=True)
+    group = peewee.CharField(max_length=200)
+    deployment = peewee.CharField(max_length=400)
+    input_file_id = peewee.CharField(max_length=200)
+    created_at = peewee.DoubleField(index=True)
+    status = peewee.CharField(max_length=40)
+    object = peewee.TextField()
+    """JSON: the batch object as the upstream last described it."""
+    metered_at = peewee.DoubleField(null=True)
+    """When its results were metered (set once, by whoever claims it first)."""
+    cost = peewee.DoubleField(default=0.0)
+
+
 class DailySpend(peewee.Model):
     """Spend per day, key, team and model, kept up to date as logs are written."""
 
@@ -158,7 +196,8 @@ class ArchivedPeriod(peewee.Model):
 
 
 TABLES: list[type[peewee.Model]] = [Meta, Team, User, ApiKey, SpendLog, DailySpend, StoredResponse, CacheEntry,
-                                    ArchivedPeriod]
+                                    ArchivedPeriod,
+                                    StoredFile, StoredBatch]
 
 
 def _v1(db: peewee.Database) -> None:
@@ -208,7 +247,12 @@ def _v7(db: peewee.Database) -> None:
     db.create_tables([ArchivedPeriod])
 
 
-MIGRATIONS: list[Callable[[peewee.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
+def _v8(db: peewee.Database) -> None:
+    # /v1/files and /v1/batches: who owns which upstream file and batch (create_tables skips existing ones)
+    db.create_tables([StoredFile, StoredBatch])
+
+
+MIGRATIONS: list[Callable[[peewee.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8]
 """Migration n brings the schema from version n to n+1 (later ones may use playhouse.migrate)."""
 
 

@@ -67,12 +67,18 @@ def request_body(
 
 @dataclass(slots=True)
 class Usage:
-    """Token counts reported by the upstream."""
+    """Token counts reported by the upstream (and the units a media answer is priced by)."""
 
     prompt: int = 0
     completion: int = 0
     cached: int = 0
     reasoning: int = 0
+    images: int = 0
+    seconds: float = 0.0
+    """Seconds of audio transcribed or translated."""
+    characters: int = 0
+    """Characters of speech input."""
+    search_units: int = 0
 
 
 def usage_from(obj: Any) -> Usage | None:

@@ -45,10 +45,12 @@ auth:
   keys:
     - {{name: ci, key: "${{MEDIA_KEY}}"}}
     - {{name: slow, key: "${{MEDIA_SLOW_KEY}}", limits: {{rpm: 1}}}}
+    - {{name: thrifty, key: "${{MEDIA_THRIFTY_KEY}}", budget: {{amount: 0.01, period: 30d}}}}
 store: {{database: "sqlite:///{db}"}}
 """
 KEYS = {"MEDIA_OA_KEY": "sk-oa-upstream", "MEDIA_CO_KEY": "co-upstream", "MEDIA_MASTER": "sk-media-master",
-        "MEDIA_KEY": "sk-media-ci", "MEDIA_SLOW_KEY": "sk-media-slow"}
+        "MEDIA_KEY": "sk-media-ci", "MEDIA_SLOW_KEY": "sk-media-slow",
+        "MEDIA_THRIFTY_KEY": "sk-media-thrifty"}
 
 
 @dataclass
@@ -250,3 +252,21 @@ async def test_limits_and_bad_input(tmp_path: Path) -> None:
                                     json={"model": "tts-1", "voice": "alloy", "input": "x", "stream": True})
             assert streamed.status_code == 400 and streamed.json()["error"]["param"] == "stream"
         assert all(seen.path != "/v1/audio/transcriptions" or form_parts(seen) for seen in s.oa.seen)
+
+
+async def test_a_budget_holds_the_worst_case_of_a_media_call_in_flight(tmp_path: Path) -> None:
+    """1,000 characters of speech at $0.000015 each ($0.015) are held while the audio streams: a second
+    call on a $0.01 budget is refused before the first has finished, and the spend is the price."""
+    async with stack(tmp_path) as s:
+        c = s.client(KEYS["MEDIA_THRIFTY_KEY"])
+        async with c.audio.speech.with_streaming_response.create(
+                model="tts-1", voice="alloy", input="a" * 1000, extra_headers={"x-request-id": "held"}) as r:
+            chunks = r.iter_bytes().__aiter__()
+            assert await chunks.__anext__()
+            with pytest.raises(openai.RateLimitError) as refused:
+                await c.moderations.create(model="omni-moderation-latest", input="x")
+            assert refused.value.code == "budget_exceeded"
+            s.oa.release.set()
+            async for _ in chunks:
+                pass
+        assert (await s.spend("held"))["cost"] == pytest.approx(1000 * 1.5e-05)

@@ -22,7 +22,14 @@ import trio
 
 from sidegate.compiler.pipeline import compile_text
 from tests.support.fake_base import open_fake
-from tests.support.fake_media import SPEECH_FIRST, SPEECH_REST, FakeCohereRerank, FakeOpenAIMedia, form_parts
+from tests.support.fake_media import (
+    SPEECH_FIRST,
+    SPEECH_REST,
+    FakeCohereRerank,
+    FakeJinaRerank,
+    FakeOpenAIMedia,
+    form_parts,
+)
 from tests.support.gateway import open_gateway
 
 SPEC = """\
@@ -31,6 +38,7 @@ server: {{max_upload: 64KiB}}
 providers:
   oa: {{type: openai, base_url: "{oa}/v1", api_key: "${{MEDIA_OA_KEY}}"}}
   co: {{type: cohere, base_url: "{co}/v2", api_key: "${{MEDIA_CO_KEY}}"}}
+  jina: {{type: openai-compatible, base_url: "{jina}/v1", api_key: "${{MEDIA_CO_KEY}}"}}
 models:
   dall-e-3: {{targets: [{{provider: oa, model: dall-e-3}}]}}
   gpt-image-1: {{targets: [{{provider: oa, model: gpt-image-1}}]}}
@@ -40,6 +48,8 @@ models:
   omni-moderation-latest: {{targets: [{{provider: oa, model: omni-moderation-latest}}]}}
   rerank-v3.5: {{targets: [{{provider: co, model: rerank-v3.5}}]}}
   cohere-images: {{targets: [{{provider: co, model: rerank-v3.5}}]}}
+  jina-reranker-v2-base-multilingual:
+    targets: [{{provider: jina, model: jina-reranker-v2-base-multilingual, price: {{input: 0.05, output: 0}}}}]
 auth:
   master_key: "${{MEDIA_MASTER}}"
   keys:
@@ -58,6 +68,7 @@ class Stack:
     root: str
     oa: FakeOpenAIMedia
     co: FakeCohereRerank
+    jina: FakeJinaRerank
 
     def client(self, key: str = KEYS["MEDIA_KEY"]) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(base_url=f"{self.root}/v1", api_key=key, max_retries=0)
@@ -83,12 +94,14 @@ def _keys(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @asynccontextmanager
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    async with open_fake(FakeOpenAIMedia()) as oa, open_fake(FakeCohereRerank()) as co:
-        result = compile_text(SPEC.format(oa=oa.root, co=co.root, db=tmp_path / "media.db"), "media.yaml")
+    async with open_fake(FakeOpenAIMedia()) as oa, open_fake(FakeCohereRerank()) as co, \
+            open_fake(FakeJinaRerank()) as jina:
+        spec = SPEC.format(oa=oa.root, co=co.root, jina=jina.root, db=tmp_path / "media.db")
+        result = compile_text(spec, "media.yaml")
         assert result.plan is not None, [d.format_text() for d in result.diagnostics]
         assert not [d for d in result.diagnostics if d.code.startswith("cost.")], "media models are priced"
         async with open_gateway(result.plan) as gw:
-            yield Stack(f"http://127.0.0.1:{gw.port}", oa, co)
+            yield Stack(f"http://127.0.0.1:{gw.port}", oa, co, jina)
 
 
 def wav(seconds: float, rate: int = 8000) -> bytes:
@@ -204,6 +217,13 @@ async def test_rerank_with_the_cohere_sdk(tmp_path: Path) -> None:
         assert seen.path == "/v2/rerank" and seen.headers["authorization"] == "Bearer co-upstream"
         assert seen.body["top_n"] == 2 and seen.body["model"] == "rerank-v3.5"
         assert (await s.spend("rr-1"))["cost"] == pytest.approx(0.002)  # one search unit
+        # an OpenAI-compatible rerank backend (Jina): the same request at {base_url}/rerank, priced per token
+        j = await co.rerank(model="jina-reranker-v2-base-multilingual", query="capital", documents=docs[:2],
+                            request_options={"additional_headers": {"x-request-id": "rr-2"}})
+        assert [x.index for x in j.results] == [0, 1] and s.jina.seen[-1].path == "/v1/rerank"
+        tokens = sum(len(d.split()) for d in docs[:2]) + 1
+        row = await s.spend("rr-2")
+        assert row["prompt_tokens"] == tokens and row["cost"] == pytest.approx(tokens * 0.05e-6)
         async with httpx.AsyncClient(base_url=s.root) as h:  # the /v1 path answers the same
             same = await h.post("/v1/rerank", headers={"authorization": f"Bearer {KEYS['MEDIA_KEY']}"},
                                 json={"model": "rerank-v3.5", "query": "capital", "documents": docs})

@@ -212,3 +212,20 @@ class FakeCohereRerank(FakeServer):
             "results": [{"index": i, "relevance_score": round(s, 4)} for s, i in scored[:top]],
             "meta": {"api_version": {"version": "2"}, "billed_units": {"search_units": 1 + (len(docs) - 1) // 100}},
         })
+
+
+@dataclass
+class FakeJinaRerank(FakeServer):
+    """Jina's rerank (https://api.jina.ai/redoc#tag/rerank), an OpenAI-compatible server's route:
+    `POST /v1/rerank` in Cohere's shape, billed in tokens (`usage.total_tokens`)."""
+
+    async def answer(self, seen: Seen, send: Any) -> None:
+        body = seen.body if isinstance(seen.body, dict) else {}
+        if seen.path != "/v1/rerank" or not isinstance(body.get("query"), str) or "documents" not in body:
+            await self.json(send, 422, {"detail": "query and documents are required"})
+            return
+        docs = body["documents"]
+        tokens = sum(len(str(d).split()) for d in docs) + len(body["query"].split())
+        await self.json(send, 200, {"model": body.get("model"), "usage": {"total_tokens": tokens},
+                                    "results": [{"index": i, "relevance_score": 1.0 / (i + 1),
+                                                 "document": {"text": d}} for i, d in enumerate(docs)]})

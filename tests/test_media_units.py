@@ -1,0 +1,131 @@
+"""The media routes' pieces: which family serves which route at what URL, the units an answer is
+priced by, a WAV's length from its header, the per-unit prices (table and spec) and their cost."""
+
+from __future__ import annotations
+
+import io
+import wave
+
+import pytest
+
+from sidegate.compiler.data.media_prices import media_price
+from sidegate.compiler.pipeline import compile_text
+from sidegate.runtime.errors import BadRequest, UpstreamError
+from sidegate.runtime.governance.gate import cost_of
+from sidegate.runtime.governance.reserve import Basis, estimate
+from sidegate.runtime.http.media import MediaDialect
+from sidegate.runtime.http.multipart_form import parse_form
+from sidegate.runtime.plan import Family, Price
+from sidegate.runtime.upstream.media_wire import media_url, units, wav_seconds
+from sidegate.runtime.upstream.multipart import Upload
+from sidegate.runtime.upstream.openai_wire import Usage
+from tests.support.plans import mock_provider, native_provider, openai_provider
+
+
+def _wav(frames: int, rate: int, channels: int = 1) -> bytes:
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(b"\x00\x00" * channels * frames)
+    return out.getvalue()
+
+
+def test_wav_length_from_its_header() -> None:
+    assert wav_seconds(_wav(16000, 16000)) == pytest.approx(1.0)
+    assert wav_seconds(_wav(11025, 22050, channels=2)) == pytest.approx(0.5)
+    assert wav_seconds(b"ID3\x04 an mp3") is None and wav_seconds(b"") is None
+    assert wav_seconds(_wav(16000, 16000)[:40]) is None  # cut before the data chunk
+
+
+def test_urls_per_family() -> None:
+    oa = openai_provider("oa", "https://api.openai.com/v1")
+    assert media_url(oa, "dall-e-3", "images") == "https://api.openai.com/v1/images/generations"
+    assert media_url(oa, "jina-reranker", "rerank") == "https://api.openai.com/v1/rerank"
+    az = openai_provider("az", "https://r.openai.azure.com", family=Family.AZURE, api_version="2025-04-01-preview")
+    assert media_url(az, "my whisper", "transcriptions") == (
+        "https://r.openai.azure.com/openai/deployments/my%20whisper/audio/transcriptions?api-version=2025-04-01-preview")
+    co = native_provider("co", Family.COHERE, "https://api.cohere.com/v2")
+    assert media_url(co, "rerank-v3.5", "rerank") == "https://api.cohere.com/v2/rerank"
+    for provider, op in [(az, "moderations"), (az, "rerank"), (co, "images"), (mock_provider("m"), "speech"),
+                         (native_provider("an", Family.ANTHROPIC, "https://api.anthropic.com/v1"), "rerank")]:
+        with pytest.raises(BadRequest) as refused:
+            media_url(provider, "m", op)
+        assert refused.value.code == "unsupported_by_provider"
+
+
+def test_units_of_each_answer() -> None:
+    assert units("images", b'{"data":[{"url":"a"},{"url":"b"}]}')[1] == Usage(images=2)
+    gpt_image = b'{"data":[{"b64_json":"x"}],"usage":{"input_tokens":50,"output_tokens":70}}'
+    assert units("image_edits", gpt_image)[1] == Usage(images=1, prompt=50, completion=70)
+    assert units("transcriptions", b'{"text":"a","usage":{"type":"duration","seconds":7}}')[1] == Usage(seconds=7)
+    tokens = b'{"text":"a","usage":{"type":"tokens","input_tokens":14,"output_tokens":45}}'
+    assert units("transcriptions", tokens)[1] == Usage(prompt=14, completion=45)
+    assert units("translations", b'{"text":"a","duration":2.25}')[1] == Usage(seconds=2.25)
+    assert units("translations", b'{"text":"a","duration":true}')[1] == Usage()  # not a number
+    assert units("rerank", b'{"results":[],"meta":{"billed_units":{"search_units":3}}}')[1] == Usage(search_units=3)
+    assert units("rerank", b'{"results":[],"usage":{"total_tokens":12}}')[1] == Usage(prompt=12)
+    assert units("moderations", b'{"results":[]}')[1] == Usage()
+    assert units("transcriptions", b"plain text", as_json=False) == (b"plain text", Usage())
+    with pytest.raises(UpstreamError):
+        units("images", b"<html>")
+
+
+def test_a_text_transcript_is_priced_by_the_wav_length() -> None:
+    dialect = MediaDialect("transcriptions", {"model": "whisper-1", "response_format": "srt"}, [], 4.5)
+    body, usage = dialect.response(None, "whisper-1", b"1\n00:00:00,000 --> ...")  # type: ignore[arg-type]
+    assert usage == Usage(seconds=4.5) and body.startswith(b"1\n")
+
+
+def test_the_upload_is_reencoded_with_repeated_fields() -> None:
+    dialect = MediaDialect("transcriptions", {"model": "public", "timestamp_granularities[]": ["word", "segment"]},
+                           [Upload("file", "a.wav", b"RIFF", "audio/wav")])
+    dep = type("Dep", (), {"provider": openai_provider("oa", "https://x.test/v1"),
+                           "headers": (("content-type", "application/json"), ("authorization", "Bearer k"))})()
+    request = dialect.request(dep, "whisper-1")  # type: ignore[arg-type]
+    content_type = dict(request.headers)["content-type"]
+    assert content_type.startswith("multipart/form-data; boundary=") and ("authorization", "Bearer k") in request.headers
+    form = parse_form(content_type.encode(), request.body)
+    assert [(p.name, p.data) for p in form.parts] == [
+        ("model", b"whisper-1"), ("timestamp_granularities[]", b"word"), ("timestamp_granularities[]", b"segment"),
+        ("file", b"RIFF")]
+    assert form.parts[-1].filename == "a.wav" and form.parts[-1].content_type == "audio/wav"
+
+
+def test_cost_and_worst_case_of_units() -> None:
+    price = Price(input=1e-6, output=0.0, cached_input=None, per_image=0.04, per_second=0.0001,
+                  per_character=1.5e-05, per_search_unit=0.002)
+    assert cost_of(Usage(images=3), price) == pytest.approx(0.12)
+    assert cost_of(Usage(seconds=60), price) == pytest.approx(0.006)
+    assert cost_of(Usage(characters=1000), price) == pytest.approx(0.015)
+    assert cost_of(Usage(search_units=2, prompt=10), price) == pytest.approx(0.004 + 10e-6)
+    basis = Basis(input=0.0, output=0.0, output_limit=None, default_output=4096, unpriced=False, per_image=0.04,
+                  per_character=1.5e-05, per_search_unit=0.002)
+    assert estimate(basis, {"prompt": "a cat", "n": 4}, "images")[1] == pytest.approx(0.16)
+    assert estimate(basis, {"prompt": "a cat", "n": "2"}, "image_edits")[1] == pytest.approx(0.08)
+    assert estimate(basis, {"input": "x" * 100}, "speech")[1] == pytest.approx(0.0015)
+    assert estimate(basis, {"query": "q", "documents": ["d"] * 250}, "rerank")[1] == pytest.approx(0.006)
+    assert estimate(basis, {"model": "whisper-1"}, "transcriptions")[0] == 0  # no output tokens reserved
+
+
+def test_prices_from_the_table_and_the_spec(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert media_price(("openai",), "whisper-1") is not None
+    assert media_price(("cohere_chat", "cohere"), "rerank-v3.5") is not None
+    assert media_price(("openai",), "gpt-4o") is None
+    monkeypatch.setenv("K", "sk-test")
+    spec = """\
+version: 1
+providers: {oa: {type: openai, api_key: "${K}"}}
+models:
+  dall-e-3: {targets: [{provider: oa, model: dall-e-3}]}
+  tts-1-hd: {targets: [{provider: oa, model: tts-1-hd}]}
+  custom: {targets: [{provider: oa, model: my-image-model, price: {input: 0, output: 0, per_image: 0.5}}]}
+"""
+    result = compile_text(spec, "s.yaml")
+    assert result.plan is not None, [d.format_text() for d in result.diagnostics]
+    prices = {g.name: g.targets[0].price for g in result.plan.models}
+    assert prices["dall-e-3"] == Price(input=0.0, output=0.0, cached_input=None, per_image=0.04)
+    assert prices["tts-1-hd"] == Price(input=0.0, output=0.0, cached_input=None, per_character=3e-05)
+    assert prices["custom"] == Price(input=0.0, output=0.0, cached_input=None, per_image=0.5)
+    assert not [d for d in result.diagnostics if d.code.startswith("cost.")]

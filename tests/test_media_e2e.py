@@ -80,7 +80,7 @@ class Stack:
             with trio.fail_after(10):
                 while True:
                     rows = (await c.get("/spend/logs", headers=headers, params={"limit": 1000})).json()["data"]
-                    found = [r for r in rows if r["request_id"] == rid]
+                    found: list[dict[str, Any]] = [r for r in rows if r["request_id"] == rid]
                     if found:
                         return found[0]
                     await trio.sleep(0.05)
@@ -119,7 +119,8 @@ async def test_images_generate_and_edit_priced_per_image(tmp_path: Path) -> None
         c = s.client()
         r = await c.images.with_raw_response.generate(model="dall-e-3", prompt="A cat", size="1024x1024",
                                                       extra_headers={"x-request-id": "img-1"})
-        assert r.parse().data is not None and r.parse().data[0].url == "https://images.example/one.png"
+        images = r.parse().data
+        assert images is not None and images[0].url == "https://images.example/one.png"
         assert r.headers["x-sidegate-deployment"] == "oa/dall-e-3"
         assert s.oa.seen[-1].headers["authorization"] == "Bearer sk-oa-upstream"
         assert (await s.spend("img-1"))["cost"] == pytest.approx(0.04)

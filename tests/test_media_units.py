@@ -83,7 +83,7 @@ def test_the_upload_is_reencoded_with_repeated_fields() -> None:
                            [Upload("file", "a.wav", b"RIFF", "audio/wav")])
     dep = type("Dep", (), {"provider": openai_provider("oa", "https://x.test/v1"),
                            "headers": (("content-type", "application/json"), ("authorization", "Bearer k"))})()
-    request = dialect.request(dep, "whisper-1")  # type: ignore[arg-type]
+    request = dialect.request(dep, "whisper-1")
     content_type = dict(request.headers)["content-type"]
     assert content_type.startswith("multipart/form-data; boundary=") and ("authorization", "Bearer k") in request.headers
     form = parse_form(content_type.encode(), request.body)

@@ -38,11 +38,16 @@ server: {{max_upload: 64KiB}}
 providers:
   oa: {{type: openai, base_url: "{oa}/v1", api_key: "${{MEDIA_OA_KEY}}"}}
   co: {{type: cohere, base_url: "{co}/v2", api_key: "${{MEDIA_CO_KEY}}"}}
+  oa-hasty: {{type: openai, base_url: "{oa}/v1", api_key: "${{MEDIA_OA_KEY}}", timeouts: {{first_byte: 300ms}}}}
   jina: {{type: openai-compatible, base_url: "{jina}/v1", api_key: "${{MEDIA_CO_KEY}}"}}
 models:
   dall-e-3: {{targets: [{{provider: oa, model: dall-e-3}}]}}
   gpt-image-1: {{targets: [{{provider: oa, model: gpt-image-1}}]}}
   tts-1: {{targets: [{{provider: oa, model: tts-1}}]}}
+  tts-hasty:
+    targets: [{{provider: oa-hasty, model: tts-1, headers: {{X-Fake-Mode: stall}}}}]
+    fallbacks: [tts-1]
+    retry: {{attempts: 1}}
   whisper-1: {{targets: [{{provider: oa, model: whisper-1}}]}}
   whisper-ha: {{targets: [{{provider: oa, model: whisper-1}}], retry: {{attempts: 2, backoff: 10ms}}}}
   omni-moderation-latest: {{targets: [{{provider: oa, model: omni-moderation-latest}}]}}
@@ -159,6 +164,13 @@ async def test_speech_bytes_arrive_as_the_upstream_sends_them(tmp_path: Path) ->
         assert got == SPEECH_FIRST + SPEECH_REST
         assert "stream" not in s.oa.seen[-1].body  # sidegate's own marker never goes upstream
         assert (await s.spend("tts-1"))["cost"] == pytest.approx(len("Hello world") * 1.5e-05)
+
+        # a hung upstream is cut at its first_byte deadline; the fallback group answers
+        s.oa.release = trio.Event()
+        s.oa.release.set()
+        r2 = await c.audio.speech.with_raw_response.create(model="tts-hasty", voice="alloy", input="Hi")
+        assert r2.headers["x-sidegate-attempts"] == "2" and r2.headers["x-sidegate-deployment"] == "oa/tts-1"
+        assert r2.content == SPEECH_FIRST + SPEECH_REST
 
         with pytest.raises(openai.BadRequestError, match="4096"):
             await c.audio.speech.create(model="tts-1", voice="alloy", input="x" * 5000)

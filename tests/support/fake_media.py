@@ -5,7 +5,8 @@ OpenAI (https://platform.openai.com/docs/api-reference): `POST /v1/images/genera
 parameters, n > 1 for dall-e-3, a size the model does not make and a missing prompt are 400s),
 `POST /v1/images/edits` (multipart: image and prompt required), `POST /v1/audio/speech` (JSON:
 model, input <= 4096 characters and voice required; the audio comes in two pieces, the second only
-once `release` is set, so a test can see the first arrive before the upstream has finished),
+once `release` is set, so a test can see the first arrive before the upstream has finished; with
+`x-fake-mode: stall` it never answers),
 `POST /v1/audio/transcriptions` and `/translations` (multipart: file and model required; the
 response_format json, verbose_json, text, srt or vtt), `POST /v1/moderations`.
 
@@ -129,6 +130,8 @@ class FakeOpenAIMedia(FakeServer):
             if name not in body:
                 await self.json(send, 400, _error(f"Missing required parameter: '{name}'.", name))
                 return
+        if seen.headers.get("x-fake-mode") == "stall":  # a hung upstream: no answer until sidegate gives up
+            await trio.sleep_forever()
         if len(body["input"]) > 4096:
             await self.json(send, 400, _error("string too long (maximum 4096 characters)", "input"))
             return

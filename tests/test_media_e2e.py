@@ -7,6 +7,7 @@ price table's unit prices; a key's rpm refuses; bad input gets the right status 
 from __future__ import annotations
 
 import io
+import json
 import wave
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -98,10 +99,12 @@ def _keys(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @asynccontextmanager
-async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
+async def stack(tmp_path: Path, auth: bool = True) -> AsyncIterator[Stack]:
     async with open_fake(FakeOpenAIMedia()) as oa, open_fake(FakeCohereRerank()) as co, \
             open_fake(FakeJinaRerank()) as jina:
         spec = SPEC.format(oa=oa.root, co=co.root, jina=jina.root, db=tmp_path / "media.db")
+        if not auth:
+            spec = spec[:spec.index("auth:")] + spec[spec.index("store:"):]
         result = compile_text(spec, "media.yaml")
         assert result.plan is not None, [d.format_text() for d in result.diagnostics]
         assert not [d for d in result.diagnostics if d.code.startswith("cost.")], "media models are priced"
@@ -176,7 +179,15 @@ async def test_speech_bytes_arrive_as_the_upstream_sends_them(tmp_path: Path) ->
             await c.audio.speech.create(model="tts-1", voice="alloy", input="x" * 5000)
 
 
-async def test_transcriptions_and_translations_upload_a_wav(tmp_path: Path) -> None:
+def log_line(err: str, rid: str) -> dict[str, Any]:
+    """The request log line of request `rid` in the gateway's JSON logs."""
+    lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    found: list[dict[str, Any]] = [x for x in lines if x.get("event") == "request" and x.get("request_id") == rid]
+    assert found, rid
+    return found[0]
+
+
+async def test_transcriptions_and_translations_upload_a_wav(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     audio = wav(2.0)
     async with stack(tmp_path) as s:
         c = s.client()
@@ -186,6 +197,7 @@ async def test_transcriptions_and_translations_upload_a_wav(tmp_path: Path) -> N
         parts = form_parts(s.oa.seen[-1])
         assert ("file", "a.wav", audio) in parts and ("model", None, b"whisper-1") in parts
         assert (await s.spend("stt-1"))["cost"] == pytest.approx(3 * 0.0001)  # the answer's usage.seconds
+        assert log_line(capsys.readouterr().err, "stt-1")["units"] == {"audio_seconds": 3}
 
         text = await c.audio.transcriptions.create(model="whisper-1", file=("a.wav", audio), response_format="text",
                                                    extra_headers={"x-request-id": "stt-2"})
@@ -303,3 +315,15 @@ async def test_a_budget_holds_the_worst_case_of_a_media_call_in_flight(tmp_path:
             async for _ in chunks:
                 pass
         assert (await s.spend("held"))["cost"] == pytest.approx(1000 * 1.5e-05)
+
+
+async def test_without_auth_uploads_are_refused_json_is_served(tmp_path: Path) -> None:
+    """A spec without `auth` takes only JSON POSTs (cross-site form posts from web pages cannot send
+    JSON): an upload gets 415, a JSON media call is served."""
+    async with stack(tmp_path, auth=False) as s:
+        c = s.client("unused")
+        with pytest.raises(openai.APIStatusError) as refused:
+            await c.audio.transcriptions.create(model="whisper-1", file=("a.wav", wav(0.1)))
+        assert refused.value.status_code == 415
+        m = await c.moderations.create(model="omni-moderation-latest", input="hello")
+        assert m.results[0].flagged is False

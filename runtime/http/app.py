@@ -262,7 +262,7 @@ class App:
                 client = client_headers(scope["headers"])
                 call.dialect = MessagesDialect(data, client, call)
             elif media:
-                data, call.dialect = await read_media(op, scope, receive, rt.plan.server)
+                data, call.dialect = await read_media(op, scope, receive, rt.plan.server, call.extra)
             elif op == "responses":
                 data, call.dialect = await prepare(body, grant, self.store, rt.plan.store.responses_retention,
                                                    self.logger)

@@ -55,8 +55,10 @@ class MediaDialect:
     """One media request: its upstream request per attempt, its answer's type and units."""
 
     def __init__(self, op: str, data: dict[str, Any], files: list[Upload] | None = None,
-                 audio_seconds: float | None = None) -> None:
+                 audio_seconds: float | None = None, extra: dict[str, Any] | None = None) -> None:
         self.op = op
+        self.extra = extra if extra is not None else {}
+        """The request's log line fields (the units an answer is priced by go there as `units`)."""
         self.data = data
         """The client's fields (the routing loop and pre_call guardrails read and mask them here)."""
         self.files = files
@@ -79,7 +81,13 @@ class MediaDialect:
         answer, usage = units(self.op, body, as_json=not self.text_answer)
         if self.op in ("transcriptions", "translations") and not usage.seconds and not usage.prompt:
             usage.seconds = self.audio_seconds or 0.0
+        self._log_units(usage)
         return answer, usage
+
+    def _log_units(self, usage: Usage) -> None:
+        shown = {"images": usage.images, "audio_seconds": usage.seconds, "characters": usage.characters,
+                 "search_units": usage.search_units}
+        self.extra["units"] = {k: v for k, v in shown.items() if v}
 
     def media_type(self, headers: Headers) -> bytes:
         """The client's content type: the upstream's for audio and text transcripts, else JSON."""
@@ -94,7 +102,9 @@ class MediaDialect:
 
     def stream(self, dep: Deployment, model: str) -> StreamTranslator:
         """Speech: the audio bytes as they arrive, priced by the input's characters."""
-        return ByteRelay(Usage(characters=len(str(self.data.get("input", "")))))
+        usage = Usage(characters=len(str(self.data.get("input", ""))))
+        self._log_units(usage)
+        return ByteRelay(usage)
 
     def error_event(self, err: GatewayError) -> bytes:
         """Audio cannot carry an error: a started answer is cut short."""
@@ -163,8 +173,10 @@ def _form_fields(op: str, form: Form) -> tuple[dict[str, Any], list[Upload]]:
     return fields, files
 
 
-async def read_media(op: str, scope: Scope, receive: Receive, server: Server) -> tuple[dict[str, Any], MediaDialect]:
-    """The request's fields (what routing, limits and guardrails read) and its dialect."""
+async def read_media(op: str, scope: Scope, receive: Receive, server: Server,
+                     extra: dict[str, Any]) -> tuple[dict[str, Any], MediaDialect]:
+    """The request's fields (what routing, limits and guardrails read) and its dialect (`extra`: the
+    request's log line fields)."""
     if op in _UPLOADS:
         form = await read_form(scope, receive, server.max_upload, server.body_timeout)
         fields, files = _form_fields(op, form)
@@ -172,10 +184,10 @@ async def read_media(op: str, scope: Scope, receive: Receive, server: Server) ->
         if op != "image_edits":
             audio = next(f for f in files if f.name == "file")
             seconds = wav_seconds(audio.data)
-        return fields, MediaDialect(op, fields, files, seconds)
+        return fields, MediaDialect(op, fields, files, seconds, extra)
     raw = await read_body(scope, receive, server.max_body, server.body_timeout)
     data = _json_body(op, raw)
     check_depth(data, server.max_json_depth, raw)
     if op == "speech":
         data["stream"] = True  # the audio is relayed as it arrives (the marker is not sent upstream)
-    return data, MediaDialect(op, data)
+    return data, MediaDialect(op, data, extra=extra)

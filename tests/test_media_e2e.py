@@ -45,6 +45,7 @@ models:
   dall-e-3: {{targets: [{{provider: oa, model: dall-e-3}}]}}
   gpt-image-1: {{targets: [{{provider: oa, model: gpt-image-1}}]}}
   tts-1: {{targets: [{{provider: oa, model: tts-1}}]}}
+  tts-cut: {{targets: [{{provider: oa, model: tts-1, headers: {{X-Fake-Mode: cut}}}}]}}
   tts-hasty:
     targets: [{{provider: oa-hasty, model: tts-1, headers: {{X-Fake-Mode: stall}}}}]
     fallbacks: [tts-1]
@@ -174,6 +175,15 @@ async def test_speech_bytes_arrive_as_the_upstream_sends_them(tmp_path: Path) ->
         r2 = await c.audio.speech.with_raw_response.create(model="tts-hasty", voice="alloy", input="Hi")
         assert r2.headers["x-sidegate-attempts"] == "2" and r2.headers["x-sidegate-deployment"] == "oa/tts-1"
         assert r2.content == SPEECH_FIRST + SPEECH_REST
+
+        # a stream broken mid-way reaches the client cut (not as a whole answer), and is charged
+        with pytest.raises(Exception, match="incomplete chunked read"):  # (the SDK's transport's own error)
+            async with c.audio.speech.with_streaming_response.create(
+                    model="tts-cut", voice="alloy", input="Hello", extra_headers={"x-request-id": "tts-cut"}) as r3:
+                async for _ in r3.iter_bytes():
+                    pass
+        cut = await s.spend("tts-cut")
+        assert cut["status"] == 502 and cut["cost"] == pytest.approx(5 * 1.5e-05)
 
         with pytest.raises(openai.BadRequestError, match="4096"):
             await c.audio.speech.create(model="tts-1", voice="alloy", input="x" * 5000)

@@ -107,8 +107,9 @@ class MediaDialect:
         return ByteRelay(usage)
 
     def error_event(self, err: GatewayError) -> bytes:
-        """Audio cannot carry an error: a started answer is cut short."""
-        return b""
+        """Audio cannot carry an error event: `err` is raised instead, so the answer ends without its
+        last chunk and the client sees it cut rather than whole (the call is accounted as `err`)."""
+        raise err
 
     async def complete(self) -> None:
         """Nothing is kept of a media answer."""

@@ -6,7 +6,7 @@ parameters, n > 1 for dall-e-3, a size the model does not make and a missing pro
 `POST /v1/images/edits` (multipart: image and prompt required), `POST /v1/audio/speech` (JSON:
 model, input <= 4096 characters and voice required; the audio comes in two pieces, the second only
 once `release` is set, so a test can see the first arrive before the upstream has finished; with
-`x-fake-mode: stall` it never answers),
+`x-fake-mode: stall` it never answers, with `cut` the connection breaks after the first piece),
 `POST /v1/audio/transcriptions` and `/translations` (multipart: file and model required; the
 response_format json, verbose_json, text, srt or vtt), `POST /v1/moderations`.
 
@@ -138,6 +138,8 @@ class FakeOpenAIMedia(FakeServer):
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"audio/mpeg")]})
         await send({"type": "http.response.body", "body": SPEECH_FIRST, "more_body": True})
+        if seen.headers.get("x-fake-mode") == "cut":
+            raise RuntimeError("the connection breaks mid-answer")
         with trio.fail_after(10):
             await self.release.wait()
         await send({"type": "http.response.body", "body": SPEECH_REST, "more_body": False})

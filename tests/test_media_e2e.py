@@ -133,13 +133,17 @@ async def test_images_generate_and_edit_priced_per_image(tmp_path: Path) -> None
         assert r.headers["x-sidegate-deployment"] == "oa/dall-e-3"
         assert s.oa.seen[-1].headers["authorization"] == "Bearer sk-oa-upstream"
         assert (await s.spend("img-1"))["cost"] == pytest.approx(0.04)
+        hd = await c.images.generate(model="dall-e-3", prompt="A cat", size="1792x1024", quality="hd",
+                                     extra_headers={"x-request-id": "img-hd"})
+        assert hd.data is not None and len(hd.data) == 1
+        assert (await s.spend("img-hd"))["cost"] == pytest.approx(0.12)  # priced by quality and size
 
         edit = await c.images.edit(model="gpt-image-1", image=("cat.png", b"\x89PNG fake", "image/png"),
                                    prompt="Add a hat", n=2, extra_headers={"x-request-id": "img-2"})
         assert edit.data is not None and len(edit.data) == 2 and edit.data[0].b64_json == "aGVsbG8="
         parts = form_parts(s.oa.seen[-1])
         assert ("image", "cat.png", b"\x89PNG fake") in parts and ("model", None, b"gpt-image-1") in parts
-        assert (await s.spend("img-2"))["cost"] == pytest.approx(2 * 0.042)
+        assert (await s.spend("img-2"))["cost"] == pytest.approx(50 * 5e-06 + 50 * 4e-05)  # its usage's tokens
 
         # what OpenAI refuses, refused upstream and relayed as a 400
         with pytest.raises(openai.BadRequestError, match="n=1"):

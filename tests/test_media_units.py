@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import wave
+from types import MappingProxyType
 
 import pytest
 
@@ -12,7 +13,7 @@ from sidegate.compiler.data.media_prices import media_price
 from sidegate.compiler.pipeline import compile_text
 from sidegate.runtime.errors import BadRequest, UpstreamError
 from sidegate.runtime.governance.gate import cost_of
-from sidegate.runtime.governance.reserve import Basis, estimate
+from sidegate.runtime.governance.reserve import Basis, bases, estimate
 from sidegate.runtime.http.media import MediaDialect
 from sidegate.runtime.http.multipart_form import parse_form
 from sidegate.runtime.plan import Family, Price
@@ -97,6 +98,10 @@ def test_cost_and_worst_case_of_units() -> None:
     price = Price(input=1e-6, output=0.0, cached_input=None, per_image=0.04, per_second=0.0001,
                   per_character=1.5e-05, per_search_unit=0.002)
     assert cost_of(Usage(images=3), price) == pytest.approx(0.12)
+    by_kind = Price(input=0.0, output=0.0, cached_input=None, per_image=0.04,
+                    per_image_by=MappingProxyType({"hd/1024x1024": 0.08}))
+    assert cost_of(Usage(images=2, image_kind="hd/1024x1024"), by_kind) == pytest.approx(0.16)
+    assert cost_of(Usage(images=2, image_kind="low/256x256"), by_kind) == pytest.approx(0.08)
     assert cost_of(Usage(seconds=60), price) == pytest.approx(0.006)
     assert cost_of(Usage(characters=1000), price) == pytest.approx(0.015)
     assert cost_of(Usage(search_units=2, prompt=10), price) == pytest.approx(0.004 + 10e-6)
@@ -119,13 +124,21 @@ version: 1
 providers: {oa: {type: openai, api_key: "${K}"}}
 models:
   dall-e-3: {targets: [{provider: oa, model: dall-e-3}]}
+  gpt-image-1: {targets: [{provider: oa, model: gpt-image-1}]}
   tts-1-hd: {targets: [{provider: oa, model: tts-1-hd}]}
-  custom: {targets: [{provider: oa, model: my-image-model, price: {input: 0, output: 0, per_image: 0.5}}]}
+  custom:
+    targets:
+      - {provider: oa, model: my-image-model, price: {input: 0, output: 0, per_image: 0.5,
+                                                       per_image_by: {hd/1024x1024: 0.9}}}
 """
     result = compile_text(spec, "s.yaml")
     assert result.plan is not None, [d.format_text() for d in result.diagnostics]
     prices = {g.name: g.targets[0].price for g in result.plan.models}
-    assert prices["dall-e-3"] == Price(input=0.0, output=0.0, cached_input=None, per_image=0.04)
+    dalle = prices["dall-e-3"]
+    assert dalle is not None and dalle.per_image == 0.04 and dalle.per_image_by["hd/1024x1792"] == 0.12
+    assert prices["gpt-image-1"] == Price(input=5e-06, output=4e-05, cached_input=None)  # billed by tokens
     assert prices["tts-1-hd"] == Price(input=0.0, output=0.0, cached_input=None, per_character=3e-05)
-    assert prices["custom"] == Price(input=0.0, output=0.0, cached_input=None, per_image=0.5)
+    custom = prices["custom"]
+    assert custom is not None and custom.per_image == 0.5 and dict(custom.per_image_by) == {"hd/1024x1024": 0.9}
     assert not [d for d in result.diagnostics if d.code.startswith("cost.")]
+    assert bases(result.plan)["dall-e-3"].per_image == 0.12  # a budget holds the dearest kind

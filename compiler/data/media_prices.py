@@ -8,7 +8,8 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 __all__ = ["MediaPrice", "media_price"]
 
@@ -20,7 +21,10 @@ class MediaPrice:
     """A media model's prices: per unit (and per input token where a provider bills tokens)."""
 
     input: float = 0.0
+    output: float = 0.0
     per_image: float | None = None
+    per_image_by: Mapping[str, float] = field(default_factory=dict)
+    """Per image by `quality/size`, where the price depends on them."""
     per_second: float | None = None
     per_character: float | None = None
     per_search_unit: float | None = None
@@ -47,11 +51,16 @@ def _table() -> dict[str, dict[str, MediaPrice]]:
         table[provider] = {}
         for name, entry in models.items():
             where = f"{provider}/{name}"
-            unknown = set(entry) - {"in", *_UNITS}
+            unknown = set(entry) - {"in", "out", "per_image_by", *_UNITS}
             if unknown:
                 raise ValueError(f"media_prices.json: {where}: unknown fields {sorted(unknown)}")
             units = {unit: _number(entry, unit, where) for unit in _UNITS}
-            table[provider][name] = MediaPrice(input=_number(entry, "in", where) or 0.0, **units)
+            by = entry.get("per_image_by", {})
+            kinds = {kind: _number(by, kind, f"{where}/per_image_by") for kind in by}
+            table[provider][name] = MediaPrice(input=_number(entry, "in", where) or 0.0,
+                                               output=_number(entry, "out", where) or 0.0,
+                                               per_image_by={k: v for k, v in kinds.items() if v is not None},
+                                               **units)
     return table
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any
 
 from sidegate.compiler.data.catalog import ProviderType, price_info
@@ -54,12 +55,14 @@ def target_price(
         cached = declared.get("cached_input")
         price = Price(input=per_token(declared["input"]), output=per_token(declared["output"]),
                       cached_input=None if cached is None else per_token(cached),
+                      per_image_by=MappingProxyType(dict(declared.get("per_image_by", {}))),
                       **{unit: declared.get(unit) for unit in MEDIA_UNITS})
         return info, price, PriceSource.SPEC
     source = PriceSource.BASE_MODEL if base is not None else PriceSource.TABLE
     if media is not None:  # a media model: per unit (images, seconds, characters, search units)
         units = {unit: getattr(media, unit) for unit in MEDIA_UNITS}
-        return info, Price(input=media.input, output=0.0, cached_input=None, **units), source
+        return info, Price(input=media.input, output=media.output, cached_input=None,
+                           per_image_by=MappingProxyType(dict(media.per_image_by)), **units), source
     if info is None:
         return None, None, None
     price = Price(input=info.input, output=info.output, cached_input=info.cached_input)

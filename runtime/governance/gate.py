@@ -110,7 +110,8 @@ def _has_units(usage: Usage) -> bool:
 
 def _units_cost(usage: Usage, price: Price) -> float:
     """USD for a media answer's units (images, seconds of audio, characters, rerank search units)."""
-    return (usage.images * (price.per_image or 0.0) + usage.seconds * (price.per_second or 0.0)
+    per_image = price.per_image_by.get(usage.image_kind, price.per_image or 0.0)
+    return (usage.images * per_image + usage.seconds * (price.per_second or 0.0)
             + usage.characters * (price.per_character or 0.0) + usage.search_units * (price.per_search_unit or 0.0))
 
 

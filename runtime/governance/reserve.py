@@ -64,7 +64,7 @@ def bases(plan: Plan) -> dict[str, Basis]:
             output_limit=limit,
             default_output=limit if limit is not None else max([g.reserve_output_tokens, *known]),
             unpriced=len(priced) < len(targets),
-            per_image=max((p.per_image or 0.0 for p in priced), default=0.0),
+            per_image=max((x for p in priced for x in (p.per_image or 0.0, *p.per_image_by.values())), default=0.0),
             per_character=max((p.per_character or 0.0 for p in priced), default=0.0),
             per_search_unit=max((p.per_search_unit or 0.0 for p in priced), default=0.0),
         )

@@ -79,6 +79,8 @@ class MediaDialect:
     def response(self, dep: Deployment, model: str, body: bytes) -> tuple[bytes, Usage | None]:
         """The upstream's answer as it is, and the units it is priced by."""
         answer, usage = units(self.op, body, as_json=not self.text_answer)
+        if usage.images:
+            usage.image_kind = f"{self.data.get('quality') or 'standard'}/{self.data.get('size') or '1024x1024'}"
         if self.op in ("transcriptions", "translations") and not usage.seconds and not usage.prompt:
             usage.seconds = self.audio_seconds or 0.0
         self._log_units(usage)

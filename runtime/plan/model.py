@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from sidegate.runtime.plan.cache import Cache, CachePolicy
 from sidegate.runtime.plan.gateways import (
@@ -181,6 +182,9 @@ class Price:
     cached_input: float | None
     per_image: float | None = None
     """USD per image generated or edited (`/v1/images/*`)."""
+    per_image_by: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    """USD per image by `quality/size` (`hd/1024x1792`) where the price depends on them (DALL-E);
+    an image of another kind is charged `per_image`."""
     per_second: float | None = None
     """USD per second of audio transcribed or translated."""
     per_character: float | None = None

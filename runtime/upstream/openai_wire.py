@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -79,6 +79,8 @@ class Usage:
     characters: int = 0
     """Characters of speech input."""
     search_units: int = 0
+    image_kind: str = field(default="", kw_only=True)
+    """The images' `quality/size` (what a per-kind image price is looked up by)."""
 
 
 def usage_from(obj: Any) -> Usage | None:

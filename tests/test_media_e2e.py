@@ -51,6 +51,7 @@ models:
     fallbacks: [tts-1]
     retry: {{attempts: 1}}
   whisper-1: {{targets: [{{provider: oa, model: whisper-1}}]}}
+  gpt-4o-transcribe: {{targets: [{{provider: oa, model: gpt-4o-transcribe}}]}}
   whisper-ha: {{targets: [{{provider: oa, model: whisper-1}}], retry: {{attempts: 2, backoff: 10ms}}}}
   omni-moderation-latest: {{targets: [{{provider: oa, model: omni-moderation-latest}}]}}
   rerank-v3.5: {{targets: [{{provider: co, model: rerank-v3.5}}]}}
@@ -228,6 +229,21 @@ async def test_transcriptions_and_translations_upload_a_wav(tmp_path: Path, caps
                                                extra_headers={"x-request-id": "tr-1"})
         assert tr.text.startswith("The quick") and s.oa.seen[-1].path == "/v1/audio/translations"
         assert (await s.spend("tr-1"))["cost"] == pytest.approx(2.0 * 0.0001)
+
+        # a streamed transcript (gpt-4o-transcribe): its events as they come, priced by the tokens of the last
+        events = [e async for e in await c.audio.transcriptions.create(
+            model="gpt-4o-transcribe", file=("a.wav", audio), stream=True, extra_headers={"x-request-id": "stt-s"})]
+        assert "".join(getattr(e, "delta", "") for e in events).strip() == "The quick brown fox jumped over the lazy dog."
+        assert events[-1].type == "transcript.text.done" and ("stream", None, b"true") in form_parts(s.oa.seen[-1])
+        assert (await s.spend("stt-s"))["cost"] == pytest.approx(14 * 2.5e-06 + 45 * 1e-05)
+        whole = await c.audio.transcriptions.create(model="gpt-4o-transcribe", file=("a.wav", audio),
+                                                    extra_headers={"x-request-id": "stt-t"})
+        assert whole.text.startswith("The quick")
+        assert (await s.spend("stt-t"))["cost"] == pytest.approx(14 * 2.5e-06 + 45 * 1e-05)
+        with pytest.raises(openai.BadRequestError) as no_stream:  # whisper-1 ignores `stream`: told, not retried
+            async for _ in await c.audio.transcriptions.create(model="whisper-1", file=("a.wav", audio), stream=True):
+                pass
+        assert no_stream.value.code == "stream_unsupported"
 
         s.oa.fail_next = 1  # the upload is sent again to the next attempt
         r = await c.audio.transcriptions.with_raw_response.create(model="whisper-ha", file=("a.wav", audio))

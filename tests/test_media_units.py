@@ -17,7 +17,7 @@ from sidegate.runtime.governance.reserve import Basis, bases, estimate
 from sidegate.runtime.http.media import MediaDialect
 from sidegate.runtime.http.multipart_form import parse_form
 from sidegate.runtime.plan import Family, Price
-from sidegate.runtime.upstream.media_wire import media_url, units, wav_seconds
+from sidegate.runtime.upstream.media_wire import TranscriptRelay, media_url, units, wav_seconds
 from sidegate.runtime.upstream.multipart import Upload
 from sidegate.runtime.upstream.openai_wire import Usage
 from tests.support.plans import mock_provider, native_provider, openai_provider
@@ -142,3 +142,19 @@ models:
     assert custom is not None and custom.per_image == 0.5 and dict(custom.per_image_by) == {"hd/1024x1024": 0.9}
     assert not [d for d in result.diagnostics if d.code.startswith("cost.")]
     assert bases(result.plan)["dall-e-3"].per_image == 0.12  # a budget holds the dearest kind
+
+
+def test_a_streamed_transcript_relays_whole_events_and_takes_the_last_ones_usage() -> None:
+    events = (b'data: {"type":"transcript.text.delta","delta":"Hi "}\r\n\r\n'
+              b'data: {"type":"transcript.text.delta","delta":"there"}\n\n'
+              b'data: {"type":"transcript.text.done","text":"Hi there","usage":{"type":"tokens",'
+              b'"input_tokens":14,"output_tokens":45,"total_tokens":59}}\n\n')
+    relay = TranscriptRelay(Usage(seconds=2.0))
+    out = b"".join(relay.feed(events[i:i + 7]) for i in range(0, len(events), 7))
+    assert out == events.replace(b"\r\n", b"\n") and relay.done and relay.usage == Usage(prompt=14, completion=45)
+    cut = TranscriptRelay(Usage(seconds=2.0))
+    assert cut.feed(events[:60]).startswith(b"data: ") and not cut.done
+    assert cut.usage == Usage(seconds=2.0)  # a stream cut before its end is charged the upload's length
+    bare = TranscriptRelay(Usage(seconds=1.5))
+    bare.feed(b'data: {"type":"transcript.text.done","text":"x"}\n\n')
+    assert bare.done and bare.usage == Usage(seconds=1.5)

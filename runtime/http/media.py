@@ -23,6 +23,7 @@ from sidegate.runtime.http.request_guard import check_depth
 from sidegate.runtime.plan import Server
 from sidegate.runtime.upstream.media_wire import (
     ByteRelay,
+    TranscriptRelay,
     json_request,
     media_url,
     multipart_request,
@@ -66,6 +67,7 @@ class MediaDialect:
         self.audio_seconds = audio_seconds
         """The upload's length when sidegate can tell (a WAV file), for a transcript without a duration."""
         self.text_answer = op in ("transcriptions", "translations") and data.get("response_format") in _TEXT_FORMATS
+        self.streamed = op == "transcriptions" and data.get("stream") is True
 
     def request(self, dep: Deployment, model: str) -> UpstreamRequest:
         """The upstream request for `dep` (upstream model `model`)."""
@@ -73,7 +75,8 @@ class MediaDialect:
         body = {k: v for k, v in self.data.items() if k != "stream" or self.op != "speech"}
         if self.files is None:
             return json_request(url, dep.headers, body, model, dep.provider.connect_timeout)
-        fields = [(k, item) for k, v in body.items() for item in (v if isinstance(v, list) else [v])]
+        fields = [(k, "true" if item is True else item) for k, v in body.items()
+                  for item in (v if isinstance(v, list) else [v])]
         return multipart_request(url, dep.headers, fields, self.files, model, dep.provider.connect_timeout)
 
     def response(self, dep: Deployment, model: str, body: bytes) -> tuple[bytes, Usage | None]:
@@ -98,12 +101,23 @@ class MediaDialect:
             if not kind.startswith(("audio/", "application/octet-stream", "text/event-stream")):
                 raise UpstreamError(f"upstream answered speech with {kind[:60]!r}, not audio")
             return kind.encode("latin-1")
+        if self.streamed:
+            if not kind.startswith("text/event-stream"):
+                raise BadRequest(f"the upstream answered a streamed transcript with {kind[:60]!r}, not events "
+                                 "(whisper-1 does not stream: stream gpt-4o-transcribe models)", param="stream",
+                                 code="stream_unsupported")  # (the client's choice: no retry, no breaker failure)
+            return b"text/event-stream; charset=utf-8"
         if self.text_answer and kind.startswith("text/"):
             return kind.encode("latin-1")
         return b"application/json"
 
     def stream(self, dep: Deployment, model: str) -> StreamTranslator:
-        """Speech: the audio bytes as they arrive, priced by the input's characters."""
+        """Speech: the audio bytes as they arrive, priced by the input's characters; a streamed
+        transcript: its events, priced by the tokens its last one reports."""
+        if self.streamed:
+            relay = TranscriptRelay(Usage(seconds=self.audio_seconds or 0.0))
+            self._log_units(Usage())
+            return relay
         usage = Usage(characters=len(str(self.data.get("input", ""))))
         self._log_units(usage)
         return ByteRelay(usage)
@@ -170,9 +184,11 @@ def _form_fields(op: str, form: Form) -> tuple[dict[str, Any], list[Upload]]:
     for name in _REQUIRED.get(op, ()):
         if name not in fields:
             raise BadRequest(f"'{name}' is required", param=name)
-    if fields.get("stream") not in (None, "false"):
-        raise BadRequest(f"streamed answers of {op} are not supported by this gateway", param="stream")
-    fields.pop("stream", None)
+    stream = fields.pop("stream", None)
+    if op == "transcriptions" and stream == "true":
+        fields["stream"] = True  # relayed as events (sent upstream as the field it came as)
+    elif stream not in (None, "false"):
+        raise BadRequest(f"'stream' must be true or false, and only transcriptions stream (not {op})", param="stream")
     return fields, files
 
 

@@ -20,7 +20,8 @@ from sidegate.runtime.upstream.openai_wire import Usage
 from sidegate.runtime.upstream.transport import UpstreamRequest
 from sidegate.runtime.upstream.urlpath import path_segment
 
-__all__ = ["PATHS", "ByteRelay", "json_request", "media_url", "multipart_request", "units", "wav_seconds"]
+__all__ = ["PATHS", "ByteRelay", "TranscriptRelay", "json_request", "media_url", "multipart_request", "units",
+           "wav_seconds"]
 
 PATHS = {"images": "images/generations", "image_edits": "images/edits", "speech": "audio/speech",
          "transcriptions": "audio/transcriptions", "translations": "audio/translations",
@@ -147,3 +148,42 @@ class ByteRelay:
         if data:
             self.done = True
         return data
+
+
+class TranscriptRelay:
+    """A streamed transcript (gpt-4o-transcribe's `stream: true`): its server-sent events relayed whole
+    as they complete; `transcript.text.done` ends it and carries its token usage. Until then the
+    usage is `fallback` (the upload's seconds, when sidegate can tell), so a cut stream is charged."""
+
+    __slots__ = ("_buf", "done", "usage")
+
+    def __init__(self, fallback: Usage) -> None:
+        self._buf = bytearray()
+        self.usage: Usage | None = fallback
+        self.done = False
+
+    def feed(self, data: bytes) -> bytes:
+        """The events completed by this piece of the stream."""
+        self._buf += data.replace(b"\r\n", b"\n")
+        end = self._buf.rfind(b"\n\n")
+        if end < 0:
+            return b""
+        out = bytes(self._buf[: end + 2])
+        del self._buf[: end + 2]
+        for event in out.split(b"\n\n"):
+            for line in event.split(b"\n"):
+                if line.startswith(b"data:") and b"transcript.text.done" in line:
+                    self._finish(line[5:])
+        return out
+
+    def _finish(self, payload: bytes) -> None:
+        try:
+            event = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return
+        if not isinstance(event, dict) or event.get("type") != "transcript.text.done":
+            return
+        self.done = True
+        usage = event.get("usage")
+        if isinstance(usage, dict) and usage.get("type", "tokens") == "tokens":
+            self.usage = Usage(prompt=_count(usage.get("input_tokens")), completion=_count(usage.get("output_tokens")))

@@ -34,7 +34,9 @@ _SIZES = {"dall-e-2": {"256x256", "512x512", "1024x1024"}, "dall-e-3": {"1024x10
           "gpt-image-1": {"auto", "1024x1024", "1536x1024", "1024x1536"}}
 _SPEECH_PARAMS = {"model", "input", "voice", "instructions", "response_format", "speed", "stream_format"}
 _AUDIO_PARAMS = {"model", "language", "prompt", "response_format", "temperature", "timestamp_granularities[]",
-                 "include[]", "chunking_strategy"}
+                 "include[]", "chunking_strategy", "stream"}
+TRANSCRIPT_USAGE = {"type": "tokens", "input_tokens": 14, "input_token_details": {"text_tokens": 0, "audio_tokens": 14},
+                    "output_tokens": 45, "total_tokens": 59}
 _TRANSCRIPT = "The quick brown fox jumped over the lazy dog."
 
 
@@ -163,6 +165,14 @@ class FakeOpenAIMedia(FakeServer):
             return
         fmt = fields.get("response_format", "json")
         translate = seen.path.endswith("translations")
+        tokens = fields["model"].startswith("gpt-4o")
+        if fields.get("stream") == "true" and tokens and not translate:  # (whisper-1 ignores `stream`)
+            words = _TRANSCRIPT.split(" ")
+            events = [{"type": "transcript.text.delta", "delta": w + " ", "logprobs": []} for w in words]
+            events.append({"type": "transcript.text.done", "text": _TRANSCRIPT, "logprobs": [],
+                           "usage": TRANSCRIPT_USAGE})
+            await self.stream(send, b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events))
+            return
         if fmt == "text":
             await self._text(send, _TRANSCRIPT + "\n", b"text/plain; charset=utf-8")
         elif fmt in ("srt", "vtt"):
@@ -175,7 +185,8 @@ class FakeOpenAIMedia(FakeServer):
         elif translate:
             await self.json(send, 200, {"text": _TRANSCRIPT})
         else:
-            await self.json(send, 200, {"text": _TRANSCRIPT, "usage": {"type": "duration", "seconds": 3}})
+            usage = TRANSCRIPT_USAGE if tokens else {"type": "duration", "seconds": 3}
+            await self.json(send, 200, {"text": _TRANSCRIPT, "usage": usage})
 
     async def _text(self, send: Any, text: str, kind: bytes) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", kind)]})

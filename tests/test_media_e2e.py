@@ -145,6 +145,12 @@ async def test_images_generate_and_edit_priced_per_image(tmp_path: Path) -> None
         parts = form_parts(s.oa.seen[-1])
         assert ("image", "cat.png", b"\x89PNG fake") in parts and ("model", None, b"gpt-image-1") in parts
         assert (await s.spend("img-2"))["cost"] == pytest.approx(50 * 5e-06 + 50 * 4e-05)  # its usage's tokens
+        two = await c.images.edit(model="gpt-image-1", prompt="Merge", image=[("a.png", b"A", "image/png"),
+                                                                            ("b.png", b"B", "image/png")],
+                                  mask=("m.png", b"M", "image/png"))
+        assert two.data is not None and len(two.data) == 1
+        sent = [(n, f) for n, f, _ in form_parts(s.oa.seen[-1]) if f is not None]
+        assert sent == [("image[]", "a.png"), ("image[]", "b.png"), ("mask", "m.png")]
 
         # what OpenAI refuses, refused upstream and relayed as a 400
         with pytest.raises(openai.BadRequestError, match="n=1"):

@@ -299,6 +299,7 @@ class _Resolver:
             health_port=health_port,
             workers=raw.get("workers", 1),
             max_body=parse_size(raw.get("max_body", "8MiB")),
+            max_upload=parse_size(raw.get("max_upload", "25MiB")),
             drain_timeout=parse_duration(raw.get("drain_timeout", "20s")),
             max_upstream_event=parse_size(raw.get("max_upstream_event", "1MiB")),
             max_upstream_answer=parse_size(raw.get("max_upstream_answer", "64MiB")),

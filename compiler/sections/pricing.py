@@ -7,16 +7,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any
 
 from sidegate.compiler.data.catalog import ProviderType, price_info
+from sidegate.compiler.data.media_prices import media_price
 from sidegate.compiler.data.prices import ModelInfo
 from sidegate.compiler.diagnostics import Collector
 from sidegate.runtime.plan import Price, PriceSource
 
-__all__ = ["PER_MILLION", "check_budgeted_prices", "per_token", "target_price"]
+__all__ = ["MEDIA_UNITS", "PER_MILLION", "check_budgeted_prices", "per_token", "target_price"]
 
 PER_MILLION = 1_000_000.0
+MEDIA_UNITS = ("per_image", "per_second", "per_character", "per_search_unit")
+"""A price's per-unit fields (USD per unit as declared, not per 1M)."""
 
 
 def per_token(per_million: float) -> float:
@@ -35,9 +39,11 @@ def target_price(
     at = pointer + ("/base_model" if base is not None else "/model")
     info = None
     price_provider = kind.price_provider if kind else None
+    media = None
     if kind is not None and price_provider is not None and lookup_name != "*":
         info = price_info(kind, lookup_name)
-        if info is None and ("price" not in raw or base is not None):
+        media = media_price(kind.price_providers, lookup_name)
+        if info is None and media is None and ("price" not in raw or base is not None):
             out.warning("cost.unknown-model", at, f"model '{lookup_name}' is not in the price table for "
                         f"{price_provider}{hint(price_provider, lookup_name)}; its cost and context window are "
                         "unknown" + ("" if base is not None else " (declare price or base_model)"))
@@ -48,12 +54,19 @@ def target_price(
     if declared is not None:
         cached = declared.get("cached_input")
         price = Price(input=per_token(declared["input"]), output=per_token(declared["output"]),
-                      cached_input=None if cached is None else per_token(cached))
+                      cached_input=None if cached is None else per_token(cached),
+                      per_image_by=MappingProxyType(dict(declared.get("per_image_by", {}))),
+                      **{unit: declared.get(unit) for unit in MEDIA_UNITS})
         return info, price, PriceSource.SPEC
+    source = PriceSource.BASE_MODEL if base is not None else PriceSource.TABLE
+    if media is not None:  # a media model: per unit (images, seconds, characters, search units)
+        units = {unit: getattr(media, unit) for unit in MEDIA_UNITS}
+        return info, Price(input=media.input, output=media.output, cached_input=None,
+                           per_image_by=MappingProxyType(dict(media.per_image_by)), **units), source
     if info is None:
         return None, None, None
     price = Price(input=info.input, output=info.output, cached_input=info.cached_input)
-    return info, price, PriceSource.BASE_MODEL if base is not None else PriceSource.TABLE
+    return info, price, source
 
 
 def check_budgeted_prices(

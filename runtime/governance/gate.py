@@ -100,7 +100,19 @@ def cost_of(usage: Usage, price: Price | None) -> float:
         return 0.0
     cached = min(usage.cached, usage.prompt) if price.cached_input is not None else 0
     cached_cost = cached * (price.cached_input or 0.0)
-    return (usage.prompt - cached) * price.input + cached_cost + usage.completion * price.output
+    tokens = (usage.prompt - cached) * price.input + cached_cost + usage.completion * price.output
+    return tokens + _units_cost(usage, price) if _has_units(usage) else tokens
+
+
+def _has_units(usage: Usage) -> bool:
+    return bool(usage.images or usage.seconds or usage.characters or usage.search_units)
+
+
+def _units_cost(usage: Usage, price: Price) -> float:
+    """USD for a media answer's units (images, seconds of audio, characters, rerank search units)."""
+    per_image = price.per_image_by.get(usage.image_kind, price.per_image or 0.0)
+    return (usage.images * per_image + usage.seconds * (price.per_second or 0.0)
+            + usage.characters * (price.per_character or 0.0) + usage.search_units * (price.per_search_unit or 0.0))
 
 
 def _limits(grant: Grant) -> Limits | None:

@@ -37,6 +37,10 @@ class Basis:
     group's `reserve_output_tokens` when one is unknown)."""
     unpriced: bool
     """A deployment that may serve the group has no price."""
+    per_image: float = 0.0
+    """The highest price per image (the media prices below likewise: 0 where none is set)."""
+    per_character: float = 0.0
+    per_search_unit: float = 0.0
 
 
 def _serving(group: ModelGroup, groups: Mapping[str, ModelGroup]) -> list[Target]:
@@ -60,6 +64,9 @@ def bases(plan: Plan) -> dict[str, Basis]:
             output_limit=limit,
             default_output=limit if limit is not None else max([g.reserve_output_tokens, *known]),
             unpriced=len(priced) < len(targets),
+            per_image=max((x for p in priced for x in (p.per_image or 0.0, *p.per_image_by.values())), default=0.0),
+            per_character=max((p.per_character or 0.0 for p in priced), default=0.0),
+            per_search_unit=max((p.per_search_unit or 0.0 for p in priced), default=0.0),
         )
     return out
 
@@ -70,10 +77,34 @@ def _prompt_bytes(data: Mapping[str, Any]) -> int:
     return size + (len(orjson.dumps(system)) if system is not None else 0)
 
 
+_MEDIA = frozenset({"images", "image_edits", "speech", "transcriptions", "translations", "moderations", "rerank"})
+
+
+def _media_worst(basis: Basis, data: Mapping[str, Any], op: str) -> float:
+    """USD of a media request's units at the highest prices: its images (`n`), its speech input's
+    characters, its rerank search units (a query over up to 100 documents each). A transcript's
+    seconds are known only from its answer (nothing is reserved for them)."""
+    if op in ("images", "image_edits"):
+        n = data.get("n", 1)
+        try:
+            count = max(1, int(n))
+        except (TypeError, ValueError):
+            count = 1
+        return min(count, 10) * basis.per_image
+    if op == "speech":
+        return len(str(data.get("input", ""))) * basis.per_character
+    if op == "rerank":
+        docs = data.get("documents")
+        return (1 + (len(docs) - 1) // 100 if isinstance(docs, list) and docs else 1) * basis.per_search_unit
+    return 0.0
+
+
 def estimate(basis: Basis, data: Mapping[str, Any], op: str) -> tuple[int, float, bool]:
     """(tokens, USD, unpriced): what a request may use at most, at the priced deployments' highest
     prices, and whether a deployment that may serve it has no price."""
     prompt = _prompt_bytes(data) // 4
+    if op in _MEDIA:  # no output tokens; the units the answer is priced by, where the request tells them
+        return prompt, prompt * basis.input + _media_worst(basis, data, op), basis.unpriced
     if op == "embeddings":
         output = 0
     else:

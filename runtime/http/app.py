@@ -24,6 +24,7 @@ from sidegate.runtime.http.anthropic.messages import anthropic_error_body
 from sidegate.runtime.http.files import FilesApi
 from sidegate.runtime.http.mcp_endpoint import Endpoint
 from sidegate.runtime.http.realtime import RealtimeGateway
+from sidegate.runtime.http.media import MEDIA_ROUTES, read_media
 from sidegate.runtime.http.request_guard import (
     HostRule,
     check_browser_origin,
@@ -53,7 +54,7 @@ _LIVE = frozenset({"/health/live", "/health/liveliness", "/health/liveness"})
 _READY = frozenset({"/health/ready", "/health/readiness", "/health"})
 """sidegate's probe routes and LiteLLM's names for them (a migrated deployment's probes keep working)."""
 _POST = {"/chat/completions": "chat", "/completions": "completions", "/embeddings": "embeddings",
-         "/messages": "messages", "/messages/count_tokens": "count_tokens", "/responses": "responses"}
+         "/messages": "messages", "/messages/count_tokens": "count_tokens", "/responses": "responses", **MEDIA_ROUTES}
 
 
 class App:
@@ -259,14 +260,18 @@ class App:
         admission = None
         try:
             grant = await self.access.authenticate(scope)
-            body = await read_body(scope, receive, rt.plan.server.max_body, rt.plan.server.body_timeout)
-            if rt.plan.observability.logs.bodies:
+            media = op in MEDIA_ROUTES.values()  # read by the media route (uploads: under server.max_upload)
+            body = b"{}" if media else await read_body(scope, receive, rt.plan.server.max_body,
+                                                       rt.plan.server.body_timeout)
+            if rt.plan.observability.logs.bodies and not media:
                 call.log_bodies = True
                 call.extra["request_body"] = body.decode("utf-8", "replace")
             if op == "messages":
                 data = parse_messages(body)
                 client = client_headers(scope["headers"])
                 call.dialect = MessagesDialect(data, client, call)
+            elif media:
+                data, call.dialect = await read_media(op, scope, receive, rt.plan.server, call.extra)
             elif op == "responses":
                 data, call.dialect = await prepare(body, grant, self.store, rt.plan.store.responses_retention,
                                                    self.logger)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from sidegate.runtime.plan.archive import Archive, ArchiveFormat
 from sidegate.runtime.plan.cache import Cache, CachePolicy
@@ -179,11 +180,23 @@ class Provider:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Price:
-    """USD per token, from the price table at compile time."""
+    """USD per token (and per media unit where the model is priced so), from the price table at
+    compile time."""
 
     input: float
     output: float
     cached_input: float | None
+    per_image: float | None = None
+    """USD per image generated or edited (`/v1/images/*`)."""
+    per_image_by: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    """USD per image by `quality/size` (`hd/1024x1792`) where the price depends on them (DALL-E);
+    an image of another kind is charged `per_image`."""
+    per_second: float | None = None
+    """USD per second of audio transcribed or translated."""
+    per_character: float | None = None
+    """USD per character of speech input (`/v1/audio/speech`)."""
+    per_search_unit: float | None = None
+    """USD per rerank search unit (Cohere's `meta.billed_units.search_units`)."""
 
 
 class PriceSource(enum.Enum):
@@ -360,6 +373,8 @@ class Server:
     """Host names accepted (besides localhost and the listen address) when the spec has no `auth`."""
     max_connections: int
     """Client connections open at once (clamped at start to half the process's file descriptors)."""
+    max_upload: int = 25 << 20
+    """Bytes a multipart upload (audio, image edits) may have (more: 413)."""
     health_host: str | None = None
     health_port: int | None = None
     """A second listener that answers only the health routes (`server.health_listen`): probes can

@@ -29,7 +29,9 @@ __all__ = ["Call", "Dialect", "estimate_tokens", "estimate_tokens_off_loop", "pa
 class Dialect(Protocol):
     """A client API other than OpenAI's (Anthropic's Messages): the hook the routing loop calls to
     build each attempt's upstream request and to shape its answer, stream and errors for the client.
-    A request in OpenAI's shape has no dialect and takes the adapters' path directly."""
+    A request in OpenAI's shape has no dialect and takes the adapters' path directly. A media dialect
+    (`runtime.http.media`) also has `media_type(headers) -> bytes`: the answer's content type, from
+    the upstream's (audio, a transcript as text), checked before anything is relayed."""
 
     def request(self, dep: Deployment, model: str) -> UpstreamRequest:
         """The upstream request for one attempt on `dep` (upstream model `model`)."""

@@ -144,6 +144,13 @@ async def attempt(
             span.end(call, failed, failed is None and call.started and call.deployment == dep.target.id)
 
 
+def _answer_type(call: Call, headers: Any) -> bytes | None:
+    """The answer's content type when a media dialect sets it from the upstream's (audio, a transcript
+    as text); None: the default (JSON, or server-sent events)."""
+    media = getattr(call.dialect, "media_type", None)
+    return None if media is None else bytes(media(headers))
+
+
 def _begin(dep: Deployment, call: Call, claim: Callable[[], bool] | None, headers: Any) -> bool:
     if claim is not None and not claim():
         return False
@@ -185,7 +192,8 @@ async def _whole(
         call.request, call.answer = data, [body]  # metered locally once the answer is out
     if call.log_bodies:
         call.extra["response_body"] = body.decode("utf-8", "replace")
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *call.headers()]
+    kind = _answer_type(call, response.headers) or b"application/json"
+    headers = [(b"content-type", kind), (b"content-length", str(len(body)).encode()), *call.headers()]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     call.complete = True
     await send({"type": "http.response.body", "body": body, "more_body": False})
@@ -222,7 +230,8 @@ async def _stream(
             call.upstream += perf_counter() - t
             failed = dep.scrubber.error(dep.adapter.error(upstream.status, upstream.headers, body))
             raise _upstream_failure(failed, upstream.status, upstream.headers)
-        if not upstream.headers.get("content-type", "").startswith(dep.adapter.stream_content_type):
+        kind = _answer_type(call, upstream.headers)  # (a media stream's own type is checked by its dialect)
+        if kind is None and not upstream.headers.get("content-type", "").startswith(dep.adapter.stream_content_type):
             raise UpstreamError("upstream did not answer the stream with server-sent events")
         received = pending = 0
         try:
@@ -265,7 +274,7 @@ async def _stream(
                             if not _begin(dep, call, claim, upstream.headers):
                                 return
                             call.status = 200
-                            headers = [(b"content-type", b"text/event-stream; charset=utf-8"),
+                            headers = [(b"content-type", kind or b"text/event-stream; charset=utf-8"),
                                        (b"cache-control", b"no-cache"), *call.headers()]
                             # the first events follow at once: the front writes them with the headers
                             await send({"type": "http.response.start", "status": 200, "headers": headers,
@@ -279,7 +288,8 @@ async def _stream(
                             call.status, call.error, call.complete = failure.status, failure.message, True
                         else:
                             out = dep.scrubber.data(out)
-                        call.answer.append(out)
+                        if relay.usage is None:  # kept to meter locally (not needed once usage is known)
+                            call.answer.append(out)
                         if span is not None:
                             span.output(out)
                         if relay.done and call.dialect is not None and failure is None:

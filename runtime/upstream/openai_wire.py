@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -67,12 +67,20 @@ def request_body(
 
 @dataclass(slots=True)
 class Usage:
-    """Token counts reported by the upstream."""
+    """Token counts reported by the upstream (and the units a media answer is priced by)."""
 
     prompt: int = 0
     completion: int = 0
     cached: int = 0
     reasoning: int = 0
+    images: int = 0
+    seconds: float = 0.0
+    """Seconds of audio transcribed or translated."""
+    characters: int = 0
+    """Characters of speech input."""
+    search_units: int = 0
+    image_kind: str = field(default="", kw_only=True)
+    """The images' `quality/size` (what a per-kind image price is looked up by)."""
 
 
 def usage_from(obj: Any) -> Usage | None:

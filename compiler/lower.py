@@ -125,4 +125,5 @@ def lower(resolved: Resolved) -> Plan:
         mcp=resolved.mcp,
         cache=resolved.cache.cache if resolved.cache is not None else None,
         guardrails=resolved.guardrails,
+        passthrough=resolved.passthrough,
     )

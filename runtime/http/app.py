@@ -21,7 +21,9 @@ from sidegate.runtime.http.access import ADMIN_ROUTES, Access
 from sidegate.runtime.http.anthropic.count_tokens import count_input_tokens
 from sidegate.runtime.http.anthropic.dialect import MessagesDialect, client_headers, parse_messages
 from sidegate.runtime.http.anthropic.messages import anthropic_error_body
+from sidegate.runtime.http.gemini.dialect import google_error_body, is_gemini, parse_gemini
 from sidegate.runtime.http.mcp_endpoint import Endpoint
+from sidegate.runtime.http.passthrough import Passthrough, passthrough_route
 from sidegate.runtime.http.request_guard import (
     HostRule,
     check_browser_origin,
@@ -80,6 +82,7 @@ class App:
         self.mcp_endpoint = Endpoint(self.mcp, self.access, logger, metrics)
         metrics.set_plan(runtime.digest)
         self.hosts = HostRule(runtime.plan)
+        self.passthrough = Passthrough(self.access, self._account, logger.warning)
 
     def swap(self, runtime: Runtime) -> None:
         """Serve a new plan from the next request on."""
@@ -132,6 +135,10 @@ class App:
                 if token is not None:
                     CURRENT.reset(token)
             return
+        if (route := passthrough_route(self.runtime, path)) is not None:
+            return await self.passthrough.handle(self.runtime, route, scope, receive, send)
+        if is_gemini(scope["method"], path):
+            return await self._model_call("generate_content", scope, receive, send)
         if path.startswith("/v1/"):
             path = path[3:]
         method: str = scope["method"]
@@ -249,7 +256,7 @@ class App:
         in_flight = None
         admission = None
         try:
-            grant = await self.access.authenticate(scope)
+            grant = await self.access.authenticate(scope, google=op == "generate_content")
             body = await read_body(scope, receive, rt.plan.server.max_body, rt.plan.server.body_timeout)
             if rt.plan.observability.logs.bodies:
                 call.log_bodies = True
@@ -258,6 +265,8 @@ class App:
                 data = parse_messages(body)
                 client = client_headers(scope["headers"])
                 call.dialect = MessagesDialect(data, client, call)
+            elif op == "generate_content":
+                data, call.dialect = parse_gemini(body, scope, call)
             elif op == "responses":
                 data, call.dialect = await prepare(body, grant, self.store, rt.plan.store.responses_retention,
                                                    self.logger)
@@ -302,6 +311,8 @@ class App:
                 if op == "messages":
                     await respond(send, err.anthropic_status or err.status, anthropic_error_body(err, rid), headers,
                                   _JSON)
+                elif op == "generate_content":
+                    await respond(send, err.status, google_error_body(err), headers, _JSON)
                 else:
                     await respond(send, err.status, openai_body(err), headers, _JSON)
         finally:

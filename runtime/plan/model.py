@@ -26,6 +26,7 @@ from sidegate.runtime.plan.gateways import (
 from sidegate.runtime.plan.governance import Auth, BudgetRule, JwtRule, LimitRule, StaticKey, Team, UserRule
 from sidegate.runtime.plan.guardrails import Guardrails
 from sidegate.runtime.plan.observability import LogFormat, LogLevel, Logs, Metrics, Observability, OtlpProtocol, Tracing
+from sidegate.runtime.plan.passthrough import PassthroughRoute
 from sidegate.runtime.plan.values import Header, JSONValue, Secret, SecretPart, SecretSource
 
 __all__ = [
@@ -60,6 +61,7 @@ __all__ = [
     "ModelGroup",
     "Observability",
     "OtlpProtocol",
+    "PassthroughRoute",
     "Plan",
     "Price",
     "PriceSource",
@@ -79,7 +81,7 @@ __all__ = [
     "UserRule",
 ]
 
-PLAN_VERSION = 11
+PLAN_VERSION = 12
 """Bumped whenever a plan written by an older compiler could be misread by this runtime."""
 
 class Family(enum.Enum):
@@ -400,6 +402,8 @@ class Plan:
     """The response cache's store (None: nothing is cached)."""
     guardrails: Guardrails | None = None
     """Guardrails and who names them (None: the spec declares none)."""
+    passthrough: tuple[PassthroughRoute, ...] = ()
+    """Provider pass-through routes (`passthrough`), longest prefix first."""
 
     def provider(self, name: str) -> Provider:
         """The provider called `name` (the compiler guarantees every target's exists)."""

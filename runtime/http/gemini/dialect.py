@@ -1,0 +1,123 @@
+"""The Gemini-native dialect: `POST /v1beta/models/{model}:generateContent` (and
+`:streamGenerateContent?alt=sse`) routed through the plan's model groups to any backend.
+
+The request is translated once to OpenAI's chat shape (`request.gemini_to_openai`) and each attempt's
+target gets it through its own adapter, like an OpenAI request; the answer comes back through
+`answer` as Gemini's `candidates` / `usageMetadata`. Errors are Google's envelope
+(`{"error": {"code", "message", "status"}}`), before the answer and mid-stream alike.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+
+from sidegate.runtime.asgi import Scope
+from sidegate.runtime.errors import BadRequest, GatewayError, NotFound
+from sidegate.runtime.http.gemini.answer import OpenAIToGeminiStream, openai_to_gemini_response
+from sidegate.runtime.http.gemini.request import gemini_to_openai
+from sidegate.runtime.routing.call import Call
+from sidegate.runtime.routing.state import Deployment
+from sidegate.runtime.upstream.adapter import ChainedStream, StreamTranslator
+from sidegate.runtime.upstream.openai_wire import Usage
+from sidegate.runtime.upstream.transport import UpstreamRequest
+from sidegate.runtime.upstream.urlpath import check_model_name
+
+__all__ = ["GEMINI_PREFIXES", "GeminiDialect", "google_error_body", "google_key", "is_gemini", "parse_gemini"]
+
+GEMINI_PREFIXES = ("/v1beta/models/", "/v1/models/")
+_METHODS = {"generateContent": False, "streamGenerateContent": True}
+_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+           409: "ABORTED", 413: "INVALID_ARGUMENT", 429: "RESOURCE_EXHAUSTED", 499: "CANCELLED",
+           500: "INTERNAL", 501: "UNIMPLEMENTED", 502: "UNAVAILABLE", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+
+
+def is_gemini(method: str, path: str) -> bool:
+    """Whether a request is a Gemini `generateContent` call (`GET /v1/models/x` stays OpenAI's)."""
+    return method == "POST" and path.startswith(GEMINI_PREFIXES) and ":" in path
+
+
+def google_key(scope: Scope) -> str | None:
+    """The key google-genai presents: `x-goog-api-key`, or the `key` query parameter."""
+    for name, value in scope["headers"]:
+        if name == b"x-goog-api-key" and value.strip():
+            return str(value.decode("latin-1").strip())
+    query: bytes = scope.get("query_string", b"")
+    for name, value in parse_qsl(query.decode("latin-1")):
+        if name == "key":
+            return value
+    return None
+
+
+def _envelope(err: GatewayError) -> dict[str, Any]:
+    status = err.status if err.status in _STATUS else (500 if err.status >= 500 else 400)
+    return {"error": {"code": status, "message": err.message, "status": _STATUS[status]}}
+
+
+def google_error_body(err: GatewayError) -> bytes:
+    """Google's error envelope: `{"error": {"code": 400, "message": ..., "status": "INVALID_ARGUMENT"}}`."""
+    return orjson.dumps(_envelope(err))
+
+
+def _target(scope: Scope) -> tuple[str, bool]:
+    """The model name and whether the answer streams, from the path and `alt`."""
+    path: str = scope["path"]
+    prefix = next(p for p in GEMINI_PREFIXES if path.startswith(p))
+    model, _, method = path[len(prefix):].rpartition(":")
+    if method not in _METHODS:
+        raise NotFound(f"no route for POST {path} (Gemini methods served: generateContent, streamGenerateContent)")
+    if not model:
+        raise BadRequest("the model name is missing from the path", param="model")
+    check_model_name(model)
+    stream = _METHODS[method]
+    alt = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"))).get("alt")
+    if stream and alt != "sse":
+        raise BadRequest("streamGenerateContent is served as server-sent events only: add ?alt=sse", param="alt")
+    return model, stream
+
+
+def parse_gemini(body: bytes, scope: Scope, call: Call) -> tuple[dict[str, Any], GeminiDialect]:
+    """The request in OpenAI's chat shape (what routing, limits and guardrails read) and its dialect."""
+    model, stream = _target(scope)
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadRequest("request body must be a JSON object")
+    openai, dropped = gemini_to_openai(data, model, stream)
+    call.dropped = dropped
+    return openai, GeminiDialect(openai, model)
+
+
+class GeminiDialect:
+    """One Gemini request: every target gets the OpenAI translation through its own adapter."""
+
+    __slots__ = ("body", "model")
+
+    def __init__(self, body: dict[str, Any], model: str) -> None:
+        self.body = body
+        self.model = model
+
+    def request(self, dep: Deployment, model: str) -> UpstreamRequest:
+        """The target's adapter on the translated body."""
+        return dep.adapter.request(dep.provider, dep.target, dep.url("chat", model), dep.headers, "chat", model,
+                                   self.body)
+
+    def response(self, dep: Deployment, model: str, body: bytes) -> tuple[bytes, Usage | None]:
+        """The target's answer in OpenAI's shape, then as a `GenerateContentResponse`."""
+        openai, usage = dep.adapter.response("chat", body, model=model, request=self.body)
+        return openai_to_gemini_response(openai, self.model), usage
+
+    def stream(self, dep: Deployment, model: str) -> StreamTranslator:
+        """The target's stream as OpenAI chunks (usage kept), then as Gemini events."""
+        return ChainedStream(dep.adapter.stream("chat", True, model=model), OpenAIToGeminiStream(self.model))
+
+    def error_event(self, err: GatewayError) -> bytes:
+        """Google's error envelope as the stream's last event."""
+        return b"data: " + orjson.dumps(_envelope(err)) + b"\r\n\r\n"
+
+    async def complete(self) -> None:
+        """Nothing to keep."""

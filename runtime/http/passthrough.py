@@ -63,6 +63,8 @@ def upstream_path(raw_path: str, prefix: str, base_path: str) -> str:
     base URL's own path (`/v1/messages` for `https://api.anthropic.com/v1`: what an SDK pointed at
     `<sidegate>/anthropic` sends) is not repeated.
     """
+    if raw_path != prefix and not raw_path.startswith(prefix + "/"):
+        raise BadRequest("the pass-through prefix must be written plainly (not percent-encoded)", code="invalid_path")
     rest = raw_path[len(prefix):]
     if _ESCAPES.search(rest) or _PERCENT.search(rest):
         raise BadRequest("the pass-through path holds an encoded slash, dot, backslash or control character",

@@ -46,7 +46,9 @@ class OpenAIBackend(FakeServer):
         usage = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
         base = {"id": "chatcmpl-1", "created": 1, "model": body["model"]}
         if not body.get("stream"):
-            message: dict[str, Any] = {"role": "assistant", "content": "Sunny in Paris."}
+            asked = json.dumps(messages[-1])
+            reply = "Write to ops@example.com." if "email" in asked else "Sunny in Paris."
+            message: dict[str, Any] = {"role": "assistant", "content": reply}
             finish = "stop"
             if wants_tool:
                 message = {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function",
@@ -89,6 +91,12 @@ models:
     targets: [{{provider: oa, model: gpt-4o-mini, price: {{input: 1.0, output: 2.0}}}}]
   broken:
     targets: [{{provider: oa, model: fail-400}}]
+  guarded:
+    guardrails: [words, answers]
+    targets: [{{provider: oa, model: gpt-4o-mini}}]
+guardrails:
+  words: {{kind: keywords, words: [project falcon]}}
+  answers: {{kind: pii, mode: post_call, action: mask, entities: [email]}}
 """
 
 
@@ -227,3 +235,17 @@ async def test_errors_are_in_googles_envelope(tmp_path: Path) -> None:
     assert "googleSearch" in builtin.json()["error"]["message"]
     assert by_query.status_code == 200 and by_query.headers["x-sidegate-dropped"] == "safetySettings"
     assert method.status_code == 404 and method.json()["error"]["status"] == "NOT_FOUND"
+
+
+async def test_guardrails_check_gemini_requests_and_answers(tmp_path: Path) -> None:
+    with trio.fail_after(15):
+        async with stack(tmp_path) as (url, backend):
+            client = _client(url)
+            masked = await trio.to_thread.run_sync(partial(
+                client.models.generate_content, model="guarded", contents="Which email do I use?"))
+            with pytest.raises(errors.ClientError) as blocked:
+                await trio.to_thread.run_sync(partial(
+                    client.models.generate_content, model="guarded", contents="Tell me about project falcon"))
+    assert masked.text == "Write to [EMAIL]."
+    assert (blocked.value.code, blocked.value.status) == (400, "INVALID_ARGUMENT")
+    assert len(backend.seen) == 1, "a blocked request never reaches the backend"

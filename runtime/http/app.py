@@ -277,8 +277,9 @@ class App:
             guarded = await self.guards.start(route.group.name if route else None, grant.name if grant else None,
                                               grant.team if grant else None, op, data, rid, call.extra)
             if guarded is not None and guarded.post:
-                send = self.guards.answers(guarded, op, send, lambda e: anthropic_error_body(e, rid)
-                                           if op == "messages" else openai_body(e), rid)
+                send = self.guards.answers(guarded, op, send, lambda e: anthropic_error_body(e, rid) if op == "messages"
+                                           else google_error_body(e) if op == "generate_content" else openai_body(e),
+                                           rid)
             if route is not None:
                 admission = await self.access.admit(grant, route.group.name, data, rt.reserve.get(route.group.name),
                                                     op, rid)

@@ -15,10 +15,13 @@ import httpx
 import openai
 import pytest
 import trio
+from google import genai
+from google.genai import types
 
 from sidegate.compiler.pipeline import compile_text
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fake_base import open_fake
+from tests.support.fake_gemini import FakeGemini
 from tests.support.gateway import open_gateway
 from tests.support.upstream import FakeOpenAI, open_fake_openai
 
@@ -27,9 +30,11 @@ version: 1
 providers:
   oa: {{type: openai-compatible, base_url: "{oa}", api_key: "${{PT_OA_KEY}}"}}
   ant: {{type: anthropic, base_url: "{ant}", api_key: "${{PT_ANT_KEY}}"}}
+  gem: {{type: gemini, base_url: "{gem}", api_key: "${{PT_GEM_KEY}}"}}
 passthrough:
   oa: /openai
   ant: /anthropic
+  gem: /gemini
 auth:
   master_key: ${{PT_MASTER}}
   keys:
@@ -46,7 +51,7 @@ MSG: list[Any] = [{"role": "user", "content": "hi"}]
 
 @pytest.fixture(autouse=True)
 def _env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in (("PT_OA_KEY", "sk-oa-upstream"), ("PT_ANT_KEY", "sk-ant-upstream"),
+    for name, value in (("PT_OA_KEY", "sk-oa-upstream"), ("PT_ANT_KEY", "sk-ant-upstream"), ("PT_GEM_KEY", "AIza-upstream"),
                         ("PT_MASTER", "sk-master"), ("PT_APP_KEY", "sk-app"), ("PT_LIMITED_KEY", "sk-limited"),
                         ("PT_SCOPED_KEY", "sk-scoped")):
         monkeypatch.setenv(name, value)
@@ -54,12 +59,17 @@ def _env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @asynccontextmanager
 async def stack(tmp_path: Path) -> AsyncIterator[tuple[str, FakeOpenAI, FakeAnthropic]]:
-    async with open_fake_openai() as oa, open_fake(FakeAnthropic()) as ant:
-        spec = SPEC.format(oa=oa.base_url, ant=ant.base_url, db=tmp_path / "spend.db")
+    async with open_fake_openai() as oa, open_fake(FakeAnthropic()) as ant, open_fake(FakeGemini()) as gem:
+        spec = SPEC.format(oa=oa.base_url, ant=ant.base_url, gem=gem.base_url, db=tmp_path / "spend.db")
         result = compile_text(spec, "spec.yaml")
         assert result.plan is not None, [d.format_text() for d in result.diagnostics]
         async with open_gateway(result.plan) as gw:
+            GEMINI.append(gem)
             yield f"http://127.0.0.1:{gw.port}", oa, ant
+
+
+GEMINI: list[FakeGemini] = []
+"""The fake Gemini of the last stack (the tests of the other providers do not need it)."""
 
 
 async def _spend(url: str, count: int) -> list[dict[str, Any]]:
@@ -122,6 +132,31 @@ async def test_anthropic_sdk_through_the_passthrough(tmp_path: Path) -> None:
     assert (rows[0]["prompt_tokens"], rows[0]["completion_tokens"]) == (2095 + 100 + 20, 503)
     assert rows[1]["model"] == "passthrough/ant" and rows[1]["completion_tokens"] == final.usage.output_tokens > 0
     assert rows[1]["prompt_tokens"] == final.usage.input_tokens > 0
+
+
+async def test_google_genai_through_the_passthrough(tmp_path: Path) -> None:
+    with trio.fail_after(15):
+        async with stack(tmp_path) as (url, _, _):
+            client = genai.Client(api_key="sk-app", http_options=types.HttpOptions(base_url=f"{url}/gemini"))
+
+            def call() -> tuple[Any, list[Any]]:
+                whole = client.models.generate_content(model="ok", contents="hi")
+                return whole, list(client.models.generate_content_stream(model="ok", contents="hi"))
+
+            whole, chunks = await trio.to_thread.run_sync(call)
+            rows = await _spend(url, 2)
+    gem = GEMINI[-1]
+    assert whole.text and "".join(c.text or "" for c in chunks)
+    assert [s.path for s in gem.seen] == ["/v1/models/ok:generateContent", "/v1/models/ok:streamGenerateContent"], \
+        "the SDK's API version in place of the base URL's"
+    assert gem.seen[1].query == "alt=sse"
+    for seen in gem.seen:
+        assert seen.headers["x-goog-api-key"] == "AIza-upstream" and not _leaks(seen.headers, seen.query)
+    meta = whole.usage_metadata
+    assert (rows[0]["model"], rows[0]["prompt_tokens"]) == ("passthrough/gem", meta.prompt_token_count)
+    assert rows[0]["completion_tokens"] == meta.candidates_token_count + (meta.thoughts_token_count or 0)
+    last = chunks[-1].usage_metadata
+    assert rows[1]["prompt_tokens"] == last.prompt_token_count and rows[1]["completion_tokens"] > 0
 
 
 async def test_limits_auth_and_upstream_errors(tmp_path: Path) -> None:

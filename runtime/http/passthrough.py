@@ -8,7 +8,8 @@ rate limits and budgets admit the call; the answer (whole or a stream, relayed a
 watched for usage in the provider's own shape (`passthrough_usage`) and written to a spend row.
 Upstream errors reach the client as they are; sidegate's own (auth, limits, a bad path) are
 OpenAI-style envelopes. The path is data: dot segments, empty segments, backslashes and encoded
-slashes or dots are refused, so no request climbs out of the provider's base path.
+slashes or dots are refused, so no request climbs out of the provider's base path (only an API version segment at its end
+may be the client's own: `upstream_path`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ _HOP = frozenset({b"host", b"connection", b"keep-alive", b"transfer-encoding", b
 _ANSWER_HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"set-cookie", b"trailer"})
 _ESCAPES = re.compile(r"%(2f|5c|2e|00)|[\\\x00-\x20\x7f]", re.IGNORECASE)
 _PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_VERSION = re.compile(r"v[0-9]+(?:(?:alpha|beta)[0-9]*)?")
 _MODEL_IN_PATH = re.compile(r"/models/([^/:]+)")
 _DEFAULT_WAIT = 600.0
 """First byte and idle bound (seconds) when the provider sets none."""
@@ -57,11 +59,13 @@ def passthrough_route(rt: Runtime, path: str) -> PassthroughRoute | None:
 
 
 def upstream_path(raw_path: str, prefix: str, base_path: str) -> str:
-    """The path under the provider's base URL for the client's (still percent-encoded) path.
+    """The upstream path for the client's (still percent-encoded) path: the provider's base path
+    followed by what comes after the prefix. 400 for anything that could climb or leave it.
 
-    400 for anything that could climb or leave the base path. A rest that already starts with the
-    base URL's own path (`/v1/messages` for `https://api.anthropic.com/v1`: what an SDK pointed at
-    `<sidegate>/anthropic` sends) is not repeated.
+    An SDK pointed at `<sidegate>/<prefix>` sends its API's usual paths, version included, so a
+    rest that starts with an API version segment (`v1`, `v1beta`, `v2`...) takes the place of the base
+    path's last segment when that is a version too (`/v1/messages` under `https://api.anthropic.com/v1`
+    is `/v1/messages`; google-genai's `/v1/models/...` under Gemini's `/v1beta` is `/v1/models/...`).
     """
     if raw_path != prefix and not raw_path.startswith(prefix + "/"):
         raise BadRequest("the pass-through prefix must be written plainly (not percent-encoded)", code="invalid_path")
@@ -73,9 +77,10 @@ def upstream_path(raw_path: str, prefix: str, base_path: str) -> str:
     if any(s in ("", ".", "..") for s in segments[:-1]) or (segments and segments[-1] in (".", "..")):
         raise BadRequest("the pass-through path holds an empty or dot segment", code="invalid_path")
     base = base_path.rstrip("/")
-    if base and (rest == base or rest.startswith(base + "/")):
-        rest = rest[len(base):]
-    return rest
+    head, _, last = base.rpartition("/")
+    if segments and _VERSION.fullmatch(segments[0]) and _VERSION.fullmatch(last):
+        base = head
+    return base + rest
 
 
 def _query(scope: Scope, provider: Provider) -> str:
@@ -140,7 +145,7 @@ class Passthrough:
             provider = rt.plan.provider(route.provider)
             raw = (scope.get("raw_path") or scope["path"].encode()).split(b"?", 1)[0].decode("latin-1")
             base = urlsplit(provider.base_url)
-            url = provider.base_url.rstrip("/") + upstream_path(raw, route.prefix, base.path)
+            url = f"{base.scheme}://{base.netloc}{upstream_path(raw, route.prefix, base.path)}"
             query = _query(scope, provider)
             if query:
                 url += "?" + query

@@ -8,8 +8,8 @@ rate limits and budgets admit the call; the answer (whole or a stream, relayed a
 watched for usage in the provider's own shape (`passthrough_usage`) and written to a spend row.
 Upstream errors reach the client as they are; sidegate's own (auth, limits, a bad path) are
 OpenAI-style envelopes. The path is data: dot segments, empty segments, backslashes and encoded
-slashes or dots are refused, so no request climbs out of the provider's base path (only an API version segment at its end
-may be the client's own: `upstream_path`).
+slashes or dots are refused, so no request climbs out of the provider's base path (only an API
+version segment at its end may be the client's own: `upstream_path`).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from google.genai import errors, types
 
 from sidegate.compiler.pipeline import compile_text
 from tests.support.fake_base import FakeServer, Seen, open_fake
+from tests.support.fake_gemini import GENERATE_TEXT, USAGE, FakeGemini
 from tests.support.gateway import open_gateway
 
 WEATHER = types.FunctionDeclaration(
@@ -81,6 +82,7 @@ SPEC = """
 version: 1
 providers:
   oa: {{type: openai-compatible, base_url: "{base}/v1", api_key: "${{PT_OA_KEY}}"}}
+  gem: {{type: gemini, base_url: "{gem}", api_key: "${{PT_GEM_KEY}}"}}
 auth:
   master_key: ${{PT_MASTER}}
   keys:
@@ -91,6 +93,10 @@ models:
     targets: [{{provider: oa, model: gpt-4o-mini, price: {{input: 1.0, output: 2.0}}}}]
   broken:
     targets: [{{provider: oa, model: fail-400}}]
+  native:
+    targets: [{{provider: gem, model: ok, price: {{input: 1.0, output: 2.0}}}}]
+  gemini-breaks:
+    targets: [{{provider: gem, model: stream-error}}]
   guarded:
     guardrails: [words, answers]
     targets: [{{provider: oa, model: gpt-4o-mini}}]
@@ -103,17 +109,24 @@ guardrails:
 @pytest.fixture(autouse=True)
 def _env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PT_OA_KEY", "sk-upstream")
+    monkeypatch.setenv("PT_GEM_KEY", "AIza-upstream")
     monkeypatch.setenv("PT_MASTER", "sk-master")
     monkeypatch.setenv("PT_APP_KEY", "sk-app")
 
 
 @asynccontextmanager
 async def stack(tmp_path: Path) -> AsyncIterator[tuple[str, OpenAIBackend]]:
-    async with open_fake(OpenAIBackend()) as backend:
-        result = compile_text(SPEC.format(base=backend.root, db=tmp_path / "spend.db"), "spec.yaml")
+    async with open_fake(OpenAIBackend()) as backend, open_fake(FakeGemini()) as gem:
+        spec = SPEC.format(base=backend.root, gem=gem.base_url, db=tmp_path / "spend.db")
+        result = compile_text(spec, "spec.yaml")
         assert result.plan is not None, [d.format_text() for d in result.diagnostics]
         async with open_gateway(result.plan) as gw:
+            GEMINI.append(gem)
             yield f"http://127.0.0.1:{gw.port}", backend
+
+
+GEMINI: list[FakeGemini] = []
+"""The fake Gemini backend of the last stack."""
 
 
 def _client(url: str, key: str = "sk-app") -> genai.Client:
@@ -249,3 +262,33 @@ async def test_guardrails_check_gemini_requests_and_answers(tmp_path: Path) -> N
     assert masked.text == "Write to [EMAIL]."
     assert (blocked.value.code, blocked.value.status) == (400, "INVALID_ARGUMENT")
     assert len(backend.seen) == 1, "a blocked request never reaches the backend"
+
+
+async def test_a_gemini_target_gets_the_clients_own_body(tmp_path: Path) -> None:
+    safety = [types.SafetySetting(category=types.HarmCategory.HARM_CATEGORY_HARASSMENT,
+                                  threshold=types.HarmBlockThreshold.BLOCK_NONE)]
+    config = types.GenerateContentConfig(safety_settings=safety, max_output_tokens=50)
+    with trio.fail_after(15):
+        async with stack(tmp_path) as (url, _):
+            client = _client(url)
+            whole = await trio.to_thread.run_sync(partial(
+                client.models.generate_content, model="native", contents="hi", config=config))
+            chunks = await trio.to_thread.run_sync(lambda: list(client.models.generate_content_stream(
+                model="native", contents="hi", config=config)))
+            with pytest.raises(errors.APIError) as broke:
+                await trio.to_thread.run_sync(lambda: list(client.models.generate_content_stream(
+                    model="gemini-breaks", contents="hi")))
+            rows = await _spend(url, 3)
+    gem = GEMINI[-1]
+    sent = gem.seen[0]
+    assert sent.path == "/v1beta/models/ok:generateContent" and sent.headers["x-goog-api-key"] == "AIza-upstream"
+    assert sent.body["safetySettings"] == [{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_NONE"}]
+    assert sent.body["contents"] == [{"parts": [{"text": "hi"}], "role": "user"}]
+    assert sent.body["generationConfig"] == {"maxOutputTokens": 50}
+    assert gem.seen[1].path.endswith(":streamGenerateContent") and gem.seen[1].query == "alt=sse"
+    assert whole.text == GENERATE_TEXT["candidates"][0]["content"]["parts"][0]["text"]
+    assert whole.usage_metadata.thoughts_token_count == USAGE["thoughtsTokenCount"], "relayed as Gemini sent it"
+    assert "".join(c.text or "" for c in chunks) == "Hi there!"
+    assert "stream broke" in (broke.value.message or "")
+    natives = [r for r in rows if r["model"] == "native"]
+    assert [(r["prompt_tokens"], r["completion_tokens"]) for r in natives] == [(12, 5 + 4)] * 2

@@ -17,7 +17,9 @@ import orjson
 from sidegate.runtime.asgi import Scope
 from sidegate.runtime.errors import BadRequest, GatewayError, NotFound
 from sidegate.runtime.http.gemini.answer import OpenAIToGeminiStream, openai_to_gemini_response
+from sidegate.runtime.http.gemini.native import GeminiRelay, native_request, native_response
 from sidegate.runtime.http.gemini.request import gemini_to_openai
+from sidegate.runtime.plan import Family
 from sidegate.runtime.routing.call import Call
 from sidegate.runtime.routing.state import Deployment
 from sidegate.runtime.upstream.adapter import ChainedStream, StreamTranslator
@@ -89,30 +91,47 @@ def parse_gemini(body: bytes, scope: Scope, call: Call) -> tuple[dict[str, Any],
         raise BadRequest("request body must be a JSON object")
     openai, dropped = gemini_to_openai(data, model, stream)
     call.dropped = dropped
-    return openai, GeminiDialect(openai, model)
+    return openai, GeminiDialect(openai, model, data, call)
 
 
 class GeminiDialect:
-    """One Gemini request: every target gets the OpenAI translation through its own adapter."""
+    """One Gemini request: a Gemini (AI Studio) target gets the client's own body and its answer
+    goes back as it is; any other gets the OpenAI translation through its own adapter."""
 
-    __slots__ = ("body", "model")
+    __slots__ = ("body", "call", "dropped", "model", "native")
 
-    def __init__(self, body: dict[str, Any], model: str) -> None:
+    def __init__(self, body: dict[str, Any], model: str, native: dict[str, Any] | None = None,
+                 call: Call | None = None) -> None:
         self.body = body
         self.model = model
+        self.native = native
+        """The client's Gemini body (None: every target is translated)."""
+        self.call = call
+        self.dropped = call.dropped if call is not None else ()
+
+    def _native(self, dep: Deployment) -> bool:
+        return self.native is not None and dep.provider.family is Family.GEMINI
 
     def request(self, dep: Deployment, model: str) -> UpstreamRequest:
-        """The target's adapter on the translated body."""
+        """The client's body to a Gemini target; the target's adapter on the translation otherwise."""
+        if self.call is not None:
+            self.call.dropped = () if self._native(dep) else self.dropped
+        if self.native is not None and self._native(dep):
+            return native_request(dep, model, self.native, self.body.get("stream") is True)
         return dep.adapter.request(dep.provider, dep.target, dep.url("chat", model), dep.headers, "chat", model,
                                    self.body)
 
     def response(self, dep: Deployment, model: str, body: bytes) -> tuple[bytes, Usage | None]:
-        """The target's answer in OpenAI's shape, then as a `GenerateContentResponse`."""
+        """A Gemini target's answer as it is; any other one's in OpenAI's shape, then as Gemini's."""
+        if self._native(dep):
+            return native_response(body)
         openai, usage = dep.adapter.response("chat", body, model=model, request=self.body)
         return openai_to_gemini_response(openai, self.model), usage
 
     def stream(self, dep: Deployment, model: str) -> StreamTranslator:
-        """The target's stream as OpenAI chunks (usage kept), then as Gemini events."""
+        """A Gemini target's events relayed; any other's as OpenAI chunks (usage kept), then Gemini's."""
+        if self._native(dep):
+            return GeminiRelay()
         return ChainedStream(dep.adapter.stream("chat", True, model=model), OpenAIToGeminiStream(self.model))
 
     def error_event(self, err: GatewayError) -> bytes:

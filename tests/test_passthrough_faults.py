@@ -17,6 +17,7 @@ import trio
 from sidegate.compiler.pipeline import compile_text
 from sidegate.runtime.errors import BadRequest
 from sidegate.runtime.http.gemini.request import gemini_to_openai
+from sidegate.runtime.http.passthrough import upstream_path
 from sidegate.runtime.http.passthrough_usage import UsageTap
 from tests.support.fake_base import FakeServer, Seen, open_fake
 from tests.support.gateway import open_gateway
@@ -188,3 +189,19 @@ def test_usage_is_read_in_each_providers_shape(content_type: str, events: list[A
         tap.feed(raw[i:i + 7])
     found = tap.finish()
     assert (None if found is None else (found.prompt, found.completion)) == usage
+
+
+@pytest.mark.parametrize(("raw", "prefix", "base", "expected"), [
+    ("/openai/v1/chat/completions", "/openai", "/v1", "/v1/chat/completions"),
+    ("/openai/chat/completions", "/openai", "/v1", "/v1/chat/completions"),
+    ("/anthropic/v1/messages", "/anthropic", "/v1", "/v1/messages"),
+    ("/gemini/v1/models/m:generateContent", "/gemini", "/v1beta", "/v1/models/m:generateContent"),
+    ("/gemini/v1beta/files", "/gemini", "/v1beta", "/v1beta/files"),
+    ("/azure/openai/deployments/d/chat/completions", "/azure", "/openai", "/openai/deployments/d/chat/completions"),
+    ("/azure/deployments/d/chat/completions", "/azure", "/openai", "/openai/deployments/d/chat/completions"),
+    ("/co/v1/chat/completions", "/co", "/compatibility/v1", "/compatibility/v1/chat/completions"),
+    ("/co/models", "/co", "/compatibility/v1", "/compatibility/v1/models"),
+    ("/local/v1/models/", "/local", "", "/v1/models/"),
+])
+def test_upstream_paths_stay_under_the_base_path(raw: str, prefix: str, base: str, expected: str) -> None:
+    assert upstream_path(raw, prefix, base) == expected

@@ -62,8 +62,9 @@ def upstream_path(raw_path: str, prefix: str, base_path: str) -> str:
     """The upstream path for the client's (still percent-encoded) path: the provider's base path
     followed by what comes after the prefix. 400 for anything that could climb or leave it.
 
-    An SDK pointed at `<sidegate>/<prefix>` sends its API's usual paths, version included, so a
-    rest that starts with an API version segment (`v1`, `v1beta`, `v2`...) takes the place of the base
+    An SDK pointed at `<sidegate>/<prefix>` sends its API's usual paths, version included: a rest
+    that already starts with the whole base path is taken as it is, and one that starts with an API
+    version segment (`v1`, `v1beta`, `v2`...) takes the place of the base
     path's last segment when that is a version too (`/v1/messages` under `https://api.anthropic.com/v1`
     is `/v1/messages`; google-genai's `/v1/models/...` under Gemini's `/v1beta` is `/v1/models/...`).
     """
@@ -77,6 +78,8 @@ def upstream_path(raw_path: str, prefix: str, base_path: str) -> str:
     if any(s in ("", ".", "..") for s in segments[:-1]) or (segments and segments[-1] in (".", "..")):
         raise BadRequest("the pass-through path holds an empty or dot segment", code="invalid_path")
     base = base_path.rstrip("/")
+    if base and (rest == base or rest.startswith(base + "/")):
+        return rest  # the client already wrote the whole base path (Azure's `/openai/deployments/...`)
     head, _, last = base.rpartition("/")
     if segments and _VERSION.fullmatch(segments[0]) and _VERSION.fullmatch(last):
         base = head

@@ -278,8 +278,16 @@ async def test_a_gemini_target_gets_the_clients_own_body(tmp_path: Path) -> None
             with pytest.raises(errors.APIError) as broke:
                 await trio.to_thread.run_sync(lambda: list(client.models.generate_content_stream(
                     model="gemini-breaks", contents="hi")))
-            rows = await _spend(url, 3)
+            async with httpx.AsyncClient(base_url=url, headers={"x-goog-api-key": "sk-app"}) as c:
+                only_gemini = {"contents": [{"parts": [{"text": "news?"}]}], "tools": [{"googleSearch": {}}],
+                               "cachedContent": "cachedContents/abc"}
+                grounded = await c.post("/v1beta/models/native:generateContent", json=only_gemini)
+                translated = await c.post("/v1beta/models/gemini-2.5-flash:generateContent", json=only_gemini)
+            rows = await _spend(url, 4)
     gem = GEMINI[-1]
+    assert grounded.status_code == 200, "only Gemini serves `native`: what cannot be translated goes as it is"
+    assert gem.seen[-1].body == only_gemini
+    assert translated.status_code == 400 and "cachedContent" in translated.json()["error"]["message"]
     sent = gem.seen[0]
     assert sent.path == "/v1beta/models/ok:generateContent" and sent.headers["x-goog-api-key"] == "AIza-upstream"
     assert sent.body["safetySettings"] == [{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_NONE"}]
@@ -290,5 +298,5 @@ async def test_a_gemini_target_gets_the_clients_own_body(tmp_path: Path) -> None
     assert whole.usage_metadata.thoughts_token_count == USAGE["thoughtsTokenCount"], "relayed as Gemini sent it"
     assert "".join(c.text or "" for c in chunks) == "Hi there!"
     assert "stream broke" in (broke.value.message or "")
-    natives = [r for r in rows if r["model"] == "native"]
-    assert [(r["prompt_tokens"], r["completion_tokens"]) for r in natives] == [(12, 5 + 4)] * 2
+    natives = [r for r in rows if r["model"] == "native" and r["status"] == 200]
+    assert [(r["prompt_tokens"], r["completion_tokens"]) for r in natives] == [(12, 5 + 4)] * 3

@@ -266,7 +266,7 @@ class App:
                 client = client_headers(scope["headers"])
                 call.dialect = MessagesDialect(data, client, call)
             elif op == "generate_content":
-                data, call.dialect = parse_gemini(body, scope, call)
+                data, call.dialect = parse_gemini(body, scope, call, rt)
             elif op == "responses":
                 data, call.dialect = await prepare(body, grant, self.store, rt.plan.store.responses_retention,
                                                    self.logger)

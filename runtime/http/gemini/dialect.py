@@ -21,7 +21,7 @@ from sidegate.runtime.http.gemini.native import GeminiRelay, native_request, nat
 from sidegate.runtime.http.gemini.request import gemini_to_openai
 from sidegate.runtime.plan import Family
 from sidegate.runtime.routing.call import Call
-from sidegate.runtime.routing.state import Deployment
+from sidegate.runtime.routing.state import Deployment, Runtime
 from sidegate.runtime.upstream.adapter import ChainedStream, StreamTranslator
 from sidegate.runtime.upstream.openai_wire import Usage
 from sidegate.runtime.upstream.transport import UpstreamRequest
@@ -80,8 +80,40 @@ def _target(scope: Scope) -> tuple[str, bool]:
     return model, stream
 
 
-def parse_gemini(body: bytes, scope: Scope, call: Call) -> tuple[dict[str, Any], GeminiDialect]:
-    """The request in OpenAI's chat shape (what routing, limits and guardrails read) and its dialect."""
+def _gemini_only(rt: Runtime, model: str) -> bool:
+    """Whether every deployment that may serve `model` (its group's and its fallbacks') is Gemini."""
+    route = rt.routes.resolve(model)
+    if route is None:
+        return False
+    names = (route.group.name, *route.group.fallbacks)
+    return all(d.provider.family is Family.GEMINI for name in names for d in rt.deployments.get(name, ()))
+
+
+def _text_view(data: dict[str, Any], model: str, stream: bool) -> dict[str, Any]:
+    """A request only Gemini can take, seen as OpenAI chat by routing, limits and guardrails: its text."""
+    messages: list[dict[str, Any]] = []
+    contents = data.get("contents")
+    for content in contents if isinstance(contents, list) else ():
+        parts = content.get("parts") if isinstance(content, dict) else None
+        text = "".join(p["text"] for p in parts or () if isinstance(p, dict) and isinstance(p.get("text"), str))
+        role = "assistant" if isinstance(content, dict) and content.get("role") == "model" else "user"
+        messages.append({"role": role, "content": text})
+    out: dict[str, Any] = {"model": model, "messages": messages or [{"role": "user", "content": ""}]}
+    generation = data.get("generationConfig")
+    limit = generation.get("maxOutputTokens") if isinstance(generation, dict) else None
+    if isinstance(limit, int):
+        out["max_tokens"] = limit
+    if stream:
+        out["stream"] = True
+    return out
+
+
+def parse_gemini(body: bytes, scope: Scope, call: Call, rt: Runtime | None = None) -> tuple[dict[str, Any],
+                                                                                              GeminiDialect]:
+    """The request in OpenAI's chat shape (what routing, limits and guardrails read) and its dialect.
+
+    What the translation refuses is still served when only Gemini targets may serve the model (they
+    get the client's own body): routing then reads the request's text."""
     model, stream = _target(scope)
     try:
         data = orjson.loads(body)
@@ -89,7 +121,14 @@ def parse_gemini(body: bytes, scope: Scope, call: Call) -> tuple[dict[str, Any],
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object")
-    openai, dropped = gemini_to_openai(data, model, stream)
+    try:
+        openai, dropped = gemini_to_openai(data, model, stream)
+    except BadRequest as refused:
+        if rt is None or not _gemini_only(rt, model):
+            raise
+        dialect = GeminiDialect(_text_view(data, model, stream), model, data, call)
+        dialect.refusal = refused
+        return dialect.body, dialect
     call.dropped = dropped
     return openai, GeminiDialect(openai, model, data, call)
 
@@ -98,7 +137,7 @@ class GeminiDialect:
     """One Gemini request: a Gemini (AI Studio) target gets the client's own body and its answer
     goes back as it is; any other gets the OpenAI translation through its own adapter."""
 
-    __slots__ = ("body", "call", "dropped", "model", "native")
+    __slots__ = ("body", "call", "dropped", "model", "native", "refusal")
 
     def __init__(self, body: dict[str, Any], model: str, native: dict[str, Any] | None = None,
                  call: Call | None = None) -> None:
@@ -108,6 +147,8 @@ class GeminiDialect:
         """The client's Gemini body (None: every target is translated)."""
         self.call = call
         self.dropped = call.dropped if call is not None else ()
+        self.refusal: BadRequest | None = None
+        """Why the request could not be translated (only Gemini targets may serve it)."""
 
     def _native(self, dep: Deployment) -> bool:
         return self.native is not None and dep.provider.family is Family.GEMINI
@@ -118,6 +159,8 @@ class GeminiDialect:
             self.call.dropped = () if self._native(dep) else self.dropped
         if self.native is not None and self._native(dep):
             return native_request(dep, model, self.native, self.body.get("stream") is True)
+        if self.refusal is not None:
+            raise self.refusal
         return dep.adapter.request(dep.provider, dep.target, dep.url("chat", model), dep.headers, "chat", model,
                                    self.body)
 

@@ -168,7 +168,8 @@ async def test_limits_auth_and_upstream_errors(tmp_path: Path) -> None:
             missing = await c.post("/openai/v1/chat/completions", json=body)
             scoped = await c.post("/openai/v1/chat/completions", headers={"x-api-key": "sk-scoped"}, json=body)
             google = await c.post("/openai/v1/chat/completions?key=sk-app&alt=sse", json=body)
-            failed = await c.post("/openai/v1/chat/completions", headers={"x-goog-api-key": "sk-app"},
+            failed = await c.post("/openai/v1/chat/completions", headers={"x-goog-api-key": "sk-app",
+                                                                          "x-request-id": "req-7"},
                                   json={"model": "rate-429", "messages": MSG})
             method = await c.request("OPTIONS", "/openai/v1/models", headers=limited)
     assert [r.status_code for r in counted] == [200, 200, 429]
@@ -179,6 +180,7 @@ async def test_limits_auth_and_upstream_errors(tmp_path: Path) -> None:
     assert scoped.status_code == 403 and scoped.json()["error"]["code"] == "passthrough_not_allowed"
     assert google.status_code == 200 and oa.seen[-2].query == "alt=sse", "the key parameter never goes upstream"
     assert failed.status_code == 429 and failed.headers["retry-after"] == "7"
+    assert failed.headers.get_list("x-request-id") == ["req-7"] and failed.headers["x-sidegate-deployment"] == "oa"
     assert failed.json() == {"error": {"message": "Rate limit reached for requests", "type": "requests",
                                        "param": None, "code": "rate_limit_exceeded"}}, "relayed as it is"
     assert method.status_code == 400 and method.json()["error"]["code"] == "method_not_allowed"

@@ -192,10 +192,11 @@ class Passthrough:
                 call.upstream = perf_counter() - t
                 opening.deadline = trio.current_time() + idle
                 tap = UsageTap(upstream.headers.get("content-type", ""))
+                ours = call.headers()
+                names = {k for k, _ in ours} | _ANSWER_HOP
                 headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in upstream.headers.multi_items()
-                           if k.lower().encode() not in _ANSWER_HOP]
-                await send({"type": "http.response.start", "status": upstream.status,
-                            "headers": [*headers, *call.headers()]})
+                           if k.lower().encode() not in names]
+                await send({"type": "http.response.start", "status": upstream.status, "headers": [*headers, *ours]})
                 call.started, call.status = True, upstream.status
                 if upstream.status >= 400:
                     call.error = f"upstream answered {upstream.status}"

@@ -18,6 +18,7 @@ from google import genai
 from google.genai import errors, types
 
 from sidegate.compiler.pipeline import compile_text
+from tests.support.fake_anthropic import MESSAGE_TEXT, FakeAnthropic
 from tests.support.fake_base import FakeServer, Seen, open_fake
 from tests.support.fake_gemini import GENERATE_TEXT, USAGE, FakeGemini
 from tests.support.gateway import open_gateway
@@ -83,6 +84,7 @@ version: 1
 providers:
   oa: {{type: openai-compatible, base_url: "{base}/v1", api_key: "${{PT_OA_KEY}}"}}
   gem: {{type: gemini, base_url: "{gem}", api_key: "${{PT_GEM_KEY}}"}}
+  ant: {{type: anthropic, base_url: "{ant}", api_key: "${{PT_ANT_KEY}}"}}
 auth:
   master_key: ${{PT_MASTER}}
   keys:
@@ -93,6 +95,8 @@ models:
     targets: [{{provider: oa, model: gpt-4o-mini, price: {{input: 1.0, output: 2.0}}}}]
   broken:
     targets: [{{provider: oa, model: fail-400}}]
+  claude:
+    targets: [{{provider: ant, model: claude-sonnet-4-5}}]
   native:
     targets: [{{provider: gem, model: ok, price: {{input: 1.0, output: 2.0}}}}]
   gemini-breaks:
@@ -110,23 +114,27 @@ guardrails:
 def _env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PT_OA_KEY", "sk-upstream")
     monkeypatch.setenv("PT_GEM_KEY", "AIza-upstream")
+    monkeypatch.setenv("PT_ANT_KEY", "sk-ant-upstream")
     monkeypatch.setenv("PT_MASTER", "sk-master")
     monkeypatch.setenv("PT_APP_KEY", "sk-app")
 
 
 @asynccontextmanager
 async def stack(tmp_path: Path) -> AsyncIterator[tuple[str, OpenAIBackend]]:
-    async with open_fake(OpenAIBackend()) as backend, open_fake(FakeGemini()) as gem:
-        spec = SPEC.format(base=backend.root, gem=gem.base_url, db=tmp_path / "spend.db")
+    async with open_fake(OpenAIBackend()) as backend, open_fake(FakeGemini()) as gem, \
+            open_fake(FakeAnthropic()) as ant:
+        spec = SPEC.format(base=backend.root, gem=gem.base_url, ant=ant.base_url, db=tmp_path / "spend.db")
         result = compile_text(spec, "spec.yaml")
         assert result.plan is not None, [d.format_text() for d in result.diagnostics]
         async with open_gateway(result.plan) as gw:
             GEMINI.append(gem)
+            ANTHROPIC.append(ant)
             yield f"http://127.0.0.1:{gw.port}", backend
 
 
 GEMINI: list[FakeGemini] = []
 """The fake Gemini backend of the last stack."""
+ANTHROPIC: list[FakeAnthropic] = []
 
 
 def _client(url: str, key: str = "sk-app") -> genai.Client:
@@ -300,3 +308,23 @@ async def test_a_gemini_target_gets_the_clients_own_body(tmp_path: Path) -> None
     assert "stream broke" in (broke.value.message or "")
     natives = [r for r in rows if r["model"] == "native" and r["status"] == 200]
     assert [(r["prompt_tokens"], r["completion_tokens"]) for r in natives] == [(12, 5 + 4)] * 3
+
+
+async def test_an_anthropic_backend_serves_gemini_clients(tmp_path: Path) -> None:
+    with trio.fail_after(15):
+        async with stack(tmp_path) as (url, _):
+            client = _client(url)
+            whole = await trio.to_thread.run_sync(partial(
+                client.models.generate_content, model="claude", contents="hi",
+                config=types.GenerateContentConfig(max_output_tokens=64)))
+            tools = types.GenerateContentConfig(tools=[types.Tool(function_declarations=[WEATHER])])
+            chunks = await trio.to_thread.run_sync(lambda: list(client.models.generate_content_stream(
+                model="claude", contents="Weather in Paris?", config=tools)))
+    sent = ANTHROPIC[-1].seen[0]
+    assert sent.path == "/v1/messages" and sent.headers["x-api-key"] == "sk-ant-upstream"
+    assert sent.body["max_tokens"] == 64 and sent.body["messages"][0]["role"] == "user"
+    assert whole.text == MESSAGE_TEXT["content"][0]["text"]
+    assert whole.usage_metadata.candidates_token_count == MESSAGE_TEXT["usage"]["output_tokens"]
+    calls = [fc for c in chunks for fc in (c.function_calls or [])]
+    assert [(fc.name, fc.args) for fc in calls] == [("get_weather", {"location": "Paris"})]
+    assert chunks[-1].usage_metadata.total_token_count > 0

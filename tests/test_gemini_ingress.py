@@ -22,6 +22,7 @@ from tests.support.fake_anthropic import MESSAGE_TEXT, FakeAnthropic
 from tests.support.fake_base import FakeServer, Seen, open_fake
 from tests.support.fake_gemini import GENERATE_TEXT, USAGE, FakeGemini
 from tests.support.gateway import open_gateway
+from tests.test_provider_auth import FakeTokenEndpoint, _service_account
 
 WEATHER = types.FunctionDeclaration(
     name="get_weather", description="The weather at a place",
@@ -328,3 +329,32 @@ async def test_an_anthropic_backend_serves_gemini_clients(tmp_path: Path) -> Non
     calls = [fc for c in chunks for fc in (c.function_calls or [])]
     assert [(fc.name, fc.args) for fc in calls] == [("get_weather", {"location": "Paris"})]
     assert chunks[-1].usage_metadata.total_token_count > 0
+
+
+async def test_a_vertex_target_gets_the_clients_own_body_with_its_token(tmp_path: Path) -> None:
+    async with open_fake(FakeTokenEndpoint()) as tokens, open_fake(FakeGemini()) as vertex:
+        key = tmp_path / "sa.json"
+        key.write_text(json.dumps(_service_account(f"{tokens.root}/token")))
+        spec = f"""
+version: 1
+providers:
+  vx: {{type: vertex, project: proj, region: us-central1, credentials: {{file: "{key}"}},
+        base_url: "{vertex.vertex_base_url()}"}}
+models:
+  gemini-pro: {{targets: [{{provider: vx, model: gemini-2.5-pro}}]}}
+"""
+        result = compile_text(spec, "spec.yaml")
+        assert result.plan is not None, [d.format_text() for d in result.diagnostics]
+        with trio.fail_after(15):
+            async with open_gateway(result.plan) as gw:
+                client = _client(f"http://127.0.0.1:{gw.port}", "unused")
+                whole = await trio.to_thread.run_sync(partial(
+                    client.models.generate_content, model="gemini-pro", contents="hi"))
+                chunks = await trio.to_thread.run_sync(lambda: list(client.models.generate_content_stream(
+                    model="gemini-pro", contents="hi")))
+    first, second = vertex.seen
+    assert first.path == "/v1/projects/proj/locations/us-central1/publishers/google/models/gemini-2.5-pro:generateContent"
+    assert second.path.endswith(":streamGenerateContent") and second.query == "alt=sse"
+    assert first.headers["authorization"] == "Bearer ya29.fake" and "x-goog-api-key" not in first.headers
+    assert first.body == {"contents": [{"parts": [{"text": "hi"}], "role": "user"}]}
+    assert whole.text == "Hi there!" and "".join(c.text or "" for c in chunks) == "Hi there!"

@@ -17,9 +17,8 @@ import orjson
 from sidegate.runtime.asgi import Scope
 from sidegate.runtime.errors import BadRequest, GatewayError, NotFound
 from sidegate.runtime.http.gemini.answer import OpenAIToGeminiStream, openai_to_gemini_response
-from sidegate.runtime.http.gemini.native import GeminiRelay, native_request, native_response
+from sidegate.runtime.http.gemini.native import GeminiRelay, is_native, native_request, native_response
 from sidegate.runtime.http.gemini.request import gemini_to_openai
-from sidegate.runtime.plan import Family
 from sidegate.runtime.routing.call import Call
 from sidegate.runtime.routing.state import Deployment, Runtime
 from sidegate.runtime.upstream.adapter import ChainedStream, StreamTranslator
@@ -81,12 +80,13 @@ def _target(scope: Scope) -> tuple[str, bool]:
 
 
 def _gemini_only(rt: Runtime, model: str) -> bool:
-    """Whether every deployment that may serve `model` (its group's and its fallbacks') is Gemini."""
+    """Whether every deployment that may serve `model` (its group's and its fallbacks') speaks Gemini."""
     route = rt.routes.resolve(model)
     if route is None:
         return False
     names = (route.group.name, *route.group.fallbacks)
-    return all(d.provider.family is Family.GEMINI for name in names for d in rt.deployments.get(name, ()))
+    return all(is_native(d.provider.family, model if d.target.model == "*" else d.target.model)
+               for name in names for d in rt.deployments.get(name, ()))
 
 
 def _text_view(data: dict[str, Any], model: str, stream: bool) -> dict[str, Any]:
@@ -134,8 +134,9 @@ def parse_gemini(body: bytes, scope: Scope, call: Call, rt: Runtime | None = Non
 
 
 class GeminiDialect:
-    """One Gemini request: a Gemini (AI Studio) target gets the client's own body and its answer
-    goes back as it is; any other gets the OpenAI translation through its own adapter."""
+    """One Gemini request: a Gemini target (AI Studio, Google's models on Vertex AI) gets the client's
+    own body and its answer goes back as it is; any other gets the OpenAI translation through its own
+    adapter."""
 
     __slots__ = ("body", "call", "dropped", "model", "native", "refusal")
 
@@ -150,14 +151,14 @@ class GeminiDialect:
         self.refusal: BadRequest | None = None
         """Why the request could not be translated (only Gemini targets may serve it)."""
 
-    def _native(self, dep: Deployment) -> bool:
-        return self.native is not None and dep.provider.family is Family.GEMINI
+    def _native(self, dep: Deployment, model: str) -> bool:
+        return self.native is not None and is_native(dep.provider.family, model)
 
     def request(self, dep: Deployment, model: str) -> UpstreamRequest:
         """The client's body to a Gemini target; the target's adapter on the translation otherwise."""
         if self.call is not None:
-            self.call.dropped = () if self._native(dep) else self.dropped
-        if self.native is not None and self._native(dep):
+            self.call.dropped = () if self._native(dep, model) else self.dropped
+        if self.native is not None and self._native(dep, model):
             return native_request(dep, model, self.native, self.body.get("stream") is True)
         if self.refusal is not None:
             raise self.refusal
@@ -166,14 +167,14 @@ class GeminiDialect:
 
     def response(self, dep: Deployment, model: str, body: bytes) -> tuple[bytes, Usage | None]:
         """A Gemini target's answer as it is; any other one's in OpenAI's shape, then as Gemini's."""
-        if self._native(dep):
+        if self._native(dep, model):
             return native_response(body)
         openai, usage = dep.adapter.response("chat", body, model=model, request=self.body)
         return openai_to_gemini_response(openai, self.model), usage
 
     def stream(self, dep: Deployment, model: str) -> StreamTranslator:
         """A Gemini target's events relayed; any other's as OpenAI chunks (usage kept), then Gemini's."""
-        if self._native(dep):
+        if self._native(dep, model):
             return GeminiRelay()
         return ChainedStream(dep.adapter.stream("chat", True, model=model), OpenAIToGeminiStream(self.model))
 

@@ -1,6 +1,8 @@
-"""Gemini targets of the Gemini-native ingress: the client's own body goes to `generateContent`
-(or `streamGenerateContent?alt=sse`) at the target's URL with only the model changed, and the answer
-and its events come back as Gemini sent them (usage read from `usageMetadata`)."""
+"""Gemini targets of the Gemini-native ingress (Google AI Studio, and Google's models on Vertex AI):
+the client's own body goes to `generateContent` (or `streamGenerateContent?alt=sse`) at the target's
+URL with only the model changed (Vertex's OAuth token added by the deployment's authorizer, as for
+every request), and the answer and its events come back as Gemini sent them (usage read from
+`usageMetadata`)."""
 
 from __future__ import annotations
 
@@ -10,14 +12,21 @@ import orjson
 
 from sidegate.runtime.errors import GatewayError
 from sidegate.runtime.http.passthrough_usage import usage_in
+from sidegate.runtime.plan import Family
 from sidegate.runtime.routing.state import Deployment
 from sidegate.runtime.upstream.openai_wire import Usage, thaw
 from sidegate.runtime.upstream.providers.common import SseParser, json_body, loads_upstream, upstream_error
 from sidegate.runtime.upstream.providers.gemini import GeminiAdapter
+from sidegate.runtime.upstream.providers.vertex import is_claude
 from sidegate.runtime.upstream.transport import UpstreamRequest
 from sidegate.runtime.upstream.usage_check import InvalidUsage
 
-__all__ = ["GeminiRelay", "native_request", "native_response"]
+__all__ = ["GeminiRelay", "is_native", "native_request", "native_response"]
+
+
+def is_native(family: Family, model: str) -> bool:
+    """Whether a target speaks Gemini's own wire: AI Studio, or a Google model on Vertex AI."""
+    return family is Family.GEMINI or (family is Family.VERTEX and not is_claude(model))
 
 
 def native_request(dep: Deployment, model: str, body: dict[str, Any], stream: bool) -> UpstreamRequest:

@@ -13,7 +13,8 @@ __all__ = ["RESERVED_SEGMENTS", "resolve_passthrough"]
 
 RESERVED_SEGMENTS = frozenset({
     "v1", "v1beta", "health", "mcp", "a2a", "key", "team", "user", "spend", "cache", "models", "chat",
-    "completions", "embeddings", "messages", "responses", "metrics",
+    "completions", "embeddings", "messages", "responses", "metrics", "images", "audio", "moderations", "rerank",
+    "files", "batches",
 })
 """First path segments sidegate serves itself: no pass-through prefix may start with one."""
 

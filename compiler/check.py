@@ -225,7 +225,7 @@ def _check_prices(resolved: Resolved, out: Collector) -> None:
 def check(resolved: Resolved, out: Collector) -> None:
     """Report every cross-reference problem of ``resolved`` to ``out``."""
     providers = dict(resolved.providers)
-    used = {t.provider for g in resolved.groups for t in g.targets}
+    used = {t.provider for g in resolved.groups for t in g.targets} | {r.provider for r in resolved.passthrough}
     for p in providers.values():
         _check_provider(p, p.name in used, out)
     _check_names(resolved.groups, out)

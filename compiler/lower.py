@@ -128,4 +128,5 @@ def lower(resolved: Resolved) -> Plan:
         guardrails=resolved.guardrails,
         realtime=resolved.realtime,
         files=canonical_files(resolved.files, {a: g.name for g in resolved.groups for a in g.aliases}),
+        passthrough=resolved.passthrough,
     )

@@ -113,6 +113,10 @@ CODES: Mapping[str, str] = {
     "litellm.invalid": "import litellm: a value sidegate cannot use as written; left out or replaced.",
     "litellm.assumed": "import litellm: something the importer had to assume (a provider, an api_version).",
     "litellm.empty": "import litellm: no model could be translated, so no spec was written.",
+    "passthrough.unknown-provider": "A pass-through route names a provider the spec does not declare.",
+    "passthrough.unsupported-provider": "A pass-through route names a signed or in-process provider (bedrock...).",
+    "passthrough.reserved-prefix": "A pass-through prefix lies on sidegate's own routes (/v1, /health, /metrics...).",
+    "passthrough.prefix-clash": "Two pass-through prefixes overlap (one equals or lies under the other).",
 }
 """Every diagnostic code, with a one-line description (also the SARIF rules)."""
 

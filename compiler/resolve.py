@@ -27,6 +27,7 @@ from sidegate.compiler.sections.governance import GovernanceSpec, check_redis_ur
 from sidegate.compiler.sections.guardrails import resolve_guardrails
 from sidegate.compiler.sections.mcp import resolve_mcp
 from sidegate.compiler.sections.observability import resolve_observability
+from sidegate.compiler.sections.passthrough import resolve_passthrough
 from sidegate.compiler.sections.pricing import target_price
 from sidegate.compiler.sections.realtime import resolve_realtime
 from sidegate.compiler.sections.routing import Policies
@@ -39,6 +40,7 @@ from sidegate.runtime.plan import (
     Mcp,
     MockBehaviour,
     Observability,
+    PassthroughRoute,
     Price,
     PriceSource,
     Realtime,
@@ -209,6 +211,7 @@ class Resolved:
     guardrails: Guardrails | None = None
     realtime: Realtime = field(default_factory=Realtime)
     files: Files = field(default_factory=Files)
+    passthrough: tuple[PassthroughRoute, ...] = ()
 
 
 @functools.lru_cache(maxsize=4096)
@@ -432,12 +435,14 @@ def resolve(spec: Mapping[str, Any], out: Collector) -> Resolved:
     providers = {name: r.provider(name, raw) for name, raw in spec.get("providers", {}).items()}
     defaults = spec.get("defaults", {})
     groups = tuple(r.group(name, raw, defaults, providers) for name, raw in spec["models"].items())
+    observability = resolve_observability(spec.get("observability", {}), r.secret, parse_duration, out)
+    families = {name: p.kind.family if p.kind is not None else None for name, p in providers.items()}
     return Resolved(
         server=r.server(spec.get("server", {})),
         providers=providers,
         groups=groups,
         store=r.store(spec.get("store", {}), spec),
-        observability=resolve_observability(spec.get("observability", {}), r.secret, parse_duration, out),
+        observability=observability,
         governance=resolve_governance(spec, r.secret, parse_duration, out),
         a2a=resolve_a2a(spec, r.reference, parse_duration),
         mcp=resolve_mcp(spec, r.secret, parse_duration, out),
@@ -445,4 +450,5 @@ def resolve(spec: Mapping[str, Any], out: Collector) -> Resolved:
         guardrails=resolve_guardrails(spec, out),
         realtime=resolve_realtime(spec, parse_duration, parse_size, out),
         files=resolve_files(spec.get("files", {})),
+        passthrough=resolve_passthrough(spec, families, observability.metrics.path, out),
     )

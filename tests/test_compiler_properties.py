@@ -117,6 +117,7 @@ def generation_schema() -> dict[str, Any]:
     defs["model_group"]["properties"].pop("cache")
     schema["properties"].pop("guardrails", None)  # its own tests: tests/test_guardrails*.py, golden specs
     schema["properties"].pop("files", None)  # its own tests: tests/test_files_spec.py, tests/test_files_batches.py
+    schema["properties"].pop("passthrough", None)  # its own tests: tests/test_passthrough*.py, golden specs
     defs["model_group"]["properties"].pop("guardrails")
     defs["static_key"]["properties"].pop("guardrails")
     schema["properties"]["teams"]["additionalProperties"]["properties"].pop("guardrails")

@@ -66,6 +66,11 @@ def answer_slots(op: str, answer: Any) -> list[Slot]:
         if isinstance(answer.get("content"), list):
             _content(answer, "content", out)
         return out
+    if op == "generate_content":  # Gemini's candidates[].content.parts[].text
+        for candidate in answer.get("candidates") or ():
+            parts = candidate.get("content", {}).get("parts") if isinstance(candidate, dict) else None
+            out.extend((p, "text") for p in parts or () if isinstance(p, dict) and isinstance(p.get("text"), str))
+        return out
     for choice in answer.get("choices") or ():
         if not isinstance(choice, dict):
             continue

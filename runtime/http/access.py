@@ -31,6 +31,7 @@ from sidegate.runtime.governance.redis_budget import SharedBudgets
 from sidegate.runtime.governance.redis_sync import RedisSync
 from sidegate.runtime.governance.reserve import Basis, estimate
 from sidegate.runtime.http.admin import ADMIN_ROUTES, Admin, grant_from_row, team_from_row, user_limits_from_row
+from sidegate.runtime.http.gemini.dialect import google_key
 from sidegate.runtime.http.request_guard import check_depth
 from sidegate.runtime.observe.logs import Logger
 from sidegate.runtime.observe.metrics import Metrics
@@ -182,9 +183,12 @@ class Access:
                               "in flight on the sidecars sharing it)", code="budget_exceeded", retry_after=None)
         return admission if held is None else replace(admission, remote=held)
 
-    async def authenticate(self, scope: Scope) -> Grant | None:
-        """The caller's grant: a JWT when `auth.jwt` is set and the token is one, else a key."""
+    async def authenticate(self, scope: Scope, *, google: bool = False) -> Grant | None:
+        """The caller's grant: a JWT when `auth.jwt` is set and the token is one, else a key (with
+        `google`, also Google's `x-goog-api-key` header or `?key=`: Gemini clients and pass-through)."""
         token = token_of(scope["headers"])
+        if token is None and google:
+            token = google_key(scope)
         if token is not None and self.jwt is not None and looks_like_jwt(token):
             return await self.jwt.verify(token)
         return self.gate.authenticate(token)

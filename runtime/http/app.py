@@ -22,9 +22,11 @@ from sidegate.runtime.http.anthropic.count_tokens import count_input_tokens
 from sidegate.runtime.http.anthropic.dialect import MessagesDialect, client_headers, parse_messages
 from sidegate.runtime.http.anthropic.messages import anthropic_error_body
 from sidegate.runtime.http.files import FilesApi
+from sidegate.runtime.http.gemini.dialect import google_error_body, is_gemini, parse_gemini
 from sidegate.runtime.http.mcp_endpoint import Endpoint
-from sidegate.runtime.http.realtime import RealtimeGateway
 from sidegate.runtime.http.media import MEDIA_ROUTES, read_media
+from sidegate.runtime.http.passthrough import Passthrough, passthrough_route
+from sidegate.runtime.http.realtime import RealtimeGateway
 from sidegate.runtime.http.request_guard import (
     HostRule,
     check_browser_origin,
@@ -85,6 +87,7 @@ class App:
         self.realtime = RealtimeGateway(self.access, logger, metrics)
         metrics.set_plan(runtime.digest)
         self.hosts = HostRule(runtime.plan)
+        self.passthrough = Passthrough(self.access, self._account, logger.warning)
 
     def swap(self, runtime: Runtime) -> None:
         """Serve a new plan from the next request on."""
@@ -139,6 +142,10 @@ class App:
                 if token is not None:
                     CURRENT.reset(token)
             return
+        if (route := passthrough_route(self.runtime, path)) is not None:
+            return await self.passthrough.handle(self.runtime, route, scope, receive, send)
+        if is_gemini(scope["method"], path):
+            return await self._model_call("generate_content", scope, receive, send)
         if path.startswith("/v1/"):
             path = path[3:]
         method: str = scope["method"]
@@ -259,7 +266,7 @@ class App:
         in_flight = None
         admission = None
         try:
-            grant = await self.access.authenticate(scope)
+            grant = await self.access.authenticate(scope, google=op == "generate_content")
             media = op in MEDIA_ROUTES.values()  # read by the media route (uploads: under server.max_upload)
             body = b"{}" if media else await read_body(scope, receive, rt.plan.server.max_body,
                                                        rt.plan.server.body_timeout)
@@ -272,6 +279,8 @@ class App:
                 call.dialect = MessagesDialect(data, client, call)
             elif media:
                 data, call.dialect = await read_media(op, scope, receive, rt.plan.server, call.extra)
+            elif op == "generate_content":
+                data, call.dialect = parse_gemini(body, scope, call, rt)
             elif op == "responses":
                 data, call.dialect = await prepare(body, grant, self.store, rt.plan.store.responses_retention,
                                                    self.logger)
@@ -282,8 +291,9 @@ class App:
             guarded = await self.guards.start(route.group.name if route else None, grant.name if grant else None,
                                               grant.team if grant else None, op, data, rid, call.extra)
             if guarded is not None and guarded.post:
-                send = self.guards.answers(guarded, op, send, lambda e: anthropic_error_body(e, rid)
-                                           if op == "messages" else openai_body(e), rid)
+                send = self.guards.answers(guarded, op, send, lambda e: anthropic_error_body(e, rid) if op == "messages"
+                                           else google_error_body(e) if op == "generate_content" else openai_body(e),
+                                           rid)
             if route is not None:
                 admission = await self.access.admit(grant, route.group.name, data, rt.reserve.get(route.group.name),
                                                     op, rid)
@@ -316,6 +326,8 @@ class App:
                 if op == "messages":
                     await respond(send, err.anthropic_status or err.status, anthropic_error_body(err, rid), headers,
                                   _JSON)
+                elif op == "generate_content":
+                    await respond(send, err.status, google_error_body(err), headers, _JSON)
                 else:
                     await respond(send, err.status, openai_body(err), headers, _JSON)
         finally:

@@ -28,6 +28,7 @@ from sidegate.runtime.plan.gateways import (
 from sidegate.runtime.plan.governance import Auth, BudgetRule, JwtRule, LimitRule, StaticKey, Team, UserRule
 from sidegate.runtime.plan.guardrails import Guardrails
 from sidegate.runtime.plan.observability import LogFormat, LogLevel, Logs, Metrics, Observability, OtlpProtocol, Tracing
+from sidegate.runtime.plan.passthrough import PassthroughRoute
 from sidegate.runtime.plan.realtime import Realtime
 from sidegate.runtime.plan.values import Header, JSONValue, Secret, SecretPart, SecretSource
 
@@ -66,6 +67,7 @@ __all__ = [
     "ModelGroup",
     "Observability",
     "OtlpProtocol",
+    "PassthroughRoute",
     "Plan",
     "Price",
     "PriceSource",
@@ -439,6 +441,8 @@ class Plan:
     """Limits of Realtime API sessions (`GET /v1/realtime`)."""
     files: Files = Files()
     """Where uploads and batches go, and the batch price."""
+    passthrough: tuple[PassthroughRoute, ...] = ()
+    """Provider pass-through routes (`passthrough`), longest prefix first."""
 
     def provider(self, name: str) -> Provider:
         """The provider called `name` (the compiler guarantees every target's exists)."""

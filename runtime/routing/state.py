@@ -114,15 +114,24 @@ class Runtime:
     """Masks every secret this plan resolved (and credential-shaped tokens) in relayed text and logs."""
     otlp_headers: tuple[tuple[str, str], ...] = ()
     """`observability.tracing.headers`, resolved (the OTLP exporters' authentication)."""
+    passthrough: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    """Pass-through provider name -> the resolved headers that authenticate sidegate to it."""
+    transport: Transport | None = None
+    """The shared upstream transport (what pass-through routes send with)."""
 
 
-def _headers(provider: Provider, target: Target, resolve: SecretCollector) -> tuple[tuple[str, str], ...]:
-    out: list[tuple[str, str]] = [("content-type", "application/json")]
+def _credentials(provider: Provider, resolve: SecretCollector) -> tuple[tuple[str, str], ...]:
+    """The provider's API key header and its own extra headers, resolved."""
+    out: list[tuple[str, str]] = []
     if provider.auth is not None and provider.api_key is not None:
         out.append((provider.auth.header, provider.auth.prefix + resolve(provider.api_key)))
     out.extend((h.name, resolve(h.value)) for h in provider.headers)
-    out.extend((h.name, resolve(h.value)) for h in target.headers)
     return tuple(out)
+
+
+def _headers(provider: Provider, target: Target, resolve: SecretCollector) -> tuple[tuple[str, str], ...]:
+    targets = ((h.name, resolve(h.value)) for h in target.headers)
+    return (("content-type", "application/json"), *_credentials(provider, resolve), *targets)
 
 
 def build_runtime(plan: Plan, shared: Transport, previous: Runtime | None = None) -> Runtime:
@@ -175,6 +184,7 @@ def build_runtime(plan: Plan, shared: Transport, previous: Runtime | None = None
     mcp_servers = resolve_servers(plan.mcp, resolve)
     tracing = plan.observability.tracing
     otlp_headers = tuple((h.name, resolve(h.value)) for h in tracing.headers) if tracing is not None else ()
+    passthrough = {r.provider: _credentials(plan.provider(r.provider), resolve) for r in plan.passthrough}
     for stored in (plan.store.database, plan.store.redis):
         if stored is not None:
             resolve(stored)  # a DSN's password is masked in logs too
@@ -200,6 +210,8 @@ def build_runtime(plan: Plan, shared: Transport, previous: Runtime | None = None
         scrubber=scrubber,
         otlp_headers=otlp_headers,
         reserve=bases(plan),
+        passthrough=passthrough,
+        transport=shared,
     )
 
 

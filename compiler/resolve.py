@@ -20,10 +20,10 @@ from sidegate.compiler.data.prices import ModelInfo, known_models
 from sidegate.compiler.diagnostics import Collector, did_you_mean, join_pointer
 from sidegate.compiler.sections import routing
 from sidegate.compiler.sections.a2a import resolve_a2a
-from sidegate.compiler.sections.archive import resolve_archive
+from sidegate.compiler.sections.archive import resolve_store
 from sidegate.compiler.sections.cache import CacheSpec, resolve_cache
 from sidegate.compiler.sections.files import resolve_files
-from sidegate.compiler.sections.governance import GovernanceSpec, check_redis_url, resolve_governance
+from sidegate.compiler.sections.governance import GovernanceSpec, resolve_governance
 from sidegate.compiler.sections.guardrails import resolve_guardrails
 from sidegate.compiler.sections.mcp import resolve_mcp
 from sidegate.compiler.sections.observability import resolve_observability
@@ -415,19 +415,6 @@ class _Resolver:
             reserve_output_tokens=raw.get("reserve_output_tokens", defaults.get("reserve_output_tokens", 4096)),
         )
 
-    def store(self, raw: Mapping[str, Any], spec: Mapping[str, Any]) -> Store:
-        redis = self.secret(raw["redis"], "/store/redis") if "redis" in raw else None
-        check_redis_url(redis, self.out)
-        sync = parse_duration(raw.get("redis_sync", "500ms"))
-        if not 0.05 <= sync <= 10.0:
-            self.out.error("store.redis-sync-range", "/store/redis_sync",
-                           f"redis_sync must be between 50ms and 10s (got {raw['redis_sync']})")
-        return Store(database=self._secret(raw.get("database", "sqlite://:memory:"), "/store/database"),
-                     redis=redis, redis_sync=sync, journal=raw.get("journal"),
-                     spend_buffer=raw.get("spend_buffer", 100_000),
-                     responses_retention=parse_duration(raw.get("responses_retention", "30d")),
-                     archive=resolve_archive(spec, self.secret, self.reference, parse_duration, self.out))
-
 
 def resolve(spec: Mapping[str, Any], out: Collector) -> Resolved:
     """Resolve a schema-valid ``spec``; problems go to ``out``."""
@@ -441,7 +428,7 @@ def resolve(spec: Mapping[str, Any], out: Collector) -> Resolved:
         server=r.server(spec.get("server", {})),
         providers=providers,
         groups=groups,
-        store=r.store(spec.get("store", {}), spec),
+        store=resolve_store(spec, r.secret, r.reference, parse_duration, out),
         observability=observability,
         governance=resolve_governance(spec, r.secret, parse_duration, out),
         a2a=resolve_a2a(spec, r.reference, parse_duration),

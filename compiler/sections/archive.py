@@ -1,4 +1,4 @@
-"""`store.archive`: the spend archive's bucket, period, format, retention and credentials. The
+"""The `store` section, and `store.archive`: the spend archive's bucket, period, format, retention and credentials. The
 secret access key must be a reference; `keep_days` may not be shorter than a budget period of the
 spec (budgets are summed from the spend rows the archive prunes)."""
 
@@ -8,10 +8,11 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from sidegate.compiler.diagnostics import Collector
-from sidegate.runtime.plan import Secret
+from sidegate.compiler.sections.governance import check_redis_url
+from sidegate.runtime.plan import Secret, Store
 from sidegate.runtime.plan.archive import Archive, ArchiveFormat
 
-__all__ = ["resolve_archive"]
+__all__ = ["resolve_archive", "resolve_store"]
 
 SecretOf = Callable[[Any, str], "Secret | None"]
 Reference = Callable[[Mapping[str, Any], str, str, str], "Secret | None"]
@@ -34,6 +35,23 @@ def _budget_days(value: Any) -> Iterator[int]:
     elif isinstance(value, list):
         for item in value:
             yield from _budget_days(item)
+
+
+def resolve_store(spec: Mapping[str, Any], secret: SecretOf, reference: Reference,
+                  seconds: Callable[[str], float], out: Collector) -> Store:
+    """Lower the `store` section (its database, Redis, retention, journal and archive)."""
+    raw = spec.get("store", {})
+    redis = secret(raw["redis"], "/store/redis") if "redis" in raw else None
+    check_redis_url(redis, out)
+    sync = seconds(raw.get("redis_sync", "500ms"))
+    if not 0.05 <= sync <= 10.0:
+        out.error("store.redis-sync-range", "/store/redis_sync",
+                  f"redis_sync must be between 50ms and 10s (got {raw['redis_sync']})")
+    database = secret(raw.get("database", "sqlite://:memory:"), "/store/database") or Secret(parts=())
+    return Store(database=database, redis=redis, redis_sync=sync, journal=raw.get("journal"),
+                 spend_buffer=raw.get("spend_buffer", 100_000),
+                 responses_retention=seconds(raw.get("responses_retention", "30d")),
+                 archive=resolve_archive(spec, secret, reference, seconds, out))
 
 
 def resolve_archive(spec: Mapping[str, Any], secret: SecretOf, reference: Reference,

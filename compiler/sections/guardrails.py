@@ -94,6 +94,10 @@ def _rule(name: str, raw: Mapping[str, Any], out: Collector) -> Guardrail:
         problem = pattern_problem(pattern)
         if problem is not None:
             out.error("guardrails.pattern-refused", f"{at}/patterns/{i}", f"this pattern is refused: {problem}")
+    if raw.get("mode") == "during_call" and (action is GuardAction.MASK or raw.get("allowed")):
+        what = "mask" if action is GuardAction.MASK else "require an allowed topic"
+        out.error("guardrails.mode-unsupported", f"{at}/mode", f"a during_call guardrail cannot {what}: that needs "
+                  "the whole answer (use post_call on non-streamed answers)")
     required = {GuardKind.KEYWORDS: "words", GuardKind.MAX_PROMPT: "max_chars"}.get(kind)
     if required is not None and required not in raw:
         out.error("guardrails.option-missing", at, f"a {kind.value} guardrail needs `{required}`")

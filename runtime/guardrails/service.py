@@ -4,7 +4,7 @@ logged (never the text) and counted."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter
 from sidegate.runtime.asgi import Send
 from sidegate.runtime.errors import BadRequest, GatewayError, GuardrailBlocked
 from sidegate.runtime.guardrails.detect import Detector
+from sidegate.runtime.guardrails.stream import Decision, StreamGuard
 from sidegate.runtime.guardrails.text import Slot, answer_slots, request_slots
 from sidegate.runtime.observe.logs import Logger
 from sidegate.runtime.plan.guardrails import GuardAction, GuardMode, Guardrails
@@ -31,6 +32,9 @@ class Applied:
 
     pre: list[Detector]
     post: list[Detector]
+    """On the whole answer: post_call ones, and during_call ones on an answer that is not streamed."""
+    during: list[Detector] = field(default_factory=list)
+    """On a streamed answer: during_call ones, and post_call ones (which cannot wait for a whole answer)."""
     decisions: list[str] = field(default_factory=list)
     """`name:outcome` in order (logged with the request)."""
     blocked: GuardrailBlocked | None = None
@@ -77,8 +81,11 @@ class Guardian:
         if not chosen:
             return None
         rules = [self.detectors[n] for n in chosen]
-        return Applied(pre=[d for d in rules if d.rule.mode is GuardMode.PRE_CALL],
-                       post=[d for d in rules if d.rule.mode is GuardMode.POST_CALL])
+        after = [d for d in rules if d.rule.mode is not GuardMode.PRE_CALL]
+        pre = [d for d in rules if d.rule.mode is GuardMode.PRE_CALL]
+        if data.get("stream") is True:
+            return Applied(pre=pre, post=[], during=after)
+        return Applied(pre=pre, post=after)
 
     async def start(self, group: str | None, key: str | None, team: str | None, op: str, data: dict[str, Any],
                     rid: str, extra: dict[str, Any]) -> Applied | None:
@@ -92,10 +99,10 @@ class Guardian:
 
     async def before(self, applied: Applied, op: str, data: dict[str, Any], stream: bool, rid: str) -> None:
         """pre_call: block (raises), mask `data` in place, or log; refuses what cannot be checked."""
-        acting = [d.rule.name for d in applied.post if d.rule.action is not GuardAction.LOG]
-        if stream and acting:
-            raise BadRequest(f"guardrail '{acting[0]}' checks whole answers (post_call): streamed answers cannot "
-                             "be checked yet, send the request with stream false", code="guardrail_unsupported",
+        masking = [d.rule.name for d in applied.during if not _streamable(d)]
+        if stream and masking:
+            raise BadRequest(f"guardrail '{masking[0]}' needs the whole answer (it masks, or checks for an allowed "
+                             "topic): send the request with stream false", code="guardrail_unsupported",
                              param="stream")
         if op == "responses" and any(d.rule.action is GuardAction.MASK for d in applied.pre):
             raise BadRequest("masking guardrails do not apply to the Responses API yet: use /v1/chat/completions",
@@ -109,14 +116,27 @@ class Guardian:
             decisions = await trio.to_thread.run_sync(_check, detectors, slots)
         else:
             decisions = _check(detectors, slots)
+        self._record(applied, decisions, rid)
+        name, mode, outcome, _ = decisions[-1] if decisions else ("", "", "", {})
+        if outcome == "blocked":
+            raise GuardrailBlocked(name, mode)
+
+    def _record(self, applied: Applied, decisions: list[Decision], rid: str) -> None:
         for name, mode, outcome, fields in decisions:
             applied.decisions.append(f"{name}:{outcome}")
             self.decisions.labels(name, mode, outcome).inc()
             if outcome != "passed":
                 self.logger.info("guardrail", request_id=rid, guardrail=name, mode=mode, outcome=outcome, **fields)
-        name, mode, outcome, _ = decisions[-1] if decisions else ("", "", "", {})
-        if outcome == "blocked":
-            raise GuardrailBlocked(name, mode)
+
+    def stream(self, applied: Applied, op: str, send: Send, rid: str,
+               anthropic_event: Callable[[GatewayError], bytes] | None = None,
+               before_terminal: Callable[[], Awaitable[None]] | None = None) -> Send:
+        """`send` with during_call applied to a streamed answer (see `stream.StreamGuard`)."""
+
+        def record(decisions: list[Decision]) -> None:
+            self._record(applied, decisions, rid)
+
+        return StreamGuard(op, applied.during, send, record, anthropic_event, before_terminal)
 
     def answers(self, applied: Applied, op: str, send: Send, error_body: Callable[[GatewayError], bytes],
                 rid: str) -> Send:
@@ -162,8 +182,10 @@ class Guardian:
         return start["status"], [*headers, (b"content-length", str(len(body)).encode())], body
 
 
-Decision = tuple[str, str, str, dict[str, object]]
-"""(guardrail, mode, outcome, fields to log: what was found, never the text)."""
+def _streamable(d: Detector) -> bool:
+    """Whether a guardrail can check a stream as it passes (masking, and an `allowed` topics list,
+    need the whole answer)."""
+    return d.rule.action is not GuardAction.MASK and not d.rule.allowed_keywords
 
 
 def _check(detectors: Iterable[Detector], slots: list[Slot]) -> list[Decision]:

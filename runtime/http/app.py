@@ -21,6 +21,7 @@ from sidegate.runtime.http.access import ADMIN_ROUTES, Access
 from sidegate.runtime.http.anthropic.count_tokens import count_input_tokens
 from sidegate.runtime.http.anthropic.dialect import MessagesDialect, client_headers, parse_messages
 from sidegate.runtime.http.anthropic.messages import anthropic_error_body
+from sidegate.runtime.http.guarded import guard_answer
 from sidegate.runtime.http.mcp_endpoint import Endpoint
 from sidegate.runtime.http.request_guard import (
     HostRule,
@@ -267,9 +268,7 @@ class App:
             route = rt.routes.resolve(data["model"])
             guarded = await self.guards.start(route.group.name if route else None, grant.name if grant else None,
                                               grant.team if grant else None, op, data, rid, call.extra)
-            if guarded is not None and guarded.post:
-                send = self.guards.answers(guarded, op, send, lambda e: anthropic_error_body(e, rid)
-                                           if op == "messages" else openai_body(e), rid)
+            send = guard_answer(self.guards, guarded, op, call, send)
             if route is not None:
                 admission = await self.access.admit(grant, route.group.name, data, rt.reserve.get(route.group.name),
                                                     op, rid)

@@ -36,7 +36,9 @@ class GuardMode(enum.Enum):
     PRE_CALL = "pre_call"
     """On the request, before it is routed."""
     POST_CALL = "post_call"
-    """On the whole (non-streamed) answer, before the client gets it."""
+    """On the whole answer before the client gets it (on a stream: as during_call)."""
+    DURING_CALL = "during_call"
+    """On a streamed answer as it passes, on a sliding window of its text (a whole answer: at its end)."""
 
 
 class GuardAction(enum.Enum):

@@ -4,7 +4,7 @@ logged (never the text) and counted."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,12 +13,13 @@ import trio
 from prometheus_client import CollectorRegistry, Counter
 
 from sidegate.runtime.asgi import Send
-from sidegate.runtime.errors import BadRequest, GatewayError, GuardrailBlocked
+from sidegate.runtime.errors import BadRequest, GatewayError, GuardrailBlocked, Unavailable
 from sidegate.runtime.guardrails.detect import Detector
+from sidegate.runtime.guardrails.external import Endpoint, External, Post
 from sidegate.runtime.guardrails.stream import Decision, StreamGuard
 from sidegate.runtime.guardrails.text import Slot, answer_slots, request_slots
 from sidegate.runtime.observe.logs import Logger
-from sidegate.runtime.plan.guardrails import GuardAction, GuardMode, Guardrails
+from sidegate.runtime.plan.guardrails import GuardAction, GuardKind, GuardMode, Guardrails
 
 __all__ = ["Applied", "Guardian"]
 
@@ -39,6 +40,8 @@ class Applied:
     """`name:outcome` in order (logged with the request)."""
     blocked: GuardrailBlocked | None = None
     """A post_call block: the answer the client got instead."""
+    context: dict[str, Any] = field(default_factory=dict)
+    """What an http guardrail is told of the request (ids and names, never a secret)."""
 
 
 class Guardian:
@@ -50,10 +53,19 @@ class Guardian:
             "sidegate_guardrail_decisions", "Guardrail decisions by guardrail, mode and outcome: `passed`, "
             "`blocked`, `masked` or `logged` (found, action log).", ["guardrail", "mode", "outcome"], registry=registry)
         self.detectors: dict[str, Detector] = {}
+        self.externals: dict[str, External] = {}
         self.attached: dict[tuple[str, str], tuple[str, ...]] = {}
 
-    def configure(self, plan: Guardrails | None) -> None:
+    def configure(self, plan: Guardrails | None, post: Post | None = None,
+                  endpoints: Mapping[str, Endpoint] | None = None) -> None:
+        """Take a plan's guardrails; the external ones call `endpoints` (by guardrail name) through
+        `post`, the upstream transport seam."""
         self.detectors = {r.name: Detector(r) for r in plan.rules} if plan is not None else {}
+        external = [d.rule for d in self.detectors.values() if d.rule.kind in (GuardKind.HTTP, GuardKind.MODERATION)]
+        if external and (post is None or endpoints is None or any(r.name not in endpoints for r in external)):
+            raise ValueError("external guardrails need the transport seam and an endpoint each")
+        self.externals = {r.name: External(r, endpoints[r.name], post) for r in external
+                          if post is not None and endpoints is not None}
         attached: dict[tuple[str, str], tuple[str, ...]] = {}
         if plan is not None:
             for where, items in (("group", plan.groups), ("key", plan.keys), ("team", plan.teams)):
@@ -93,6 +105,8 @@ class Guardian:
         decisions go in `extra["guardrails"]` (the request's log line), a block's too."""
         applied = self.select(group, key, team, data)
         if applied is not None:
+            applied.context = {"id": rid, "op": op, "model": data.get("model"), "group": group, "key": key,
+                               "team": team}
             extra["guardrails"] = applied.decisions
             await self.before(applied, op, data, data.get("stream") is True, rid)
         return applied
@@ -101,9 +115,9 @@ class Guardian:
         """pre_call: block (raises), mask `data` in place, or log; refuses what cannot be checked."""
         masking = [d.rule.name for d in applied.during if not _streamable(d)]
         if stream and masking:
-            raise BadRequest(f"guardrail '{masking[0]}' needs the whole answer (it masks, or checks for an allowed "
-                             "topic): send the request with stream false", code="guardrail_unsupported",
-                             param="stream")
+            raise BadRequest(f"guardrail '{masking[0]}' needs the whole answer (it masks, checks for an allowed "
+                             "topic or calls an external check): send the request with stream false",
+                             code="guardrail_unsupported", param="stream")
         if op == "responses" and any(d.rule.action is GuardAction.MASK for d in applied.pre):
             raise BadRequest("masking guardrails do not apply to the Responses API yet: use /v1/chat/completions",
                              code="guardrail_unsupported")
@@ -111,15 +125,42 @@ class Guardian:
             await self._run(applied, applied.pre, request_slots(op, data), rid)
 
     async def _run(self, applied: Applied, detectors: list[Detector], slots: list[Slot], rid: str) -> None:
+        """Each guardrail in order up to the first block: the built-in ones in runs (off the loop
+        when the text is large), the external ones one call each."""
         size = sum(len(holder[key]) for holder, key in slots)
-        if size > _OFF_LOOP:  # decisions are logged back on the loop (the logger is the loop's)
-            decisions = await trio.to_thread.run_sync(_check, detectors, slots)
-        else:
-            decisions = _check(detectors, slots)
-        self._record(applied, decisions, rid)
-        name, mode, outcome, _ = decisions[-1] if decisions else ("", "", "", {})
-        if outcome == "blocked":
-            raise GuardrailBlocked(name, mode)
+        i = 0
+        while i < len(detectors):
+            external = self.externals.get(detectors[i].rule.name)
+            if external is not None:
+                try:
+                    decisions = [await self._external(external, applied, slots)]
+                except Unavailable:
+                    self._record(applied, [(external.rule.name, external.rule.mode.value, "unavailable", {})], rid)
+                    raise
+                i += 1
+            else:
+                j = i
+                while j < len(detectors) and detectors[j].rule.name not in self.externals:
+                    j += 1
+                if size > _OFF_LOOP:  # decisions are logged back on the loop (the logger is the loop's)
+                    decisions = await trio.to_thread.run_sync(_check, detectors[i:j], slots)
+                else:
+                    decisions = _check(detectors[i:j], slots)
+                i = j
+            self._record(applied, decisions, rid)
+            name, mode, outcome, _ = decisions[-1] if decisions else ("", "", "", {})
+            if outcome == "blocked":
+                raise GuardrailBlocked(name, mode)
+
+    async def _external(self, external: External, applied: Applied, slots: list[Slot]) -> Decision:
+        mode = external.rule.mode.value
+        outcome, fields, masked = await external.check([holder[key] for holder, key in slots], mode, applied.context)
+        if masked is not None:
+            if applied.context.get("op") == "responses":  # Responses input cannot be rewritten yet: refused
+                return external.rule.name, mode, "blocked", {"detail": "mask_unsupported"}
+            for (holder, key), text in zip(slots, masked, strict=True):
+                holder[key] = text
+        return external.rule.name, mode, outcome, fields
 
     def _record(self, applied: Applied, decisions: list[Decision], rid: str) -> None:
         for name, mode, outcome, fields in decisions:
@@ -185,7 +226,8 @@ class Guardian:
 def _streamable(d: Detector) -> bool:
     """Whether a guardrail can check a stream as it passes (masking, and an `allowed` topics list,
     need the whole answer)."""
-    return d.rule.action is not GuardAction.MASK and not d.rule.allowed_keywords
+    return (d.rule.action is not GuardAction.MASK and not d.rule.allowed_keywords
+            and d.rule.kind not in (GuardKind.HTTP, GuardKind.MODERATION))
 
 
 def _check(detectors: Iterable[Detector], slots: list[Slot]) -> list[Decision]:

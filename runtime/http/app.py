@@ -21,7 +21,7 @@ from sidegate.runtime.http.access import ADMIN_ROUTES, Access
 from sidegate.runtime.http.anthropic.count_tokens import count_input_tokens
 from sidegate.runtime.http.anthropic.dialect import MessagesDialect, client_headers, parse_messages
 from sidegate.runtime.http.anthropic.messages import anthropic_error_body
-from sidegate.runtime.http.guarded import guard_answer
+from sidegate.runtime.http.guarded import configure_guards, guard_answer
 from sidegate.runtime.http.mcp_endpoint import Endpoint
 from sidegate.runtime.http.request_guard import (
     HostRule,
@@ -74,7 +74,7 @@ class App:
         self.cache.configure(runtime)
         self.access.cache_purge = self.cache.purge
         self.guards = Guardian(logger, metrics.registry)
-        self.guards.configure(runtime.plan.guardrails)
+        configure_guards(self.guards, runtime)
         self.a2a = A2AGateway(runtime, logger, A2AMetrics(metrics.registry))
         self.mcp = Hub(on_event=logger.warning)
         self.mcp.configure(runtime.mcp_servers, runtime.plan.mcp.separator if runtime.plan.mcp else "__")
@@ -89,7 +89,7 @@ class App:
         self.hosts = HostRule(runtime.plan)
         self.access.configure(runtime)
         self.cache.configure(runtime)
-        self.guards.configure(runtime.plan.guardrails)
+        configure_guards(self.guards, runtime)
         self.a2a.configure(runtime)
         self.mcp.configure(runtime.mcp_servers, runtime.plan.mcp.separator if runtime.plan.mcp else "__")
         self.metrics.set_plan(runtime.digest)

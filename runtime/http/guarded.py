@@ -4,13 +4,17 @@ stream, each speaking the client's dialect (Anthropic's error shapes for `/v1/me
 from __future__ import annotations
 
 from sidegate.runtime.asgi import Send
-from sidegate.runtime.errors import openai_body
+from sidegate.runtime.errors import UpstreamError, openai_body
+from sidegate.runtime.guardrails.external import Endpoint
 from sidegate.runtime.guardrails.service import Applied, Guardian
 from sidegate.runtime.http.anthropic.messages import anthropic_error_body, anthropic_error_event
+from sidegate.runtime.plan.guardrails import GuardKind
 from sidegate.runtime.responses.dialect import ResponsesDialect
 from sidegate.runtime.routing.call import Call
+from sidegate.runtime.routing.state import Runtime
+from sidegate.runtime.upstream.transport import UpstreamRequest
 
-__all__ = ["guard_answer"]
+__all__ = ["configure_guards", "guard_answer"]
 
 
 def guard_answer(guards: Guardian, applied: Applied | None, op: str, call: Call, send: Send) -> Send:
@@ -30,3 +34,27 @@ def guard_answer(guards: Guardian, applied: Applied | None, op: str, call: Call,
         return guards.answers(applied, op, send, lambda e: anthropic_error_body(e, rid)
                               if op == "messages" else openai_body(e), rid)
     return send
+
+
+def configure_guards(guards: Guardian, runtime: Runtime) -> None:
+    """Give the guardrails a plan, their external checks bound to the shared upstream transport."""
+    plan = runtime.plan.guardrails
+    transport = runtime.transport
+    endpoints: dict[str, Endpoint] = {}
+    for rule in plan.rules if plan is not None else ():
+        if rule.kind is GuardKind.HTTP and rule.url is not None:
+            endpoints[rule.name] = Endpoint(rule.url)
+        elif rule.kind is GuardKind.MODERATION and rule.provider is not None:
+            provider = runtime.plan.provider(rule.provider)
+            endpoints[rule.name] = Endpoint(f"{provider.base_url}/moderations",
+                                            runtime.provider_headers.get(rule.provider, ()))
+
+    async def post(url: str, headers: tuple[tuple[str, str], ...], body: bytes, connect_timeout: float,
+                   max_answer: int) -> tuple[int, bytes]:
+        if transport is None:
+            raise UpstreamError("no upstream transport")
+        sent = (("content-type", "application/json"), *((k, v) for k, v in headers if k.lower() != "content-type"))
+        answer = await transport.send(UpstreamRequest("POST", url, sent, body, connect_timeout, max_answer))
+        return answer.status, answer.body
+
+    guards.configure(plan, post, endpoints)

@@ -79,7 +79,7 @@ __all__ = [
     "UserRule",
 ]
 
-PLAN_VERSION = 11
+PLAN_VERSION = 12
 """Bumped whenever a plan written by an older compiler could be misread by this runtime."""
 
 class Family(enum.Enum):

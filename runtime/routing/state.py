@@ -114,14 +114,18 @@ class Runtime:
     """Masks every secret this plan resolved (and credential-shaped tokens) in relayed text and logs."""
     otlp_headers: tuple[tuple[str, str], ...] = ()
     """`observability.tracing.headers`, resolved (the OTLP exporters' authentication)."""
+    transport: Transport | None = None
+    """The shared upstream transport (external guardrails call through it too)."""
+    provider_headers: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    """Provider name -> its resolved auth and headers, for the providers a moderation guardrail calls."""
 
 
-def _headers(provider: Provider, target: Target, resolve: SecretCollector) -> tuple[tuple[str, str], ...]:
+def _headers(provider: Provider, target: Target | None, resolve: SecretCollector) -> tuple[tuple[str, str], ...]:
     out: list[tuple[str, str]] = [("content-type", "application/json")]
     if provider.auth is not None and provider.api_key is not None:
         out.append((provider.auth.header, provider.auth.prefix + resolve(provider.api_key)))
     out.extend((h.name, resolve(h.value)) for h in provider.headers)
-    out.extend((h.name, resolve(h.value)) for h in target.headers)
+    out.extend((h.name, resolve(h.value)) for h in (target.headers if target is not None else ()))
     return tuple(out)
 
 
@@ -175,6 +179,8 @@ def build_runtime(plan: Plan, shared: Transport, previous: Runtime | None = None
     mcp_servers = resolve_servers(plan.mcp, resolve)
     tracing = plan.observability.tracing
     otlp_headers = tuple((h.name, resolve(h.value)) for h in tracing.headers) if tracing is not None else ()
+    called = {r.provider for r in (plan.guardrails.rules if plan.guardrails is not None else ()) if r.provider}
+    provider_headers = {n: _headers(plan.provider(n), None, resolve) for n in sorted(called)}
     for stored in (plan.store.database, plan.store.redis):
         if stored is not None:
             resolve(stored)  # a DSN's password is masked in logs too
@@ -200,6 +206,8 @@ def build_runtime(plan: Plan, shared: Transport, previous: Runtime | None = None
         scrubber=scrubber,
         otlp_headers=otlp_headers,
         reserve=bases(plan),
+        transport=shared,
+        provider_headers=provider_headers,
     )
 
 

@@ -40,7 +40,7 @@ from sidegate.runtime.store.database import Store
 from sidegate.runtime.store.journal import Journal, journal_path
 from sidegate.runtime.store.models import ApiKey, SpendLog, User
 from sidegate.runtime.store.models import Team as TeamRow
-from sidegate.runtime.store.spend import SpendRow, SpendWriter
+from sidegate.runtime.store.spend import SpendRow, SpendWriter, guardrail_summary
 from sidegate.runtime.upstream.tokens import estimate_usage
 
 if TYPE_CHECKING:
@@ -221,7 +221,7 @@ class Access:
             cached_tokens=usage.cached if usage else 0, reasoning_tokens=usage.reasoning if usage else 0,
             cost=cost, estimated=estimated, latency_ms=round((time.perf_counter() - call.t0) * 1000, 2),
             status=call.status, created_at=time.time(), cache_hit=call.extra.get("cache") == "hit",
-            saved_cost=call.extra.get("saved_cost", 0.0),
+            saved_cost=call.extra.get("saved_cost", 0.0), guardrails=guardrail_summary(call.extra.get("guardrails")),
         ))
 
     async def admin_call(self, method: str, path: str, scope: Scope, receive: Receive, limit: int, *,

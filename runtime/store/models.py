@@ -89,6 +89,9 @@ class SpendLog(peewee.Model):
     """Answered from the response cache (nothing was paid upstream)."""
     saved_cost = peewee.DoubleField(default=0.0)
     """A cache hit: what the cached answer cost when it was paid for."""
+    guardrails = peewee.CharField(null=True)
+    """The guardrails' decisions, `name:outcome` comma-separated (`pii:masked,secrets:passed`); never
+    the text. None: no guardrail applied."""
 
 
 class StoredResponse(peewee.Model):
@@ -180,7 +183,15 @@ def _v6(db: peewee.Database) -> None:
         playhouse_migrate(*steps)
 
 
-MIGRATIONS: list[Callable[[peewee.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
+def _v7(db: peewee.Database) -> None:
+    # the spend log's guardrail decisions
+    table = SpendLog._meta.table_name
+    if table in db.get_tables() and "guardrails" not in {c.name for c in db.get_columns(table)}:
+        migrator = SchemaMigrator.from_database(db)
+        playhouse_migrate(migrator.add_column(table, "guardrails", peewee.CharField(null=True)))
+
+
+MIGRATIONS: list[Callable[[peewee.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
 """Migration n brings the schema from version n to n+1 (later ones may use playhouse.migrate)."""
 
 

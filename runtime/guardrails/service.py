@@ -72,8 +72,10 @@ class Guardian:
                 attached.update({(where, a.owner): a.guardrails for a in items})
         self.attached = attached
 
-    def select(self, group: str | None, key: str | None, team: str | None, data: dict[str, Any]) -> Applied | None:
-        """The guardrails for this request (None: none), `guardrails` popped from `data`.
+    def select(self, group: str | None, key: str | None, team: str | None, data: dict[str, Any],
+               own: tuple[str, ...] = ()) -> Applied | None:
+        """The guardrails for this request (None: none), `guardrails` popped from `data`; `own`: the
+        key's guardrails set through the admin API (after its spec ones).
 
         Attached ones with `default_on` always run; the others only when the request names them.
         A name the request may not use is a 400, so a client cannot widen nor skip its checks."""
@@ -82,6 +84,12 @@ class Guardian:
         for where, owner in (("group", group), ("key", key), ("team", team)):
             if owner is not None:
                 allowed.update(dict.fromkeys(self.attached.get((where, owner), ())))
+            if where == "key":
+                allowed.update(dict.fromkeys(own))
+        gone = [n for n in allowed if n not in self.detectors]
+        if gone:  # a key set through the admin API names a guardrail a reloaded plan no longer declares
+            raise Unavailable(f"this key's guardrail '{gone[0][:100]}' is not declared by the gateway's plan: "
+                              "update the key's guardrails", code="guardrail_unavailable")
         if requested is not None:
             if not isinstance(requested, list) or not all(isinstance(n, str) for n in requested):
                 raise BadRequest("'guardrails' must be an array of guardrail names", param="guardrails")
@@ -100,10 +108,10 @@ class Guardian:
         return Applied(pre=pre, post=after)
 
     async def start(self, group: str | None, key: str | None, team: str | None, op: str, data: dict[str, Any],
-                    rid: str, extra: dict[str, Any]) -> Applied | None:
+                    rid: str, extra: dict[str, Any], own: tuple[str, ...] = ()) -> Applied | None:
         """The request's guardrails, pre_call already applied (None: no guardrail applies); their
         decisions go in `extra["guardrails"]` (the request's log line), a block's too."""
-        applied = self.select(group, key, team, data)
+        applied = self.select(group, key, team, data, own)
         if applied is not None:
             applied.context = {"id": rid, "op": op, "model": data.get("model"), "group": group, "key": key,
                                "team": team}

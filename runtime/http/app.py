@@ -267,7 +267,8 @@ class App:
             check_depth(data, rt.plan.server.max_json_depth, body)
             route = rt.routes.resolve(data["model"])
             guarded = await self.guards.start(route.group.name if route else None, grant.name if grant else None,
-                                              grant.team if grant else None, op, data, rid, call.extra)
+                                              grant.team if grant else None, op, data, rid, call.extra,
+                                              grant.guardrails if grant else ())
             send = guard_answer(self.guards, guarded, op, call, send)
             if route is not None:
                 admission = await self.access.admit(grant, route.group.name, data, rt.reserve.get(route.group.name),

@@ -64,6 +64,8 @@ class ApiKey(peewee.Model):
     updated_at = peewee.DoubleField()
     metadata = peewee.TextField(default="{}")
     """A JSON object of free-form key metadata; the `mcp` and `a2a` members carry tool and agent permissions."""
+    guardrails = peewee.TextField(default="[]")
+    """JSON list of the plan's guardrail names set on this key through the admin API."""
 
 
 class SpendLog(peewee.Model):
@@ -184,11 +186,13 @@ def _v6(db: peewee.Database) -> None:
 
 
 def _v7(db: peewee.Database) -> None:
-    # the spend log's guardrail decisions
-    table = SpendLog._meta.table_name
-    if table in db.get_tables() and "guardrails" not in {c.name for c in db.get_columns(table)}:
-        migrator = SchemaMigrator.from_database(db)
-        playhouse_migrate(migrator.add_column(table, "guardrails", peewee.CharField(null=True)))
+    # guardrails: the spend log's decisions, and a key's own guardrails (set through the admin API)
+    migrator = SchemaMigrator.from_database(db)
+    tables = db.get_tables()
+    for model, column in ((SpendLog, peewee.CharField(null=True)), (ApiKey, peewee.TextField(default="[]"))):
+        table = model._meta.table_name
+        if table in tables and "guardrails" not in {c.name for c in db.get_columns(table)}:
+            playhouse_migrate(migrator.add_column(table, "guardrails", column))
 
 
 MIGRATIONS: list[Callable[[peewee.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]

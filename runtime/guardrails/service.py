@@ -132,6 +132,11 @@ class Guardian:
         if applied.pre:
             await self._run(applied, applied.pre, request_slots(op, data), rid)
 
+    async def after(self, applied: Applied, op: str, answer: Any, rid: str) -> None:
+        """post_call on a whole answer object (an MCP tool's result): masked in place, or raises."""
+        if applied.post:
+            await self._run(applied, applied.post, answer_slots(op, answer), rid)
+
     async def _run(self, applied: Applied, detectors: list[Detector], slots: list[Slot], rid: str) -> None:
         """Each guardrail in order up to the first block: the built-in ones in runs (off the loop
         when the text is large), the external ones one call each."""

@@ -79,6 +79,7 @@ class App:
         self.mcp = Hub(on_event=logger.warning)
         self.mcp.configure(runtime.mcp_servers, runtime.plan.mcp.separator if runtime.plan.mcp else "__")
         self.mcp_endpoint = Endpoint(self.mcp, self.access, logger, metrics)
+        self.mcp_endpoint.guards = self.guards
         metrics.set_plan(runtime.digest)
         self.hosts = HostRule(runtime.plan)
 

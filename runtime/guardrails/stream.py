@@ -161,11 +161,14 @@ class StreamGuard:
             await self.send(message)
             return
         last = not message.get("more_body", False)
-        self.buffer += message.get("body", b"")
+        seen = max(0, len(self.buffer) - 3)  # an event boundary may straddle the previous read
+        buffer = self.buffer + message.get("body", b"")
         events: list[bytes] = []
-        while (m := _BOUNDARY.search(self.buffer)) is not None:
-            events.append(self.buffer[: m.end()])
-            self.buffer = self.buffer[m.end():]
+        pos = 0
+        while (m := _BOUNDARY.search(buffer, max(pos, seen))) is not None:  # linear: each byte searched once
+            events.append(buffer[pos:m.end()])
+            pos = m.end()
+        self.buffer = buffer[pos:]
         if last and self.buffer:
             events.append(self.buffer)
             self.buffer = b""

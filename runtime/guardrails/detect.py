@@ -168,6 +168,9 @@ class Detector:
         elif rule.kind is GuardKind.TOPICS:
             self.topics = [(t.name, _words(t.keywords)) for t in rule.blocked_topics]
             self.allowed = _words(rule.allowed_keywords) if rule.allowed_keywords else None
+        patterns = [f.pattern for f in self.finders] + [p for _, p in self.topics]
+        self.width = max((_width(p) for p in patterns), default=0)
+        """The longest finding this guardrail can have in a stream (at most `WINDOW`)."""
 
     def violation(self, texts: list[str]) -> str | None:
         """What this guardrail found in `texts` (an entity class or topic name, never the text)."""
@@ -187,11 +190,6 @@ class Detector:
                 return "match"
         return None
 
-    @property
-    def width(self) -> int:
-        """The longest finding this guardrail can have in a stream (at most `WINDOW`)."""
-        patterns = [f.pattern for f in self.finders] + [p for _, p in self.topics]
-        return max((_width(p) for p in patterns), default=0)
 
     def stream_violation(self, text: str, final: bool, pos: int = 0) -> tuple[str | None, int | None]:
         """What this guardrail found in a stream's window (from `pos`: a finding cannot start before

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -47,6 +47,14 @@ models:
 class GuardServer(FakeServer):
     """The documented http contract, deciding by the text: `block me`, `mask me`, `hang`, `garbage`,
     `crash`; anything else is allowed."""
+
+    clients: list[tuple[str, int]] = field(default_factory=list)
+    """The peer address of each request (the same one: the keep-alive pool's connection, reused)."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            self.clients.append(tuple(scope["client"]))
+        await super().__call__(scope, receive, send)
 
     async def answer(self, seen: Seen, send: Any) -> None:
         body = seen.body
@@ -131,6 +139,7 @@ async def test_an_http_guardrail_blocks_masks_and_allows_by_its_answer() -> None
             assert await ask(url, "closed", "well, mask me here") == "Answer 1 to: well, [X] here"
             assert up.chat_bodies()[-1]["messages"][0]["content"] == "well, [X] here"
             assert await ask(url, "closed", "fine") == "Answer 2 to: fine"
+            assert len(guard.clients) == 3 and len(set(guard.clients)) == 1, "one pooled connection, kept alive"
             assert await ask(url, "logged", "block me") == "Answer 3 to: block me"  # action log: counted only
             async with httpx.AsyncClient(base_url=url) as http:
                 metrics = (await http.get("/metrics")).text

@@ -1,7 +1,7 @@
 """Guardrail decisions in the spend row (`guardrails`: `name:outcome,...`, never the text), on sqlite
 and a real PostgreSQL: written for masked, passed and blocked answers (a stream cut by a
 during_call guardrail too) and read back through `/spend/logs`; the `_v7` migration adds the column
-to an older database; the summary stays within the column."""
+(and the keys' own `guardrails`) to an older database; the summary stays within the column."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import trio
 
 from sidegate.compiler.pipeline import compile_text
 from sidegate.runtime.store.database import SCHEMA_VERSION, Store
-from sidegate.runtime.store.models import Meta, SpendLog
+from sidegate.runtime.store.models import ApiKey, Meta, SpendLog
 from sidegate.runtime.store.spend import MAX_TEXT, guardrail_summary
 from tests.support.cache_fakes import CountingOpenAI
 from tests.support.fake_base import open_fake
@@ -90,7 +90,8 @@ async def test_the_v7_migration_adds_the_column_to_an_older_database(store_url: 
 
     def downgrade() -> None:
         db = SpendLog._meta.database
-        db.execute_sql(f'ALTER TABLE {SpendLog._meta.table_name} DROP COLUMN guardrails')
+        for model in (SpendLog, ApiKey):
+            db.execute_sql(f'ALTER TABLE {model._meta.table_name} DROP COLUMN guardrails')
         Meta.update(value="6").where(Meta.key == "schema_version").execute()
 
     await store.run(downgrade)
@@ -99,11 +100,11 @@ async def test_the_v7_migration_adds_the_column_to_an_older_database(store_url: 
     again = await Store.open(store_url)
     assert await again.schema_version() == SCHEMA_VERSION
 
-    def columns() -> set[str]:
+    def columns() -> list[set[str]]:
         db: peewee.Database = SpendLog._meta.database
-        return {c.name for c in db.get_columns(SpendLog._meta.table_name)}
+        return [{c.name for c in db.get_columns(m._meta.table_name)} for m in (SpendLog, ApiKey)]
 
-    assert "guardrails" in await again.run(columns)
+    assert all("guardrails" in have for have in await again.run(columns)), "the spend log's and the keys'"
     await again.aclose()
     reopened = await Store.open(store_url)  # idempotent: nothing left to add
     assert await reopened.schema_version() == SCHEMA_VERSION

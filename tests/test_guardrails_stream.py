@@ -283,3 +283,47 @@ models: {fast: {guardrails: [m, t, ok], targets: [{provider: oa, model: gpt-4o-m
     found = sorted((d.code, d.pointer) for d in result.diagnostics if d.severity.value == "error")
     assert found == [("guardrails.mode-unsupported", "/guardrails/m/mode"),
                      ("guardrails.mode-unsupported", "/guardrails/t/mode")]
+
+
+async def test_a_legacy_completions_stream_is_cut_too() -> None:
+    with trio.fail_after(20):
+        async with served() as (url, _up):
+            got = ""
+            with pytest.raises(openai.APIError) as caught:
+                stream = await oai(url).completions.create(model="chat", prompt=BEFORE + "forbidden word" + AFTER,
+                                                           stream=True)
+                async for chunk in stream:
+                    got += chunk.choices[0].text if chunk.choices else ""
+            assert isinstance(caught.value.body, dict) and caught.value.body["guardrail"] == "nope"
+            assert got.startswith("Answer 1") and "forbidden" not in got
+
+
+async def test_a_relayed_openai_responses_stream_is_cut_with_the_error_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.support.fake_responses import FakeOpenAIResponses
+
+    monkeypatch.setenv("GUARD_UPSTREAM_KEY", "sk-upstream")  # the key this fake takes
+    spec = """\
+version: 1
+providers:
+  oai: {{type: openai, base_url: "{url}", api_key: "${{GUARD_UPSTREAM_KEY}}"}}
+guardrails:
+  nope: {{kind: keywords, mode: during_call, words: [forbidden word]}}
+models:
+  relayed: {{guardrails: [nope], targets: [{{provider: oai, model: gpt-4o-2024-08-06}}]}}
+"""
+    with trio.fail_after(20):
+        async with open_fake(FakeOpenAIResponses()) as up:
+            plan = compile_text(spec.format(url=up.base_url), "g.yaml").plan
+            assert plan is not None
+            async with open_gateway(plan) as gw:
+                client = oai(f"http://127.0.0.1:{gw.port}")
+                events = [e async for e in await client.responses.create(
+                    model="relayed", input="a forbidden word", stream=True)]
+                fine = [e async for e in await client.responses.create(model="relayed", input="fine", stream=True)]
+    kinds = [e.type for e in events]
+    assert kinds[-1] == "error" and "response.completed" not in kinds and "response.output_text.done" not in kinds
+    assert events[-1].code == "guardrail_blocked"  # type: ignore[union-attr]
+    assert events[-1].sequence_number == events[-2].sequence_number + 1
+    assert not any("forbidden" in str(e) for e in events[:-1])
+    assert up.seen[-2].path == "/v1/responses"
+    assert fine[-1].type == "response.completed"

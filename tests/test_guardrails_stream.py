@@ -327,3 +327,34 @@ models:
     assert not any("forbidden" in str(e) for e in events[:-1])
     assert up.seen[-2].path == "/v1/responses"
     assert fine[-1].type == "response.completed"
+
+
+async def test_a_native_anthropic_stream_relayed_whole_is_cut_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    from sidegate.runtime.plan import Family
+    from sidegate.runtime.plan.guardrails import GuardrailAttachment, Guardrails
+    from tests.support.fake_anthropic import FakeAnthropic
+    from tests.support.plans import group, native_provider, plan, target
+
+    monkeypatch.setenv("ANT_KEY", "sk-ant-test")
+    rule = replace(WORDS, words=("okay, let",))  # the fake's text "Okay, let's check." comes in two deltas
+    with trio.fail_after(20):
+        async with open_fake(FakeAnthropic()) as up:
+            p = replace(plan([native_provider("ant", Family.ANTHROPIC, up.base_url, "ANT_KEY")],
+                             [group("claude", target("ant", "ok"))]),
+                        guardrails=Guardrails(rules=(rule,), groups=(GuardrailAttachment(owner="claude",
+                                                                                        guardrails=("w",)),),
+                                              keys=(), teams=()))
+            async with open_gateway(p) as gw:
+                client = anthropic.AsyncAnthropic(base_url=f"http://127.0.0.1:{gw.port}", api_key="x", max_retries=0)
+                got = ""
+                with pytest.raises(anthropic.APIStatusError) as caught:
+                    async with client.messages.stream(model="claude", max_tokens=50, messages=[
+                            {"role": "user", "content": "go"}]) as s:
+                        async for delta in s.text_stream:
+                            got += delta
+    body = caught.value.body
+    assert isinstance(body, dict) and body["error"]["guardrail"] == "w" and body["error"]["code"] == "guardrail_blocked"
+    assert "Okay" not in got and "check" not in got
+    assert up.seen and up.seen[-1].path == "/v1/messages"

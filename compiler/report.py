@@ -78,6 +78,8 @@ CODES: Mapping[str, str] = {
     "guardrails.regex-empty": "A regex guardrail without patterns or presets.",
     "guardrails.pattern-refused": "A guardrail pattern that could take more than linear time (or is invalid).",
     "guardrails.unattached": "Guardrails are declared but no model group, key or team names one.",
+    "guardrails.unknown-provider": "A moderation guardrail naming no provider, or one without /moderations.",
+    "guardrails.mode-unsupported": "A during_call guardrail that masks or needs an allowed topic.",
     "cache.threshold-unused": "A group's cache.threshold in exact mode.",
     "cache.ttl-zero": "A cache ttl of 0.",
     "cache.nothing-cached": "A cache section while every model group says cache: false.",

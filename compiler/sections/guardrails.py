@@ -26,7 +26,11 @@ MAX_REPEAT = 256
 """The largest repeat count a spec pattern may have (`{0,256}`; `*` and `+` are unbounded)."""
 _MASKABLE = (GuardKind.REGEX, GuardKind.KEYWORDS, GuardKind.PII)
 _OPTIONS = {GuardKind.REGEX: ("patterns", "presets"), GuardKind.KEYWORDS: ("words",), GuardKind.PII: ("entities",),
-            GuardKind.MAX_PROMPT: ("max_chars",), GuardKind.TOPICS: ("blocked", "allowed")}
+            GuardKind.MAX_PROMPT: ("max_chars",), GuardKind.TOPICS: ("blocked", "allowed"),
+            GuardKind.HTTP: ("url", "timeout", "fail"), GuardKind.MODERATION: ("provider", "model", "timeout", "fail")}
+_EXTERNAL = (GuardKind.HTTP, GuardKind.MODERATION)
+_NOT_OPENAI = frozenset({"anthropic", "gemini", "vertex", "bedrock", "cohere", "azure", "mock"})
+"""Provider types without an OpenAI-compatible `/moderations` endpoint."""
 _parser: Any = importlib.import_module("re._parser")
 _c: Any = importlib.import_module("re._constants")
 _REPEATS = {_c.MAX_REPEAT, _c.MIN_REPEAT} | ({_c.POSSESSIVE_REPEAT} if hasattr(_c, "POSSESSIVE_REPEAT") else set())
@@ -76,11 +80,34 @@ def _walk(items: Iterable[Any], *, inside_repeat: bool) -> str | None:
     return None
 
 
-def _rule(name: str, raw: Mapping[str, Any], out: Collector) -> Guardrail:
+def _external(at: str, kind: GuardKind, raw: Mapping[str, Any], providers: Mapping[str, Any],
+              out: Collector) -> None:
+    if raw.get("mode") == "during_call":
+        out.error("guardrails.mode-unsupported", f"{at}/mode", f"a {kind.value} guardrail cannot check a stream as "
+                  "it passes (one call per event): use pre_call or post_call")
+    required = "url" if kind is GuardKind.HTTP else "provider"
+    if required not in raw:
+        out.error("guardrails.option-missing", at, f"a {kind.value} guardrail needs `{required}`")
+    provider = raw.get("provider")
+    if kind is GuardKind.MODERATION and isinstance(provider, str):
+        if provider not in providers:
+            out.error("guardrails.unknown-provider", f"{at}/provider", f"'{provider}' is not a provider of this spec"
+                      f"{did_you_mean(provider, providers)}")
+        elif str((providers[provider] or {}).get("type")) in _NOT_OPENAI:
+            out.error("guardrails.unknown-provider", f"{at}/provider", f"provider '{provider}' is of type "
+                      f"{providers[provider].get('type')}, which has no OpenAI-compatible /moderations endpoint")
+
+
+def _rule(name: str, raw: Mapping[str, Any], out: Collector, providers: Mapping[str, Any]) -> Guardrail:
     at = join_pointer("/guardrails", name)
     kind = GuardKind(raw["kind"])
     action = GuardAction(raw.get("action", "block"))
-    if action is GuardAction.MASK and kind not in _MASKABLE:
+    if kind in _EXTERNAL:
+        _external(at, kind, raw, providers, out)
+    if action is GuardAction.MASK and kind in _EXTERNAL:
+        out.error("guardrails.mask-unsupported", f"{at}/action", f"a {kind.value} guardrail blocks or logs (an http "
+                  "guardrail masks by answering `mask`): use block or log")
+    elif action is GuardAction.MASK and kind not in _MASKABLE:
         out.error("guardrails.mask-unsupported", f"{at}/action",
                   f"a {kind.value} guardrail cannot mask (it finds no span of text to replace): use block or log")
     for option in raw:
@@ -94,6 +121,10 @@ def _rule(name: str, raw: Mapping[str, Any], out: Collector) -> Guardrail:
         problem = pattern_problem(pattern)
         if problem is not None:
             out.error("guardrails.pattern-refused", f"{at}/patterns/{i}", f"this pattern is refused: {problem}")
+    if raw.get("mode") == "during_call" and (action is GuardAction.MASK or raw.get("allowed")):
+        what = "mask" if action is GuardAction.MASK else "require an allowed topic"
+        out.error("guardrails.mode-unsupported", f"{at}/mode", f"a during_call guardrail cannot {what}: that needs "
+                  "the whole answer (use post_call on non-streamed answers)")
     required = {GuardKind.KEYWORDS: "words", GuardKind.MAX_PROMPT: "max_chars"}.get(kind)
     if required is not None and required not in raw:
         out.error("guardrails.option-missing", at, f"a {kind.value} guardrail needs `{required}`")
@@ -111,6 +142,11 @@ def _rule(name: str, raw: Mapping[str, Any], out: Collector) -> Guardrail:
         blocked_topics=tuple(GuardTopic(name=t, keywords=tuple(w)) for t, w in sorted(raw.get("blocked", {}).items()))
         if kind is GuardKind.TOPICS else (),
         allowed_keywords=tuple(raw.get("allowed", ())) if kind is GuardKind.TOPICS else (),
+        url=raw.get("url") if kind is GuardKind.HTTP else None,
+        provider=raw.get("provider") if kind is GuardKind.MODERATION else None,
+        model=raw.get("model") if kind is GuardKind.MODERATION else None,
+        timeout=float(raw.get("timeout", 5.0)) if kind in _EXTERNAL else 5.0,
+        fail_open=raw.get("fail") == "open" and kind in _EXTERNAL,
     )
 
 
@@ -125,7 +161,8 @@ def _attach(owner: str, names: Iterable[str], at: str, known: Mapping[str, Guard
 
 def resolve_guardrails(spec: Mapping[str, Any], out: Collector) -> Guardrails | None:
     """The plan's guardrails (None when the spec declares and names none)."""
-    rules = {name: _rule(name, raw, out) for name, raw in sorted(spec.get("guardrails", {}).items())}
+    providers = spec.get("providers") or {}
+    rules = {name: _rule(name, raw, out, providers) for name, raw in sorted(spec.get("guardrails", {}).items())}
     groups = [_attach(name, raw["guardrails"], join_pointer("/models", name) + "/guardrails", rules, out)
               for name, raw in sorted(spec.get("models", {}).items()) if raw.get("guardrails")]
     keys = [_attach(raw["name"], raw["guardrails"], f"/auth/keys/{i}/guardrails", rules, out)

@@ -62,6 +62,8 @@ class Grant:
     revoked: bool = False
     metadata: Mapping[str, Any] = field(default_factory=dict)
     """Free-form key metadata (a JSON object); `mcp` and `a2a` members hold tool and agent permissions."""
+    guardrails: tuple[str, ...] = ()
+    """Guardrails set on this key through the admin API (they run on its requests, like a spec key's)."""
 
     def allows(self, group: str) -> bool:
         """Whether this key may call model group `group`."""

@@ -7,13 +7,20 @@ mod-97 for IBANs, the SSA's rules for US SSNs and HMRC's prefixes for UK NINOs.
 
 from __future__ import annotations
 
+import importlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from sidegate.runtime.plan.guardrails import GuardKind, Guardrail
 
-__all__ = ["Detector", "Finder", "iban_valid", "luhn_valid", "nino_valid", "ssn_valid"]
+__all__ = ["WINDOW", "Detector", "Finder", "iban_valid", "luhn_valid", "nino_valid", "ssn_valid"]
+
+WINDOW = 1024
+"""The most characters of a stream held back for a during_call check (a guardrail's longest match,
+at most this: a longer finding is caught by its first `WINDOW` characters)."""
+_parser: Any = importlib.import_module("re._parser")
 
 Validate = Callable[[re.Match[str]], str | None]
 """A match's replacement when it is a real finding; None: not one (a checksum failed)."""
@@ -117,6 +124,26 @@ class Finder:
 
         return self.pattern.sub(replace, text), found
 
+    def stream_find(self, text: str, final: bool, pos: int = 0) -> tuple[bool, int | None]:
+        """On a stream's window, from `pos`: (found, where the first finding starts). A finding that
+        touches the window's end may still grow or vanish with the next text: it is not found yet but
+        its start is said (decided later), unless `final` or already `WINDOW` long."""
+        return _stream_find(self.pattern.finditer(text, pos), self.validate, len(text), final)
+
+
+def _stream_find(matches: Iterable[re.Match[str]], validate: Validate | None, end: int,
+                 final: bool) -> tuple[bool, int | None]:
+    for m in matches:
+        if validate is not None and validate(m) is None:
+            continue
+        return final or m.end() < end or m.end() - m.start() >= WINDOW, m.start()
+    return False, None
+
+
+def _width(pattern: re.Pattern[str]) -> int:
+    """The longest text `pattern` can match, at most `WINDOW`."""
+    return min(WINDOW, int(_parser.parse(pattern.pattern, pattern.flags).getwidth()[1]))
+
 
 def _words(words: tuple[str, ...]) -> re.Pattern[str]:
     alternatives = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
@@ -141,6 +168,9 @@ class Detector:
         elif rule.kind is GuardKind.TOPICS:
             self.topics = [(t.name, _words(t.keywords)) for t in rule.blocked_topics]
             self.allowed = _words(rule.allowed_keywords) if rule.allowed_keywords else None
+        patterns = [f.pattern for f in self.finders] + [p for _, p in self.topics]
+        self.width = max((_width(p) for p in patterns), default=0)
+        """The longest finding this guardrail can have in a stream (at most `WINDOW`)."""
 
     def violation(self, texts: list[str]) -> str | None:
         """What this guardrail found in `texts` (an entity class or topic name, never the text)."""
@@ -159,6 +189,28 @@ class Detector:
             if any(finder.first(t) for t in texts):
                 return "match"
         return None
+
+
+    def stream_violation(self, text: str, final: bool, pos: int = 0) -> tuple[str | None, int | None]:
+        """What this guardrail found in a stream's window (from `pos`: a finding cannot start before
+        the new text less `width`) and where it starts, or (None, where a finding still open starts:
+        see `Finder.stream_find`); max_prompt is counted by the caller over the whole stream."""
+        deferred: int | None = None
+        if self.rule.kind is GuardKind.TOPICS:
+            for name, pattern in self.topics:
+                found, start = _stream_find(pattern.finditer(text, pos), None, len(text), final)
+                if found:
+                    return f"topic:{name}", start
+                if start is not None:
+                    deferred = start if deferred is None else min(deferred, start)
+            return None, deferred
+        for finder in self.finders:
+            found, start = finder.stream_find(text, final, pos)
+            if found:
+                return "match", start
+            if start is not None:
+                deferred = start if deferred is None else min(deferred, start)
+        return None, deferred
 
     def mask(self, text: str) -> tuple[str, int]:
         """`text` with every finding replaced, and how many there were."""

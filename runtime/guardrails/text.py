@@ -34,9 +34,27 @@ def _strings(holder: Any, key: Any, out: list[Slot]) -> None:
         out.extend((value, i) for i, v in enumerate(value) if isinstance(v, str))
 
 
+def _every_string(holder: Any, key: Any, out: list[Slot], depth: int = 0) -> None:
+    """Every string under `holder[key]` (JSON nesting is bounded by `server.max_json_depth`)."""
+    value = holder[key]
+    if isinstance(value, str):
+        out.append((holder, key))
+    elif isinstance(value, dict) and depth < 64:
+        for k in value:
+            _every_string(value, k, out, depth + 1)
+    elif isinstance(value, list) and depth < 64:
+        for i in range(len(value)):
+            _every_string(value, i, out, depth + 1)
+
+
 def request_slots(op: str, data: dict[str, Any]) -> list[Slot]:
-    """The request's text: chat and Messages contents (and `system`), a prompt, an input, instructions."""
+    """The request's text: chat and Messages contents (and `system`), a prompt, an input, instructions;
+    an MCP tool call's arguments (every string value)."""
     out: list[Slot] = []
+    if op == "tools/call":
+        if "arguments" in data:
+            _every_string(data, "arguments", out)
+        return out
     if "system" in data and op == "messages":
         _content(data, "system", out)
     if op == "responses" and isinstance(data.get("instructions"), str):
@@ -61,6 +79,16 @@ def answer_slots(op: str, answer: Any) -> list[Slot]:
     """A whole answer's text: chat message contents, completion texts, Anthropic text blocks."""
     out: list[Slot] = []
     if not isinstance(answer, dict):
+        return out
+    if op == "tools/call":  # an MCP tool's result: text content, embedded resources' text, structured content
+        for item in answer.get("content") or ():
+            if isinstance(item, dict) and isinstance(item.get("text"), str):
+                out.append((item, "text"))
+            resource = item.get("resource") if isinstance(item, dict) else None
+            if isinstance(resource, dict) and isinstance(resource.get("text"), str):
+                out.append((resource, "text"))
+        if "structuredContent" in answer:
+            _every_string(answer, "structuredContent", out)
         return out
     if op == "messages":
         if isinstance(answer.get("content"), list):

@@ -41,7 +41,7 @@ from sidegate.runtime.store.database import Store
 from sidegate.runtime.store.journal import Journal, journal_path
 from sidegate.runtime.store.models import ApiKey, SpendLog, User
 from sidegate.runtime.store.models import Team as TeamRow
-from sidegate.runtime.store.spend import SpendRow, SpendWriter
+from sidegate.runtime.store.spend import SpendRow, SpendWriter, guardrail_summary
 from sidegate.runtime.upstream.tokens import estimate_usage
 
 if TYPE_CHECKING:
@@ -82,6 +82,7 @@ class Access:
         self.journal_setting = runtime.plan.store.journal
         self.groups: frozenset[str] = frozenset(runtime.groups)
         self._spec_team_names: frozenset[str] = frozenset(runtime.teams)
+        self.guardrail_names = _guardrail_names(runtime)
         self.spend_buffer = runtime.plan.store.spend_buffer
         self.cache_purge: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None
         """`POST /cache/purge` (the app's response cache)."""
@@ -89,6 +90,7 @@ class Access:
     def configure(self, runtime: Runtime) -> None:
         """Apply a reloaded plan's keys and teams."""
         self.groups, self._spec_team_names = frozenset(runtime.groups), frozenset(runtime.teams)
+        self.guardrail_names = _guardrail_names(runtime)
         self.gate.configure(runtime.grants, runtime.teams, runtime.plan.auth is not None)
         self.gate.set_users(*users_from_plan(runtime.plan))
         self.refresh = runtime.plan.auth.refresh if runtime.plan.auth else 5.0
@@ -102,7 +104,8 @@ class Access:
             "spend_write_failed", error=msg, pending=n), metrics=self.metrics, max_buffer=self.spend_buffer,
             journal=Journal(path) if path is not None else None)
         self.admin = Admin(store, self.gate.cache, on_change=lambda: self.reload_keys(store),
-                           known=lambda: (self.groups, self._spec_team_names), purge=self.cache_purge)
+                           known=lambda: (self.groups, self._spec_team_names), purge=self.cache_purge,
+                           guardrails=lambda: self.guardrail_names)
         await self.spend.open_journal()
         if self.spend.journal_rows:
             left = self.spend.journal_rows
@@ -225,7 +228,7 @@ class Access:
             cached_tokens=usage.cached if usage else 0, reasoning_tokens=usage.reasoning if usage else 0,
             cost=cost, estimated=estimated, latency_ms=round((time.perf_counter() - call.t0) * 1000, 2),
             status=call.status, created_at=time.time(), cache_hit=call.extra.get("cache") == "hit",
-            saved_cost=call.extra.get("saved_cost", 0.0),
+            saved_cost=call.extra.get("saved_cost", 0.0), guardrails=guardrail_summary(call.extra.get("guardrails")),
         ))
 
     async def admin_call(self, method: str, path: str, scope: Scope, receive: Receive, limit: int, *,
@@ -250,3 +253,9 @@ class Access:
             check_depth(body, depth, raw)
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         return await self.admin.handle(method, path, query, body)
+
+
+def _guardrail_names(runtime: Runtime) -> frozenset[str]:
+    """The plan's declared guardrails (what the admin API lets a key name)."""
+    plan = runtime.plan.guardrails
+    return frozenset(r.name for r in plan.rules) if plan is not None else frozenset()

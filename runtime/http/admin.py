@@ -19,6 +19,7 @@ from sidegate.runtime.errors import BadRequest, NotFound
 from sidegate.runtime.governance.gate import TeamPolicy
 from sidegate.runtime.governance.keys import Grant, KeyCache, display_prefix, hash_key, new_key
 from sidegate.runtime.governance.limits import Budget, Limits
+from sidegate.runtime.http.key_guardrails import key_guardrails
 from sidegate.runtime.store.database import Store
 from sidegate.runtime.store.models import ApiKey, DailySpend, SpendLog, Team, User
 
@@ -44,7 +45,7 @@ def grant_from_row(row: ApiKey) -> Grant:
         hash=row.hash, name=row.name, team=row.team, user=row.user,
         models=frozenset(models) if models else None, budget=row.budget, budget_period=row.budget_period,
         rpm=row.rpm, tpm=row.tpm, parallel=row.parallel, expires_at=row.expires_at, revoked=row.revoked,
-        metadata=orjson.loads(row.metadata or "{}"),
+        metadata=orjson.loads(row.metadata or "{}"), guardrails=tuple(orjson.loads(row.guardrails or "[]")),
     )
 
 
@@ -130,6 +131,7 @@ def _key_view(row: ApiKey) -> dict[str, Any]:
         "budget_duration": row.budget_period, "rpm_limit": row.rpm, "tpm_limit": row.tpm,
         "max_parallel_requests": row.parallel, "expires": row.expires_at, "revoked": row.revoked,
         "created_at": row.created_at, "metadata": orjson.loads(row.metadata or "{}"),
+        "guardrails": orjson.loads(row.guardrails or "[]"),
     }
 
 
@@ -149,8 +151,11 @@ class Admin:
 
     def __init__(self, store: Store, cache: KeyCache, now: Callable[[], float] = time.time,
                  on_change: Callable[[], Awaitable[None]] | None = None, known: Known | None = None,
-                 purge: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None) -> None:
+                 purge: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None,
+                 guardrails: Callable[[], Collection[str]] = frozenset) -> None:
         self.store = store
+        self.guardrails = guardrails
+        """The plan's declared guardrail names (what a key's `guardrails` may name)."""
         self.purge = purge
         """The response cache's purge (`POST /cache/purge`)."""
         self.cache = cache
@@ -211,7 +216,7 @@ class Admin:
         fields = {
             "hash": hash_key(key), "prefix": display_prefix(key), "name": _text(body, "key_alias"),
             "team": _text(body, "team_id"), "user": _text(body, "user_id"), "models": _models(body),
-            **_limit_fields(body), "metadata": _metadata(body),
+            **_limit_fields(body), "metadata": _metadata(body), "guardrails": key_guardrails(body, self.guardrails()),
             "expires_at": expires, "revoked": False, "created_at": now, "updated_at": now,
         }
         row = await self.store.run(lambda: ApiKey.create(**fields))
@@ -247,6 +252,8 @@ class Admin:
             changes["models"] = _models(body)
         if "metadata" in body:
             changes["metadata"] = _metadata(body)
+        if "guardrails" in body:
+            changes["guardrails"] = key_guardrails(body, self.guardrails())
         for name, value in _limit_fields(body).items():
             if value is not None:
                 changes[name] = value

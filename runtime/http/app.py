@@ -23,6 +23,7 @@ from sidegate.runtime.http.anthropic.dialect import MessagesDialect, client_head
 from sidegate.runtime.http.anthropic.messages import anthropic_error_body
 from sidegate.runtime.http.files import FilesApi
 from sidegate.runtime.http.gemini.dialect import google_error_body, is_gemini, parse_gemini
+from sidegate.runtime.http.guarded import configure_guards, guard_answer
 from sidegate.runtime.http.mcp_endpoint import Endpoint
 from sidegate.runtime.http.media import MEDIA_ROUTES, read_media
 from sidegate.runtime.http.passthrough import Passthrough, passthrough_route
@@ -79,12 +80,13 @@ class App:
         self.access.cache_purge = self.cache.purge
         self.files = FilesApi(self.access, logger)
         self.guards = Guardian(logger, metrics.registry)
-        self.guards.configure(runtime.plan.guardrails)
+        configure_guards(self.guards, runtime)
         self.a2a = A2AGateway(runtime, logger, A2AMetrics(metrics.registry))
         self.mcp = Hub(on_event=logger.warning)
         self.mcp.configure(runtime.mcp_servers, runtime.plan.mcp.separator if runtime.plan.mcp else "__")
         self.mcp_endpoint = Endpoint(self.mcp, self.access, logger, metrics)
         self.realtime = RealtimeGateway(self.access, logger, metrics)
+        self.mcp_endpoint.guards = self.guards
         metrics.set_plan(runtime.digest)
         self.hosts = HostRule(runtime.plan)
         self.passthrough = Passthrough(self.access, self._account, logger.warning)
@@ -96,7 +98,7 @@ class App:
         self.hosts = HostRule(runtime.plan)
         self.access.configure(runtime)
         self.cache.configure(runtime)
-        self.guards.configure(runtime.plan.guardrails)
+        configure_guards(self.guards, runtime)
         self.a2a.configure(runtime)
         self.mcp.configure(runtime.mcp_servers, runtime.plan.mcp.separator if runtime.plan.mcp else "__")
         self.metrics.set_plan(runtime.digest)
@@ -289,11 +291,9 @@ class App:
             check_depth(data, rt.plan.server.max_json_depth, body)
             route = rt.routes.resolve(data["model"])
             guarded = await self.guards.start(route.group.name if route else None, grant.name if grant else None,
-                                              grant.team if grant else None, op, data, rid, call.extra)
-            if guarded is not None and guarded.post:
-                send = self.guards.answers(guarded, op, send, lambda e: anthropic_error_body(e, rid) if op == "messages"
-                                           else google_error_body(e) if op == "generate_content" else openai_body(e),
-                                           rid)
+                                              grant.team if grant else None, op, data, rid, call.extra,
+                                              grant.guardrails if grant else ())
+            send = guard_answer(self.guards, guarded, op, call, send)
             if route is not None:
                 admission = await self.access.admit(grant, route.group.name, data, rt.reserve.get(route.group.name),
                                                     op, rid)

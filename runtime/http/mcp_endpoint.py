@@ -23,7 +23,10 @@ import trio
 
 from sidegate.runtime.asgi import ClientGone, Receive, Scope, Send, header, read_body, respond
 from sidegate.runtime.errors import GatewayError
+from sidegate.runtime.governance.keys import Grant
+from sidegate.runtime.guardrails.service import Guardian
 from sidegate.runtime.http.access import Access
+from sidegate.runtime.http.mcp_guard import ToolGuard
 from sidegate.runtime.http.mcp_listen import Outbox, listen
 from sidegate.runtime.http.mcp_stream import EventAnswer, accepts_events
 from sidegate.runtime.http.request_guard import check_depth
@@ -118,6 +121,8 @@ class Endpoint:
         self.subscriptions = Subscriptions(self._post)
         self.closing = trio.Event()
         """Set when the gateway shuts down: session event streams end (they do not hold the drain)."""
+        self.guards: Guardian | None = None
+        """The app's guardrails (tool calls' arguments and results)."""
 
     async def handle(self, rt: Runtime, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer one HTTP request to `/mcp` or `/mcp/<server>`."""
@@ -170,8 +175,7 @@ class Endpoint:
                 streamed = EventAnswer(send) if accepts_events(scope) else None
                 view.exchange = self._exchange(modern, session, known, params, streamed)
                 try:
-                    result = await self._dispatch(rt, view, scope, grant.name if grant else None, message["method"],
-                                                  params, known)
+                    result = await self._dispatch(rt, view, scope, grant, message["method"], params, known)
                 finally:
                     view.exchange.close()
             _for_era(result, message["method"], modern)
@@ -299,7 +303,7 @@ class Endpoint:
         self.logger.warning("mcp_upstream_unavailable", server=server, error=why)
 
     async def _dispatch(
-        self, rt: Runtime, view: View, scope: Scope, key: str | None, method: str, params: dict[str, Any],
+        self, rt: Runtime, view: View, scope: Scope, grant: Grant | None, method: str, params: dict[str, Any],
         session: _Session | None,
     ) -> dict[str, Any]:
         modern = view.exchange is not None and not view.exchange.legacy
@@ -326,7 +330,7 @@ class Endpoint:
         if method in LISTS:
             return await view.list(method, params)
         if method == "tools/call":
-            return await self._call_tool(rt, view, key, params, scope if modern else None)
+            return await self._call_tool(rt, view, grant, params, scope if modern else None)
         if method == "prompts/get":
             upstream, _, forward = view.route(method, params)
             return await upstream.request(method, forward, view.exchange)
@@ -336,9 +340,11 @@ class Endpoint:
             return await view.complete(params)
         raise view.unknown(method)
 
-    async def _call_tool(self, rt: Runtime, view: View, key: str | None, params: dict[str, Any],
+    async def _call_tool(self, rt: Runtime, view: View, grant: Grant | None, params: dict[str, Any],
                          modern: Scope | None) -> dict[str, Any]:
         t0 = perf_counter()
+        key = grant.name if grant else None
+        guard = ToolGuard(self.guards, grant)
         server, tool, status = "-", "-", "error"
         result: dict[str, Any] | None = None
         try:
@@ -355,9 +361,14 @@ class Endpoint:
                 if why is not None:
                     status = "denied"
                     raise McpError(HEADER_MISMATCH, why, status=400)
+            status = "blocked"
+            await guard.arguments(forward)
+            status = "error"
             with traced("tool", tool, **{"sidegate.mcp.server": server}) as span:
                 result = await upstream.request("tools/call", forward, view.exchange)
                 span.note(**{"sidegate.mcp.is_error": bool(result.get("isError"))})
+            status = "blocked"
+            await guard.result(result)
             status = "tool_error" if result.get("isError") else "ok"
             return result
         except McpError as err:
@@ -374,4 +385,4 @@ class Endpoint:
             if rt.plan.observability.logs.bodies:
                 extra = {"arguments": params.get("arguments"), "result": result}
             self.logger.info("mcp_call", server=server, tool=tool, status=status, key=key,
-                             latency_ms=round(elapsed * 1000, 2), **extra)
+                             latency_ms=round(elapsed * 1000, 2), **extra, **guard.extra)

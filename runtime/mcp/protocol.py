@@ -46,6 +46,10 @@ HEADER_MISMATCH = -32020
 MISSING_CLIENT_CAPABILITY = -32021
 """A request needs a capability the client did not declare (an upstream's answer, relayed with 400)."""
 UNSUPPORTED_PROTOCOL_VERSION = -32022
+GUARDRAIL_BLOCKED = -32030
+"""Server-defined: a guardrail blocked a tool call's arguments or its result (`data.guardrail` names it)."""
+GUARDRAIL_UNAVAILABLE = -32031
+"""Server-defined: an external guardrail could not check a tool call and fails closed."""
 
 NAME_PARAMS = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
 """Methods whose target is named in params (mirrored in the `mcp-name` header at 2026-07-28)."""

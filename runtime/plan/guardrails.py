@@ -30,13 +30,19 @@ class GuardKind(enum.Enum):
     PII = "pii"
     MAX_PROMPT = "max_prompt"
     TOPICS = "topics"
+    HTTP = "http"
+    """An external check: the text POSTed to `url`, which answers allow, block or mask."""
+    MODERATION = "moderation"
+    """An OpenAI-compatible `/moderations` call to a provider of the plan: flagged blocks."""
 
 
 class GuardMode(enum.Enum):
     PRE_CALL = "pre_call"
     """On the request, before it is routed."""
     POST_CALL = "post_call"
-    """On the whole (non-streamed) answer, before the client gets it."""
+    """On the whole answer before the client gets it (on a stream: as during_call)."""
+    DURING_CALL = "during_call"
+    """On a streamed answer as it passes, on a sliding window of its text (a whole answer: at its end)."""
 
 
 class GuardAction(enum.Enum):
@@ -76,6 +82,16 @@ class Guardrail:
     blocked_topics: tuple[GuardTopic, ...] = ()
     allowed_keywords: tuple[str, ...] = ()
     """topics: when set, a prompt must mention one of these."""
+    url: str | None = None
+    """http: where the text is POSTed."""
+    provider: str | None = None
+    """moderation: the provider (of the OpenAI family) whose `/moderations` endpoint is called."""
+    model: str | None = None
+    """moderation: the moderation model (None: the provider's default)."""
+    timeout: float = 5.0
+    """http, moderation: seconds the check may take (connecting included)."""
+    fail_open: bool = False
+    """http, moderation: when the check fails or times out, let the call go on (False: 503)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import trio
 
-from sidegate.runtime.errors import GatewayError, RateLimited, Unavailable, UpstreamError, UpstreamTimeout
+from sidegate.runtime.errors import (
+    GatewayError,
+    GuardrailBlocked,
+    RateLimited,
+    Unavailable,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from sidegate.runtime.plan import ModelGroup
 from sidegate.runtime.routing.breaker import FailureKind
 from sidegate.runtime.routing.call import Call
@@ -123,7 +130,7 @@ async def attempt(
         if kind is not None:
             state.breaker.failure(now, kind, group.cooldown, err.retry_after, error=err.message,
                                   last=dep.last_available(now))
-        if call.log is not None:
+        if call.log is not None and not isinstance(err, GuardrailBlocked):  # a during_call block is no failure
             call.log("upstream_attempt_failed", request_id=call.request_id, group=group.name,
                      deployment=dep.target.id, url=call.upstream_url, attempt=number,
                      upstream_status=err.upstream_status, status=err.status, code=err.code,

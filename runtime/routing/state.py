@@ -117,7 +117,9 @@ class Runtime:
     passthrough: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
     """Pass-through provider name -> the resolved headers that authenticate sidegate to it."""
     transport: Transport | None = None
-    """The shared upstream transport (what pass-through routes send with)."""
+    """The shared upstream transport (what pass-through routes and external guardrails send with)."""
+    provider_headers: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    """Provider name -> its resolved auth and headers, for the providers a moderation guardrail calls."""
 
 
 def _credentials(provider: Provider, resolve: SecretCollector) -> tuple[tuple[str, str], ...]:
@@ -129,8 +131,8 @@ def _credentials(provider: Provider, resolve: SecretCollector) -> tuple[tuple[st
     return tuple(out)
 
 
-def _headers(provider: Provider, target: Target, resolve: SecretCollector) -> tuple[tuple[str, str], ...]:
-    targets = ((h.name, resolve(h.value)) for h in target.headers)
+def _headers(provider: Provider, target: Target | None, resolve: SecretCollector) -> tuple[tuple[str, str], ...]:
+    targets = ((h.name, resolve(h.value)) for h in (target.headers if target is not None else ()))
     return (("content-type", "application/json"), *_credentials(provider, resolve), *targets)
 
 
@@ -185,6 +187,8 @@ def build_runtime(plan: Plan, shared: Transport, previous: Runtime | None = None
     tracing = plan.observability.tracing
     otlp_headers = tuple((h.name, resolve(h.value)) for h in tracing.headers) if tracing is not None else ()
     passthrough = {r.provider: _credentials(plan.provider(r.provider), resolve) for r in plan.passthrough}
+    called = {r.provider for r in (plan.guardrails.rules if plan.guardrails is not None else ()) if r.provider}
+    provider_headers = {n: _headers(plan.provider(n), None, resolve) for n in sorted(called)}
     for stored in (plan.store.database, plan.store.redis):
         if stored is not None:
             resolve(stored)  # a DSN's password is masked in logs too
@@ -212,6 +216,7 @@ def build_runtime(plan: Plan, shared: Transport, previous: Runtime | None = None
         reserve=bases(plan),
         passthrough=passthrough,
         transport=shared,
+        provider_headers=provider_headers,
     )
 
 

@@ -64,6 +64,8 @@ class ApiKey(peewee.Model):
     updated_at = peewee.DoubleField()
     metadata = peewee.TextField(default="{}")
     """A JSON object of free-form key metadata; the `mcp` and `a2a` members carry tool and agent permissions."""
+    guardrails = peewee.TextField(default="[]")
+    """JSON list of the plan's guardrail names set on this key through the admin API."""
 
 
 class SpendLog(peewee.Model):
@@ -89,6 +91,9 @@ class SpendLog(peewee.Model):
     """Answered from the response cache (nothing was paid upstream)."""
     saved_cost = peewee.DoubleField(default=0.0)
     """A cache hit: what the cached answer cost when it was paid for."""
+    guardrails = peewee.CharField(null=True)
+    """The guardrails' decisions, `name:outcome` comma-separated (`pii:masked,secrets:passed`); never
+    the text. None: no guardrail applied."""
 
 
 class StoredResponse(peewee.Model):
@@ -252,7 +257,17 @@ def _v8(db: peewee.Database) -> None:
     db.create_tables([StoredFile, StoredBatch])
 
 
-MIGRATIONS: list[Callable[[peewee.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8]
+def _v9(db: peewee.Database) -> None:
+    # guardrails: the spend log's decisions, and a key's own guardrails (set through the admin API)
+    migrator = SchemaMigrator.from_database(db)
+    tables = db.get_tables()
+    for model, column in ((SpendLog, peewee.CharField(null=True)), (ApiKey, peewee.TextField(default="[]"))):
+        table = model._meta.table_name
+        if table in tables and "guardrails" not in {c.name for c in db.get_columns(table)}:
+            playhouse_migrate(migrator.add_column(table, "guardrails", column))
+
+
+MIGRATIONS: list[Callable[[peewee.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9]
 """Migration n brings the schema from version n to n+1 (later ones may use playhouse.migrate)."""
 
 

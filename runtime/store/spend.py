@@ -26,7 +26,7 @@ from sidegate.runtime.store.models import DailySpend, SpendLog
 if TYPE_CHECKING:
     from sidegate.runtime.observe.metrics import Metrics
 
-__all__ = ["SpendRow", "SpendWriter", "write_rows", "write_values"]
+__all__ = ["SpendRow", "SpendWriter", "guardrail_summary", "write_rows", "write_values"]
 
 BATCH = 500
 LINGER = 0.05
@@ -58,6 +58,8 @@ class SpendRow:
     created_at: float
     cache_hit: bool = False
     saved_cost: float = 0.0
+    guardrails: str | None = None
+    """The guardrails' decisions (`name:outcome,...`; see `guardrail_summary`)."""
 
 
 _COLUMNS = tuple(f.name for f in fields(SpendRow))
@@ -92,6 +94,20 @@ a value out of range) is a row the database refuses: the batch is written row by
 refused rows are dropped (logged and counted), so one bad row cannot stall the writer."""
 
 
+def guardrail_summary(decisions: list[str] | None) -> str | None:
+    """The spend row's `guardrails`: the decisions (`name:outcome`) comma-separated, whole ones only
+    within the column's `MAX_TEXT` (then `+N` says how many more were left out)."""
+    if not decisions:
+        return None
+    out: list[str] = []
+    for i, d in enumerate(decisions):
+        rest = len(decisions) - i - 1
+        if len(",".join([*out, d])) + (len(f",+{rest}") if rest else 0) > MAX_TEXT:
+            return ",".join([*out, f"+{len(decisions) - i}"])
+        out.append(d)
+    return ",".join(out)
+
+
 def _flatten(row: SpendRow) -> Values:
     values: Values = _values(row)
     if any(isinstance(v, str) and len(v) > MAX_TEXT for v in values):
@@ -99,8 +115,9 @@ def _flatten(row: SpendRow) -> Values:
     return values
 
 
-_TAIL: Values = (False, 0.0)
-"""Defaults of the columns added last (cache_hit, saved_cost), for rows journaled by an older version."""
+_TAIL: Values = (False, 0.0, None)
+"""Defaults of the columns added last (cache_hit, saved_cost, guardrails), for rows journaled by an older
+version."""
 
 
 def _padded(values: Values) -> Values:

@@ -110,6 +110,13 @@ def earlier(results: list[Result]) -> list[Target]:
     gov, plain = rows.get("sidegate +keys/limits/spend", "rps", 50), rows.get("sidegate", "rps", 50)
     v = 1 - gov / plain if gov and plain else None
     out.append(("keys+limits+spend cost <= 10%", "n/a" if v is None else f"{v:.1%}", None if v is None else v <= 0.1))
+    for label, guarded, base in (("regex guardrail cost (pre_call, 4 KB prompt)", "sidegate 4KB +regex guardrail",
+                                  "sidegate 4KB prompt"),
+                                 ("regex guardrail cost (during_call, stream)", "sidegate stream +during_call regex",
+                                  "sidegate stream")):
+        g, p = rows.get(guarded, "rps", 50), rows.get(base, "rps", 50)
+        v = 1 - g / p if g and p else None
+        out.append((f"{label}, c=50", "n/a" if v is None else f"{v:.1%}", None))
     w2 = rows.get("sidegate 2 workers", "rps", 50)
     v = w2 / plain if w2 and plain else None
     out.append(("2 workers >= 1.8x one (needs 2 free cores)", "n/a" if v is None else f"{v:.2f}x",

@@ -9,7 +9,8 @@ delay added to every event, gateway CPU per relayed event, peak RSS); as many cl
 streams after 3 events (is the gateway still healthy, and its RSS after). sidegate also: the mock
 called directly (baseline), a hypercorn+trio hello world (the stack's ceiling), streams sent in one
 chunk (the old, unrealistic mock: a labelled extra), keys/limits/budgets/spend logging on,
-OpenTelemetry tracing at 100% sampling (exported to a local sink), and 2 workers. Prints a table, the ratios sidegate/each other gateway, and the issue's targets (met or
+OpenTelemetry tracing at 100% sampling (exported to a local sink), a regex guardrail (pre_call on a
+4 KB prompt, against the same prompt unguarded; during_call on the stream), and 2 workers. Prints a table, the ratios sidegate/each other gateway, and the issue's targets (met or
 missed); a scenario with errors (socket errors, non-2xx, a stream without [DONE]) is flagged and
 makes the comparisons it is in invalid. Writes JSON to bench-results/.
 
@@ -53,6 +54,15 @@ models:
     targets: [{{provider: bench, model: paced}}]
   bench-one-chunk:
     targets: [{{provider: bench, model: one-chunk}}]
+  bench-guarded:
+    guardrails: [secrets]
+    targets: [{{provider: bench, model: bench-model}}]
+  bench-guarded-stream:
+    guardrails: [leaks]
+    targets: [{{provider: bench, model: bench-model}}]
+guardrails:
+  secrets: {{kind: regex, presets: [api_keys, aws_keys, private_keys]}}
+  leaks: {{kind: regex, mode: during_call, patterns: ['\\bPROJECT-[0-9]{{4}}\\b']}}
 observability:
   logs: {{level: warning}}
 """
@@ -283,6 +293,7 @@ def _scenarios(b: Bench, args: argparse.Namespace, conc: list[int]) -> None:
     b.suite(gw, conc, chat, stream)
     for c in conc:
         b.run("sidegate stream one-chunk", gw.url, one_chunk, c, stream=True)
+    _guarded(b, gw, conc)
     b.facts["peak_rss_mb"] = procstat.rss_peak_mb(gw.proc.pid)
     b.stop(gw.proc)
     gov, _ = b.sidegate(mock, _GOVERNED.format(db=b.tmpdir / "gw.db"))
@@ -321,6 +332,20 @@ def _scenarios(b: Bench, args: argparse.Namespace, conc: list[int]) -> None:
         b.facts[f"{other}_cold_start_s"] = wait_ready(gw.health, 180)
         b.suite(gw, conc, chat, stream)
         b.stop(proc)
+
+
+def _guarded(b: Bench, gw: Gateway, conc: list[int]) -> None:
+    """A regex guardrail's cost on the hot path: the secret presets (pre_call) on a 4 KB prompt
+    against the same prompt unguarded, and a during_call pattern on the stream (vs `sidegate stream`)."""
+    prompt = [{"role": "user", "content": ("Summarise this paragraph about deployments and keys. " * 80)[:4096]}]
+    for c in conc:
+        b.run("sidegate 4KB prompt", gw.url, json.dumps({"model": "bench", "messages": prompt}), c)
+    for c in conc:
+        b.run("sidegate 4KB +regex guardrail", gw.url, json.dumps({"model": "bench-guarded", "messages": prompt}), c)
+    guarded = json.dumps({"model": "bench-guarded-stream", "stream": True, "messages": [{"role": "user",
+                                                                                        "content": "hi"}]})
+    for c in conc:
+        b.run("sidegate stream +during_call regex", gw.url, guarded, c, stream=True)
 
 
 def _cache(b: Bench, mock: int, conc: list[int]) -> None:

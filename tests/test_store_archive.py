@@ -319,3 +319,10 @@ async def test_parquet_without_pyarrow_refuses_to_start(tmp_path: Any, s3_server
     with pytest.raises(archive.ArchiveUnavailable, match=r"needs pyarrow: pip install 'sidegate\[parquet\]'"):
         await Archiver.open(store, config, _logger()[0])
     await store.aclose()
+
+
+def test_every_spend_log_column_is_archived() -> None:
+    """Rows are pruned once archived: a column the archive leaves out would be lost with them."""
+    from sidegate.runtime.store.archive_encode import COLUMNS
+
+    assert [name for name, _ in COLUMNS] == list(SpendLog._meta.sorted_field_names)

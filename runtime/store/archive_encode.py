@@ -25,9 +25,10 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("model", "str"), ("deployment", "str"), ("prompt_tokens", "int"), ("completion_tokens", "int"),
     ("cached_tokens", "int"), ("reasoning_tokens", "int"), ("cost", "float"), ("estimated", "bool"),
     ("latency_ms", "float"), ("status", "int"), ("created_at", "float"), ("cache_hit", "bool"),
-    ("saved_cost", "float"),
+    ("saved_cost", "float"), ("guardrails", "str"),
 )
-"""The archived columns of the spend log, in order, with their type."""
+"""The archived columns of the spend log, in order, with their type: every column (the archive is
+what is left of a row once it is pruned; tests/test_store_archive.py checks none is missing)."""
 _SPOOL = 8 * 1024 * 1024
 EXTENSIONS = {ArchiveFormat.JSONL_GZ: "jsonl.gz", ArchiveFormat.PARQUET: "parquet"}
 CONTENT_TYPES = {ArchiveFormat.JSONL_GZ: "application/gzip", ArchiveFormat.PARQUET: "application/vnd.apache.parquet"}

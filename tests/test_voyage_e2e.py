@@ -36,14 +36,17 @@ models:
     targets: [{{provider: voyage, model: rerank-2.5-lite, headers: {{X-Fake-Mode: limited}}}}]
     retry: {{attempts: 1}}
   rerank-wrong-key: {{targets: [{{provider: voyage-wrong, model: rerank-2}}], retry: {{attempts: 1}}}}
+  rerank-held: {{targets: [{{provider: voyage, model: rerank-2.5, headers: {{X-Fake-Mode: hold}}}}]}}
   voyage-3.5: {{targets: [{{provider: voyage, model: voyage-3.5}}]}}
 auth:
   master_key: "${{VOY_MASTER}}"
-  keys: [{{name: ci, key: "${{VOY_CLIENT}}"}}]
+  keys:
+    - {{name: ci, key: "${{VOY_CLIENT}}"}}
+    - {{name: thrifty, key: "${{VOY_THRIFTY}}", budget: {{amount: 0.0001, period: 30d}}}}
 store: {{database: "sqlite:///{db}"}}
 """
 KEYS = {"VOY_KEY": "voyage-upstream", "VOY_WRONG_KEY": "voyage-revoked", "VOY_MASTER": "sk-voy-master",
-        "VOY_CLIENT": "sk-voy-ci"}
+        "VOY_CLIENT": "sk-voy-ci", "VOY_THRIFTY": "sk-voy-thrifty"}
 DOCS = ["Carson City is the capital of Nevada.", "Washington, D.C. is the capital of the United States.",
         "Capital punishment exists in some states."]
 QUERY = "What is the capital of the United States?"
@@ -189,3 +192,30 @@ async def test_embeddings_with_the_openai_sdk(tmp_path: Path) -> None:
         assert len(s.vo.seen) == sent
         with pytest.raises(openai.BadRequestError, match="output_dimension 100 is not supported"):
             await c.embeddings.create(model="voyage-3.5", input="x", dimensions=100)  # Voyage's own 400
+
+
+async def test_a_budget_holds_a_token_priced_rerank_in_flight(tmp_path: Path) -> None:
+    """A Voyage rerank is billed by tokens (the query once per document, and each document): while one
+    that may cost more than the $0.0001 budget is in flight, the key's next call is refused."""
+    docs = ["word " * 50] * 40
+    async with stack(tmp_path) as s:
+        thrifty = cohere.AsyncClientV2(base_url=s.root, api_key=KEYS["VOY_THRIFTY"])
+        done: list[Any] = []
+
+        async def first() -> None:
+            done.append(await thrifty.rerank(model="rerank-held", query="capital", documents=docs,
+                                             request_options=rid("vr-held")))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(first)
+            with trio.fail_after(10):
+                while not any(x.headers.get("x-fake-mode") == "hold" for x in s.vo.seen):
+                    await trio.sleep(0.01)
+            c = openai.AsyncOpenAI(base_url=f"{s.root}/v1", api_key=KEYS["VOY_THRIFTY"], max_retries=0)
+            with pytest.raises(openai.RateLimitError) as refused:
+                await c.embeddings.create(model="voyage-3.5", input="x")
+            assert refused.value.code == "budget_exceeded"
+            s.vo.release.set()
+        assert len(done[0].results) == 40
+        billed = 1 * 40 + 50 * 40
+        assert (await s.spend("vr-held"))["cost"] == pytest.approx(billed * 0.05e-6)

@@ -6,13 +6,16 @@ fields are `input_type` (null, `query`, `document`), `truncation`, `output_dimen
 1024, 2048), `output_dtype` and `encoding_format` (null or `base64`). `POST /v1/rerank`: `query`,
 `documents` (at most 1,000 strings) and `model` required; `top_k` (an integer >= 1),
 `return_documents`, `truncation`. Anything else is a 400; errors are `{"detail": "..."}`; a key
-other than `key` is a 401; `x-fake-mode: limited` answers 429 with `retry-after`. Tokens are
+other than `key` is a 401; `x-fake-mode: limited` answers 429 with `retry-after`; `x-fake-mode: hold`
+answers only once `release` is set. Tokens are
 counted as words; a rerank's are Voyage's "query tokens x documents + the documents' tokens"."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import trio
 
 from tests.support.fake_base import FakeServer, Seen
 
@@ -32,6 +35,7 @@ def vector(text: str, dims: int) -> list[float]:
 @dataclass
 class FakeVoyage(FakeServer):
     key: str = "voyage-upstream"
+    release: trio.Event = field(default_factory=trio.Event)
 
     async def answer(self, seen: Seen, send: Any) -> None:
         if seen.headers.get("authorization") != f"Bearer {self.key}":
@@ -41,6 +45,9 @@ class FakeVoyage(FakeServer):
             await self.json(send, 429, {"detail": "You have exceeded your TPM rate limit."},
                             headers=[(b"retry-after", b"7")])
             return
+        if seen.headers.get("x-fake-mode") == "hold":
+            with trio.fail_after(10):
+                await self.release.wait()
         route = {"/v1/embeddings": self.embeddings, "/v1/rerank": self.rerank}.get(seen.path)
         if route is None or seen.method != "POST":
             await self.json(send, 404, {"detail": "Not Found"})

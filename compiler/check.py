@@ -32,7 +32,7 @@ _REQUIRED: dict[Family, tuple[tuple[str, str], ...]] = {
     Family.VERTEX: (("project", "the Google Cloud project id"), ("region", "a Vertex AI location such as us-central1")),
     Family.BEDROCK: (("region", "the AWS region, such as us-east-1"),),
 }
-_NO_PROBE = (Family.ANTHROPIC, Family.VERTEX, Family.BEDROCK, Family.COHERE)
+_NO_PROBE = (Family.ANTHROPIC, Family.VERTEX, Family.BEDROCK, Family.COHERE, Family.VOYAGE)
 """Families whose API cannot answer the health prober's `GET {base_url}/models` with static headers
 (a version header, request signing or another path is needed)."""
 

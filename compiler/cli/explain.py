@@ -97,6 +97,9 @@ def _target_lines(index: int, target: Target, provider: Provider, share: float, 
     stream = None
     if provider.family is Family.MOCK:
         upstream = "built-in mock provider (no network)"
+    elif provider.family is Family.VOYAGE:  # embeddings and rerank only (sidegate refuses chat to it)
+        base = provider.base_url.rstrip("/")
+        upstream = f"POST {base}/embeddings or {base}/rerank  (model: {model}; no chat)"
     else:
         url = url_for(provider, model, "chat")
         upstream = f"POST {url}  (model: {model})"

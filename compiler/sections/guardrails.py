@@ -29,7 +29,7 @@ _OPTIONS = {GuardKind.REGEX: ("patterns", "presets"), GuardKind.KEYWORDS: ("word
             GuardKind.MAX_PROMPT: ("max_chars",), GuardKind.TOPICS: ("blocked", "allowed"),
             GuardKind.HTTP: ("url", "timeout", "fail"), GuardKind.MODERATION: ("provider", "model", "timeout", "fail")}
 _EXTERNAL = (GuardKind.HTTP, GuardKind.MODERATION)
-_NOT_OPENAI = frozenset({"anthropic", "gemini", "vertex", "bedrock", "cohere", "azure", "mock"})
+_NOT_OPENAI = frozenset({"anthropic", "gemini", "vertex", "bedrock", "cohere", "voyage", "azure", "mock"})
 """Provider types without an OpenAI-compatible `/moderations` endpoint."""
 _parser: Any = importlib.import_module("re._parser")
 _c: Any = importlib.import_module("re._constants")

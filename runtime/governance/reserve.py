@@ -77,6 +77,15 @@ def _prompt_bytes(data: Mapping[str, Any]) -> int:
     return size + (len(orjson.dumps(system)) if system is not None else 0)
 
 
+def _rerank_bytes(data: Mapping[str, Any]) -> int:
+    """A rerank's text as token-billing rerankers count it (Voyage: the query once per document, and
+    each document)."""
+    docs = data.get("documents")
+    docs = docs if isinstance(docs, list) else []
+    texts = [d.get("text", d) if isinstance(d, dict) else d for d in docs]
+    return len(str(data.get("query", "")).encode()) * len(docs) + sum(len(orjson.dumps(t)) for t in texts)
+
+
 _MEDIA = frozenset({"images", "image_edits", "speech", "transcriptions", "translations", "moderations", "rerank"})
 
 
@@ -102,7 +111,7 @@ def _media_worst(basis: Basis, data: Mapping[str, Any], op: str) -> float:
 def estimate(basis: Basis, data: Mapping[str, Any], op: str) -> tuple[int, float, bool]:
     """(tokens, USD, unpriced): what a request may use at most, at the priced deployments' highest
     prices, and whether a deployment that may serve it has no price."""
-    prompt = _prompt_bytes(data) // 4
+    prompt = (_rerank_bytes(data) if op == "rerank" else _prompt_bytes(data)) // 4
     if op in _MEDIA:  # no output tokens; the units the answer is priced by, where the request tells them
         return prompt, prompt * basis.input + _media_worst(basis, data, op), basis.unpriced
     if op == "embeddings":

@@ -20,7 +20,7 @@ from sidegate.runtime.asgi import Receive, Scope, read_body
 from sidegate.runtime.errors import BadRequest, GatewayError, UpstreamError
 from sidegate.runtime.http.multipart_form import Form, read_form
 from sidegate.runtime.http.request_guard import check_depth
-from sidegate.runtime.plan import Server
+from sidegate.runtime.plan import Family, Server
 from sidegate.runtime.upstream.media_wire import (
     ByteRelay,
     TranscriptRelay,
@@ -28,6 +28,8 @@ from sidegate.runtime.upstream.media_wire import (
     media_url,
     multipart_request,
     units,
+    voyage_rerank_answer,
+    voyage_rerank_body,
     wav_seconds,
 )
 from sidegate.runtime.upstream.multipart import Upload
@@ -74,6 +76,8 @@ class MediaDialect:
         url = media_url(dep.provider, model, self.op)
         body = {k: v for k, v in self.data.items() if k != "stream" or self.op != "speech"}
         if self.files is None:
+            if self.op == "rerank" and dep.provider.family is Family.VOYAGE:
+                body = voyage_rerank_body(body)
             return json_request(url, dep.headers, body, model, dep.provider.connect_timeout)
         fields = [(k, "true" if item is True else item) for k, v in body.items()
                   for item in (v if isinstance(v, list) else [v])]
@@ -81,7 +85,10 @@ class MediaDialect:
 
     def response(self, dep: Deployment, model: str, body: bytes) -> tuple[bytes, Usage | None]:
         """The upstream's answer as it is, and the units it is priced by."""
-        answer, usage = units(self.op, body, as_json=not self.text_answer)
+        if self.op == "rerank" and dep.provider.family is Family.VOYAGE:
+            answer, usage = voyage_rerank_answer(body)
+        else:
+            answer, usage = units(self.op, body, as_json=not self.text_answer)
         if usage.images:
             usage.image_kind = f"{self.data.get('quality') or 'standard'}/{self.data.get('size') or '1024x1024'}"
         if self.op in ("transcriptions", "translations") and not usage.seconds and not usage.prompt:

@@ -26,7 +26,7 @@ __all__ = ["GenAiMetrics", "Telemetry"]
 
 _FAMILY = {Family.OPENAI: "openai", Family.AZURE: "azure.ai.openai", Family.ANTHROPIC: "anthropic",
            Family.GEMINI: "gcp.gemini", Family.VERTEX: "gcp.vertex_ai", Family.BEDROCK: "aws.bedrock",
-           Family.COHERE: "cohere", Family.MOCK: "sidegate.mock"}
+           Family.COHERE: "cohere", Family.VOYAGE: "voyage", Family.MOCK: "sidegate.mock"}
 _TYPES = {"groq": "groq", "deepseek": "deepseek", "mistral": "mistral_ai", "xai": "x_ai", "perplexity": "perplexity",
           "openai-compatible": "openai"}
 """`gen_ai.provider.name` of the catalog's OpenAI-compatible types the conventions name."""

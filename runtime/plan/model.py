@@ -103,6 +103,7 @@ class Family(enum.Enum):
     VERTEX = "vertex"
     BEDROCK = "bedrock"
     COHERE = "cohere"
+    VOYAGE = "voyage"
 
     @property
     def native(self) -> bool:

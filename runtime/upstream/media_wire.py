@@ -8,6 +8,7 @@ speech answer's audio bytes as they arrive. Pure: no I/O, no clock.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,7 +22,7 @@ from sidegate.runtime.upstream.transport import UpstreamRequest
 from sidegate.runtime.upstream.urlpath import path_segment
 
 __all__ = ["PATHS", "ByteRelay", "TranscriptRelay", "json_request", "media_url", "multipart_request", "units",
-           "wav_seconds"]
+           "voyage_rerank_answer", "voyage_rerank_body", "wav_seconds"]
 
 PATHS = {"images": "images/generations", "image_edits": "images/edits", "speech": "audio/speech",
          "transcriptions": "audio/transcriptions", "translations": "audio/translations",
@@ -32,17 +33,19 @@ _SERVED: dict[Family, frozenset[str]] = {
     Family.OPENAI: frozenset(PATHS),
     Family.AZURE: frozenset(PATHS) - {"moderations", "rerank"},
     Family.COHERE: frozenset({"rerank"}),
+    Family.VOYAGE: frozenset({"rerank"}),
 }
 """What each family serves: OpenAI and every OpenAI-compatible server (Jina, vLLM and Infinity
 serve rerank at `/rerank` in Cohere's shape), Azure OpenAI (no moderations, no rerank), Cohere's
-v2 API (rerank)."""
+v2 API (rerank), Voyage AI (rerank at `/rerank`, in its own shape: :func:`voyage_rerank_body`)."""
 
 
 def media_url(provider: Provider, model: str, op: str) -> str:
     """The upstream URL of media operation `op` on `provider`; a 400 when its family has no such API."""
     if op not in _SERVED.get(provider.family, frozenset()):
         raise BadRequest(f"provider '{provider.name}' ({provider.type}) has no {PATHS[op]} API: route this model "
-                         "to an OpenAI, Azure OpenAI" + (" or Cohere" if op == "rerank" else "") + " deployment",
+                         "to an OpenAI, Azure OpenAI" + (", Cohere or Voyage" if op == "rerank" else "")
+                         + " deployment",
                          code="unsupported_by_provider")
     if provider.family is Family.AZURE:
         return (f"{provider.base_url}/openai/deployments/{path_segment(model)}/{PATHS[op]}"
@@ -113,6 +116,53 @@ def units(op: str, body: bytes, as_json: bool = True) -> tuple[bytes, Usage]:
         search = _count(billed.get("search_units")) if isinstance(billed, dict) else 0
         return body, Usage(search_units=search, prompt=_count(usage.get("total_tokens")))
     return body, Usage()
+
+
+def voyage_rerank_body(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A Cohere v2 rerank request in Voyage's shape (https://docs.voyageai.com/reference/reranker-api):
+    documents as strings (a `{text}` object's text), `top_n` as `top_k`; `return_documents` and
+    Voyage's own `truncation` go as they came, and so do fields neither knows (Voyage refuses them).
+    `max_tokens_per_doc` has no Voyage equivalent (it truncates only to the model's context): a 400."""
+    if "max_tokens_per_doc" in data:
+        raise BadRequest("max_tokens_per_doc is not supported by voyage (it truncates documents only to the "
+                         "model's context length: see its `truncation`)", param="max_tokens_per_doc",
+                         code="unsupported_parameter")
+    docs: list[str] = []
+    for doc in data["documents"]:
+        text = doc.get("text") if isinstance(doc, dict) and set(doc) == {"text"} else doc
+        if not isinstance(text, str):
+            raise BadRequest("voyage reranks strings: each document must be a string or {\"text\": string}",
+                             param="documents")
+        docs.append(text)
+    body = {k: v for k, v in data.items() if k not in ("documents", "top_n")}
+    body["documents"] = docs
+    if "top_n" in data:
+        body["top_k"] = data["top_n"]
+    return body
+
+
+def voyage_rerank_answer(body: bytes) -> tuple[bytes, Usage]:
+    """Voyage's rerank answer (`data[]` of index, relevance_score and document; `usage.total_tokens`)
+    in Cohere's v2 shape (`results[]`, documents as `{text}`, the tokens in `meta.billed_units`),
+    and its usage: the tokens, priced as input tokens (Voyage bills rerank by the token)."""
+    data = _json(body)
+    rows = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise UpstreamError("voyage answered rerank without a data list")
+    results: list[dict[str, Any]] = []
+    for row in rows:
+        index, score = row.get("index"), row.get("relevance_score")
+        if not isinstance(index, int) or isinstance(score, bool) or not isinstance(score, int | float):
+            raise UpstreamError("voyage answered rerank with an unreadable result")
+        result: dict[str, Any] = {"index": index, "relevance_score": score}
+        if isinstance(row.get("document"), str):
+            result["document"] = {"text": row["document"]}
+        results.append(result)
+    found = data.get("usage")
+    tokens = _count(found.get("total_tokens")) if isinstance(found, dict) else 0
+    answer = {"id": str(uuid.uuid4()), "results": results,
+              "meta": {"api_version": {"version": "2"}, "billed_units": {"input_tokens": tokens}}}
+    return orjson.dumps(answer), Usage(prompt=tokens)
 
 
 def wav_seconds(data: bytes) -> float | None:

@@ -1,4 +1,4 @@
-"""Native provider adapters: Anthropic, Gemini (AI Studio), Vertex AI, Bedrock and Cohere.
+"""Native provider adapters: Anthropic, Gemini (AI Studio), Vertex AI, Bedrock, Cohere and Voyage AI.
 
 Each implements `runtime.upstream.adapter.Adapter` (request -> upstream request; response, stream and error
 back to OpenAI's shape) as pure translation. Credentials that need more than a static header live
@@ -17,6 +17,7 @@ from sidegate.runtime.upstream.providers.bedrock import BedrockAdapter, bedrock_
 from sidegate.runtime.upstream.providers.cohere import CohereAdapter
 from sidegate.runtime.upstream.providers.gemini import GeminiAdapter, vertex_base_url
 from sidegate.runtime.upstream.providers.vertex import VertexAdapter
+from sidegate.runtime.upstream.providers.voyage import VoyageAdapter
 
 __all__ = [
     "NATIVE_FAMILIES",
@@ -26,6 +27,7 @@ __all__ = [
     "GeminiAdapter",
     "NativeAdapter",
     "VertexAdapter",
+    "VoyageAdapter",
     "bedrock_base_url",
     "native_adapter",
     "native_stream_url",
@@ -33,9 +35,9 @@ __all__ = [
     "vertex_base_url",
 ]
 
-NativeAdapter = AnthropicAdapter | GeminiAdapter | VertexAdapter | BedrockAdapter | CohereAdapter
+NativeAdapter = AnthropicAdapter | GeminiAdapter | VertexAdapter | BedrockAdapter | CohereAdapter | VoyageAdapter
 
-NATIVE_FAMILIES = ("anthropic", "gemini", "vertex", "bedrock", "cohere")
+NATIVE_FAMILIES = ("anthropic", "gemini", "vertex", "bedrock", "cohere", "voyage")
 """The `Family` values these adapters serve."""
 
 
@@ -51,6 +53,8 @@ def native_adapter(family: str, *, drop_unsupported: bool = False) -> NativeAdap
         return BedrockAdapter(drop_unsupported=drop_unsupported)
     if family == "cohere":
         return CohereAdapter(drop_unsupported=drop_unsupported)
+    if family == "voyage":
+        return VoyageAdapter(drop_unsupported=drop_unsupported)
     raise KeyError(family)
 
 

@@ -43,6 +43,8 @@ async def test_without_auth_only_local_hosts_and_json_bodies() -> None:
             async with httpx.AsyncClient(base_url=root) as http:
                 form = await http.post("/v1/chat/completions", content=json.dumps(CHAT),
                                        headers={"content-type": "text/plain"})
+                upload = await http.post("/v1/audio/transcriptions", data={"model": "demo"},
+                                         files={"file": ("a.wav", b"RIFF", "audio/wav")})
                 rebound = await http.post("/v1/chat/completions", json=CHAT, headers={"host": "evil.example:4000"})
                 anthropic_shape = await http.post("/v1/messages", headers={"host": "evil.example"},
                                                   json={"model": "demo", "max_tokens": 5, "messages": []})
@@ -55,6 +57,8 @@ async def test_without_auth_only_local_hosts_and_json_bodies() -> None:
                 get_models = await http.get("/v1/models", headers={"host": "evil.example"})
                 metrics = (await http.get("/metrics")).text
     assert form.status_code == 415 and form.json()["error"]["code"] == "unsupported_media_type"
+    assert "application/json" in form.json()["error"]["message"]
+    assert upload.status_code == 415 and "declare `auth`" in upload.json()["error"]["message"]
     assert rebound.status_code == 403 and rebound.json()["error"]["code"] == "host_not_allowed"
     assert anthropic_shape.status_code == 403 and anthropic_shape.json()["type"] == "error"
     assert mcp.status_code == 415

@@ -84,6 +84,11 @@ def check_unauthenticated_post(scope: Scope, rule: HostRule) -> None:
             "this sidecar has no auth: it takes POSTs only for localhost, its listen address and "
             "server.allowed_hosts (a defence against DNS rebinding)", status=403, code="host_not_allowed")
     content_type = (header(scope, b"content-type") or b"").split(b";", 1)[0].strip().lower()
+    if content_type == b"multipart/form-data":
+        raise BadRequest(
+            "this sidecar has no auth, so it takes no multipart uploads (a web page could post one "
+            "cross-site): declare `auth` in the spec (a master key or keys) to upload audio, images or files",
+            status=415, code="unsupported_media_type")
     if content_type != b"application/json" and not content_type.endswith(b"+json"):
         raise BadRequest(
             "this sidecar has no auth: request bodies must be sent as Content-Type: application/json "

@@ -22,6 +22,7 @@ from tests.support.fake_anthropic import MESSAGE_TEXT, FakeAnthropic
 from tests.support.fake_base import FakeServer, Seen, open_fake
 from tests.support.fake_gemini import GENERATE_TEXT, USAGE, FakeGemini
 from tests.support.gateway import open_gateway
+from tests.support.spend_logs import spend_rows
 from tests.test_provider_auth import FakeTokenEndpoint, _service_account
 
 WEATHER = types.FunctionDeclaration(
@@ -144,12 +145,7 @@ def _client(url: str, key: str = "sk-app") -> genai.Client:
 
 async def _spend(url: str, count: int) -> list[dict[str, Any]]:
     """The spend rows once `count` are written (the writer batches off the hot path)."""
-    async with httpx.AsyncClient(base_url=url, headers={"authorization": "Bearer sk-master"}) as c:
-        while True:
-            rows: list[dict[str, Any]] = (await c.get("/spend/logs")).json()["data"]
-            if len(rows) >= count:
-                return rows
-            await trio.sleep(0.05)
+    return await spend_rows(url, "sk-master", lambda rows: len(rows) >= count)
 
 
 async def test_generate_content_text_and_function_call(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import httpx
 import openai
@@ -23,6 +22,7 @@ from tests.support.cache_fakes import CountingOpenAI
 from tests.support.fake_base import open_fake
 from tests.support.gateway import open_gateway
 from tests.support.postgres import pg_server, store_url  # noqa: F401 - fixtures
+from tests.support.spend_logs import spend_rows
 
 SPEC = """\
 version: 1
@@ -75,10 +75,7 @@ async def test_decisions_are_in_the_spend_row_on_both_backends(store_url: str) -
                     async for _ in stream:
                         pass
                 await client.chat.completions.create(model="bare", messages=[{"role": "user", "content": "hi"}])
-                rows: list[dict[str, Any]] = []
-                while len(rows) < 3:
-                    rows = (await http.get("/spend/logs", headers=MASTER)).json()["data"]
-                    await trio.sleep(0.05)
+                rows = await spend_rows(url, "sk-master-0003", lambda rs: len(rs) >= 3)
     by_status = sorted((r["status"], r["model"], r["guardrails"]) for r in rows)
     assert by_status == [(200, "bare", None), (200, "chat", "pii:masked,nope:passed"),
                          (400, "chat", "pii:passed,nope:blocked")]

@@ -32,6 +32,7 @@ from tests.support.fake_media import (
     form_parts,
 )
 from tests.support.gateway import open_gateway
+from tests.support.spend_logs import spend_row
 
 SPEC = """\
 version: 1
@@ -83,15 +84,7 @@ class Stack:
 
     async def spend(self, rid: str) -> dict[str, Any]:
         """The spend row of request `rid`, once the spend writer has stored it."""
-        headers = {"authorization": f"Bearer {KEYS['MEDIA_MASTER']}"}
-        async with httpx.AsyncClient(base_url=self.root) as c:
-            with trio.fail_after(10):
-                while True:
-                    rows = (await c.get("/spend/logs", headers=headers, params={"limit": 1000})).json()["data"]
-                    found: list[dict[str, Any]] = [r for r in rows if r["request_id"] == rid]
-                    if found:
-                        return found[0]
-                    await trio.sleep(0.05)
+        return await spend_row(self.root, KEYS["MEDIA_MASTER"], rid)
 
 
 @pytest.fixture(autouse=True)

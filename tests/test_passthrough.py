@@ -23,6 +23,7 @@ from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fake_base import open_fake
 from tests.support.fake_gemini import FakeGemini
 from tests.support.gateway import open_gateway
+from tests.support.spend_logs import spend_rows
 from tests.support.upstream import FakeOpenAI, open_fake_openai
 
 SPEC = """
@@ -74,12 +75,7 @@ GEMINI: list[FakeGemini] = []
 
 async def _spend(url: str, count: int) -> list[dict[str, Any]]:
     """The spend rows, oldest first, once `count` are written (the writer batches off the hot path)."""
-    async with httpx.AsyncClient(base_url=url, headers={"authorization": "Bearer sk-master"}) as c:
-        while True:
-            rows: list[dict[str, Any]] = (await c.get("/spend/logs")).json()["data"]
-            if len(rows) >= count:
-                return sorted(rows, key=lambda r: r["created_at"])
-            await trio.sleep(0.05)
+    return await spend_rows(url, "sk-master", lambda rows: len(rows) >= count)
 
 
 def _leaks(headers: dict[str, str], query: str = "") -> bool:

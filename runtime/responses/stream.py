@@ -59,21 +59,16 @@ class ChatToResponsesStream:
     def feed(self, data: bytes) -> bytes:
         """Responses events for these chat chunk bytes."""
         out: list[bytes] = []
-        for event in self._parser.feed(data):
-            if self.done or not event.data:
+        for obj in self._parser.chunks(data):
+            if self.done:
                 continue
             if not self._started:
                 self._started = True
                 self._emit(out, "response.created", response=self.base)
                 self._emit(out, "response.in_progress", response=self.base)
-            if event.data.strip() == "[DONE]":
+            if obj is None:
                 self._end(out)
-                continue
-            try:
-                obj = orjson.loads(event.data)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(obj, dict):
+            else:
                 self._chunk(obj, out)
         return b"".join(out)
 

@@ -113,22 +113,17 @@ class OpenAIToAnthropicStream:
     def feed(self, data: bytes) -> bytes:
         """Anthropic events for these OpenAI bytes."""
         out: list[bytes] = []
-        for event in self._parser.feed(data):
-            if self.done or not event.data:
+        for obj in self._parser.chunks(data):
+            if self.done:
                 continue
-            if event.data.strip() == "[DONE]":
+            if obj is None:
                 out.append(self._start() + self._close())
                 out.append(_event("message_delta", {"delta": {"stop_reason": self._stop, "stop_sequence": None},
                                                     "usage": _anthropic_usage(self.usage)}))
                 out.append(_event("message_stop", {}))
                 self.done = True
                 continue
-            try:
-                obj = orjson.loads(event.data)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(obj, dict):
-                out.append(self._chunk(obj))
+            out.append(self._chunk(obj))
         return b"".join(out)
 
     def _start(self, chunk_id: Any = None) -> bytes:

@@ -92,18 +92,9 @@ class OpenAIToGeminiStream:
     def feed(self, data: bytes) -> bytes:
         """Gemini events for these OpenAI chunk bytes."""
         out: list[bytes] = []
-        for event in self._parser.feed(data):
-            if self.done or not event.data:
-                continue
-            if event.data.strip() == "[DONE]":
-                out.append(self._end())
-                continue
-            try:
-                obj = orjson.loads(event.data)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(obj, dict):
-                out.append(self._chunk(obj))
+        for obj in self._parser.chunks(data):
+            if not self.done:
+                out.append(self._end() if obj is None else self._chunk(obj))
         return b"".join(out)
 
     def _chunk(self, obj: dict[str, Any]) -> bytes:

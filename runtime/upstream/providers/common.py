@@ -12,7 +12,7 @@ import mimetypes
 import re
 import struct
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -137,6 +137,23 @@ class SseParser:
         if start:
             del buf[:start]
         return events
+
+    def chunks(self, data: bytes) -> Iterator[dict[str, Any] | None]:
+        """The JSON objects of an OpenAI chat stream's events completed by `data`, and None for its
+        `[DONE]` (what the dialects translating OpenAI chunks read; other events are skipped)."""
+        for event in self.feed(data):
+            text = event.data
+            if not text:
+                continue
+            if text.strip() == "[DONE]":
+                yield None
+                continue
+            try:
+                obj = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(obj, dict):
+                yield obj
 
 
 def _parse_block(block: bytes) -> SseEvent | None:

@@ -50,9 +50,10 @@ def _upstream_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @asynccontextmanager
-async def served() -> AsyncIterator[tuple[str, CountingOpenAI]]:
+async def served(spec: str = SPEC) -> AsyncIterator[tuple[str, CountingOpenAI]]:
+    """A gateway on `spec` (its `{url}` is the counting fake OpenAI's) and that fake."""
     async with open_fake(CountingOpenAI()) as up:
-        result = compile_text(SPEC.format(url=up.base_url), "guardrails.yaml")
+        result = compile_text(spec.format(url=up.base_url), "guardrails.yaml")
         assert result.plan is not None, [d.format_text() for d in result.diagnostics]
         async with open_gateway(result.plan) as gw:
             yield f"http://127.0.0.1:{gw.port}", up

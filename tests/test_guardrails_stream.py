@@ -9,8 +9,7 @@ not stored."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import anthropic
@@ -28,6 +27,8 @@ from sidegate.runtime.plan.guardrails import GuardAction, GuardKind, GuardMode, 
 from tests.support.cache_fakes import CountingOpenAI
 from tests.support.fake_base import open_fake
 from tests.support.gateway import open_gateway
+from tests.test_guardrails import oai
+from tests.test_guardrails import served as serve_spec
 
 SPEC = """\
 version: 1
@@ -54,17 +55,8 @@ def _upstream_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GUARD_UPSTREAM_KEY", "sk-upstream-0001")
 
 
-@asynccontextmanager
-async def served() -> AsyncIterator[tuple[str, CountingOpenAI]]:
-    async with open_fake(CountingOpenAI()) as up:
-        result = compile_text(SPEC.format(url=up.base_url), "guardrails.yaml")
-        assert result.plan is not None, [d.format_text() for d in result.diagnostics]
-        async with open_gateway(result.plan) as gw:
-            yield f"http://127.0.0.1:{gw.port}", up
-
-
-def oai(url: str) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+def served() -> AbstractAsyncContextManager[tuple[str, CountingOpenAI]]:
+    return serve_spec(SPEC)
 
 
 async def chat_stream(url: str, text: str, **kw: object) -> str:

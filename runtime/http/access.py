@@ -10,12 +10,11 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
-import orjson
 import peewee
 import trio
 
 from sidegate.runtime.asgi import Receive, Scope, read_body
-from sidegate.runtime.errors import BadRequest, RateLimited
+from sidegate.runtime.errors import RateLimited
 from sidegate.runtime.governance.gate import (
     Admission,
     AuthError,
@@ -35,7 +34,7 @@ from sidegate.runtime.http.gemini.dialect import google_key
 from sidegate.runtime.http.request_guard import check_depth
 from sidegate.runtime.observe.logs import Logger
 from sidegate.runtime.observe.metrics import Metrics
-from sidegate.runtime.routing.call import Call
+from sidegate.runtime.routing.call import Call, json_object
 from sidegate.runtime.routing.state import Runtime
 from sidegate.runtime.store.database import Store
 from sidegate.runtime.store.journal import Journal, journal_path
@@ -244,12 +243,7 @@ class Access:
         body: dict[str, Any] = {}
         if method == "POST":
             raw = await read_body(scope, receive, limit, body_timeout)
-            try:
-                body = orjson.loads(raw) if raw else {}
-            except orjson.JSONDecodeError:
-                raise BadRequest("request body is not valid JSON") from None
-            if not isinstance(body, dict):
-                raise BadRequest("request body must be a JSON object")
+            body = json_object(raw) if raw else {}
             check_depth(body, depth, raw)
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         return await self.admin.handle(method, path, query, body)

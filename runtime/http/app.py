@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import orjson
 import trio
@@ -40,7 +40,7 @@ from sidegate.runtime.mcp.hub import Hub
 from sidegate.runtime.observe.context import CURRENT
 from sidegate.runtime.observe.logs import Logger
 from sidegate.runtime.observe.metrics import Metrics
-from sidegate.runtime.routing.call import Call, parse_request
+from sidegate.runtime.routing.call import Call, cancel_on_disconnect, parse_request
 from sidegate.runtime.routing.model_list import anthropic_model, wants_anthropic
 from sidegate.runtime.routing.relay import stream_error
 from sidegate.runtime.routing.state import Runtime, deployments_report, model_card, observe_deployments
@@ -300,7 +300,7 @@ class App:
             in_flight = self.metrics.in_flight.labels(route.group.name if route else "unknown")
             in_flight.inc()
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope, call)
+                nursery.start_soon(cancel_on_disconnect, receive, nursery.cancel_scope, call)
                 try:
                     await self.cache.serve(rt, route.group if route else None, call, data, send, grant,
                                            scope["headers"])
@@ -381,21 +381,6 @@ def _admin_error(exc: Exception) -> GatewayError:
     if isinstance(exc, STORE_ERRORS):
         return Unavailable(f"the store cannot answer right now ({type(exc).__name__})", retry_after=5.0)
     return from_exception(exc)
-
-
-async def _cancel_on_disconnect(receive: Receive, scope: trio.CancelScope, call: Call) -> None:
-    """Cancel the request (and so its upstream call) when the client goes away first.
-
-    The server also reports a disconnect once the last byte of the answer is sent; cancelling
-    then would interrupt the server's own connection recycling, so a complete answer is left be.
-    """
-    while True:
-        message: Any = await receive()
-        if message["type"] == "http.disconnect":
-            if not call.complete:
-                call.client_gone = True
-                scope.cancel()
-            return
 
 
 def _cancelled(exc: BaseException) -> bool:

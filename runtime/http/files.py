@@ -34,6 +34,7 @@ from sidegate.runtime.http.access import Access
 from sidegate.runtime.http.multipart_form import read_form
 from sidegate.runtime.observe.logs import Logger
 from sidegate.runtime.plan import Family
+from sidegate.runtime.routing.call import json_object
 from sidegate.runtime.routing.state import Deployment, Runtime
 from sidegate.runtime.store import files as records
 from sidegate.runtime.store.database import Store
@@ -341,12 +342,7 @@ class FilesApi:
         return cost
 
     async def _create_batch(self, rt: Runtime, store: Store, grant: Grant | None, raw: bytes) -> dict[str, Any]:
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise BadRequest("request body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise BadRequest("request body must be a JSON object")
+        body = json_object(raw)
         file_id = body.get("input_file_id")
         if not isinstance(file_id, str) or not file_id:
             raise BadRequest("Missing required parameter: 'input_file_id'.", param="input_file_id",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from httpx import Headers
 
 from sidegate.runtime.asgi import Receive, Scope, read_body
@@ -21,6 +20,7 @@ from sidegate.runtime.errors import BadRequest, GatewayError, UpstreamError
 from sidegate.runtime.http.multipart_form import Form, read_form
 from sidegate.runtime.http.request_guard import check_depth
 from sidegate.runtime.plan import Family, Server
+from sidegate.runtime.routing.call import json_object
 from sidegate.runtime.upstream.media_wire import (
     ByteRelay,
     TranscriptRelay,
@@ -146,12 +146,7 @@ def _check_model(data: dict[str, Any]) -> None:
 
 
 def _json_body(op: str, raw: bytes) -> dict[str, Any]:
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise BadRequest("request body must be a JSON object")
+    data = json_object(raw)
     _check_model(data)
     for name in _REQUIRED[op]:
         if name not in data:

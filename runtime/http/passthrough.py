@@ -18,7 +18,6 @@ import re
 import uuid
 from collections.abc import Callable
 from time import perf_counter
-from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import trio
@@ -29,7 +28,7 @@ from sidegate.runtime.governance.gate import Forbidden
 from sidegate.runtime.http.access import Access
 from sidegate.runtime.http.passthrough_usage import UsageTap
 from sidegate.runtime.plan import PassthroughRoute, Price, Provider
-from sidegate.runtime.routing.call import Call
+from sidegate.runtime.routing.call import Call, cancel_on_disconnect
 from sidegate.runtime.routing.state import Runtime
 from sidegate.runtime.upstream.headers import redacted_url
 from sidegate.runtime.upstream.transport import UpstreamRequest
@@ -161,7 +160,7 @@ class Passthrough:
                                       provider.connect_timeout, rt.plan.server.max_upstream_answer)
             call.upstream_url = redacted_url(url)
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(_watch, receive, nursery.cancel_scope, call)
+                nursery.start_soon(cancel_on_disconnect, receive, nursery.cancel_scope, call)
                 try:
                     await self._relay(rt, provider, request, call, send)
                 finally:
@@ -213,16 +212,5 @@ class Passthrough:
             if not call.started:
                 raise err
             call.status, call.error = err.status, err.message  # the cut body tells the client
-
-
-async def _watch(receive: Receive, scope: trio.CancelScope, call: Call) -> None:
-    """Cancel the relay when the client goes away before the answer is whole."""
-    while True:
-        message: Any = await receive()
-        if message["type"] == "http.disconnect":
-            if not call.complete:
-                call.client_gone = True
-                scope.cancel()
-            return
 
 

@@ -17,10 +17,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from sidegate.runtime.errors import BadRequest
 from sidegate.runtime.responses.items import input_items, to_messages
+from sidegate.runtime.routing.call import json_object
 
 __all__ = ["DROPPED", "MAPPED", "REFUSED", "forced_builtin", "parse_responses", "to_chat"]
 
@@ -33,12 +32,7 @@ REFUSED = {"background": "background responses", "conversation": "conversations"
 def parse_responses(body: bytes) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The request's JSON object with every parameter's shape checked (400 with `param` otherwise),
     and its input as items."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise BadRequest("request body must be a JSON object")
+    data = json_object(body)
     model = data.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("'model' is required and must be a non-empty string", param="model")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Protocol
@@ -141,14 +141,35 @@ class Call:
         return out
 
 
-def parse_request(op: str, body: bytes) -> dict[str, Any]:
-    """The request's JSON object, with the fields every operation needs checked."""
+def json_object(body: bytes) -> dict[str, Any]:
+    """A request body that must be one JSON object (400 otherwise)."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object")
+    return data
+
+
+async def cancel_on_disconnect(receive: Callable[[], Awaitable[Any]], scope: trio.CancelScope, call: Call) -> None:
+    """Cancel the request (and so its upstream call) when the client goes away first.
+
+    The server also reports a disconnect once the last byte of the answer is sent; cancelling
+    then would interrupt the server's own connection recycling, so a complete answer is left be.
+    """
+    while True:
+        message: Any = await receive()
+        if message["type"] == "http.disconnect":
+            if not call.complete:
+                call.client_gone = True
+                scope.cancel()
+            return
+
+
+def parse_request(op: str, body: bytes) -> dict[str, Any]:
+    """The request's JSON object, with the fields every operation needs checked."""
+    data = json_object(body)
     model = data.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("'model' is required and must be a non-empty string", param="model")

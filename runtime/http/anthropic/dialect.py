@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from sidegate.runtime.errors import BadRequest, GatewayError
 from sidegate.runtime.http.anthropic.messages import (
     OpenAIToAnthropicStream,
@@ -24,7 +22,7 @@ from sidegate.runtime.http.anthropic.messages import (
 )
 from sidegate.runtime.http.anthropic.request import translate
 from sidegate.runtime.plan import Family
-from sidegate.runtime.routing.call import Call
+from sidegate.runtime.routing.call import Call, json_object
 from sidegate.runtime.routing.state import Deployment
 from sidegate.runtime.upstream.adapter import ChainedStream, StreamTranslator
 from sidegate.runtime.upstream.openai_wire import Usage
@@ -50,12 +48,7 @@ def client_headers(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
 def parse_messages(body: bytes, *, count: bool = False) -> dict[str, Any]:
     """A Messages request's JSON object, with the fields Anthropic requires checked (`max_tokens`
     is not part of a count_tokens request)."""
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise BadRequest("request body must be a JSON object")
+    data = json_object(body)
     model = data.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("model: field required (a non-empty string)", param="model")

@@ -19,7 +19,7 @@ from sidegate.runtime.errors import BadRequest, GatewayError, NotFound
 from sidegate.runtime.http.gemini.answer import OpenAIToGeminiStream, openai_to_gemini_response
 from sidegate.runtime.http.gemini.native import GeminiRelay, is_native, native_request, native_response
 from sidegate.runtime.http.gemini.request import gemini_to_openai
-from sidegate.runtime.routing.call import Call
+from sidegate.runtime.routing.call import Call, json_object
 from sidegate.runtime.routing.state import Deployment, Runtime
 from sidegate.runtime.upstream.adapter import ChainedStream, StreamTranslator
 from sidegate.runtime.upstream.openai_wire import Usage
@@ -115,12 +115,7 @@ def parse_gemini(body: bytes, scope: Scope, call: Call, rt: Runtime | None = Non
     What the translation refuses is still served when only Gemini targets may serve the model (they
     get the client's own body): routing then reads the request's text."""
     model, stream = _target(scope)
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise BadRequest("request body must be a JSON object")
+    data = json_object(body)
     try:
         openai, dropped = gemini_to_openai(data, model, stream)
     except BadRequest as refused:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from sidegate.runtime.errors import GatewayError
 from sidegate.runtime.http.passthrough_usage import usage_in
 from sidegate.runtime.plan import Family
@@ -64,14 +62,8 @@ class GeminiRelay:
     def feed(self, data: bytes) -> bytes:
         """The whole events completed by these bytes."""
         out: list[bytes] = []
-        for event in self._parser.feed(data):
-            if self.done or not event.data:
-                continue
-            try:
-                obj = orjson.loads(event.data)
-            except orjson.JSONDecodeError:
-                raise upstream_error("gemini", 502, "unreadable stream event") from None
-            out.append(b"data: " + event.data.encode() + b"\r\n\r\n")
+        for text, obj in self._parser.objects(data, "gemini", lambda: self.done):
+            out.append(b"data: " + text.encode() + b"\r\n\r\n")
             if not isinstance(obj, dict):
                 continue
             if isinstance(obj.get("error"), dict):

@@ -259,13 +259,7 @@ class AnthropicStream(NativeStream):
     def feed(self, data: bytes) -> bytes:
         """OpenAI chunk bytes for these upstream bytes."""
         out: list[bytes] = []
-        for event in self._parser.feed(data):
-            if self.done or not event.data:
-                continue
-            try:
-                obj = orjson.loads(event.data)
-            except orjson.JSONDecodeError:
-                raise upstream_error("anthropic", 502, "unreadable stream event") from None
+        for _, obj in self._parser.objects(data, "anthropic", lambda: self.done):
             out.append(self._event(obj))
         return b"".join(out)
 

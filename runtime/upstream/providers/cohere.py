@@ -239,13 +239,7 @@ class CohereStream(NativeStream):
     def feed(self, data: bytes) -> bytes:
         """OpenAI chunk bytes for these upstream bytes."""
         out: list[bytes] = []
-        for event in self._parser.feed(data):
-            if self.done or not event.data or event.data.strip() == "[DONE]":
-                continue
-            try:
-                obj = orjson.loads(event.data)
-            except orjson.JSONDecodeError:
-                raise upstream_error("cohere", 502, "unreadable stream event") from None
+        for _, obj in self._parser.objects(data, "cohere", lambda: self.done):
             if isinstance(obj, dict):
                 out.append(self._event(obj))
         return b"".join(out)

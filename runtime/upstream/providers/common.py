@@ -138,6 +138,21 @@ class SseParser:
             del buf[:start]
         return events
 
+    def objects(self, data: bytes, provider: str, done: Callable[[], bool]) -> Iterator[tuple[str, Any]]:
+        """Each event's data and its JSON value, for the events completed by `data` while `done()`
+        is false (a provider's stream, `[DONE]` and empty events skipped); an event that is not JSON
+        is the provider's 502."""
+        for event in self.feed(data):
+            if done():
+                return
+            text = event.data
+            if not text or text.strip() == "[DONE]":
+                continue
+            try:
+                yield text, orjson.loads(text)
+            except orjson.JSONDecodeError:
+                raise upstream_error(provider, 502, "unreadable stream event") from None
+
     def chunks(self, data: bytes) -> Iterator[dict[str, Any] | None]:
         """The JSON objects of an OpenAI chat stream's events completed by `data`, and None for its
         `[DONE]` (what the dialects translating OpenAI chunks read; other events are skipped)."""

@@ -332,13 +332,7 @@ class GeminiStream(NativeStream):
     def feed(self, data: bytes) -> bytes:
         """OpenAI chunk bytes for these upstream bytes."""
         out: list[bytes] = []
-        for event in self._parser.feed(data):
-            if self.done or not event.data:
-                continue
-            try:
-                obj = orjson.loads(event.data)
-            except orjson.JSONDecodeError:
-                raise upstream_error("gemini", 502, "unreadable stream event") from None
+        for _, obj in self._parser.objects(data, "gemini", lambda: self.done):
             if isinstance(obj, dict):
                 out.append(self._chunk(obj))
         return b"".join(out)

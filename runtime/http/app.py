@@ -25,7 +25,7 @@ from sidegate.runtime.http.files import FilesApi
 from sidegate.runtime.http.gemini.dialect import google_error_body, is_gemini, parse_gemini
 from sidegate.runtime.http.guarded import configure_guards, guard_answer
 from sidegate.runtime.http.mcp_endpoint import Endpoint
-from sidegate.runtime.http.media import MEDIA_ROUTES, read_media
+from sidegate.runtime.http.media import MEDIA_OPS, MEDIA_ROUTES, read_media
 from sidegate.runtime.http.passthrough import Passthrough, passthrough_route
 from sidegate.runtime.http.realtime import RealtimeGateway
 from sidegate.runtime.http.request_guard import (
@@ -269,7 +269,7 @@ class App:
         admission = None
         try:
             grant = await self.access.authenticate(scope, google=op == "generate_content")
-            media = op in MEDIA_ROUTES.values()  # read by the media route (uploads: under server.max_upload)
+            media = op in MEDIA_OPS  # read by the media route (uploads: under server.max_upload)
             body = b"{}" if media else await read_body(scope, receive, rt.plan.server.max_body,
                                                        rt.plan.server.body_timeout)
             if rt.plan.observability.logs.bodies and not media:

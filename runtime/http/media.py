@@ -41,12 +41,14 @@ if TYPE_CHECKING:
     from sidegate.runtime.upstream.adapter import StreamTranslator
     from sidegate.runtime.upstream.transport import UpstreamRequest
 
-__all__ = ["MEDIA_ROUTES", "MediaDialect", "read_media"]
+__all__ = ["MEDIA_OPS", "MEDIA_ROUTES", "MediaDialect", "read_media"]
 
 MEDIA_ROUTES = {"/images/generations": "images", "/images/edits": "image_edits", "/audio/speech": "speech",
                 "/audio/transcriptions": "transcriptions", "/audio/translations": "translations",
                 "/moderations": "moderations", "/rerank": "rerank", "/v2/rerank": "rerank"}
 """Path (without `/v1`) -> media operation."""
+MEDIA_OPS = frozenset(MEDIA_ROUTES.values())
+"""The media operations (the app reads their bodies through the media route)."""
 
 _UPLOADS = frozenset({"image_edits", "transcriptions", "translations"})
 _TEXT_FORMATS = frozenset({"text", "srt", "vtt"})

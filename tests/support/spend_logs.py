@@ -12,8 +12,8 @@ import trio
 __all__ = ["spend_row", "spend_rows"]
 
 Row = dict[str, Any]
-DEADLINE = 10.0
-"""Seconds to wait for the rows (the writer stores a batch within about a second, even loaded)."""
+DEADLINE = 30.0
+"""Seconds to wait for the rows at most (the writer stores a batch within about a second; the tests' own deadlines are usually shorter)."""
 
 
 async def spend_rows(root: str, master: str, until: Callable[[list[Row]], bool]) -> list[Row]:

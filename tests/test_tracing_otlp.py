@@ -17,7 +17,7 @@ import trio
 
 from sidegate.runtime.plan import OtlpProtocol, Plan, Tracing
 from tests.support.gateway import base_url, open_gateway
-from tests.support.otlp import otlp_receiver, wait_for
+from tests.support.otlp import otlp_grpc_receiver, otlp_receiver, wait_for
 from tests.support.plans import group, openai_provider, plan, target
 from tests.support.upstream import FakeOpenAI, open_fake_openai
 
@@ -70,12 +70,14 @@ async def test_spans_follow_the_client_trace_into_the_upstream_call() -> None:
         config = tracing(rx.endpoint, headers=(replace_header("Authorization", "Bearer ", "OTLP_TOKEN"),))
         async with open_fake_openai() as fake, open_gateway(traced_plan(fake, config)) as gw:
             async with httpx.AsyncClient(base_url=base_url(gw)) as client:
-                r = await client.post("/chat/completions", json=chat("gpt"), headers={"traceparent": TRACEPARENT})
+                r = await client.post("/chat/completions", json=chat("gpt"),
+                                      headers={"traceparent": TRACEPARENT, "tracestate": "vendor=opaque-1"})
                 assert r.status_code == 200, r.text
                 assert r.headers["x-sidegate-trace-id"] == CLIENT_TRACE
                 spans = await wait_for(lambda: len(rx.trace(CLIENT_TRACE)) >= 2 and rx.trace(CLIENT_TRACE),
                                        what="the server and attempt spans")
                 sent = fake.seen[-1].headers["traceparent"]
+                assert fake.seen[-1].headers["tracestate"] == "vendor=opaque-1", "the client's tracestate goes on"
     server, attempt = _one(spans, "server"), _one(spans, "client")
     assert server.parent_id == CLIENT_SPAN, "the server span is a child of the client's span"
     assert attempt.parent_id == server.span_id, "the attempt span is a child of the server span"
@@ -212,3 +214,20 @@ async def test_unsampled_requests_propagate_their_trace_and_export_nothing() -> 
     assert rx.trace(trace_id) == [], "an unsampled request exports no span"
     assert len(rx.trace(CLIENT_TRACE)) == 2
     assert sum(p["count"] for p in rx.metrics["gen_ai.server.request.duration"]) == 2, "metrics count every request"
+
+
+async def test_spans_and_logs_over_grpc() -> None:
+    with otlp_grpc_receiver() as rx, trio.fail_after(30):
+        config = tracing(rx.endpoint, protocol=OtlpProtocol.GRPC, metrics=False)
+        async with open_fake_openai() as fake, open_gateway(traced_plan(fake, config)) as gw:
+            async with httpx.AsyncClient(base_url=base_url(gw)) as client:
+                r = await client.post("/chat/completions", json=chat("gpt", stream=True),
+                                      headers={"traceparent": TRACEPARENT})
+                assert r.status_code == 200 and "[DONE]" in r.text
+                spans = await wait_for(lambda: len(rx.trace(CLIENT_TRACE)) >= 2 and rx.trace(CLIENT_TRACE),
+                                       what="the spans over gRPC")
+                await wait_for(lambda: [lg for lg in rx.logs if lg.trace_id == CLIENT_TRACE], what="a log record")
+    server, attempt = _one(spans, "server"), _one(spans, "client")
+    assert server.parent_id == CLIENT_SPAN and attempt.parent_id == server.span_id
+    assert attempt.attributes["gen_ai.usage.output_tokens"] > 0 and "gen_ai.first_token" in dict(attempt.events)
+    assert "/v1/traces" in rx.paths and server.resource["service.name"] == "sidegate"

@@ -2,8 +2,10 @@
 request, a client span per upstream attempt (router decisions as `sidegate.*` attributes, time to
 first token as an event), and spans of MCP tool calls and A2A relays under the request's context.
 
-Parents are passed explicitly (never the SDK's ambient context: Trio tasks move between awaits);
-:data:`runtime.observe.context.CURRENT` holds the innermost open handle for logs and propagation.
+Spans are :mod:`runtime.observe.record`'s plain records (handed to the SDK's batch processor when
+they end). Parents are passed explicitly (never the SDK's ambient context: Trio tasks move between
+awaits); :data:`runtime.observe.context.CURRENT` holds the innermost open handle for logs and
+propagation.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, get_current_span, set_span_in_context
+from opentelemetry.trace import SpanKind, get_current_span
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from sidegate.runtime.observe.context import CURRENT
+from sidegate.runtime.observe.record import Span, traceparent
 
 if TYPE_CHECKING:
     from sidegate.runtime.observe.telemetry import Telemetry
@@ -53,31 +56,38 @@ def extract(headers: list[tuple[bytes, bytes]] | Any) -> Context | None:
 class _Scope:
     """A span that is a parent: its trace id, its propagation headers, its children."""
 
-    __slots__ = ("context", "span", "tel", "trace_id")
+    __slots__ = ("span", "tel", "trace_id")
 
     def __init__(self, tel: Telemetry, span: Span) -> None:
         self.tel, self.span = tel, span
-        self.context = set_span_in_context(span)
-        self.trace_id = format(span.get_span_context().trace_id, "032x")
+        self.trace_id = format(span.trace_id, "032x")
+
+    @property
+    def context(self) -> Context:
+        """An OpenTelemetry context naming this span (the SDK's log records take it)."""
+        return self.span.context()
 
     def headers(self) -> list[tuple[str, str]]:
-        carrier: dict[str, str] = {}
-        PROPAGATOR.inject(carrier, context=self.context)
-        return list(carrier.items())
+        return self.span.headers()
 
     def child(self, kind: str, name: str, attributes: Attrs) -> Child:
-        return Child(self.tel, self.context, kind, name, attributes)
+        return Child(self.tel, self.span, kind, name, attributes)
 
 
-class Incoming(_Scope):
+class Incoming:
     """An MCP or A2A request: no span of its own; its tool-call or relay span is the server span,
     under the client's context (when it sent one)."""
 
+    __slots__ = ("context", "remote", "tel", "trace_id")
+
     def __init__(self, tel: Telemetry, parent: Context | None) -> None:
         self.tel, self.context = tel, parent if parent is not None else Context()
-        ctx = get_current_span(self.context).get_span_context()
-        self.trace_id = format(ctx.trace_id, "032x") if ctx.is_valid else ""
-        self.span = None  # type: ignore[assignment]
+        self.remote = get_current_span(self.context).get_span_context()
+        self.trace_id = format(self.remote.trace_id, "032x") if self.remote.is_valid else ""
+
+    def headers(self) -> list[tuple[str, str]]:
+        """The client's own trace context, passed on (it sent none: nothing)."""
+        return traceparent(self.remote) if self.remote.is_valid else []
 
     def child(self, kind: str, name: str, attributes: Attrs) -> Child:
         return Child(self.tel, self.context, kind, name, attributes, SpanKind.SERVER)
@@ -88,7 +98,7 @@ class Child(_Scope):
 
     __slots__ = ("_token",)
 
-    def __init__(self, tel: Telemetry, parent: Context, kind: str, name: str, attributes: Attrs,
+    def __init__(self, tel: Telemetry, parent: Span | Context, kind: str, name: str, attributes: Attrs,
                  span_kind: SpanKind = SpanKind.CLIENT) -> None:
         if kind == "tool":
             attributes = {"gen_ai.operation.name": "execute_tool", "mcp.method.name": "tools/call",
@@ -97,7 +107,11 @@ class Child(_Scope):
         else:
             attributes = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": name, **attributes}
             title = f"invoke_agent {name}"
-        super().__init__(tel, tel.tracer.start_span(title, context=parent, kind=span_kind, attributes=attributes))
+        if isinstance(parent, Span):
+            span = parent.child(title, span_kind, attributes)
+        else:
+            span = tel.recorder.root(title, span_kind, parent, attributes)
+        super().__init__(tel, span)
 
     def __enter__(self) -> Child:
         self._token = CURRENT.set(self)
@@ -110,11 +124,11 @@ class Child(_Scope):
         self.span.end()
 
     def note(self, **attributes: Any) -> None:
-        self.span.set_attributes(attributes)
+        self.span.attributes.update(attributes)
 
     def fail(self, error_type: str) -> None:
-        self.span.set_attribute("error.type", error_type)
-        self.span.set_status(Status(StatusCode.ERROR))
+        self.span.attributes["error.type"] = error_type
+        self.span.fail()
 
 
 class Request(_Scope):
@@ -126,9 +140,8 @@ class Request(_Scope):
         path: str = scope["path"]
         attributes: Attrs = {"http.request.method": scope["method"], "url.path": path,
                              "gen_ai.operation.name": operation(op), "sidegate.request_id": request_id}
-        span = tel.tracer.start_span(f"{scope['method']} {path}", context=extract(scope["headers"]),
-                                     kind=SpanKind.SERVER, attributes=attributes)
-        super().__init__(tel, span)
+        super().__init__(tel, tel.recorder.root(f"{scope['method']} {path}", SpanKind.SERVER,
+                                                extract(scope["headers"]), attributes))
         self.ttft: float | None = None
         self.provider = ""
         self.response_model = ""
@@ -136,8 +149,7 @@ class Request(_Scope):
     def end(self, call: Any) -> None:
         """Close the span with what the call did (`call` is the routing loop's `Call`)."""
         span, status = self.span, call.status
-        if not span.is_recording():
-            span.end()
+        if not span.recording:
             if self.tel.genai is not None:
                 self.tel.genai.record(call, self, perf_counter() - call.t0, str(status) if status >= 400 else None)
             return
@@ -151,8 +163,8 @@ class Request(_Scope):
         if error is not None:
             attributes["error.type"] = error
             if status >= 500 or status == 499:
-                span.set_status(Status(StatusCode.ERROR, call.error or None))
-        span.set_attributes(attributes)
+                span.fail(call.error or None)
+        span.attributes.update(attributes)
         span.end()
         if self.tel.genai is not None:
             self.tel.genai.record(call, self, perf_counter() - call.t0, error)
@@ -174,8 +186,8 @@ class Attempt:
         self.scan = tel.genai is not None
         """Read the served model off the answer (for the span, or for the GenAI metrics)."""
         opname = operation(op)
-        if not request.span.is_recording():  # not sampled: a span for its context (traceparent) only
-            self.span: Span = tel.tracer.start_span(opname, context=request.context, kind=SpanKind.CLIENT)
+        if not request.span.recording:  # not sampled: a span for its context (traceparent) only
+            self.span = request.span.child(opname, SpanKind.CLIENT, {})
             return
         self.scan = True
         address, port = tel.address(dep.provider.base_url)
@@ -202,18 +214,15 @@ class Attempt:
             attributes["gen_ai.input.messages"] = self._scrub.text(
                 orjson.dumps(prompt)[:CONTENT_LIMIT].decode("utf-8", "replace"))
             self._output = []
-        self.span = tel.tracer.start_span(f"{opname} {model}", context=request.context, kind=SpanKind.CLIENT,
-                                          attributes=attributes)
+        self.span = request.span.child(f"{opname} {model}", SpanKind.CLIENT, attributes)
 
     def headers(self) -> tuple[tuple[str, str], ...]:
         """`traceparent` (and `tracestate`) for the upstream request, naming this span."""
-        carrier: dict[str, str] = {}
-        PROPAGATOR.inject(carrier, context=set_span_in_context(self.span))
-        return tuple(carrier.items())
+        return tuple(self.span.headers())
 
     def first_token(self, seconds: float) -> None:
         """The first event of a stream is out (`seconds` after the attempt started)."""
-        self.span.add_event("gen_ai.first_token", {"gen_ai.server.time_to_first_token": seconds})
+        self.span.event("gen_ai.first_token", {"gen_ai.server.time_to_first_token": seconds})
         self._request.ttft = seconds
 
     def output(self, data: bytes) -> None:
@@ -235,10 +244,9 @@ class Attempt:
         span = self.span
         if served and self.model:
             self._request.response_model = self.model
-        if not span.is_recording():
-            span.end()
+        if not span.recording:
             return
-        attributes: Attrs = {}
+        attributes = span.attributes
         if self.model:
             attributes["gen_ai.response.model"] = self.model
         if self.finish:
@@ -250,7 +258,7 @@ class Attempt:
             attributes["error.type"] = error.code or type(error).__name__
             if error.upstream_status:
                 attributes["http.response.status_code"] = error.upstream_status
-            span.set_status(Status(StatusCode.ERROR, error.message[:200]))
+            span.fail(error.message[:200])
         elif not served:
             attributes["error.type"] = "cancelled"  # a hedge that lost, or the client went away
         else:
@@ -258,5 +266,4 @@ class Attempt:
         if self._output:
             attributes["gen_ai.output.messages"] = self._scrub.text(
                 b"".join(self._output)[:CONTENT_LIMIT].decode("utf-8", "replace"))
-        span.set_attributes(attributes)
         span.end()

@@ -1,7 +1,7 @@
 """The sidecar's OpenTelemetry handle: what the HTTP boundary, the routing loop and the logger call.
 
 Built once at start from the plan's `observability.tracing` (a reload keeps it; a changed section
-needs a restart). Everything here is cheap on the event loop: spans are started and ended, log
+needs a restart). Everything here is cheap on the event loop: spans are recorded as plain data, log
 records and metric points are handed to the SDK, whose own threads export them.
 """
 
@@ -14,10 +14,10 @@ from urllib.parse import urlsplit
 
 import trio
 from opentelemetry._logs import SeverityNumber
-from opentelemetry.trace import Tracer
 
 from sidegate.runtime.observe.context import CURRENT
 from sidegate.runtime.observe.metrics import Metrics
+from sidegate.runtime.observe.record import Recorder
 from sidegate.runtime.observe.spans import Attempt, Incoming, Request, extract, operation
 from sidegate.runtime.observe.tracing import Exporters, build_exporters
 from sidegate.runtime.plan import Family, LogLevel, Provider, Tracing
@@ -76,7 +76,7 @@ class Telemetry:
         self.config = config
         self.exporters: Exporters = build_exporters(config, dict(headers) if headers else None, metrics.otlp_dropped)
         self.dropped = metrics.otlp_dropped
-        self.tracer: Tracer = self.exporters.tracer_provider.get_tracer("sidegate")
+        self.recorder = Recorder(self.exporters.tracer_provider, self.exporters.span_processor)
         self.content = config.content
         logs = self.exporters.logger_provider
         self._logs = None if logs is None else logs.get_logger("sidegate")

@@ -29,6 +29,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from prometheus_client import Counter
 
+from sidegate.runtime.observe.otlp_send import grpc_spans, http_spans
 from sidegate.runtime.plan import OtlpProtocol, Tracing
 
 __all__ = ["Exporters", "build_exporters", "sampling_ratio", "service_resource"]
@@ -145,16 +146,14 @@ def _exporter(config: Tracing, signal: str, headers: Mapping[str, str] | None) -
     if config.protocol is OtlpProtocol.GRPC:
         meta = None if headers is None else {k.lower(): v for k, v in headers.items()}
         if signal == "traces":
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpans
-            return GrpcSpans(endpoint=url, headers=meta, timeout=timeout)
+            return grpc_spans(endpoint=url, headers=meta, timeout=timeout)
         if signal == "logs":
             from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogs
             return GrpcLogs(endpoint=url, headers=meta, timeout=timeout)
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetrics
         return GrpcMetrics(endpoint=url, headers=meta, timeout=timeout)
     if signal == "traces":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        return OTLPSpanExporter(endpoint=url, headers=headers, timeout=timeout)
+        return http_spans(endpoint=url, headers=headers, timeout=timeout)
     if signal == "logs":
         from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
         return OTLPLogExporter(endpoint=url, headers=headers, timeout=timeout)
@@ -165,9 +164,10 @@ def _exporter(config: Tracing, signal: str, headers: Mapping[str, str] | None) -
 class Exporters:
     """The providers and their exporters, and their orderly (bounded) shutdown."""
 
-    def __init__(self, tracer: TracerProvider, logger: LoggerProvider | None, meter: MeterProvider | None,
-                 closers: list[Callable[[], None]], errors: _Errors) -> None:
+    def __init__(self, tracer: TracerProvider, spans: BatchSpanProcessor, logger: LoggerProvider | None,
+                 meter: MeterProvider | None, closers: list[Callable[[], None]], errors: _Errors) -> None:
         self.tracer_provider, self.logger_provider, self.meter_provider = tracer, logger, meter
+        self.span_processor = spans
         self._closers = closers
         self.errors = errors
 
@@ -225,5 +225,5 @@ def build_exporters(config: Tracing, headers: Mapping[str, str] | None, dropped:
                                                export_timeout_millis=config.timeout * 1000)
         meter = MeterProvider(resource=resource, metric_readers=[reader])
         closers.append(metric_exporter.shutdown)
-    return Exporters(tracer, logger, meter, closers, errors)
+    return Exporters(tracer, processor, logger, meter, closers, errors)
 

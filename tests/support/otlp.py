@@ -158,3 +158,35 @@ def otlp_receiver() -> Iterator[Receiver]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+_GRPC_PATHS = {"opentelemetry.proto.collector.trace.v1.TraceService": "/v1/traces",
+               "opentelemetry.proto.collector.logs.v1.LogsService": "/v1/logs",
+               "opentelemetry.proto.collector.metrics.v1.MetricsService": "/v1/metrics"}
+
+
+@contextmanager
+def otlp_grpc_receiver() -> Iterator[Receiver]:
+    """The same receiver over OTLP/gRPC (grpcio's server, the three collector services' Export)."""
+    from concurrent import futures
+
+    import grpc
+
+    receiver = Receiver()
+
+    def handler(path: str) -> Any:
+        def export(body: bytes, context: Any) -> bytes:
+            receiver.headers.append(dict(context.invocation_metadata()))
+            receiver.paths.append(path)
+            return receiver.take(path, body)
+        return grpc.unary_unary_rpc_method_handler(export)  # raw bytes in and out
+
+    handlers = [grpc.method_handlers_generic_handler(service, {"Export": handler(path)})
+                for service, path in _GRPC_PATHS.items()]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), handlers=handlers)
+    receiver.port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield receiver
+    finally:
+        server.stop(grace=None)

@@ -110,3 +110,36 @@ async def test_stale_check_sees_a_closed_peer_through_tls_too() -> None:
             await plain.aclose()
             await trio.aclose_forcefully(tls)
             nursery.cancel_scope.cancel()
+
+
+async def _answer_once(stream: trio.SocketStream, seen: list[int]) -> None:
+    seen.append(1)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += await stream.receive_some(4096)
+    await stream.send_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost"])
+async def test_ip_literals_and_names_connect(host: str) -> None:
+    """An IP literal (v4 or v6) is connected to directly, a name through trio's resolver and
+    happy eyeballs: each reaches the server, with Nagle off on our side."""
+    bind = "::1" if host == "::1" else "127.0.0.1"
+    try:
+        listeners = await trio.open_tcp_listeners(0, host=bind)
+    except OSError:
+        pytest.skip(f"no {bind} on this machine")
+    port = listeners[0].socket.getsockname()[1]
+    served: list[int] = []
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(trio.serve_listeners, partial(_answer_once, seen=served), listeners))
+            t = H11Transport()
+            netloc = f"[{host}]" if ":" in host else host
+            r = await t.send(UpstreamRequest("GET", f"http://{netloc}:{port}/v1/models", (), b"", 5.0))
+            assert r.status == 200 and r.body == b"ok"
+            conn = next(c for idle in t._idle.values() for c in idle)
+            assert conn.stream.socket.getsockopt(trio.socket.IPPROTO_TCP, trio.socket.TCP_NODELAY)
+            await t.aclose()
+            nursery.cancel_scope.cancel()
+    assert served

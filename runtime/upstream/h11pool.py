@@ -9,7 +9,9 @@ in one send, and never copies body bytes it does not have to. It implements the 
 
 from __future__ import annotations
 
+import ipaddress
 import select
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -65,6 +67,28 @@ def _stale(conn: _Conn) -> bool:
     poller = select.poll()
     poller.register(sock.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
     return bool(poller.poll(0))
+
+
+def _literal_family(host: str) -> int | None:
+    """The address family of an IP-literal host (None for a name, which needs resolving)."""
+    try:
+        return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        return None
+
+
+async def _connect_literal(family: int, host: str, port: int) -> trio.SocketStream:
+    """A TCP connection to an IP address: one socket and its connect. `trio.open_tcp_stream` also
+    resolves the name and races the addresses it gets (happy eyeballs) in a nursery of its own,
+    which for a single literal address is a task, two scopes and a thread-free lookup for nothing:
+    a fifth of a paced stream's set-up when each stream opens its own upstream connection."""
+    sock = trio.socket.socket(family, socket.SOCK_STREAM)
+    try:
+        await sock.connect((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketStream(sock)  # sets TCP_NODELAY, as open_tcp_stream's streams have
 
 
 class _Response:
@@ -160,7 +184,9 @@ class H11Transport:
         scheme, host, port = origin
         try:
             with trio.fail_after(connect_timeout):
-                stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+                family = _literal_family(host)
+                stream: trio.abc.Stream = (await trio.open_tcp_stream(host, port) if family is None
+                                           else await _connect_literal(family, host, port))
                 if scheme == "https":
                     tls = trio.SSLStream(stream, self._tls(), server_hostname=host, https_compatible=True)
                     await tls.do_handshake()

@@ -9,6 +9,7 @@ in one send, and never copies body bytes it does not have to. It implements the 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import select
 import socket
@@ -228,7 +229,9 @@ class H11Transport:
             await trio.aclose_forcefully(conn.stream)
 
     @staticmethod
+    @functools.lru_cache(maxsize=512)
     def _origin(url: str) -> tuple[_Origin, str, str]:
+        """(origin, host header, request target) of `url` (cached: a deployment's URL repeats)."""
         parts = urlsplit(url)
         scheme = parts.scheme
         port = parts.port or (443 if scheme == "https" else 80)

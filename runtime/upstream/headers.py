@@ -7,6 +7,7 @@ are bounded and stripped of control characters: they are upstream data.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit
 
@@ -64,8 +65,10 @@ def relayed_headers(
     return out
 
 
+@functools.lru_cache(maxsize=512)
 def redacted_url(url: str) -> str:
-    """`url` without credentials or query string (a key may ride in either), for logs."""
+    """`url` without credentials or query string (a key may ride in either), for logs (cached: a
+    deployment's URL repeats, and parsing it was a percent of a request)."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     if ":" in host:

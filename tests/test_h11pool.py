@@ -143,3 +143,28 @@ async def test_ip_literals_and_names_connect(host: str) -> None:
             await t.aclose()
             nursery.cancel_scope.cancel()
     assert served
+
+
+async def test_a_tls_handshake_that_never_finishes_times_out_and_closes_its_socket() -> None:
+    """An upstream that accepts the TCP connection and then says nothing: the connect timeout
+    covers the TLS handshake, the error names it, and the half-open socket is closed (the server
+    reads its end), not left for the garbage collector."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    closed = trio.Event()
+
+    async def silent(stream: trio.SocketStream) -> None:
+        while await stream.receive_some(4096):  # the ClientHello, then nothing until our close
+            pass
+        closed.set()
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(trio.serve_listeners, silent, listeners))
+            t0 = trio.current_time()
+            with pytest.raises(UpstreamError) as info:
+                await H11Transport().send(UpstreamRequest("GET", f"https://127.0.0.1:{port}/v1/models", (), b"", 0.3))
+            assert info.value.code == "upstream_connect_error" and "timed out connecting" in info.value.message
+            assert trio.current_time() - t0 < 5
+            await closed.wait()
+            nursery.cancel_scope.cancel()

@@ -183,22 +183,26 @@ class H11Transport:
 
     async def _connect(self, origin: _Origin, connect_timeout: float) -> _Conn:
         scheme, host, port = origin
+        stream: trio.abc.Stream | None = None
         try:
-            with trio.fail_after(connect_timeout):
+            with trio.move_on_after(connect_timeout):  # a plain scope: `fail_after` adds a generator
                 family = _literal_family(host)
-                stream: trio.abc.Stream = (await trio.open_tcp_stream(host, port) if family is None
-                                           else await _connect_literal(family, host, port))
+                stream = (await trio.open_tcp_stream(host, port) if family is None
+                          else await _connect_literal(family, host, port))
                 if scheme == "https":
                     tls = trio.SSLStream(stream, self._tls(), server_hostname=host, https_compatible=True)
                     await tls.do_handshake()
                     stream = tls
-        except trio.TooSlowError:
-            raise UpstreamError(f"timed out connecting to the upstream {host}:{port} after {connect_timeout:g}s",
-                                code="upstream_connect_error") from None
+                return _Conn(stream)
         except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:
+            if stream is not None:
+                await trio.aclose_forcefully(stream)
             raise UpstreamError(f"could not connect to the upstream {host}:{port} ({describe(exc)})",
                                 code="upstream_connect_error") from None
-        return _Conn(stream)
+        if stream is not None:  # connected, but the TLS handshake did not finish in time
+            await trio.aclose_forcefully(stream)
+        raise UpstreamError(f"timed out connecting to the upstream {host}:{port} after {connect_timeout:g}s",
+                            code="upstream_connect_error")
 
     async def _checkout(self, origin: _Origin) -> _Conn | None:
         """An idle pooled connection that is provably usable (never one the upstream closed)."""

@@ -138,3 +138,5 @@ class Span:
         if self.recording and not self.ended:
             self.ended = True  # once
             self.recorder.finish(self)
+            # what was handed off is the export thread's now: a late change goes nowhere
+            self.attributes, self.events = {}, None

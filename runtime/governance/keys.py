@@ -85,6 +85,8 @@ class KeyCache:
 
     def lookup(self, key: str) -> Grant | None:
         """The grant for a presented key, or None."""
+        if not self._fixed and not self._stored:  # no keys at all: nothing to hash the key for
+            return None
         h = hash_key(key)
         return self._fixed.get(h) or self._stored.get(h)
 

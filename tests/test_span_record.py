@@ -79,3 +79,20 @@ def test_the_ratio_decides_for_new_traces() -> None:
     for span in spans:
         span.end()
     assert len(processor.ended) == 50 and len({s.trace_id for s in spans}) == 50
+
+
+def test_a_batch_that_cannot_be_encoded_is_dropped_and_counted() -> None:
+    from opentelemetry.sdk.trace.export import SpanExportResult
+    from prometheus_client import CollectorRegistry, Counter
+
+    from sidegate.runtime.observe.otlp_send import http_spans
+    from sidegate.runtime.observe.tracing import _Spans
+
+    failed = Counter("dropped", "d", ["signal", "reason"], registry=CollectorRegistry())
+    exporter = _Spans(http_spans(endpoint="http://127.0.0.1:9/v1/traces", timeout=1), failed.labels("spans", "x"))
+    recorder, processor = _recorder(1.0)
+    span = recorder.root("r", SpanKind.SERVER, None, {"odd": object()})  # no attribute type the wire knows
+    span.end()
+    assert exporter.export(processor.ended) is SpanExportResult.FAILURE
+    assert failed.labels("spans", "x")._value.get() == 1
+    exporter.shutdown()

@@ -79,7 +79,11 @@ class _Spans(SpanExporter):
         self.inner, self._failed, self._closed = inner, failed, False
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        result = self.inner.export(spans)
+        try:
+            result = self.inner.export(spans)
+        except Exception as exc:  # e.g. a batch that cannot be encoded: dropped, counted, reported
+            _LOG.error("span export failed: %s", exc)
+            result = SpanExportResult.FAILURE
         if result is not SpanExportResult.SUCCESS:
             self._failed.inc(len(spans))
         return result

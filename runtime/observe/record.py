@@ -32,7 +32,7 @@ from opentelemetry.trace import (
     set_span_in_context,
 )
 
-__all__ = ["Recorder", "Span", "traceparent"]
+__all__ = ["HashedResource", "Recorder", "Span", "traceparent"]
 
 _SAMPLED, _UNSAMPLED = TraceFlags(TraceFlags.SAMPLED), TraceFlags(TraceFlags.DEFAULT)
 _UNSET = Status(StatusCode.UNSET)
@@ -47,9 +47,9 @@ def traceparent(context: SpanContext) -> list[tuple[str, str]]:
     return out
 
 
-class _Resource(Resource):
-    """The provider's resource with its hash computed once: the OTLP encoder groups every span of a
-    batch by resource, and `Resource.__hash__` serialises all its attributes to JSON each time."""
+class HashedResource(Resource):
+    """A resource with its hash computed once: the OTLP encoders group every span and log record of
+    a batch by resource, and `Resource.__hash__` serialises all its attributes to JSON each time."""
 
     def __init__(self, resource: Resource) -> None:
         super().__init__(resource.attributes, resource.schema_url)
@@ -66,7 +66,8 @@ class Recorder:
     """Ids, sampling decisions and the hand-off of finished spans to the SDK's processor."""
 
     def __init__(self, provider: TracerProvider, processor: SpanProcessor) -> None:
-        self.resource = _Resource(provider.resource)
+        resource = provider.resource
+        self.resource = resource if isinstance(resource, HashedResource) else HashedResource(resource)
         self.sampler = provider.sampler
         self.ids = provider.id_generator
         self.scope = InstrumentationScope("sidegate")

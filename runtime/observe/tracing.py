@@ -30,6 +30,7 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from prometheus_client import Counter
 
 from sidegate.runtime.observe.otlp_send import grpc_spans, http_spans
+from sidegate.runtime.observe.record import HashedResource
 from sidegate.runtime.plan import OtlpProtocol, Tracing
 
 __all__ = ["Exporters", "build_exporters", "sampling_ratio", "service_resource"]
@@ -135,7 +136,7 @@ def service_resource(config: Tracing) -> Resource:
     from_env = os.environ.get("OTEL_SERVICE_NAME") or "service.name=" in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
     if "service.name" not in attributes and not from_env:
         attributes["service.name"] = "sidegate"
-    return Resource.create(attributes)
+    return HashedResource(Resource.create(attributes))
 
 
 def _url(config: Tracing, signal: str) -> str | None:

@@ -245,7 +245,7 @@ def test_request_heads_refuse_and_write_exactly_what_h11_did(headers: list[tuple
 @given(st.binary(max_size=2000), st.lists(st.integers(0, 5000), max_size=12), st.booleans())
 def test_any_split_of_a_whole_answer_parses_the_same(body: bytes, cuts: list[int], early: bool) -> None:
     whole = ((b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n" if early else b"") +
-             b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
+             b"HTTP/1.1 200 OK\r\nContent-Type:  application/json \t\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
     answer, got, last = Answer(), b"", 0
     for cut in [*sorted(c % (len(whole) + 1) for c in cuts), len(whole)]:
         answer.feed(whole[last:cut])

@@ -141,7 +141,7 @@ class Answer:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self.head:
-            self.headers.append((name.lower(), value))
+            self.headers.append((name.lower(), value.rstrip(b" \t")))  # llhttp strips only the leading OWS
             return
         self._trailers += len(name) + len(value) + 4
         if self._trailers > MAX_TRAILERS:

@@ -253,3 +253,71 @@ def test_any_split_of_a_whole_answer_parses_the_same(body: bytes, cuts: list[int
         last = cut
     assert got == body and answer.done and not answer.extra and answer.keep_alive and answer.status == 200
     assert answer.headers == [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+
+
+_FIELDS = st.sampled_from([(b"Content-Type", b" application/json \t"), (b"X-A", b"caf\xc3\xa9 au lait"),
+                           (b"Connection", b"close"), (b"Connection", b"keep-alive"), (b"X-Empty", b""),
+                           (b"Set-Cookie", b"a=1; Path=/"), (b"Link", b"</a>; rel=preload")])
+
+
+@given(st.sampled_from([200, 201, 204, 304, 404, 500]), st.sampled_from([b"", b"HTTP/1.1 100 Continue\r\n\r\n",
+                                                                      b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"]),
+       st.sampled_from([b"1.1", b"1.0"]), st.lists(_FIELDS, max_size=4), st.sampled_from(["length", "chunked", "eof"]),
+       st.lists(st.binary(min_size=1, max_size=40), max_size=4), st.sampled_from([b"", b"x-trailer: 1\r\n"]),
+       st.sampled_from(["POST", "HEAD"]), st.lists(st.integers(0, 1000), max_size=6))
+def test_answers_parse_as_h11_parsed_them(status: int, early: bytes, version: bytes, fields: list[tuple[bytes, bytes]],
+                                          framing: str, pieces: list[bytes], trailers: bytes, method: str,
+                                          cuts: list[int]) -> None:
+    """Against h11 as the reference: the same status, headers (names lower-cased, values trimmed),
+    body, end of the answer, and keep-alive, over any split of the bytes."""
+    body = b"".join(pieces)
+    if framing == "length":
+        fields = [*fields, (b"Content-Length", b"%d" % len(body))]
+        wire = body
+    elif framing == "chunked":
+        fields = [*fields, (b"Transfer-Encoding", b"chunked")]
+        wire = b"".join(b"%x\r\n%b\r\n" % (len(p), p) for p in pieces) + b"0\r\n" + trailers + b"\r\n"
+    else:
+        wire = body
+    if method == "HEAD" or status in (204, 304):
+        body = wire = b""
+    head = b"HTTP/%b %d Whatever\r\n" % (version, status) + b"".join(b"%b: %b\r\n" % f for f in fields) + b"\r\n"
+    whole = early + head + wire
+    splits = [*sorted(c % (len(whole) + 1) for c in cuts), len(whole)]
+
+    ref = h11.Connection(h11.CLIENT)
+    ref.send(h11.Request(method=method, target="/", headers=[("host", "x")]))
+    ref.send(h11.EndOfMessage())
+    answer, last = Answer(head_only=method == "HEAD"), 0
+    ref_head: h11.Response | None = None
+    ref_body, got, ref_done = b"", b"", False
+    for cut in splits:
+        if cut == last:
+            continue  # (h11 takes b"" for the connection's end)
+        ref.receive_data(whole[last:cut])
+        answer.feed(whole[last:cut])
+        got += answer.take()
+        last = cut
+    if framing == "eof":
+        ref.receive_data(b"")
+        answer.end_of_data()
+    while not ref_done:
+        event = ref.next_event()
+        if type(event) is h11.Response:
+            ref_head = event
+        elif type(event) is h11.Data:
+            ref_body += event.data
+        elif type(event) is h11.EndOfMessage:
+            ref_done = True
+        else:
+            assert type(event) is h11.InformationalResponse, event
+    assert ref_head is not None
+    assert answer.status == ref_head.status_code and answer.headers == list(ref_head.headers)
+    assert got == ref_body and answer.done and not answer.extra
+    try:
+        ref.start_next_cycle()  # what the old pool did to reuse a connection
+        reusable = True
+    except h11.LocalProtocolError:
+        reusable = False
+    to_the_end = framing == "eof" and method != "HEAD" and status not in (204, 304)
+    assert answer.keep_alive == (reusable and not to_the_end), "a body read to the connection's end is its last"

@@ -79,7 +79,8 @@ class Answer:
     `headers` (lower-cased names), `chunked`, `keep_alive`; `take()` the body bytes parsed so far;
     `done` once the answer ended; `extra` when bytes came after its end; `fed`, the bytes fed."""
 
-    __slots__ = ("_body", "_chunks", "_head_fed", "_head_only", "_parser", "_refusal", "_trailers", "body_bytes",
+    __slots__ = ("_body", "_chunks", "_head_fed", "_head_only", "_parser", "_raw_te", "_refusal", "_trailers",
+                 "body_bytes",
                  "chunked", "done", "eof_body", "extra", "fed", "head", "headers", "keep_alive", "status")
 
     def __init__(self, head_only: bool = False) -> None:
@@ -90,6 +91,7 @@ class Answer:
         self._body: list[bytes] = []
         self.fed = self._head_fed = self._chunks = self._trailers = self.body_bytes = 0
         self._refusal: str | None = None
+        self._raw_te = False
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self.head = self.done = self.extra = False
@@ -141,7 +143,10 @@ class Answer:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self.head:
-            self.headers.append((name.lower(), value.rstrip(b" \t")))  # llhttp strips only the leading OWS
+            stripped = value.rstrip(b" \t")  # llhttp strips only the leading OWS
+            if len(stripped) != len(value) and name.lower() == b"transfer-encoding":
+                self._raw_te = True  # `chunked ` is not chunked to llhttp
+            self.headers.append((name.lower(), stripped))
             return
         self._trailers += len(name) + len(value) + 4
         if self._trailers > MAX_TRAILERS:
@@ -159,7 +164,7 @@ class Answer:
         codings: list[bytes] = []
         for name, value in self.headers:
             if name == b"transfer-encoding":
-                codings += [c.strip(b" \t").lower() for c in value.split(b",")]
+                codings.append(value.lower())
             elif name == b"content-length":
                 length = True
             elif name == b"connection" and b"close" in value.lower():
@@ -170,7 +175,9 @@ class Answer:
         elif status in (204, 304):
             pass  # no body either: llhttp ends the answer with its head
         elif codings:
-            if codings != [b"chunked"]:
+            # Exactly `chunked`, in one header (h11 also took `chunked,` and the like, which llhttp
+            # frames differently): never a body framed one way here and another in the parser.
+            if codings != [b"chunked"] or self._raw_te:
                 self._refuse("only the chunked transfer coding is supported")
             self.chunked = True
         elif not length:
@@ -183,6 +190,8 @@ class Answer:
             raise _Stop
         if not self.head:
             self._refuse("an informational answer has a body")
+        if self.chunked and not self._chunks:
+            self._refuse("the body is not framed as its headers say")
         self._body.append(body)
         self.body_bytes += len(body)
 

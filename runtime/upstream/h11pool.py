@@ -1,10 +1,11 @@
 """A lean upstream HTTP/1.1 client for the hot path: a keep-alive pool of Trio socket streams
-(TLS where the URL says https) driven by h11.
+(TLS where the URL says https); answers are parsed by httptools (`runtime.upstream.http1`).
 
 Measured on this machine, httpx's pool added about 1.0 ms per request and lost a third of its
 throughput from concurrency 1 to 50; this pool keeps one idle list per origin, writes each request
 in one send, and never copies body bytes it does not have to. It implements the same
-:class:`runtime.upstream.transport.Transport` seam as the httpx transport.
+:class:`runtime.upstream.transport.Transport` seam as the httpx transport. (It was driven by h11,
+hence its name; h11's event machinery cost ~12% of the gateway's CPU on a non-stream chat.)
 """
 
 from __future__ import annotations
@@ -18,12 +19,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
-import h11
 import httpx
 import trio
 
 from sidegate.runtime.errors import UpstreamError, describe
-from sidegate.runtime.upstream.chunked import ChunkedDecoder, MalformedChunks
+from sidegate.runtime.upstream.http1 import Answer, MalformedAnswer, check_target, request_head
 from sidegate.runtime.upstream.transport import UpstreamRequest, UpstreamResponse, UpstreamStream, read_bounded
 
 __all__ = ["H11Transport"]
@@ -33,22 +33,13 @@ _Origin = tuple[str, str, int]
 
 
 class _Conn:
-    """One upstream connection and its h11 state machine."""
+    """One upstream connection (pooled only between answers: no parser state carries over)."""
 
-    __slots__ = ("h11", "reused", "stream")
+    __slots__ = ("reused", "stream")
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
-        self.h11 = h11.Connection(h11.CLIENT)
         self.reused = False
-
-    async def next_event(self) -> h11.Event | type[h11.PAUSED] | type[h11.NEED_DATA]:
-        while True:
-            event = self.h11.next_event()
-            if event is not h11.NEED_DATA:
-                return event
-            data = await self.stream.receive_some(_RECV)
-            self.h11.receive_data(bytes(data))
 
 
 def _broken(exc: BaseException) -> UpstreamError:
@@ -92,77 +83,60 @@ async def _connect_literal(family: int, host: str, port: int) -> trio.SocketStre
     return trio.SocketStream(sock)  # sets TCP_NODELAY, as open_tcp_stream's streams have
 
 
+def _malformed(answer: Answer, exc: MalformedAnswer) -> UpstreamError:
+    what = "a malformed chunked body" if answer.chunked else "a malformed answer"
+    return UpstreamError(f"upstream sent {what} ({exc})", code="upstream_connection_broken")
+
+
+def _cut() -> UpstreamError:
+    return UpstreamError("upstream connection broke (it closed the connection mid-answer)",
+                         code="upstream_connection_broken")
+
+
 class _Response:
     """An open upstream response: status, headers, and the body as it arrives."""
 
-    def __init__(self, conn: _Conn, response: h11.Response, max_answer: int) -> None:
-        self._conn = conn
-        self.max_answer = max_answer
-        self.status = response.status_code
-        self.headers = httpx.Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers])
-        self.finished = False
-        self.chunked = self.status not in (204, 304) and any(
-            k == b"transfer-encoding" and b"chunked" in v.lower() for k, v in response.headers)
-        """The body is chunked: decoded by :class:`ChunkedDecoder`, not event by event through h11."""
-        self._clean_end = False
-        """A chunked body ended cleanly on a keep-alive connection (nothing after its end)."""
-        self._keep_alive = response.http_version == b"1.1" and not any(
-            k == b"connection" and b"close" in v.lower() for k, v in response.headers)
+    __slots__ = ("_answer", "_conn", "chunked", "finished", "headers", "max_answer", "status")
 
-    def iter_bytes(self) -> AsyncIterator[bytes]:
+    def __init__(self, conn: _Conn, answer: Answer, max_answer: int) -> None:
+        self._conn = conn
+        self._answer = answer
+        self.max_answer = max_answer
+        self.status = answer.status
+        self.headers = httpx.Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in answer.headers])
+        self.chunked = answer.chunked
+        self.finished = False
+
+    async def iter_bytes(self) -> AsyncIterator[bytes]:
         """The body as it arrives: what each socket read brought in, as one piece (a streaming
         upstream writes each SSE event as its own chunk; under load many arrive together), so the
         relay handles, and the client receives, what is already here in one go."""
-        return self._chunks() if self.chunked else self._h11_body()
-
-    async def _chunks(self) -> AsyncIterator[bytes]:
-        conn = self._conn
-        decoder = ChunkedDecoder()
-        pending, _ = conn.h11.trailing_data  # what arrived with the head
+        answer, stream = self._answer, self._conn.stream
         try:
-            data = decoder.feed(pending) if pending else b""
             while True:
+                data = answer.take()
                 if data:
                     yield data
-                if decoder.done:
+                if answer.done:
                     self.finished = True
-                    self._clean_end = self._keep_alive and not decoder.extra
                     return
-                received = await conn.stream.receive_some(_RECV)
+                received = await stream.receive_some(_RECV)
                 if not received:
-                    raise UpstreamError("upstream connection broke (it closed the connection mid-answer)",
-                                        code="upstream_connection_broken")
-                data = decoder.feed(bytes(received))
-        except MalformedChunks as exc:
-            raise UpstreamError(f"upstream sent a malformed chunked body ({exc})",
-                                code="upstream_connection_broken") from None
+                    if answer.end_of_data():
+                        continue
+                    raise _cut()
+                answer.feed(received)
+        except MalformedAnswer as exc:
+            raise _malformed(answer, exc) from None
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise _broken(exc) from None
-
-    async def _h11_body(self) -> AsyncIterator[bytes]:
-        """A body with a length (or to the connection's end), through h11: one piece a read."""
-        conn = self._conn
-        try:
-            while True:
-                event = await conn.next_event()
-                if type(event) is h11.Data:
-                    yield bytes(event.data)
-                elif type(event) is h11.EndOfMessage:
-                    self.finished = True
-                    return
-                elif event is h11.PAUSED or type(event) is h11.ConnectionClosed:
-                    raise UpstreamError("upstream closed the connection mid-answer")
-        except (trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError) as exc:
             raise _broken(exc) from None
 
     @property
     def reusable(self) -> bool:
-        """Whether the connection may carry the next request: the body was read to its clean end on
-        a keep-alive connection (nothing after a chunked body's end; h11's states say it otherwise)."""
-        h = self._conn.h11
-        if self.chunked:
-            return self._clean_end and h.our_state is h11.DONE
-        return self.finished and h.our_state is h11.DONE and h.their_state is h11.DONE
+        """Whether the connection may carry the next request: the answer was read to its end on a
+        keep-alive connection, and nothing came after that end."""
+        answer = self._answer
+        return self.finished and answer.keep_alive and not answer.extra
 
     async def read(self) -> bytes:
         return await read_bounded(self.iter_bytes(), self.max_answer)
@@ -209,23 +183,14 @@ class H11Transport:
         idle = self._idle.get(origin)
         while idle:
             conn = idle.pop()
-            if conn.h11.our_state is h11.IDLE and conn.h11.their_state is h11.IDLE and not _stale(conn):
+            if not _stale(conn):
                 conn.reused = True
                 return conn
             await trio.aclose_forcefully(conn.stream)
         return None
 
-    async def _checkin(self, origin: _Origin, conn: _Conn, fresh: bool = False) -> None:
-        """Pool `conn` for the next request: its h11 state starts the next cycle, or is replaced when
-        h11 parsed only the last answer's head (`fresh`: the chunked body was decoded apart)."""
-        if fresh:
-            conn.h11 = h11.Connection(h11.CLIENT)
-        else:
-            try:
-                conn.h11.start_next_cycle()
-            except h11.LocalProtocolError:
-                await trio.aclose_forcefully(conn.stream)
-                return
+    async def _checkin(self, origin: _Origin, conn: _Conn) -> None:
+        """Pool `conn` for the next request (its last answer was read to its clean end)."""
         idle = self._idle.setdefault(origin, [])
         if len(idle) < self._max_idle:
             idle.append(conn)
@@ -242,13 +207,18 @@ class H11Transport:
         target = parts.path or "/"
         if parts.query:
             target += "?" + parts.query
+        check_target(target)
         return (scheme, parts.hostname or "", port), parts.netloc, target
 
     async def _open(self, request: UpstreamRequest) -> tuple[_Origin, _Conn, _Response]:
         origin, netloc, target = self._origin(request.url)
+        method = request.method
         headers = [("host", netloc), *request.headers]
-        if request.method != "GET":
+        if method != "GET":
             headers.append(("content-length", str(len(request.body))))
+        data = request_head(method, target, headers)  # refuses a header that could split the head
+        if method != "GET":
+            data += request.body
         # A request goes out once. It is re-sent on a new connection only when it provably did not
         # reach the upstream: the pooled connection was seen closed before anything was written
         # (checked in `_checkout`), or, for idempotent methods only, a reused connection closed
@@ -258,28 +228,25 @@ class H11Transport:
             conn = await self._checkout(origin) if not retry else None
             if conn is None:
                 conn = await self._connect(origin, request.connect_timeout)
-            answered = False
+            answer = Answer(head_only=method == "HEAD")
+            stream = conn.stream
             try:
-                data = conn.h11.send(h11.Request(method=request.method, target=target, headers=headers))
-                if request.method != "GET":
-                    data += conn.h11.send(h11.Data(data=request.body)) or b""
-                data += conn.h11.send(h11.EndOfMessage()) or b""
-                await conn.stream.send_all(data or b"")
-                event = await conn.next_event()
-                answered = type(event) in (h11.Response, h11.InformationalResponse)
-                while type(event) is h11.InformationalResponse:
-                    event = await conn.next_event()
-                if type(event) is not h11.Response:
-                    raise UpstreamError("upstream closed the connection before answering",
-                                        code="upstream_connection_broken")
-                return origin, conn, _Response(conn, event, request.max_answer)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError, UpstreamError) as exc:
-                await trio.aclose_forcefully(conn.stream)
-                if retry or not conn.reused or answered or request.method not in _IDEMPOTENT:
-                    raise (exc if isinstance(exc, UpstreamError) else _broken(exc)) from None
+                await stream.send_all(data)
+                while not answer.head:
+                    received = await stream.receive_some(_RECV)
+                    if not received:
+                        raise UpstreamError("upstream closed the connection before answering",
+                                            code="upstream_connection_broken")
+                    answer.feed(received)
+                return origin, conn, _Response(conn, answer, request.max_answer)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, MalformedAnswer, UpstreamError) as exc:
+                await trio.aclose_forcefully(stream)
+                if retry or not conn.reused or answer.fed or method not in _IDEMPOTENT:
+                    raise (exc if isinstance(exc, UpstreamError) else
+                           _malformed(answer, exc) if isinstance(exc, MalformedAnswer) else _broken(exc)) from None
             except BaseException:
                 # cancelled (an attempt deadline, the client left): the connection is closed, not leaked
-                await trio.aclose_forcefully(conn.stream)
+                await trio.aclose_forcefully(stream)
                 raise
         raise AssertionError("unreachable")
 
@@ -298,7 +265,7 @@ class H11Transport:
             yield response
         finally:
             if response.reusable:
-                await self._checkin(origin, conn, fresh=response.chunked)
+                await self._checkin(origin, conn)
             else:
                 await trio.aclose_forcefully(conn.stream)
 

@@ -18,8 +18,8 @@ from sidegate.runtime.retry_after import parse_retry_after
 from sidegate.runtime.upstream.urlpath import path_segment
 from sidegate.runtime.upstream.usage_check import InvalidUsage, token_count
 
-__all__ = ["OPS", "SseRelay", "Usage", "error_from_upstream", "request_body", "responses_url", "upstream_url",
-           "usage_from", "valid_usage"]
+__all__ = ["OPS", "SseRelay", "Usage", "error_from_upstream", "json_bytes", "request_body", "responses_url",
+           "upstream_url", "usage_from", "valid_usage"]
 
 OPS = {"chat": "chat/completions", "completions": "completions", "embeddings": "embeddings"}
 """Operation -> path under the provider's base URL."""
@@ -62,7 +62,15 @@ def request_body(
     if stream_usage and body.get("stream") is True:
         options = body.get("stream_options")
         out["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
-    return orjson.dumps(out)
+    return json_bytes(out)
+
+
+def json_bytes(obj: Any) -> bytes:
+    """`orjson.dumps(obj)` copied to its exact size, for bytes that live as long as a call (a request
+    body is held until its answer ends). orjson's result keeps the buffer it grew: 4 KiB for any
+    small object, about 7x the length of a long string; 1,000 paced streams held 4 MB of it. The
+    copy costs ~0.2 us for a chat body."""
+    return memoryview(orjson.dumps(obj)).tobytes()
 
 
 @dataclass(slots=True)

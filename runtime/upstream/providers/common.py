@@ -21,7 +21,7 @@ import orjson
 
 from sidegate.runtime.errors import BadRequest, GatewayError, Overloaded, RateLimited, UpstreamError, UpstreamTimeout
 from sidegate.runtime.retry_after import parse_retry_after
-from sidegate.runtime.upstream.openai_wire import Usage
+from sidegate.runtime.upstream.openai_wire import Usage, json_bytes
 from sidegate.runtime.upstream.transport import UpstreamRequest
 from sidegate.runtime.upstream.usage_check import InvalidUsage
 
@@ -360,8 +360,8 @@ def with_header(headers: tuple[tuple[str, str], ...], name: str, value: str) -> 
 
 
 def json_body(obj: Any) -> bytes:
-    """Request bytes."""
-    return orjson.dumps(obj)
+    """Request bytes (exact-size: see :func:`json_bytes`)."""
+    return json_bytes(obj)
 
 
 def loads_upstream(body: bytes) -> Any:

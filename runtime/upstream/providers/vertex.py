@@ -19,7 +19,7 @@ from sidegate.runtime.errors import GatewayError
 from sidegate.runtime.plan import Provider, Target
 from sidegate.runtime.upstream.openai_wire import Usage
 from sidegate.runtime.upstream.providers.anthropic import AnthropicAdapter, AnthropicStream, error_from_anthropic
-from sidegate.runtime.upstream.providers.common import loads_upstream
+from sidegate.runtime.upstream.providers.common import json_body, loads_upstream
 from sidegate.runtime.upstream.providers.gemini import GeminiAdapter, GeminiStream, error_from_gemini
 from sidegate.runtime.upstream.transport import UpstreamRequest
 from sidegate.runtime.upstream.urlpath import path_segment
@@ -77,7 +77,7 @@ class VertexAdapter(GeminiAdapter):
         if payload.get("stream"):
             url = self.stream_url(url)
         kept = tuple((k, v) for k, v in req.headers if k.lower() != "anthropic-version")
-        return UpstreamRequest("POST", url, kept, orjson.dumps(payload), req.connect_timeout)
+        return UpstreamRequest("POST", url, kept, json_body(payload), req.connect_timeout)
 
     def response(
         self, op: str, body: bytes, *, model: str = "", request: Mapping[str, Any] | None = None

@@ -62,6 +62,32 @@ def test_serve_plan_loads_no_parser_or_validator(tmp_path: Path) -> None:
     assert _loaded_after(code) == []
 
 
+def test_serve_spec_compiles_in_a_child_process(tmp_path: Path) -> None:
+    """`serve SPEC` compiles in a child (a fork at start, a new process on a reload, when the
+    runtime's threads run), so the serving process never holds the compiler; both give the plan."""
+    spec = ROOT / "examples" / "quickstart.yaml"
+    code = (
+        "import sys, threading, types\n"
+        "def run(plan, load_plan, **kw):\n"
+        "    again = []\n"
+        "    t = threading.Thread(target=lambda: again.append(load_plan()))\n"
+        "    t.start(); t.join()\n"
+        "    return 0 if plan.models[0].name == 'demo' and again == [plan] == [load_plan()] else 1\n"
+        "fake = types.ModuleType('sidegate.runtime.server')\n"
+        "fake.run = run\n"
+        "sys.modules['sidegate.runtime.server'] = fake\n"
+        "from sidegate.compiler.cli import main\n"
+        f"assert main(['serve', {str(spec)!r}]) == 0\n"
+    )
+    assert _loaded_after(code) == []
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("version: 1\nmodels: {m: {targets: [{provider: nope, model: x}]}}\nbogus: 1\n")
+    out = subprocess.run([sys.executable, "-m", "sidegate.compiler.cli", "serve", str(broken)], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode == 1
+    assert out.stderr.startswith("sidegate serve: ") and "error[schema.unknown-field]" in out.stderr
+
+
 def test_the_runtime_loads_provider_and_store_clients_only_when_a_plan_needs_them() -> None:
     """botocore (Bedrock), redis (store.redis), pyjwt (auth.jwt) and tiktoken's encoding stay out of a
     sidecar that does not use them: they are most of its memory otherwise."""

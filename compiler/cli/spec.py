@@ -2,7 +2,8 @@
 ``providers`` and ``serve``.
 
 Heavy modules (ruamel.yaml, jsonschema, the compiler pipeline) are imported inside the commands
-that need them, so ``sidegate serve --plan plan.json`` starts without loading the compiler.
+that need them, so ``sidegate serve --plan plan.json`` starts without loading the compiler, and
+``sidegate serve SPEC`` compiles in a child process (:class:`_SpecLoader`): no serving process holds it.
 Exit codes: 0 clean, 1 errors, 2 warnings under ``--strict``, 64 usage errors.
 """
 
@@ -10,7 +11,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import subprocess
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, TypeVar
@@ -106,16 +110,115 @@ def _cmd_providers(args: argparse.Namespace) -> int:
     return 0
 
 
-def _spec_loader(path: str) -> Callable[[], Plan]:
-    def load() -> Plan:
+class _SpecLoader:
+    """Compiles the spec in a child process and loads the plan JSON it hands back, so a serving
+    process never imports the compiler (ruamel.yaml, jsonschema, the pipeline: ~6 MB of every worker
+    for good). The first compile starts at once and runs while the caller imports the runtime. While
+    the process has one thread (at start) the child is a fork that has already imported what the
+    compiler shares with the runtime, so a single core does no import twice; later (a reload, with
+    the runtime's threads running) it is a new `sidegate compile SPEC` process."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._started: _Compile | None = _Compile(path)
+
+    def cancel(self) -> None:
+        """Stop a started compile that will not be waited for."""
+        if self._started is not None:
+            self._started.cancel()
+            self._started = None
+
+    def __call__(self) -> Plan:
+        """The compiled plan; ValueError with the diagnostics when the spec does not compile."""
+        from sidegate.runtime.plan.canonical import loads
+
+        child, self._started = self._started or _Compile(self.path), None
+        ok, out = child.result()
+        if not ok:
+            raise ValueError(out.decode("utf-8", "replace").rstrip("\n")
+                             or f"{self.path}: the compiler process failed")
+        return loads(out)
+
+
+class _Compile:
+    """One compile of `path` in a child process: a fork while the process has a single thread, else
+    `python -m sidegate.compiler.cli compile`."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._pid = 0
+        self._fd = -1
+        if threading.active_count() == 1 and hasattr(os, "fork"):
+            self._fork()
+        else:
+            # The child imports this very `sidegate` (a checkout or a test's path, not another install).
+            root = os.path.dirname(os.path.dirname(os.path.abspath(sys.modules["sidegate"].__file__ or "")))
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+            self._proc = subprocess.Popen([sys.executable, "-m", "sidegate.compiler.cli", "compile", path],
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+
+    def _fork(self) -> None:
+        # What the compiler shares with the runtime, imported once before the fork (the parent needs it).
+        import sidegate.runtime.errors
+        import sidegate.runtime.plan.canonical
+        import sidegate.runtime.routing.routes
+        import sidegate.runtime.upstream.providers  # noqa: F401
+
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: compile, write b"P" + the plan JSON or b"E" + the diagnostics, exit
+            os.close(read)
+            try:
+                payload = _compiled(self.path)
+                with os.fdopen(write, "wb") as pipe:
+                    pipe.write(payload)
+            finally:
+                os._exit(0)
+        os.close(write)
+        self._pid, self._fd = pid, read
+
+    def result(self) -> tuple[bool, bytes]:
+        """(True, the plan JSON) or (False, the diagnostics text)."""
+        if self._proc is not None:
+            out, err = self._proc.communicate()
+            return (True, out) if self._proc.returncode == 0 else (False, err)
+        chunks = []
+        while chunk := os.read(self._fd, 1 << 16):
+            chunks.append(chunk)
+        self._reap()
+        data = b"".join(chunks)
+        return data[:1] == b"P", data[1:]
+
+    def cancel(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.communicate()
+        elif self._pid:
+            os.kill(self._pid, signal.SIGKILL)
+            self._reap()
+
+    def _reap(self) -> None:
+        os.close(self._fd)
+        os.waitpid(self._pid, 0)
+        self._pid = 0
+
+
+def _compiled(path: str) -> bytes:
+    """What a forked compile hands back: b"P" and the plan JSON, or b"E" and the diagnostics (or the
+    traceback of a compiler that failed)."""
+    try:
         from sidegate.compiler.report import text
+        from sidegate.runtime.plan.canonical import dumps
 
         result = compile_file(path)
         if result.plan is None:
-            raise ValueError(text(result.diagnostics).rstrip("\n"))
-        return result.plan
+            return b"E" + text(result.diagnostics).encode()
+        return b"P" + dumps(result.plan).encode()
+    except BaseException:
+        import traceback
 
-    return load
+        return b"E" + traceback.format_exc().encode()
 
 
 def _plan_loader(path: str) -> Callable[[], Plan]:
@@ -230,15 +333,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         args.parser.error("--workers must be at least 1")
     if args.spec is not None and _looks_like_plan(args.spec):
         args.parser.error(f"{args.spec} is a compiled plan: serve it with --plan {args.spec}")
-    load_plan = _plan_loader(args.plan) if args.plan is not None else _spec_loader(args.spec)
+    spec = _SpecLoader(args.spec) if args.spec is not None else None
+    load_plan = _plan_loader(args.plan) if spec is None else spec
     try:
         load_plan = _with_health(_with_listen(load_plan, *_listen_override(args)), _health_override(args))
+        from sidegate.runtime.server import run  # imported while the spec compiles
+
         plan = load_plan()
     except ValueError as exc:
         print(f"sidegate serve: {exc}", file=sys.stderr)
         return 1
-    from sidegate.runtime.server import run
-
+    finally:
+        if spec is not None:
+            spec.cancel()  # (a no-op once the compile was read)
     return run(plan, load_plan=load_plan, watch_path=args.spec or args.plan, workers=args.workers)
 
 

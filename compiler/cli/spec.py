@@ -10,6 +10,7 @@ Exit codes: 0 clean, 1 errors, 2 warnings under ``--strict``, 64 usage errors.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import signal
 import subprocess
@@ -159,13 +160,21 @@ class _Compile:
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
 
     def _fork(self) -> None:
-        # What the compiler shares with the runtime, imported once before the fork (the parent needs it).
+        # What the compiler shares with the runtime, imported once before the fork (the parent needs
+        # it; trio brings attrs, which jsonschema uses too).
+        import decimal  # noqa: F401
+        import difflib  # noqa: F401
+
+        import trio  # noqa: F401
+
         import sidegate.runtime.errors
         import sidegate.runtime.plan.canonical
+        import sidegate.runtime.plan.secrets
         import sidegate.runtime.routing.routes
         import sidegate.runtime.upstream.providers  # noqa: F401
 
         read, write = os.pipe()
+        gc.freeze()  # what exists now stays out of collections while both processes run (no copy-on-write of it)
         pid = os.fork()
         if pid == 0:  # the child: compile, write b"P" + the plan JSON or b"E" + the diagnostics, exit
             os.close(read)
@@ -187,6 +196,7 @@ class _Compile:
         while chunk := os.read(self._fd, 1 << 16):
             chunks.append(chunk)
         self._reap()
+        gc.unfreeze()
         data = b"".join(chunks)
         return data[:1] == b"P", data[1:]
 
@@ -197,6 +207,7 @@ class _Compile:
         elif self._pid:
             os.kill(self._pid, signal.SIGKILL)
             self._reap()
+            gc.unfreeze()
 
     def _reap(self) -> None:
         os.close(self._fd)

@@ -111,7 +111,8 @@ def test_a_serving_sidecar_without_redis_jwt_or_tracing_never_imports_them() -> 
         "        r = await c.post(base_url(gw) + '/chat/completions',\n"
         "                         json={'model': 'demo', 'messages': [{'role': 'user', 'content': 'hi'}]})\n"
         "        assert r.status_code == 200, r.text\n"
-        "        return [m for m in ('botocore', 'redis', 'jwt', 'tiktoken', 'opentelemetry', 'hypercorn.trio')\n"
+        "        return [m for m in ('botocore', 'redis', 'jwt', 'tiktoken', 'opentelemetry', 'hypercorn.trio',\n"
+        "                             'psycopg2')\n"
         "                if m in sys.modules]\n"
         "print(json.dumps(trio.run(main)))\n"
     )

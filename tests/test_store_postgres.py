@@ -3,6 +3,11 @@ at once), keys stored only as hashes, and the seam's connection coming back afte
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import peewee
 import psycopg2
 import pytest
@@ -13,6 +18,8 @@ from sidegate.runtime.store.database import SCHEMA_VERSION, Store, StoreUnavaila
 from sidegate.runtime.store.models import ApiKey, SpendLog
 from sidegate.runtime.store.spend import SpendRow, write_rows
 from tests.support.postgres import Cluster, fresh_database, pg_cluster, pg_server  # noqa: F401 - fixtures
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _sql(url: str, sql: str) -> list[tuple[object, ...]]:
@@ -134,3 +141,37 @@ async def test_an_unreachable_store_is_a_clear_error_without_the_password() -> N
     message = str(info.value)
     assert "postgresql://sidegate:***@127.0.0.1:1/sidegate" in message and "hunter2" not in message
     assert "refused" in message.lower()
+
+
+def test_psycopg2_loads_only_when_a_postgresql_store_opens(pg_server: str) -> None:  # noqa: F811
+    """peewee and playhouse are imported with psycopg2 hidden (~5 MB of every sqlite sidecar); a
+    PostgreSQL store hands it to peewee first, and then works as with peewee's own import: a fresh
+    process, where nothing imported psycopg2 before the runtime did."""
+    url = fresh_database(pg_server)
+    probe = (
+        "import json, sys, trio\n"
+        "import sidegate.runtime.server\n"
+        "from sidegate.runtime.store.database import Store\n"
+        "from sidegate.runtime.store.models import Meta\n"
+        "before = 'psycopg2' in sys.modules\n"
+        "async def main():\n"
+        "    store = await Store.open(sys.argv[1])\n"
+        "    version = await store.run(lambda: Meta.get(Meta.key == 'schema_version').value)\n"
+        "    await store.aclose()\n"
+        "    return version\n"
+        "print(json.dumps([before, trio.run(main), 'psycopg2' in sys.modules]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe, url], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [False, str(SCHEMA_VERSION), True]
+
+
+def test_the_hand_over_sets_what_peewees_own_import_of_psycopg2_sets() -> None:
+    """Module globals and the adapter's transaction-status constants (without them a broken
+    connection looks usable and is never replaced), compared with peewee imported normally."""
+    facts = ("import peewee\na = peewee.Psycopg2Adapter\n"
+             "print(repr([str(peewee.psycopg2), str(peewee.pg_extensions), str(peewee.Json_pg2), a.txn_idle,"
+             " a.txn_inerror, a.txn_unknown, peewee.PostgresqlDatabase('x')._adapter.json_type.__name__]))\n")
+    ours = "import sys\nfrom sidegate.runtime.store import orm\nassert 'psycopg2' not in sys.modules\norm.with_psycopg2()\n"
+    normal, handed = (subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                                     check=True).stdout for code in (facts, ours + facts))
+    assert handed == normal and "psycopg2" in normal

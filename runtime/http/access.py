@@ -10,7 +10,6 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
-import peewee
 import trio
 
 from sidegate.runtime.asgi import Receive, Scope, read_body
@@ -40,6 +39,7 @@ from sidegate.runtime.store.database import Store
 from sidegate.runtime.store.journal import Journal, journal_path
 from sidegate.runtime.store.models import ApiKey, SpendLog, User
 from sidegate.runtime.store.models import Team as TeamRow
+from sidegate.runtime.store.orm import peewee
 from sidegate.runtime.store.spend import SpendRow, SpendWriter, guardrail_summary
 from sidegate.runtime.upstream.tokens import estimate_usage
 

@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, cast
 
 import orjson
-import peewee
 
 from sidegate.runtime.errors import BadRequest, NotFound
 from sidegate.runtime.governance.gate import TeamPolicy
@@ -22,6 +21,7 @@ from sidegate.runtime.governance.limits import Budget, Limits
 from sidegate.runtime.http.key_guardrails import key_guardrails
 from sidegate.runtime.store.database import Store
 from sidegate.runtime.store.models import ApiKey, DailySpend, SpendLog, Team, User
+from sidegate.runtime.store.orm import peewee
 
 _MAX_PAGE = 1_000_000_000
 """Pages past this are refused (a larger offset overflows the database's integers)."""

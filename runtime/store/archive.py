@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
-import peewee
 import trio
 
 from sidegate.runtime.plan.archive import Archive
@@ -40,6 +39,7 @@ from sidegate.runtime.store.archive_encode import CONTENT_TYPES, EXTENSIONS, Enc
 from sidegate.runtime.store.bucket_error import BucketError
 from sidegate.runtime.store.database import STORE_ERRORS, Store, StoreUnavailable
 from sidegate.runtime.store.models import ArchivedPeriod, SpendLog
+from sidegate.runtime.store.orm import peewee
 
 if TYPE_CHECKING:
     from sidegate.runtime.store.bucket import Bucket

@@ -12,10 +12,10 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-import peewee
 import trio
 
 from sidegate.runtime.store.models import MIGRATIONS, TABLES, Meta, migrate
+from sidegate.runtime.store.orm import peewee, with_psycopg2
 
 __all__ = ["CONNECT_TIMEOUT", "OPEN_WAIT", "SCHEMA_VERSION", "STORE_ERRORS", "Store", "StoreUnavailable",
            "connect_database", "open_database", "redact"]
@@ -58,6 +58,7 @@ def connect_database(url: str) -> peewee.Database:
         )
     if url.startswith(("postgresql://", "postgres://")):
         dsn = "postgresql://" + url.split("://", 1)[1]
+        with_psycopg2()
         # One connection shared by the seam's threads (thread_safe=False); the limiter serialises it.
         # TCP keepalives notice a vanished server on an idle connection instead of waiting forever.
         return peewee.PostgresqlDatabase(

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import peewee
 
 from sidegate.runtime.store.database import Store
 from sidegate.runtime.store.models import StoredBatch, StoredFile
+from sidegate.runtime.store.orm import peewee
 
 __all__ = ["Owner", "claim_metering", "delete_file", "get_batch", "get_file", "page", "save_batch", "save_file",
            "set_batch_cost", "update_batch", "update_file"]

@@ -20,9 +20,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import orjson
-import peewee
 
 from sidegate.runtime.store.models import SpendLog
+from sidegate.runtime.store.orm import peewee
 
 __all__ = ["Journal", "journal_path", "replay_values"]
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import peewee
-from playhouse.migrate import SchemaMigrator
-from playhouse.migrate import migrate as playhouse_migrate
+from sidegate.runtime.store.orm import SchemaMigrator, peewee, playhouse_migrate
 
 __all__ = ["MIGRATIONS", "ApiKey", "ArchivedPeriod", "CacheEntry", "DailySpend", "Meta", "SpendLog", "StoredBatch",
            "StoredFile", "StoredResponse", "Team", "User", "migrate"]

@@ -16,12 +16,12 @@ from functools import partial
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
-import peewee
 import trio
 
 from sidegate.runtime.store.database import Store
 from sidegate.runtime.store.journal import Journal, replay_values
 from sidegate.runtime.store.models import DailySpend, SpendLog
+from sidegate.runtime.store.orm import peewee
 
 if TYPE_CHECKING:
     from sidegate.runtime.observe.metrics import Metrics

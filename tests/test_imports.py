@@ -89,10 +89,10 @@ def test_serve_spec_compiles_in_a_child_process(tmp_path: Path) -> None:
 
 
 def test_the_runtime_loads_provider_and_store_clients_only_when_a_plan_needs_them() -> None:
-    """botocore (Bedrock), redis (store.redis), pyjwt (auth.jwt) and tiktoken's encoding stay out of a
+    """botocore (Bedrock), redis (store.redis), pyjwt (auth.jwt), tiktoken's encoding (and the regex module) stay out of a
     sidecar that does not use them: they are most of its memory otherwise."""
     probe = ("import json, sys\nimport sidegate.runtime.server, sidegate.runtime.http.app\nfrom sidegate.runtime.upstream import tokens\n"
-             "print(json.dumps([[m for m in ('botocore', 'redis', 'jwt') if m in sys.modules], tokens.is_loaded()]))")
+             "print(json.dumps([[m for m in ('botocore', 'redis', 'jwt', 'regex') if m in sys.modules], tokens.is_loaded()]))")
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == [[], False]
 

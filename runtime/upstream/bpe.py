@@ -18,8 +18,6 @@ import heapq
 from array import array
 from collections.abc import Iterable
 
-import regex
-
 __all__ = ["Counter"]
 
 _NONE = -1
@@ -62,6 +60,8 @@ class Counter:
                 i = (i + 1) & mask
             table[i] = r
         self._table = table
+        import regex  # (~1.4 MB: imported with the first vocabulary, not by every sidecar)
+
         self._pattern = regex.compile(pattern)
         self._cache: dict[bytes, int] = {}
         """Counts of recently merged pieces (text repeats its words), at most `_CACHE` of them."""

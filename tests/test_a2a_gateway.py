@@ -6,6 +6,7 @@ token only sidegate holds, and records what reached it."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -322,3 +323,21 @@ async def test_an_agent_never_reached_answers_rest_calls_in_the_rest_dialect(age
     assert rest.status_code == 503 and rest.json()["error"]["status"] == "UNAVAILABLE", rest.text
     assert "jsonrpc" not in rest.json()
     assert rpc.status_code == 503 and rpc.json()["id"] == 7 and rpc.json()["error"]["data"]["reason"] == "AGENT_UNAVAILABLE"
+
+
+async def test_a_sidecar_without_agents_makes_no_client_until_a_reload_brings_one(
+    agents: dict[str, AgentServer],
+) -> None:
+    """The A2A client (the process's first httpx client: ~9 MB and ~0.1 s of the start) is made only
+    once the plan has agents; the reload that brings the first one serves it at once."""
+    with_echo = spec_plan({"echo": agents["echo"]})
+    plans = [replace(with_echo, a2a=None), with_echo]
+    with trio.fail_after(15):
+        async with open_gateway(plans[0], load_plan=lambda: plans[-1]) as gw:
+            before = gw.app.a2a.client
+            await gw.reload().wait()
+            async with open_client(gw, "echo", CALLER) as client:
+                events = [e async for e in client.send_message(user_message("late"))]
+            after = gw.app.a2a.client
+    assert before is None and after is not None
+    assert events[0].message.parts[0].text == "echo: late"

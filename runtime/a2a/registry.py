@@ -93,6 +93,12 @@ class Registry:
         self.agents = new
         self._wake.set()
 
+    async def until_agents(self) -> None:
+        """Return once the plan served has agents (at once when it has)."""
+        while not self.agents:
+            self._wake = trio.Event()
+            await self._wake.wait()
+
     def call_failed(self, state: AgentState, reason: str) -> None:
         """A relayed call could not reach the agent: mark it down and re-check its card soon."""
         if state.healthy:

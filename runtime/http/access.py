@@ -198,13 +198,14 @@ class Access:
     def settle(self, admission: Admission, call: Call) -> None:
         """Release counters and reservations, count spend and queue the spend row."""
         usage = call.usage
-        estimated = usage is None and bool(call.answer)
+        estimated = usage is None and bool(call.answer or call.answer_text)
         cost = 0.0
         try:
             if estimated:
                 # The provider reported no usage for an answer that was served: count it locally
                 # (after the answer went out) and flag the spend row.
-                usage = call.usage = estimate_usage(call.request, b"".join(call.answer), call.op)
+                answer, text = call.answer_events()
+                usage = call.usage = estimate_usage(call.request, answer, call.op, text)
                 call.extra["usage_estimated"] = True
             cost = cost_of(usage, call.price) if usage is not None else 0.0
         except Exception as exc:  # a reservation must never leak: settle with what is known

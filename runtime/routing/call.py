@@ -14,7 +14,7 @@ import trio
 from sidegate.runtime.errors import BadRequest, GatewayError
 from sidegate.runtime.plan import Price
 from sidegate.runtime.upstream.openai_wire import Usage
-from sidegate.runtime.upstream.tokens import prompt_tokens
+from sidegate.runtime.upstream.tokens import prompt_tokens, text_of_events
 from sidegate.runtime.upstream.urlpath import check_model_name
 
 if TYPE_CHECKING:
@@ -66,6 +66,10 @@ def _field_list(names: tuple[str, ...]) -> bytes:
     return (",".join(shown) + (f",+{rest} more" if rest else "")).lstrip(",").encode()
 
 
+KEEP_EVENTS = 16384
+"""Bytes of a stream's events kept as they are for local metering before they are reduced to text."""
+
+
 @dataclass(slots=True)
 class Call:
     """What one request did, for its response headers, log line and metrics."""
@@ -113,11 +117,39 @@ class Call:
     """The request body, kept when the upstream reported no usage (to count its tokens locally)."""
     answer: list[bytes] = field(default_factory=list)
     """What the client was sent of the answer, kept when the upstream reported no usage (counted locally
-    at settle time, after the answer went out)."""
+    at settle time, after the answer went out); a stream's events since `answer_text` (see `keep`)."""
+    answer_text: list[str] | None = None
+    """The generated text of a long streamed answer's first events, which `keep` no longer holds."""
+    kept: int = 0
+    """Bytes in `answer`."""
     trace: Request | None = None
     """The request's server span (`observability.tracing`); None when tracing is off."""
     fallback: bool = False
     """The group being tried is a fallback of the requested one (for the attempt spans)."""
+
+    def keep(self, events: bytes) -> None:
+        """Keep streamed events (whole ones) to meter the answer locally should no usage come. Past
+        `KEEP_EVENTS` bytes of server-sent events they are reduced to their generated text, what would
+        be counted: a long answer then costs its text, not its SSE framing (~20x more; an answer of
+        2,000 events held ~400 KB until its end)."""
+        self.answer.append(events)
+        self.kept += len(events)
+        if self.kept < KEEP_EVENTS:
+            return
+        raw = b"".join(self.answer)
+        end = raw.rfind(b"\n") + 1
+        if end and (self.answer_text is not None or not raw.lstrip().startswith(b"{")):
+            self.answer_text = [*(self.answer_text or ()), text_of_events(raw[:end])]
+            raw = raw[end:]
+            self.kept = len(raw)
+        else:  # (not events: looked at again after as many bytes more)
+            self.kept = 0
+        self.answer[:] = [raw] if raw else []
+
+    def answer_events(self) -> tuple[bytes, str | None]:
+        """The kept answer for :func:`runtime.upstream.tokens.estimate_usage`: its bytes, and the text
+        of the events already reduced (None when none were)."""
+        return b"".join(self.answer), None if self.answer_text is None else "".join(self.answer_text)
 
     def overhead_ms(self) -> str:
         """Time spent inside sidegate so far, upstream wait excluded, in milliseconds."""

@@ -318,7 +318,7 @@ async def _stream(
                         else:
                             out = dep.scrubber.data(out)
                         if relay.usage is None:  # kept to meter locally (not needed once usage is known)
-                            call.answer.append(out)
+                            call.keep(out)
                         if span is not None:
                             span.output(out)
                         if relay.done and call.dialect is not None and failure is None:
@@ -348,6 +348,7 @@ async def _stream(
     call.usage = relay.usage
     if call.usage is not None:
         call.answer.clear()
+        call.answer_text = None
     call.complete = True
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 

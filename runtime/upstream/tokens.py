@@ -31,7 +31,7 @@ from sidegate.runtime.upstream.openai_wire import Usage
 
 __all__ = [
     "ENCODING", "count", "estimate_usage", "is_loaded", "load", "prompt_tokens", "rough", "start_loading",
-    "text_of_answer",
+    "text_of_answer", "text_of_events",
 ]
 
 ENCODING = "o200k_base"
@@ -156,6 +156,10 @@ def _objects(body: bytes) -> list[Any]:
             return [orjson.loads(stripped)]
         except orjson.JSONDecodeError:
             return []
+    return _event_objects(body)
+
+
+def _event_objects(body: bytes) -> list[Any]:
     objects = []
     for line in body.splitlines():
         payload = line[5:].strip() if line.startswith(b"data:") else b""
@@ -175,12 +179,24 @@ def text_of_answer(body: bytes) -> str:
     return "".join(texts)
 
 
-def estimate_usage(request: dict[str, Any] | None, answer: bytes, op: str) -> Usage:
+def text_of_events(body: bytes) -> str:
+    """:func:`text_of_answer` of server-sent events, line by line: for lines `a` and `b`,
+    `text_of_events(a + b) == text_of_events(a) + text_of_events(b)` (a long stream's answer is
+    reduced to its text as it goes: `runtime.routing.call.Call.keep`)."""
+    texts: list[str] = []
+    _collect(_event_objects(body), texts, [])
+    return "".join(texts)
+
+
+def estimate_usage(request: dict[str, Any] | None, answer: bytes, op: str, text: str | None = None) -> Usage:
     """Usage counted locally: the request's prompt and the answer's generated text (exactly once the
-    encoding is loaded; until then roughly, with the load started: this runs on the event loop)."""
+    encoding is loaded; until then roughly, with the load started: this runs on the event loop).
+    `text`: the text of the answer's first events, already reduced; `answer` is then the events after
+    them."""
     counter = count if is_loaded() else rough
     if counter is rough:
         start_loading()
     prompt = prompt_tokens(request, counter) if request is not None else 0
-    completion = 0 if op == "embeddings" else counter(text_of_answer(answer))
+    generated = text_of_answer(answer) if text is None else text + text_of_events(answer)
+    completion = 0 if op == "embeddings" else counter(generated)
     return Usage(prompt=prompt, completion=completion)

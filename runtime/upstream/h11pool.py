@@ -10,6 +10,7 @@ hence its name; h11's event machinery cost ~12% of the gateway's CPU on a non-st
 
 from __future__ import annotations
 
+import encodings.idna  # noqa: F401 - trio's connect to a host name encodes it with this: at start, not in a first request
 import functools
 import ipaddress
 import select

@@ -5,18 +5,14 @@ after its end or bad framing does not, and bad framing is an upstream error, nev
 
 from __future__ import annotations
 
-import json
-from functools import partial
-
 import pytest
 import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
 from sidegate.runtime.errors import UpstreamError
-from sidegate.runtime.upstream.h11pool import H11Transport
 from sidegate.runtime.upstream.http1 import Answer, MalformedAnswer
-from sidegate.runtime.upstream.transport import UpstreamRequest
+from tests.support.scripted_upstream import Upstream, served
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
 
@@ -89,58 +85,20 @@ def test_chunked_in_any_case_is_chunked(coding: bytes) -> None:
     assert answer.chunked and answer.done and answer.take() == b"ok"
 
 
-async def _server(answers: list[bytes], seen: list[int], task_status: trio.TaskStatus[int]) -> None:
-    """A raw upstream: each connection reads requests and writes the next scripted answer."""
-    connection = 0
-
-    async def handle(stream: trio.SocketStream) -> None:
-        nonlocal connection
-        connection += 1
-        me, buf = connection, b""
-        while answers:
-            while b"\r\n\r\n" not in buf:
-                data = await stream.receive_some(65536)
-                if not data:
-                    return
-                buf += data
-            head, buf = buf.split(b"\r\n\r\n", 1)
-            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
-            while len(buf) < length:
-                buf += await stream.receive_some(65536)
-            buf = buf[length:]
-            seen.append(me)
-            await stream.send_all(answers.pop(0))
-
-    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(partial(trio.serve_listeners, handle, listeners))
-        task_status.started(listeners[0].socket.getsockname()[1])
-
-
-def _req(port: int) -> UpstreamRequest:
-    body = json.dumps({"model": "m", "stream": True}).encode()
-    return UpstreamRequest("POST", f"http://127.0.0.1:{port}/v1/chat/completions",
-                           (("content-type", "application/json"),), body, 5.0)
-
-
 async def test_through_the_pool_clean_bodies_reuse_the_connection_and_others_do_not() -> None:
     events = [b"data: {\"n\": %d}\n\n" % i for i in range(3)] + [b"data: [DONE]\n\n"]
     clean = HEAD + _encode(events)
     answers = [clean, clean, clean + b"junk after the end", clean, HEAD + b"5\r\nhelloXX"]
-    seen: list[int] = []
+    up = Upstream([(answer, "") for answer in answers])
     with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            port = await nursery.start(_server, answers, seen)
-            t = H11Transport()
+        async with served(up) as t:
             bodies = []
             for _ in range(4):
-                async with t.stream(_req(port)) as s:
+                async with t.stream(up.request()) as s:
                     bodies.append(await s.read())
             with pytest.raises(UpstreamError) as info:
-                async with t.stream(_req(port)) as s:
+                async with t.stream(up.request()) as s:
                     await s.read()
-            await t.aclose()
-            nursery.cancel_scope.cancel()
     assert bodies == [b"".join(events)] * 4
-    assert seen == [1, 1, 1, 2, 2], "reused while clean; a new connection after bytes past an answer's end"
+    assert up.on == [1, 1, 1, 2, 2], "reused while clean; a new connection after bytes past an answer's end"
     assert info.value.code == "upstream_connection_broken" and "malformed chunked body" in info.value.message

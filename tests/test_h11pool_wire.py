@@ -7,8 +7,6 @@ end, HTTP/1.0, an oversized or broken answer). Broken answers are upstream error
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import h11
@@ -22,59 +20,10 @@ from sidegate.runtime.errors import UpstreamError
 from sidegate.runtime.upstream import h11pool
 from sidegate.runtime.upstream.h11pool import H11Transport
 from sidegate.runtime.upstream.http1 import Answer, request_head
-from sidegate.runtime.upstream.transport import UpstreamRequest
+from tests.support.scripted_upstream import Upstream, served
 
 OK = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
 CHUNKED = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
-
-
-@dataclass
-class Upstream:
-    """Each request gets the next scripted answer: (bytes, how) with how "" (one write), "tiny"
-    (a byte a write), or "close" (then the connection is closed)."""
-
-    answers: list[tuple[bytes, str]]
-    seen: list[tuple[int, bytes]] = field(default_factory=list)
-    """(connection number from 1, the request's head) of each request."""
-    port: int = 0
-    connections: int = 0
-
-    async def handle(self, stream: trio.SocketStream) -> None:
-        self.connections += 1
-        me, buf = self.connections, b""
-        while self.answers:
-            while b"\r\n\r\n" not in buf:
-                data = await stream.receive_some(65536)
-                if not data:
-                    return
-                buf += data
-            head, buf = buf.split(b"\r\n\r\n", 1)
-            lengths = [int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")]
-            while len(buf) < sum(lengths):
-                buf += await stream.receive_some(65536)
-            buf = buf[sum(lengths):]
-            self.seen.append((me, head))
-            answer, how = self.answers.pop(0)
-            if how == "tiny":
-                for i in range(len(answer)):
-                    await stream.send_all(answer[i:i + 1])
-                    await trio.lowlevel.checkpoint()
-            else:
-                await stream.send_all(answer)
-            if how == "close":
-                await stream.aclose()
-                return
-
-    def request(self, method: str = "POST", path: str = "/v1/chat/completions",
-                headers: tuple[tuple[str, str], ...] = (("content-type", "application/json"),),
-                max_answer: int = 1 << 20) -> UpstreamRequest:
-        return UpstreamRequest(method, f"http://127.0.0.1:{self.port}{path}", headers,
-                               b"{}" if method == "POST" else b"", 5.0, max_answer)
-
-    @property
-    def on(self) -> list[int]:
-        """The connection each request came on."""
-        return [c for c, _ in self.seen]
 
 
 async def _run(answers: list[tuple[bytes, str]], requests: list[str | dict[str, Any]]) -> tuple[Upstream, list[object]]:
@@ -83,11 +32,7 @@ async def _run(answers: list[tuple[bytes, str]], requests: list[str | dict[str, 
     up = Upstream(answers)
     results: list[object] = []
     with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-            up.port = listeners[0].socket.getsockname()[1]
-            nursery.start_soon(partial(trio.serve_listeners, up.handle, listeners))
-            t = H11Transport()
+        async with served(up) as t:
             for r in requests:
                 req = up.request(r) if isinstance(r, str) else up.request(**r)
                 try:
@@ -95,8 +40,6 @@ async def _run(answers: list[tuple[bytes, str]], requests: list[str | dict[str, 
                     results.append((answer.status, answer.headers, answer.body))
                 except (UpstreamError, h11.LocalProtocolError) as exc:
                     results.append(exc)
-            await t.aclose()
-            nursery.cancel_scope.cancel()
     return up, results
 
 
@@ -188,16 +131,10 @@ async def test_connections_that_must_not_be_reused_are_not() -> None:
 async def test_broken_answers_are_upstream_errors_and_drop_the_connection(answer: bytes, words: str) -> None:
     up = Upstream([(answer, "close"), (OK, "")])
     with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-            up.port = listeners[0].socket.getsockname()[1]
-            nursery.start_soon(partial(trio.serve_listeners, up.handle, listeners))
-            t = H11Transport()
+        async with served(up) as t:
             with pytest.raises(UpstreamError) as info:
                 await t.send(up.request(max_answer=1000))
             assert (await t.send(up.request())).body == b"{}"
-            await t.aclose()
-            nursery.cancel_scope.cancel()
     assert words in info.value.message or words == info.value.code
     assert info.value.code in ("upstream_connection_broken", "upstream_answer_too_large")
     assert up.on == [1, 2]
@@ -207,18 +144,12 @@ async def test_a_stream_left_early_or_cancelled_closes_its_connection() -> None:
     events = b"".join(b"%x\r\n%b\r\n" % (len(e), e) for e in [b"data: 1\n\n", b"data: 2\n\n"])
     up = Upstream([(CHUNKED + events + b"0\r\n\r\n", ""), (OK, "")])
     with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-            up.port = listeners[0].socket.getsockname()[1]
-            nursery.start_soon(partial(trio.serve_listeners, up.handle, listeners))
-            t = H11Transport()
+        async with served(up) as t:
             async with t.stream(up.request()) as s:
                 async for piece in s.iter_bytes():
                     assert piece.startswith(b"data: 1")
                     break
             assert (await t.send(up.request())).body == b"{}"
-            await t.aclose()
-            nursery.cancel_scope.cancel()
     assert up.on == [1, 2]
 
 

@@ -144,26 +144,28 @@ async def test_a_redis_outage_makes_misses_not_errors(server: RedisServer, monke
     assert 'sidegate_cache_backend_errors_total{operation="get"} 1.0' in metrics, "left alone after one failure"
 
 
-async def test_the_store_backend_is_shared_by_two_gateways(store_url: str,  # noqa: F811
+async def test_the_store_backend_is_shared_by_two_gateways(store_url: str, tmp_path: Path,  # noqa: F811
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two processes, as two sidecars are (one process holds one store: its tables are bound to it).
     monkeypatch.setenv("CACHE_UPSTREAM_KEY", "sk-up")
     monkeypatch.setenv("CACHE_MASTER", "sk-master-0001")
+    ports = [_free_port(), _free_port()]
     async with open_fake(CountingOpenAI()) as up:
-        text = SPEC.format(port=0, url=up.base_url, database=store_url, backend="store", extra="")
-        text += 'auth: {master_key: "${CACHE_MASTER}"}\n'
-
-        plan = compile_text(text, "store.yaml").plan
-        assert plan is not None
-        with trio.fail_after(30):
-            async with open_gateway(plan) as one, open_gateway(plan) as two:
-                first = await ask(one.port)
-                await until_stored(one.port)
+        specs = []
+        for i, port in enumerate(ports):
+            specs.append(tmp_path / f"s{i}.yaml")
+            specs[-1].write_text(SPEC.format(port=port, url=up.base_url, database=store_url, backend="store", extra="")
+                                 + 'auth: {master_key: "${CACHE_MASTER}"}\n')
+        with trio.fail_after(60):
+            async with sidecar(specs[0]), sidecar(specs[1]):
+                first = await ask(ports[0])
+                await until_stored(ports[0])
                 stored = up.calls
-                other = await ask(two.port)
+                other = await ask(ports[1])
                 async with httpx.AsyncClient() as http:
-                    purged = (await http.post(f"http://127.0.0.1:{two.port}/cache/purge", json={},
+                    purged = (await http.post(f"http://127.0.0.1:{ports[1]}/cache/purge", json={},
                                               headers={"Authorization": "Bearer sk-master-0001"})).json()
-                after = await ask(one.port)
+                after = await ask(ports[0])
     assert first[0] == "miss" and other == ("hit", first[1])
     assert purged == {"purged": 1, "model": None} and after[0] == "miss"
     assert up.calls == stored + 1, "the other gateway's hit cost nothing; after the purge, one call"

@@ -79,7 +79,7 @@ def open_database(url: str) -> peewee.Database:
     with _sqlite_file_lock(db):
         db.connect()
         migrate(db)
-    db.bind(TABLES)
+    db.bind(TABLES)  # the tables are module-level: one process holds one store (tests run a second as a process)
     return db
 
 

@@ -65,7 +65,7 @@ class _Scope:
     @property
     def context(self) -> Context:
         """An OpenTelemetry context naming this span (the SDK's log records take it)."""
-        return self.span.context()
+        return self.span.otel_context()
 
     def headers(self) -> list[tuple[str, str]]:
         return self.span.headers()
@@ -233,7 +233,8 @@ class Attempt:
             found = _MODEL.search(data, 0, 4096)
             if found is not None:
                 self.model = found.group(1).decode("utf-8", "replace")
-        if b"_reason" in data:
+        # the regex only where a reason is not the `"finish_reason":null` of every OpenAI chunk
+        if data.count(b"_reason") != data.count(b'_reason":null'):
             self.finish.extend(m.decode() for m in _FINISH.findall(data))
         if self._output is not None and sum(map(len, self._output)) < CONTENT_LIMIT:
             self._output.append(data)

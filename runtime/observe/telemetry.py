@@ -76,7 +76,7 @@ class Telemetry:
         self.config = config
         self.exporters: Exporters = build_exporters(config, dict(headers) if headers else None, metrics.otlp_dropped)
         self.dropped = metrics.otlp_dropped
-        self.recorder = Recorder(self.exporters.tracer_provider, self.exporters.span_processor)
+        self.recorder = Recorder(self.exporters.tracer_provider, self.exporters.span_queue, self.exporters.ratio)
         self.content = config.content
         logs = self.exporters.logger_provider
         self._logs = None if logs is None else logs.get_logger("sidegate")

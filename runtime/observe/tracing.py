@@ -1,10 +1,11 @@
-"""OpenTelemetry export (`observability.tracing`): the SDK's TracerProvider with a BatchSpanProcessor
-and an OTLP exporter (HTTP/protobuf or gRPC), and with `logs`/`metrics` a LoggerProvider and a
-MeterProvider on the same endpoint.
+"""OpenTelemetry export (`observability.tracing`): the SDK's TracerProvider (resource, ids, sampler)
+with sidegate's span queue (:mod:`runtime.observe.batch`) and the SDK's OTLP exporter (HTTP/protobuf
+or gRPC), and with `logs`/`metrics` a LoggerProvider (the SDK's batch processor) and a MeterProvider
+on the same endpoint.
 
 Imported only when the plan has a `tracing` section (so a sidecar without it loads nothing of
-OpenTelemetry). Exporting happens in the SDK's own threads: on the event loop a span's start and end
-only append to a bounded queue. When the queue is full the oldest item is dropped, and a batch the
+OpenTelemetry). Exporting happens in threads of its own: on the event loop a span's end and a log
+record only append to a bounded queue. When the queue is full the oldest item is dropped, and a batch the
 collector does not take within `timeout` is dropped too; both are counted in
 `sidegate_otlp_dropped{signal, reason}`. Values the spec leaves out come from the standard `OTEL_*`
 environment variables (endpoint, headers, sampler argument, resource attributes, batch delays).
@@ -25,10 +26,11 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from prometheus_client import Counter
 
+from sidegate.runtime.observe.batch import SpanQueue
 from sidegate.runtime.observe.otlp_send import grpc_spans, http_spans
 from sidegate.runtime.observe.record import HashedResource
 from sidegate.runtime.plan import OtlpProtocol, Tracing
@@ -67,7 +69,7 @@ class _QueueDrops:
         return None
 
 
-def _count_queue_drops(processor: BatchSpanProcessor | BatchLogRecordProcessor, hook: _QueueDrops) -> None:
+def _count_queue_drops(processor: BatchLogRecordProcessor, hook: _QueueDrops) -> None:
     inner = getattr(processor, "_batch_processor", None)
     if inner is not None and hasattr(inner, "_metrics"):
         inner._metrics = hook
@@ -117,6 +119,14 @@ class _Logs(LogRecordExporter):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
+
+
+def _schedule_delay() -> float:
+    """Seconds between span exports: `OTEL_BSP_SCHEDULE_DELAY` (milliseconds), else the SDK's 5 s."""
+    try:
+        return max(0.001, float(os.environ.get("OTEL_BSP_SCHEDULE_DELAY", "5000")) / 1000)
+    except ValueError:
+        return 5.0
 
 
 def sampling_ratio(config: Tracing) -> float:
@@ -169,10 +179,11 @@ def _exporter(config: Tracing, signal: str, headers: Mapping[str, str] | None) -
 class Exporters:
     """The providers and their exporters, and their orderly (bounded) shutdown."""
 
-    def __init__(self, tracer: TracerProvider, spans: BatchSpanProcessor, logger: LoggerProvider | None,
-                 meter: MeterProvider | None, closers: list[Callable[[], None]], errors: _Errors) -> None:
+    def __init__(self, tracer: TracerProvider, spans: SpanQueue, ratio: TraceIdRatioBased,
+                 logger: LoggerProvider | None, meter: MeterProvider | None, closers: list[Callable[[], None]],
+                 errors: _Errors) -> None:
         self.tracer_provider, self.logger_provider, self.meter_provider = tracer, logger, meter
-        self.span_processor = spans
+        self.span_queue, self.ratio = spans, ratio
         self._closers = closers
         self.errors = errors
 
@@ -208,11 +219,11 @@ def build_exporters(config: Tracing, headers: Mapping[str, str] | None, dropped:
     # a warning per span dropped from a full queue would cost more than the span: they are counted instead
     logging.getLogger("opentelemetry.sdk._shared_internal").setLevel(logging.ERROR)
     resource = service_resource(config)
-    tracer = TracerProvider(resource=resource, sampler=ParentBased(TraceIdRatioBased(sampling_ratio(config))))
+    ratio = TraceIdRatioBased(sampling_ratio(config))
+    tracer = TracerProvider(resource=resource, sampler=ParentBased(ratio))
     spans = _Spans(_exporter(config, "traces", headers), dropped.labels("spans", "export_failed"))
-    processor = BatchSpanProcessor(spans, max_queue_size=config.queue_size,
-                                   max_export_batch_size=min(512, config.queue_size))
-    _count_queue_drops(processor, _QueueDrops(dropped, "spans"))
+    processor = SpanQueue(spans, config.queue_size, min(512, config.queue_size), _schedule_delay(),
+                          dropped.labels("spans", "queue_full"), dropped.labels("spans", "shutdown"))
     tracer.add_span_processor(processor)
     closers: list[Callable[[], None]] = [spans.shutdown]
     logger = meter = None
@@ -230,5 +241,5 @@ def build_exporters(config: Tracing, headers: Mapping[str, str] | None, dropped:
                                                export_timeout_millis=config.timeout * 1000)
         meter = MeterProvider(resource=resource, metric_readers=[reader])
         closers.append(metric_exporter.shutdown)
-    return Exporters(tracer, processor, logger, meter, closers, errors)
+    return Exporters(tracer, processor, ratio, logger, meter, closers, errors)
 

@@ -45,11 +45,11 @@ _UNSET = Status(StatusCode.UNSET)
 _EMPTY_STATE = TraceState()
 
 
-def traceparent(context: SpanContext) -> list[tuple[str, str]]:
-    """W3C `traceparent` (and `tracestate`) of a span context, as the SDK's propagator writes them."""
-    out = [("traceparent", f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}")]
-    if context.trace_state:
-        out.append(("tracestate", context.trace_state.to_header()))
+def traceparent(trace_id: int, span_id: int, flags: int, state: TraceState | None) -> list[tuple[str, str]]:
+    """W3C `traceparent` (and `tracestate`) naming a span, as the SDK's propagator writes them."""
+    out = [("traceparent", f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}")]
+    if state:
+        out.append(("tracestate", state.to_header()))
     return out
 
 
@@ -132,11 +132,8 @@ class Span:
         return set_span_in_context(NonRecordingSpan(self.span_context()))
 
     def headers(self) -> list[tuple[str, str]]:
-        """W3C `traceparent` (and `tracestate`) naming this span, as the SDK's propagator writes them."""
-        out = [("traceparent", f"00-{self.trace_id:032x}-{self.span_id:016x}-{'01' if self.recording else '00'}")]
-        if self.trace_state:
-            out.append(("tracestate", self.trace_state.to_header()))
-        return out
+        """W3C `traceparent` (and `tracestate`) naming this span."""
+        return traceparent(self.trace_id, self.span_id, 1 if self.recording else 0, self.trace_state)
 
     def event(self, name: str, attributes: dict[str, Any]) -> None:
         if self.recording and not self.ended:
@@ -158,7 +155,7 @@ class Span:
 
     @property
     def context(self) -> SpanContext:
-        return SpanContext(self.trace_id, self.span_id, False, _SAMPLED, self.trace_state)
+        return self.span_context()  # queued spans are sampled ones
 
     def get_span_context(self) -> SpanContext:
         return self.context

@@ -87,7 +87,9 @@ class Incoming:
 
     def headers(self) -> list[tuple[str, str]]:
         """The client's own trace context, passed on (it sent none: nothing)."""
-        return traceparent(self.remote) if self.remote.is_valid else []
+        remote = self.remote
+        return traceparent(remote.trace_id, remote.span_id, remote.trace_flags, remote.trace_state) \
+            if remote.is_valid else []
 
     def child(self, kind: str, name: str, attributes: Attrs) -> Child:
         return Child(self.tel, self.context, kind, name, attributes, SpanKind.SERVER)

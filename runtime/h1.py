@@ -33,6 +33,7 @@ import trio
 
 from sidegate.runtime.errors import BadRequest, from_exception, openai_body
 from sidegate.runtime.h1_ws import serve_websocket, wants_websocket
+from sidegate.runtime.netio import LeanStream
 
 __all__ = ["Front"]
 
@@ -42,6 +43,7 @@ _PIPELINE_BUFFER = 65536
 _NO_BODY_STATUS = frozenset({204, 304})
 _BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 App = Callable[[MutableMapping[str, Any], Any, Any], Awaitable[None]]
+ClientStream = trio.SocketStream | LeanStream
 
 
 class _Date:
@@ -83,7 +85,7 @@ class Front:
         for scope in list(self._idle):
             scope.cancel()
 
-    async def serve(self, stream: trio.SocketStream) -> None:
+    async def serve(self, stream: ClientStream) -> None:
         """Serve one connection until it closes, times out idle, or the front drains."""
         with contextlib.suppress(*_BROKEN):
             await _Connection(self, stream).run()
@@ -96,7 +98,7 @@ def _address(sockaddr: Any) -> tuple[str, int] | None:
 class _Connection:
     """One client connection: reads requests, runs the app for each, writes its answers."""
 
-    def __init__(self, front: Front, stream: trio.SocketStream) -> None:
+    def __init__(self, front: Front, stream: ClientStream) -> None:
         self.front = front
         self.stream = stream
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=front.max_header)

@@ -60,7 +60,7 @@ def _key(headers: list[tuple[bytes, bytes]]) -> bytes | None:
 class _Session:
     """One upgraded request: the ASGI `receive` and `send` of its websocket scope."""
 
-    def __init__(self, stream: trio.SocketStream, machine: h11.Connection, key: bytes, date: bytes,
+    def __init__(self, stream: trio.abc.HalfCloseableStream, machine: h11.Connection, key: bytes, date: bytes,
                  max_message: int) -> None:
         self.stream = stream
         self.h11 = machine
@@ -163,7 +163,8 @@ class _Session:
             pass
 
 
-async def serve_websocket(app: App, stream: trio.SocketStream, machine: h11.Connection, request: h11.Request, *,
+async def serve_websocket(app: App, stream: trio.abc.HalfCloseableStream, machine: h11.Connection,
+                          request: h11.Request, *,
                           client: tuple[str, int] | None, server: tuple[str, int] | None, state: dict[str, Any],
                           date: bytes, max_message: int, warn: Callable[..., None] | None = None) -> None:
     """Serve the upgrade `request` on `stream` until the WebSocket closes (the connection closes after)."""

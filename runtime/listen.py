@@ -31,6 +31,7 @@ import trio
 from hypercorn.config import Config
 
 from sidegate.runtime.h1 import Front
+from sidegate.runtime.netio import LeanStream
 
 __all__ = ["BUSY", "WARN_EVERY", "connection_budget", "serve_http"]
 
@@ -70,7 +71,7 @@ class _Gate:
             self._refused, self._last = 0, now
 
 
-async def _refuse(stream: trio.SocketStream) -> None:
+async def _refuse(stream: trio.abc.HalfCloseableStream) -> None:
     """Answer 503 and close (the request is read first, so closing does not reset the answer away)."""
     with trio.move_on_after(1.0):
         try:
@@ -83,30 +84,51 @@ async def _refuse(stream: trio.SocketStream) -> None:
 
 
 _BURST = 256
-"""Connections taken from the accept queue in one go, without yielding to the scheduler between them."""
+"""Connections taken from the accept queue in one go, without yielding to the scheduler between them.
+
+Accepting one connection per scheduler pass starved a burst of new clients: with 200 arriving at
+once on a busy worker, the last ones waited seconds in the queue (p99 3.9 s at c=200)."""
+_IGNORED = frozenset(getattr(errno, name) for name in (
+    "EPERM", "ECONNABORTED", "EPROTO", "ENETDOWN", "ENOPROTOOPT", "EHOSTDOWN", "ENONET", "EHOSTUNREACH",
+    "EOPNOTSUPP", "ENETUNREACH", "ENOSR", "ESOCKTNOSUPPORT", "EPROTONOSUPPORT", "ETIMEDOUT", "ECONNRESET")
+    if hasattr(errno, name))
+"""Errors of one `accept` that concern only the client it would have been (as trio's listener)."""
 
 
-def _pending(sock: socket.socket) -> list[trio.SocketStream]:
-    """Connections already waiting in `sock`'s accept queue (non-blocking; stops at the first error,
-    which the next awaited accept meets and handles).
+class _Listening(Protocol):
+    """A listening socket, non-blocking (what `_accepted` uses of it)."""
 
-    Accepting one connection per scheduler pass starved a burst of new clients: with 200 arriving at
-    once on a busy worker, the last ones waited seconds in the queue (p99 3.9 s at c=200)."""
-    out = []
-    for _ in range(_BURST):
+    def accept(self) -> tuple[socket.socket, Any]: ...
+    def fileno(self) -> int: ...
+
+
+async def _accepted(sock: _Listening, most: int = _BURST) -> list[LeanStream]:
+    """The connections waiting in `sock`'s queue (at least one: parks until one arrives), at most
+    `most`. An error that is not one client's (EMFILE...) is raised when nothing was taken yet."""
+    out: list[LeanStream] = []
+    while len(out) < most:
         try:
             conn, _ = sock.accept()
-        except OSError:  # BlockingIOError: the queue is empty; others: met again by the awaited accept
-            break
-        out.append(trio.SocketStream(trio.socket.from_stdlib_socket(conn)))
+        except BlockingIOError:
+            if out:
+                break
+            await trio.lowlevel.wait_readable(sock)
+        except OSError as exc:
+            if exc.errno in _IGNORED:
+                continue
+            if out:
+                break  # met again by the next call
+            raise
+        else:
+            out.append(LeanStream(conn))
     return out
 
 
-async def _accept_loop(listener: trio.SocketListener, handler: Callable[[Any], Awaitable[None]],
-                       nursery: trio.Nursery, gate: _Gate, sock: socket.socket | None = None) -> None:
+async def _accept_loop(sock: _Listening, handler: Callable[[Any], Awaitable[None]], nursery: trio.Nursery,
+                       gate: _Gate) -> None:
     reserve: int | None = os.open(os.devnull, os.O_RDONLY)
 
-    async def run(stream: trio.SocketStream) -> None:
+    async def run(stream: LeanStream) -> None:
         try:
             await handler(stream)
         finally:
@@ -116,7 +138,7 @@ async def _accept_loop(listener: trio.SocketListener, handler: Callable[[Any], A
     try:
         while True:
             try:
-                stream = await listener.accept()
+                streams = await _accepted(sock)
             except OSError as exc:
                 if exc.errno not in _FD_ERRNOS:
                     raise
@@ -125,14 +147,15 @@ async def _accept_loop(listener: trio.SocketListener, handler: Callable[[Any], A
                     os.close(reserve)
                     reserve = None
                     with contextlib.suppress(OSError):
-                        await _refuse(await listener.accept())
+                        for each in await _accepted(sock, 1):
+                            nursery.start_soon(_refuse, each)
                     try:
                         reserve = os.open(os.devnull, os.O_RDONLY)
                     except OSError:
                         reserve = None
                 await trio.sleep(0.01)
                 continue
-            for each in [stream, *(_pending(sock) if sock is not None else ())]:
+            for each in streams:
                 if gate.open >= gate.limit:
                     gate.refused("max_connections")
                     nursery.start_soon(_refuse, each)
@@ -232,7 +255,6 @@ async def serve_http(
         await lifespan_nursery.start(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()
         async with trio.open_nursery() as server_nursery:
-            listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(sock)) for sock in socks]
             handler: Callable[[Any], Awaitable[None]]
             if hypercorn:
                 from hypercorn.trio.tcp_server import TCPServer
@@ -254,8 +276,9 @@ async def serve_http(
                     nursery.start_soon(stop_on, shutdown_trigger)
                     if hypercorn:
                         nursery.start_soon(stop_on, context.terminate.wait)
-                    for listener, sock in zip(listeners, socks, strict=True):
-                        nursery.start_soon(_accept_loop, listener, handler, server_nursery, gate, sock)
+                    for sock in socks:
+                        sock.setblocking(False)
+                        nursery.start_soon(_accept_loop, sock, handler, server_nursery, gate)
             except BaseExceptionGroup as error:
                 _, other = error.split(KeyboardInterrupt)
                 if other is not None:

@@ -16,7 +16,8 @@ from typing import Any
 
 import trio
 
-from sidegate.runtime.listen import BUSY, _accept_loop, _Gate, _pending, connection_budget
+from sidegate.runtime.listen import BUSY, _accept_loop, _accepted, _Gate, connection_budget
+from sidegate.runtime.netio import LeanStream
 
 SPEC = """version: 1
 server: {listen: "127.0.0.1:0", max_connections: 100000, keep_alive: 5m}
@@ -97,34 +98,43 @@ def connection_budget_for(soft: int) -> int:
 
 
 class _Exhausted:
-    """A listener whose first accept fails with EMFILE (the process is out of descriptors)."""
+    """A listening socket whose first accept fails with EMFILE (the process is out of descriptors),
+    then hands out `conns` one per accept, then has an empty queue (parks on `parked`'s descriptor,
+    a listening socket nobody connects to)."""
 
-    def __init__(self, streams: list[trio.SocketStream]) -> None:
-        self.streams = streams
+    def __init__(self, conns: list[socket.socket], parked: socket.socket) -> None:
+        self.conns = conns
+        self.parked = parked
         self.failed = False
 
-    async def accept(self) -> trio.SocketStream:
+    def fileno(self) -> int:
+        return self.parked.fileno()
+
+    def accept(self) -> tuple[socket.socket, Any]:
         if not self.failed:
             self.failed = True
             raise OSError(24, "Too many open files")
-        if not self.streams:
-            await trio.sleep_forever()
-        return self.streams.pop(0)
+        if not self.conns:
+            raise BlockingIOError
+        return self.conns.pop(0), None
 
 
 async def test_at_the_descriptor_limit_the_waiting_client_is_refused_cleanly() -> None:
     pairs = [socket.socketpair() for _ in range(2)]
-    ours = [trio.SocketStream(trio.socket.from_stdlib_socket(a)) for a, _ in pairs]
+    parked = socket.socket()
+    parked.bind(("127.0.0.1", 0))
+    parked.listen(1)
     warnings: list[dict[str, Any]] = []
-    handled: list[trio.SocketStream] = []
+    handled: list[Any] = []
 
-    async def handler(stream: trio.SocketStream) -> None:
+    async def handler(stream: Any) -> None:
         handled.append(stream)
 
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             gate = _Gate(10, lambda event, **kw: warnings.append({"event": event, **kw}))
-            nursery.start_soon(_accept_loop, _Exhausted(list(ours)), handler, nursery, gate)
+            listening = _Exhausted([a for a, _ in pairs], parked)
+            nursery.start_soon(_accept_loop, listening, handler, nursery, gate)
             refused_peer = pairs[0][1]
             refused_peer.sendall(REQUEST)
             answer = await trio.to_thread.run_sync(lambda: refused_peer.recv(65536))
@@ -132,12 +142,13 @@ async def test_at_the_descriptor_limit_the_waiting_client_is_refused_cleanly() -
                 await trio.sleep(0.01)
             nursery.cancel_scope.cancel()
     assert answer == BUSY, "the client waiting at the limit got the 503, not a hang"
-    assert handled == [ours[1]], "the next connection is served normally"
+    assert [h.raw for h in handled] == [pairs[1][0]], "the next connection is served normally"
     assert warnings == [{"event": "connections_refused", "reason": "fd_limit", "refused": 1, "open": 0,
                          "limit": 10}]
     assert connection_budget(10**6) <= resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     for _, b in pairs:
         b.close()
+    parked.close()
 
 
 async def test_a_burst_of_new_clients_is_taken_from_the_accept_queue_at_once() -> None:
@@ -149,12 +160,14 @@ async def test_a_burst_of_new_clients_is_taken_from_the_accept_queue_at_once() -
     sock.setblocking(False)
     clients = [socket.create_connection(sock.getsockname()) for _ in range(20)]
     try:
-        streams: list[trio.SocketStream] = []
+        streams: list[LeanStream] = []
         with trio.fail_after(5):
             while len(streams) < 20:  # the handshakes complete in the kernel, maybe not all at once
-                streams += _pending(sock)
-                await trio.sleep(0.01)
-        assert _pending(sock) == [], "an empty queue returns at once"
+                streams += await _accepted(sock)
+        assert len(streams) == 20
+        with trio.move_on_after(0.05) as waiting:
+            await _accepted(sock)
+        assert waiting.cancelled_caught, "an empty queue parks until a client arrives"
         clients[0].sendall(b"ping")
         got = b"".join([await s.receive_some(10) for s in streams if s.socket.getpeername() == clients[0].getsockname()])
         assert got == b"ping"

@@ -3,6 +3,7 @@ graceful drain, and `--workers N` as N processes sharing the port through SO_REU
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import socket
@@ -83,9 +84,13 @@ async def serve(
     handle_signals: bool = True,
     poll_interval: float = 1.0,
     port: int | None = None,
+    freeze_heap: bool = False,
     task_status: trio.TaskStatus[Handle] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve `plan` until shut down (SIGTERM/SIGINT or `Handle.shutdown`), then drain and return."""
+    """Serve `plan` until shut down (SIGTERM/SIGINT or `Handle.shutdown`), then drain and return.
+
+    `freeze_heap` (the sidecar's own process, not a test's): see `_freeze_heap`, at start and after
+    each reload."""
     plan = _listening(plan)
     logger = Logger(plan.observability.logs)
     metrics = Metrics()
@@ -137,6 +142,8 @@ async def serve(
             app.swap(new_rt)
             metrics.reloads.inc()
             logger.info("reloaded", digest=new_rt.digest)
+            if freeze_heap:
+                _freeze_heap()
 
     async def reloader() -> None:
         nonlocal wake
@@ -184,6 +191,8 @@ async def serve(
             nursery.cancel_scope.cancel()
 
         await nursery.start(run_server)
+        if freeze_heap:
+            _freeze_heap()
         nursery.start_soon(reloader)
         nursery.start_soon(run_probes, lambda: app.runtime, app.logger.warning)
         if telemetry is not None:
@@ -209,6 +218,19 @@ async def serve(
                                           abandon_on_cancel=True)
     logger.info("stopped")
     logger.flush_nowait()
+
+
+def _freeze_heap() -> None:
+    """Move what exists now (modules, the plan, the runtime: ~50k objects) out of the cyclic
+    collector's reach, after one collection of what is garbage already.
+
+    Every full collection walked all of it: with 1,000 paced streams open, two full collections in
+    3 s took 107 ms and 55 ms, each a pause of every stream (the p99 of the relay delay). After a
+    reload the old runtime is collected, then the new one frozen (`gc.unfreeze` first, so frozen
+    garbage of the old plan does not stay)."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 async def _telemetry(plan: Plan, runtime: Runtime, logger: Logger, metrics: Metrics) -> Telemetry | None:
@@ -292,7 +314,8 @@ def run(plan: Plan, *, load_plan: Callable[[], Plan], watch_path: str | None, wo
         return _supervise(n)
     try:
         trio.run(
-            partial(serve, plan, load_plan=load_plan, watch_path=watch_path, reuse_port=n > 1 or _is_worker())
+            partial(serve, plan, load_plan=load_plan, watch_path=watch_path, reuse_port=n > 1 or _is_worker(),
+                    freeze_heap=True)
         )
     except SecretError as exc:
         print(f"sidegate: cannot start: {exc}", file=sys.stderr)

@@ -29,6 +29,7 @@ _CHILD = textwrap.dedent("""
     _freeze_heap()  # at start
     assert before_start() is None, "garbage from before the freeze was collected, not frozen"
     assert gc.get_freeze_count() > 1000, gc.get_freeze_count()
+    assert gc.get_threshold()[2] == 100, gc.get_threshold()
     del kept
     gc.collect()
     assert kept_ref() is not None, "a frozen object is out of the collector's reach"

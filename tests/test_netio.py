@@ -163,7 +163,7 @@ async def test_a_new_connection_has_no_nagle_delay() -> None:
 
 async def test_two_tasks_reading_at_once_is_an_error() -> None:
     left, right = await _pair()
-    with pytest.raises(BaseExceptionGroup) as raised:  # noqa: PT012 - the second reader's error ends the nursery
+    with pytest.raises(BaseExceptionGroup) as raised:  # the second reader's error ends the nursery
         async with trio.open_nursery() as nursery:
             nursery.start_soon(right.receive_some)
             await trio.testing.wait_all_tasks_blocked()

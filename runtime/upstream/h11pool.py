@@ -127,6 +127,10 @@ class _Response:
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise _broken(exc) from None
 
+    def release(self) -> None:
+        """Done with this answer, read or not: its parser is let go (`Answer.feed`)."""
+        self._answer.release()
+
     @property
     def reusable(self) -> bool:
         """Whether the connection may carry the next request: the answer was read to its end on a
@@ -157,6 +161,7 @@ class _Opened:
         if self._open is None:
             return
         (origin, conn, response), self._open = self._open, None
+        response.release()
         if response.reusable:
             await self._pool._checkin(origin, conn)
         else:
@@ -261,12 +266,14 @@ class H11Transport:
                     answer.feed(received)
                 return origin, conn, _Response(conn, answer, request.max_answer)
             except (trio.BrokenResourceError, trio.ClosedResourceError, MalformedAnswer, UpstreamError) as exc:
+                answer.release()
                 await trio.aclose_forcefully(stream)
                 if retry or not conn.reused or answer.fed or method not in _IDEMPOTENT:
                     raise (exc if isinstance(exc, UpstreamError) else
                            _malformed(answer, exc) if isinstance(exc, MalformedAnswer) else _broken(exc)) from None
             except BaseException:
                 # cancelled (an attempt deadline, the client left): the connection is closed, not leaked
+                answer.release()
                 await trio.aclose_forcefully(stream)
                 raise
         raise AssertionError("unreachable")

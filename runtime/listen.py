@@ -31,7 +31,7 @@ import trio
 from hypercorn.config import Config
 
 from sidegate.runtime.h1 import Front
-from sidegate.runtime.netio import LeanStream
+from sidegate.runtime.netio import LeanStream, close_now
 
 __all__ = ["BUSY", "WARN_EVERY", "connection_budget", "serve_http"]
 
@@ -133,7 +133,7 @@ async def _accept_loop(sock: _Listening, handler: Callable[[Any], Awaitable[None
             await handler(stream)
         finally:
             gate.open -= 1
-            await trio.aclose_forcefully(stream)
+            await close_now(stream)
 
     try:
         while True:

@@ -12,7 +12,7 @@ import pytest
 import trio
 import trio.testing
 
-from sidegate.runtime.netio import LeanStream, lean_stream
+from sidegate.runtime.netio import LeanStream, close_now, lean_stream
 
 
 def _tcp_pair() -> tuple[socket.socket, socket.socket]:
@@ -171,3 +171,18 @@ async def test_two_tasks_reading_at_once_is_an_error() -> None:
     assert raised.value.subgroup(trio.BusyResourceError) is not None
     await left.aclose()
     await right.aclose()
+
+
+async def test_close_now_closes_at_once_even_in_a_cancelled_scope() -> None:
+    left, right = await _pair()
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await close_now(left)  # no Cancelled: nothing to checkpoint
+    assert left.raw.fileno() == -1
+    assert await right.receive_some() == b"", "the peer sees the connection end"
+    a, b = trio.testing.memory_stream_pair()
+    await close_now(a)  # any other stream: trio.aclose_forcefully
+    with pytest.raises(trio.ClosedResourceError):
+        await a.send_all(b"x")
+    await right.aclose()
+    await b.aclose()

@@ -23,7 +23,7 @@ import httpx
 import trio
 
 from sidegate.runtime.errors import UpstreamError, describe
-from sidegate.runtime.netio import LeanStream, lean_stream
+from sidegate.runtime.netio import LeanStream, close_now, lean_stream
 from sidegate.runtime.upstream.http1 import Answer, MalformedAnswer, check_target, request_head
 from sidegate.runtime.upstream.transport import UpstreamRequest, UpstreamResponse, read_bounded
 
@@ -165,7 +165,7 @@ class _Opened:
         if response.reusable:
             await self._pool._checkin(origin, conn)
         else:
-            await trio.aclose_forcefully(conn.stream)
+            await close_now(conn.stream)
 
 
 class H11Transport:
@@ -267,14 +267,14 @@ class H11Transport:
                 return origin, conn, _Response(conn, answer, request.max_answer)
             except (trio.BrokenResourceError, trio.ClosedResourceError, MalformedAnswer, UpstreamError) as exc:
                 answer.release()
-                await trio.aclose_forcefully(stream)
+                await close_now(stream)
                 if retry or not conn.reused or answer.fed or method not in _IDEMPOTENT:
                     raise (exc if isinstance(exc, UpstreamError) else
                            _malformed(answer, exc) if isinstance(exc, MalformedAnswer) else _broken(exc)) from None
             except BaseException:
                 # cancelled (an attempt deadline, the client left): the connection is closed, not leaked
                 answer.release()
-                await trio.aclose_forcefully(stream)
+                await close_now(stream)
                 raise
         raise AssertionError("unreachable")
 

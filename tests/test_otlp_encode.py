@@ -11,7 +11,8 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
-from sidegate.runtime.observe.otlp_encode import encode_spans
+from sidegate.runtime.observe import otlp_encode
+from sidegate.runtime.observe.otlp_encode import encode_spans, encode_spans_bytes
 
 _text = st.text(max_size=12)
 _scalar = st.one_of(st.none(), st.booleans(), _text, st.integers(-(2**63), 2**63 - 1),
@@ -48,4 +49,19 @@ def _span(draw: st.DrawFn) -> ReadableSpan:
 def test_the_same_request_as_the_sdk_encoder(spans: list[ReadableSpan]) -> None:
     ours, theirs = encode_spans(spans), sdk_encode(spans)
     assert ours == theirs
-    assert ours.SerializeToString(deterministic=True) == theirs.SerializeToString(deterministic=True)
+    assert encode_spans_bytes(spans) == theirs.SerializeToString(), "the bytes sent are the SDK's, as serialised"
+    assert encode_spans_bytes(spans) == theirs.SerializeToString(), "the same again, from the attribute cache"
+
+
+def test_the_attribute_cache_is_bounded_and_never_confuses_a_value_with_its_type() -> None:
+    """Kept encodings are looked up by (field, key, type, value): True and 1 hash alike but encode
+    differently; past `_CACHE_MAX` entries the table starts over (request ids are all different)."""
+    context = SpanContext(1, 2, False, TraceFlags(1))
+    scope = InstrumentationScope("sidegate")
+
+    def span(value: object) -> ReadableSpan:
+        return ReadableSpan("s", context, None, _RESOURCES[0], {"k": value}, instrumentation_scope=scope)
+
+    spans = [span(True), span(1), span(1.0), span("1"), *(span(f"id-{n}") for n in range(otlp_encode._CACHE_MAX + 10))]
+    assert encode_spans_bytes(spans) == sdk_encode(spans).SerializeToString()
+    assert len(otlp_encode._cache) <= otlp_encode._CACHE_MAX

@@ -17,7 +17,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from sidegate.runtime.observe.otlp_encode import encode_spans
+from sidegate.runtime.observe.otlp_encode import encode_spans, encode_spans_bytes
 
 __all__ = ["grpc_spans", "http_spans"]
 
@@ -44,7 +44,7 @@ def http_spans(**options: Any) -> SpanExporter:
             client = getattr(self, "_client", None)
             if client is None or self._shutdown:
                 return super().export(spans)
-            data = encode_spans(spans).SerializePartialToString()
+            data = encode_spans_bytes(spans)
             limit = getattr(self, "_max_request_size", None)
             if limit is not None and len(data) > limit:
                 _LOG.warning("Dropping span batch: %d bytes exceeds max_request_size %d bytes.", len(data), limit)

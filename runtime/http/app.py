@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from time import perf_counter
 from typing import TYPE_CHECKING
 
@@ -11,7 +10,7 @@ import orjson
 import trio
 
 from sidegate.runtime.a2a.metrics import A2AMetrics
-from sidegate.runtime.asgi import ClientGone, Receive, Scope, Send, header, read_body, respond
+from sidegate.runtime.asgi import ClientGone, Receive, Scope, Send, header, new_request_id, read_body, respond
 from sidegate.runtime.cache.metrics import CacheMetrics
 from sidegate.runtime.cache.service import ResponseCache
 from sidegate.runtime.errors import GatewayError, ModelNotFound, NotFound, Unavailable, from_exception, openai_body
@@ -51,6 +50,7 @@ if TYPE_CHECKING:
     from sidegate.runtime.observe.telemetry import Telemetry
 
 __all__ = ["App"]
+
 
 _JSON = b"application/json"
 _LIVE = frozenset({"/health/live", "/health/liveliness", "/health/liveness"})
@@ -155,7 +155,7 @@ class App:
         if op is not None and method == "POST" and op != "count_tokens":
             await self._model_call(op, scope, receive, send)
             return
-        rid = (header(scope, b"x-request-id") or b"").decode("latin-1") or uuid.uuid4().hex
+        rid = (header(scope, b"x-request-id") or b"").decode("latin-1") or new_request_id()
         try:
             if path.startswith("/responses/"):
                 grant = await self.access.authenticate(scope)
@@ -210,7 +210,7 @@ class App:
 
     async def _health_only(self, scope: Scope, send: Send) -> None:
         """The health listener (`server.health_listen`): the probe routes and nothing else."""
-        rid = uuid.uuid4().hex
+        rid = new_request_id()
         path: str = scope["path"]
         if scope["method"] == "GET" and (path in _LIVE or path in _READY):
             await self._other("GET", path, scope, send, rid)
@@ -259,7 +259,7 @@ class App:
 
     async def _model_call(self, op: str, scope: Scope, receive: Receive, send: Send) -> None:
         rt = self.runtime
-        rid = (header(scope, b"x-request-id") or b"").decode("latin-1") or uuid.uuid4().hex
+        rid = (header(scope, b"x-request-id") or b"").decode("latin-1") or new_request_id()
         call = Call(request_id=rid, op=op, t0=perf_counter(), log=self.logger.warning)
         token = None
         if self.telemetry is not None:

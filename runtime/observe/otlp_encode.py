@@ -119,7 +119,7 @@ def _flags(parent: SpanContext | None) -> bytes:
     return _REMOTE if parent is not None and parent.is_remote else _LOCAL
 
 
-def _span(span: ReadableSpan) -> bytes:
+def _span(span: ReadableSpan | Span) -> bytes:
     parent = span.parent
     if type(span) is Span:  # sidegate's record: its ids as they are (`.context` builds a SpanContext)
         trace_id, span_id, trace_state = span.trace_id, span.span_id, span.trace_state

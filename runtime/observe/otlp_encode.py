@@ -1,8 +1,8 @@
 """Spans to the OTLP protobuf request (`ExportTraceServiceRequest` of `opentelemetry-proto`), written
 as its wire bytes: the same bytes as the SDK's own encoder
 (`opentelemetry.exporter.otlp.proto.common.trace_encoder.encode_spans`) serialised, field for field
-(a property test holds the two equal on any spans), at about a fifth of the cost of filling the
-messages.
+(a property test holds the two equal on any spans): ~7 us a span in a tight loop, half the cost
+of filling the official messages in place and about a fifth of the SDK's encoder.
 
 Why not the SDK's: it builds every attribute as a free-standing `KeyValue` and `AnyValue`, copies
 the lists into each span, and hashes the resource (all its attributes serialised to JSON) once per
@@ -10,9 +10,9 @@ span. Filling the official messages in place instead still cost ~14 us a span: e
 Python is a call into the protobuf runtime. Here a span is a few byte strings joined: the fields
 protobuf would write, in its order (field number), with proto3's rule of leaving out zero scalars.
 Most attributes repeat from span to span (the operation, provider, model, deployment, strategy), so
-an attribute's whole encoding is kept by (key, type, value) in a bounded table, and a resource's
-once. The SDK's exporters still send the
-bytes (`runtime.observe.otlp_send`); gRPC's parses them into the message its stub sends.
+an attribute's whole field is kept by (field, key, type, value) in a bounded table, and a
+resource's encoding once. The SDK's exporters still send the bytes (`runtime.observe.otlp_send`);
+gRPC's parses them into the message its stub sends.
 """
 
 from __future__ import annotations

@@ -51,7 +51,6 @@ if TYPE_CHECKING:
 
 __all__ = ["App"]
 
-
 _JSON = b"application/json"
 _LIVE = frozenset({"/health/live", "/health/liveliness", "/health/liveness"})
 _READY = frozenset({"/health/ready", "/health/readiness", "/health"})

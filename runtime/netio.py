@@ -76,26 +76,21 @@ class LeanStream(trio.abc.HalfCloseableStream):
         if raw.fileno() == -1:
             await trio.lowlevel.checkpoint()
             raise trio.ClosedResourceError("this socket was already closed")
-        if self._ready and self._turns > 0:
+        parked = not self._ready  # the last read emptied the kernel's buffer: wait for data first
+        if parked or self._turns <= 0:
+            self._turns = _TURNS
+            if not parked:
+                await trio.lowlevel.checkpoint()
+        else:
             await checkpoint_if_cancelled()
             self._turns -= 1
-        else:
-            self._turns = _TURNS
-            try:
-                if self._ready:
-                    await trio.lowlevel.checkpoint()
-                else:
-                    await wait_readable(raw)
-            except OSError as exc:
-                raise _error(exc) from exc
         while True:
             try:
+                if parked:
+                    await wait_readable(raw)
                 data = raw.recv(size)
             except BlockingIOError:
-                try:
-                    await wait_readable(raw)
-                except OSError as exc:
-                    raise _error(exc) from exc
+                parked = True
                 continue
             except OSError as exc:
                 raise _error(exc) from exc

@@ -23,7 +23,7 @@ import httpx
 import trio
 
 from sidegate.runtime.errors import UpstreamError, describe
-from sidegate.runtime.netio import LeanStream, close_now, lean_stream
+from sidegate.runtime.netio import close_now, lean_stream
 from sidegate.runtime.upstream.http1 import Answer, MalformedAnswer, check_target, request_head
 from sidegate.runtime.upstream.transport import UpstreamRequest, UpstreamResponse, read_bounded
 
@@ -68,15 +68,6 @@ def _literal_family(host: str) -> int | None:
         return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
     except ValueError:
         return None
-
-
-async def _connect_literal(family: int, host: str, port: int) -> LeanStream:
-    """A TCP connection to an IP address: one socket and its connect. `trio.open_tcp_stream` also
-    resolves the name and races the addresses it gets (happy eyeballs) in a nursery of its own,
-    which for a single literal address is a task, two scopes and a thread-free lookup for nothing:
-    a fifth of a paced stream's set-up when each stream opens its own upstream connection. The
-    stream is `runtime.netio`'s (one scheduler trip per relayed event, not three)."""
-    return await lean_stream(family, (host, port))
 
 
 def _malformed(answer: Answer, exc: MalformedAnswer) -> UpstreamError:
@@ -187,8 +178,11 @@ class H11Transport:
         try:
             with trio.move_on_after(connect_timeout):  # a plain scope: `fail_after` adds a generator
                 family = _literal_family(host)
+                # An IP literal: one socket and its connect (`open_tcp_stream` also resolves and races
+                # addresses in a nursery of its own: a fifth of a paced stream's set-up), on
+                # `runtime.netio`'s stream (one scheduler trip per relayed event, not three).
                 stream = (await trio.open_tcp_stream(host, port) if family is None
-                          else await _connect_literal(family, host, port))
+                          else await lean_stream(family, (host, port)))
                 if scheme == "https":
                     tls = trio.SSLStream(stream, self._tls(), server_hostname=host, https_compatible=True)
                     await tls.do_handshake()
@@ -196,11 +190,11 @@ class H11Transport:
                 return _Conn(stream)
         except (OSError, trio.BrokenResourceError, ssl.SSLError) as exc:
             if stream is not None:
-                await trio.aclose_forcefully(stream)
+                await close_now(stream)
             raise UpstreamError(f"could not connect to the upstream {host}:{port} ({describe(exc)})",
                                 code="upstream_connect_error") from None
         if stream is not None:  # connected, but the TLS handshake did not finish in time
-            await trio.aclose_forcefully(stream)
+            await close_now(stream)
         raise UpstreamError(f"timed out connecting to the upstream {host}:{port} after {connect_timeout:g}s",
                             code="upstream_connect_error")
 
@@ -293,5 +287,5 @@ class H11Transport:
         """Close every idle connection."""
         for idle in self._idle.values():
             for conn in idle:
-                await trio.aclose_forcefully(conn.stream)
+                await close_now(conn.stream)
         self._idle.clear()
